@@ -1,0 +1,35 @@
+"""Models: ShuffleNet v1 (the one backbone), the paper's comparison models, and the name registry."""
+
+from .shufflenet import (
+    PAPER_GROUPS,
+    TABLE1_STAGE_WIDTHS,
+    ChannelShuffle,
+    InvalidConfigError,
+    ShuffleNetV1,
+    ShuffleUnit,
+    SqueezeExcite,
+    channel_shuffle,
+    shufflenet_v1,
+    stage_widths,
+)
+from .registry import ModelSpec, UnknownModelError, create_model, get_spec, list_models, paper_tables, register
+
+__all__ = [
+    "PAPER_GROUPS",
+    "TABLE1_STAGE_WIDTHS",
+    "ChannelShuffle",
+    "InvalidConfigError",
+    "ModelSpec",
+    "ShuffleNetV1",
+    "ShuffleUnit",
+    "SqueezeExcite",
+    "UnknownModelError",
+    "channel_shuffle",
+    "create_model",
+    "get_spec",
+    "list_models",
+    "paper_tables",
+    "register",
+    "shufflenet_v1",
+    "stage_widths",
+]

@@ -1,0 +1,219 @@
+"""One name for every model, one lookup for all of them.
+
+Naming scheme (torchvision's ``shufflenet_v2_x1_0`` style, extended by the paper's options)::
+
+    shufflenet_v1_x{width}_g{groups}[_se|_shallow|_noshuffle]     e.g. shufflenet_v1_x1_0_g3
+    mobilenet_v1_x{width}                                           e.g. mobilenet_v1_x1_0
+    alexnet
+    skeleton_{unit}_{mflops}m                                       e.g. skeleton_resnext_38m (Table 4)
+
+``{width}`` writes the multiplier with ``_`` for the decimal point (0_25, 0_5, 1_0, 1_5, 2_0). The same
+names work in :func:`create_model`, ``timm.create_model`` (all names are registered with timm when
+``shufflenet`` is imported) and ``torch.hub.load(..., name)`` (``hubconf.py``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Callable, Dict, List, Optional
+
+from torch import nn
+
+from .shufflenet import PAPER_GROUPS, ShuffleNetV1
+
+__all__ = ["ModelSpec", "register", "list_models", "get_spec", "create_model", "UnknownModelError", "paper_tables"]
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it and what the paper says about it."""
+
+    name: str
+    family: str
+    builder: Callable[..., nn.Module]
+    kwargs: Dict[str, Any] = field(default_factory=dict)
+    paper_mflops: Optional[float] = None
+    paper_err: Optional[float] = None
+    description: str = ""
+
+
+_REGISTRY: Dict[str, ModelSpec] = {}
+
+
+@lru_cache(maxsize=1)
+def paper_tables() -> Dict[str, Any]:
+    """The paper's tables (``shufflenet/data/paper_tables.json``, a copy of the project's reference)."""
+    return json.loads(resources.files("shufflenet.data").joinpath("paper_tables.json").read_text())
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model name {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    _register_with_timm(spec)
+    return spec
+
+
+def list_models(pattern: str = "*", family: Optional[str] = None) -> List[str]:
+    """Registered names matching a glob ``pattern`` (and ``family``: shufflenet, mobilenet_v1, ...)."""
+    return sorted(n for n, s in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and family in (None, s.family))
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model name {name!r}.{hint} Valid names: {', '.join(list_models())}"
+        )
+    return _REGISTRY[name]
+
+
+def create_model(name: str, weights: Optional[str] = None, **kwargs: Any) -> nn.Module:
+    """Build a registered model; ``weights`` is a package weights file, Lightning ``.ckpt`` or state dict.
+
+    ``features_only=True`` (with optional ``out_indices``) returns timm's feature extractor over the
+    same network, as ``timm.create_model`` does.
+    """
+    spec = get_spec(name)
+    if kwargs.get("features_only"):
+        import timm
+
+        if weights is not None:
+            raise ValueError("create_model: load weights into the full model, then wrap it for features")
+        return timm.create_model(name, **kwargs)
+    model = spec.builder(**{**spec.kwargs, **kwargs})
+    if weights is not None:
+        from ..weights import load_weights
+
+        load_weights(model, weights)
+    return model
+
+
+def _register_with_timm(spec: ModelSpec) -> None:
+    from timm.models import build_model_with_cfg, register_model
+
+    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        if pretrained:
+            raise ValueError(
+                f"{spec.name}: no weights can be downloaded here; convert a public checkpoint "
+                f"(python -m shufflenet.weights.convert) and pass weights=<file> to shufflenet.create_model"
+            )
+        if spec.builder is ShuffleNetV1:
+            kwargs["pretrained_cfg"] = kwargs.get("pretrained_cfg") or _TIMM_CFG
+            return build_model_with_cfg(
+                ShuffleNetV1,
+                spec.name,
+                pretrained=False,
+                feature_cfg=dict(out_indices=(1, 2, 3)),
+                **{**spec.kwargs, **kwargs},
+            )
+        return spec.builder(**{**spec.kwargs, **kwargs})
+
+    entrypoint.__name__ = spec.name
+    entrypoint.__qualname__ = spec.name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = spec.description
+    register_model(entrypoint)
+
+
+# ImageNet preprocessing of every model in this project: RGB, torchvision mean/std, 224 crop from 256.
+_TIMM_CFG = dict(
+    url="",
+    num_classes=1000,
+    input_size=(3, 224, 224),
+    pool_size=(7, 7),
+    crop_pct=0.875,
+    interpolation="bilinear",
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    first_conv="conv1.0",
+    classifier="fc",
+)
+
+
+def width_tag(width: float) -> str:
+    """0.5 -> '0_5', 1.0 -> '1_0', 0.25 -> '0_25'."""
+    text = f"{width:.2f}".rstrip("0")
+    text = text + "0" if text.endswith(".") else text
+    return text.replace(".", "_")
+
+
+def _register_shufflenets() -> None:
+    tables = paper_tables()
+    t1 = tables["table1_architecture"]
+    t2 = tables["table2_group_ablation"]
+    widths = {"0.25x": 0.25, "0.5x": 0.5, "1x": 1.0}
+    for g in PAPER_GROUPS:
+        for width in (0.25, 0.5, 1.0, 1.5, 2.0):
+            row = next((r for k, r in t2["rows"].items() if widths[k] == width), None)
+            err = row["err"][t2["columns"].index(f"g={g}")] if row else None
+            mflops = row["mflops"] if row else None
+            if width == 1.0:
+                mflops = t1["mflops_1x"][str(g)]
+            for r in tables["table5_vs_mobilenet"]:
+                if r["model"] == f"ShuffleNet {width:g}x (g={g})":
+                    mflops, err = r["mflops"], r["err"]
+            register(
+                ModelSpec(
+                    name=f"shufflenet_v1_x{width_tag(width)}_g{g}",
+                    family="shufflenet",
+                    builder=ShuffleNetV1,
+                    kwargs=dict(groups=g, width_mult=width),
+                    paper_mflops=mflops,
+                    paper_err=err,
+                    description=f"ShuffleNet {width:g}x (g={g})",
+                )
+            )
+    for r in tables["table3_shuffle_ablation"]:
+        width = float(r["model"].rstrip("x"))
+        register(
+            ModelSpec(
+                name=f"shufflenet_v1_x{width_tag(width)}_g{r['g']}_noshuffle",
+                family="shufflenet",
+                builder=ShuffleNetV1,
+                kwargs=dict(groups=r["g"], width_mult=width, shuffle=False),
+                paper_mflops=t2["rows"][r["model"]]["mflops"],
+                paper_err=r["err_no_shuffle"],
+                description=f"ShuffleNet {r['model']} (g={r['g']}) without channel shuffle (Table 3)",
+            )
+        )
+    t5 = {r["model"]: r for r in tables["table5_vs_mobilenet"]}
+    se = t5["ShuffleNet 2x (with SE, g=3)"]
+    register(
+        ModelSpec(
+            name="shufflenet_v1_x2_0_g3_se",
+            family="shufflenet",
+            builder=ShuffleNetV1,
+            kwargs=dict(groups=3, width_mult=2.0, se=True),
+            paper_mflops=se["mflops"],
+            paper_err=se["err"],
+            description="ShuffleNet 2x (g=3) with Squeeze-and-Excitation (Table 5)",
+        )
+    )
+    shallow = t5["ShuffleNet 0.5x (shallow, g=3)"]
+    register(
+        ModelSpec(
+            name="shufflenet_v1_x0_5_g3_shallow",
+            family="shufflenet",
+            # Half the units per stage; widened (0.73x widths, 12-channel stem) to the paper's 40 MFLOPs.
+            builder=ShuffleNetV1,
+            kwargs=dict(groups=3, width_mult=0.73, stage_repeats=(2, 4, 2), stem_channels=12),
+            paper_mflops=shallow["mflops"],
+            paper_err=shallow["err"],
+            description="ShuffleNet 0.5x shallow (g=3): stage repeats [2, 4, 2], widened to 40 MFLOPs (Table 5)",
+        )
+    )
+
+
+_register_shufflenets()

@@ -1,0 +1,406 @@
+"""ShuffleNet v1 (Zhang et al., 2017): channel shuffle, the ShuffleNet unit and the network of Table 1.
+
+One compact file, in the manner of torchvision's ``shufflenetv2.py``: the operation, the block, the
+network, and the width rule. Everything else in the project (timm registration, the classifier, the
+detectron2 backbone, mobile export) wraps :class:`ShuffleNetV1` from here.
+
+Width rule (documented once, used everywhere)
+---------------------------------------------
+Table 1 gives the 1x output widths of stages 2-4 for each group count ``g``. For a width multiplier
+``s`` the widths are::
+
+    out_i  = nearest multiple of g to  table1[g][i] * s          (ties up, at least g)
+    mid_i  = nearest multiple of g to  out_i / 4                  (bottleneck = 1/4, ties up, at least g)
+    stem   = largest multiple of g not above the nominal stem     (at least g)
+
+with the nominal stem 24 channels, 12 for ``s <= 0.5`` and 48 for ``s >= 2``. Every grouped 1x1
+convolution then has input and output widths divisible by ``g`` (the stride-2 unit's residual branch
+produces ``out - in`` channels, a difference of two multiples of ``g``). The rule reproduces Table 1
+exactly at 1x, megvii's published 0.5x/1x/1.5x/2x widths, and keeps every ShuffleNet row of the paper
+within 3 % (per-model tables) or 5 % (Table 2 rows) of the paper's MFLOPs; see
+``python -m shufflenet.complexity``. A stem width that the rule would not pick (megvii's g=8 0.5x uses 16)
+is set with ``stem_channels``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "channel_shuffle",
+    "ChannelShuffle",
+    "SqueezeExcite",
+    "ShuffleUnit",
+    "ShuffleNetV1",
+    "TABLE1_STAGE_WIDTHS",
+    "PAPER_GROUPS",
+    "stage_widths",
+    "InvalidConfigError",
+    "shufflenet_v1",
+]
+
+#: Table 1 of the paper: output widths of stages 2, 3, 4 at 1x, by number of groups.
+TABLE1_STAGE_WIDTHS: Dict[int, tuple] = {
+    1: (144, 288, 576),
+    2: (200, 400, 800),
+    3: (240, 480, 960),
+    4: (272, 544, 1088),
+    8: (384, 768, 1536),
+}
+PAPER_GROUPS = tuple(TABLE1_STAGE_WIDTHS)
+DEFAULT_STAGE_REPEATS = (4, 8, 4)
+
+
+class InvalidConfigError(ValueError):
+    """A ShuffleNet configuration that cannot be built (raised before any module is created)."""
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """The paper's channel shuffle (Sec. 3.1): view channels as ``(groups, n)``, transpose, flatten.
+
+    Output channel ``k = j * groups + i`` is input channel ``i * n + j``, so every output group holds
+    one channel from each input group. Uses the native ``channel_shuffle`` op, which computes exactly
+    that permutation, supports autograd and channels_last, and is kept as a single op by TorchScript,
+    tracing and the mobile optimizer. ``channel_shuffle(x, c // groups)`` is the inverse permutation.
+    """
+    return F.channel_shuffle(x, groups)
+
+
+class ChannelShuffle(nn.Module):
+    """Module form of :func:`channel_shuffle` (a no-op for ``groups == 1``)."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = int(groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.groups == 1:
+            return x
+        return channel_shuffle(x, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation (Hu et al.) on a unit's residual branch, as in Table 5's "2x with SE"."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(8, channels // reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(s), inplace=True)))
+        return x * s
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    )
+
+
+class ShuffleUnit(nn.Module):
+    """The ShuffleNet unit of Figure 2 (b) for ``stride=1`` and (c) for ``stride=2``.
+
+    GConv1 (1x1, ``groups``) -> BN -> ReLU -> channel shuffle -> 3x3 depthwise (stride) -> BN ->
+    GConv2 (1x1, ``groups``) -> BN [-> SE]; stride 1: ``relu(x + branch)``; stride 2:
+    ``relu(concat(avgpool3x3/2(x), branch))`` so the branch produces ``out_channels - in_channels``.
+
+    Args:
+        in_channels, out_channels: unit widths (equal for stride 1).
+        mid_channels: bottleneck width (a multiple of ``groups``).
+        stride: 1 or 2.
+        groups: group count of both pointwise convolutions.
+        first_grouped: ``False`` for the first unit of stage 2, whose GConv1 input (the stem) is too
+            narrow to group; there GConv1 is a plain 1x1 conv and no shuffle follows it.
+        shuffle: apply channel shuffle (``False`` for the Table 3 ablation).
+        shuffle_inverse: use the inverse permutation (``groups = mid / g``), as megvii's published
+            weights do; only needed for converted checkpoints whose shuffle cannot be rewritten.
+        se: Squeeze-and-Excitation on the residual branch.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        mid_channels: int,
+        stride: int,
+        groups: int,
+        first_grouped: bool = True,
+        shuffle: bool = True,
+        shuffle_inverse: bool = False,
+        se: bool = False,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise InvalidConfigError(f"ShuffleUnit stride must be 1 or 2, got {stride}")
+        if stride == 1 and in_channels != out_channels:
+            raise InvalidConfigError(
+                f"a stride-1 ShuffleUnit adds its input: in_channels ({in_channels}) must equal "
+                f"out_channels ({out_channels})"
+            )
+        branch_out = out_channels - in_channels if stride == 2 else out_channels
+        g1 = groups if first_grouped else 1
+        self.stride = stride
+        self.gconv1 = _conv_bn(in_channels, mid_channels, 1, groups=g1)
+        shuffle_groups = 1
+        if shuffle and g1 > 1:
+            shuffle_groups = mid_channels // groups if shuffle_inverse else groups
+        self.shuffle = ChannelShuffle(shuffle_groups)
+        self.dwconv = _conv_bn(mid_channels, mid_channels, 3, stride=stride, groups=mid_channels)
+        self.gconv2 = _conv_bn(mid_channels, branch_out, 1, groups=groups)
+        self.se = SqueezeExcite(branch_out) if se else nn.Identity()
+        self.shortcut = nn.AvgPool2d(3, 2, 1) if stride == 2 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.gconv1(x), inplace=True)
+        out = self.shuffle(out)
+        out = self.dwconv(out)
+        out = self.se(self.gconv2(out))
+        if self.stride == 2:
+            return F.relu(torch.cat((self.shortcut(x), out), 1), inplace=True)
+        return F.relu(x + out, inplace=True)
+
+
+def _nearest_multiple(x: float, d: int) -> int:
+    return max(d, int(math.floor(x / d + 0.5)) * d)
+
+
+def _nearest_valid(x: int, d: int) -> List[int]:
+    lo = max(d, x // d * d)
+    return sorted({lo, lo + d} - {x})
+
+
+def nominal_stem(width_mult: float) -> int:
+    if width_mult <= 0.5:
+        return 12
+    return 48 if width_mult >= 2.0 else 24
+
+
+def stage_widths(groups: int, width_mult: float = 1.0) -> Dict[str, Any]:
+    """Stem, stage output and bottleneck widths for ``groups`` and ``width_mult`` (module docstring)."""
+    if groups not in TABLE1_STAGE_WIDTHS:
+        raise InvalidConfigError(
+            f"groups={groups} has no Table-1 widths; valid groups: {list(PAPER_GROUPS)} "
+            f"(or pass stage_out_channels explicitly)"
+        )
+    if not width_mult > 0:
+        raise InvalidConfigError(f"width_mult must be > 0, got {width_mult}")
+    out = [_nearest_multiple(c * width_mult, groups) for c in TABLE1_STAGE_WIDTHS[groups]]
+    stem = max(groups, nominal_stem(width_mult) // groups * groups)
+    return {"stem": stem, "out": out, "mid": [_nearest_multiple(c / 4, groups) for c in out]}
+
+
+def _check_widths(groups: int, stem: int, out: Sequence[int], mid: Sequence[int]) -> None:
+    """Raise one clear message for the first width that a grouped conv cannot take."""
+    checks = [("stem_channels", stem)] if groups > 1 else []
+    checks += [(f"stage_out_channels[{i}]", c) for i, c in enumerate(out)]
+    checks += [(f"mid_channels[{i}]", c) for i, c in enumerate(mid)]
+    for name, c in checks:
+        if c <= 0 or c % groups:
+            raise InvalidConfigError(
+                f"{name}={c} is not divisible by groups={groups}: every grouped 1x1 conv needs widths "
+                f"divisible by g; nearest valid values: {_nearest_valid(c, groups)}"
+            )
+    prev = stem
+    for i, c in enumerate(out):
+        if c <= prev:
+            raise InvalidConfigError(
+                f"stage_out_channels[{i}]={c} must exceed the stage input width {prev} (a stride-2 unit "
+                f"concatenates its input with a branch of out - in channels)"
+            )
+        prev = c
+
+
+class ShuffleNetV1(nn.Module):
+    """ShuffleNet v1 (Table 1): stem, stages 2-4 of ShuffleNet units, global pool, classifier.
+
+    Args:
+        groups: ``g`` of the pointwise group convolutions (Table 1: 1, 2, 3, 4, 8).
+        width_mult: the paper's scale factor ``s`` (``"0.5x"`` is 0.5).
+        stage_repeats: units per stage, ``(4, 8, 4)``; the paper's "shallow" variant halves them.
+        num_classes: classifier outputs (0: no classifier, ``forward`` returns pooled features).
+        shuffle: channel shuffle on/off (Table 3).
+        se: Squeeze-and-Excitation on every unit's residual branch (Table 5).
+        stem_channels, stage_out_channels, mid_channels: override the width rule.
+        shuffle_inverse: megvii's shuffle permutation (see :class:`ShuffleUnit`).
+        in_chans, drop_rate: timm conventions.
+
+    Attributes follow timm: ``feature_info`` lists the stride-4/8/16/32 outputs (``maxpool``,
+    ``stage2``, ``stage3``, ``stage4``) with their channels, so ``timm.create_model(...,
+    features_only=True)`` and the detectron2 backbone take stages from this very module.
+    """
+
+    def __init__(
+        self,
+        groups: int = 3,
+        width_mult: float = 1.0,
+        stage_repeats: Sequence[int] = DEFAULT_STAGE_REPEATS,
+        num_classes: int = 1000,
+        shuffle: bool = True,
+        se: bool = False,
+        stem_channels: Optional[int] = None,
+        stage_out_channels: Optional[Sequence[int]] = None,
+        mid_channels: Optional[Sequence[int]] = None,
+        shuffle_inverse: bool = False,
+        in_chans: int = 3,
+        drop_rate: float = 0.0,
+        global_pool: str = "avg",
+    ) -> None:
+        super().__init__()
+        groups = int(groups)
+        if groups < 1:
+            raise InvalidConfigError(f"groups must be >= 1, got {groups}")
+        stage_repeats = tuple(int(r) for r in stage_repeats)
+        if len(stage_repeats) != 3 or min(stage_repeats) < 1:
+            raise InvalidConfigError(f"stage_repeats must be three counts >= 1, got {stage_repeats}")
+        if stage_out_channels is None:
+            rule = stage_widths(groups, width_mult)
+            out = rule["out"]
+        else:
+            out = [int(c) for c in stage_out_channels]
+            if len(out) != 3:
+                raise InvalidConfigError(f"stage_out_channels must have 3 entries, got {out}")
+            rule = {"stem": max(groups, nominal_stem(width_mult) // groups * groups)}
+        mid = [int(c) for c in mid_channels] if mid_channels is not None else [
+            _nearest_multiple(c / 4, groups) for c in out
+        ]
+        stem = int(stem_channels) if stem_channels is not None else rule["stem"]
+        _check_widths(groups, stem, out, mid)
+        if global_pool not in ("avg", ""):
+            raise InvalidConfigError(f"global_pool must be 'avg' or '', got {global_pool!r}")
+
+        self.groups = groups
+        self.width_mult = float(width_mult)
+        self.stage_repeats = stage_repeats
+        self.stem_channels = stem
+        self.stage_out_channels = tuple(out)
+        self.mid_channels = tuple(mid)
+        self.shuffle = bool(shuffle)
+        self.shuffle_inverse = bool(shuffle_inverse)
+        self.se = bool(se)
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.global_pool = global_pool
+        self.num_features = out[-1]
+
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(in_chans, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
+        )
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = stem
+        for i, (cout, cmid, repeats) in enumerate(zip(out, mid, stage_repeats)):
+            units = []
+            for j in range(repeats):
+                units.append(
+                    ShuffleUnit(
+                        cin if j == 0 else cout,
+                        cout,
+                        cmid,
+                        stride=2 if j == 0 else 1,
+                        groups=groups,
+                        first_grouped=not (i == 0 and j == 0),
+                        shuffle=shuffle,
+                        shuffle_inverse=shuffle_inverse,
+                        se=se,
+                    )
+                )
+            setattr(self, f"stage{i + 2}", nn.Sequential(*units))
+            cin = cout
+        self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.feature_info = [
+            dict(num_chs=stem, reduction=4, module="maxpool"),
+            dict(num_chs=out[0], reduction=8, module="stage2"),
+            dict(num_chs=out[1], reduction=16, module="stage3"),
+            dict(num_chs=out[2], reduction=32, module="stage4"),
+        ]
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+        # Zero-init the last BN of each residual branch: every unit starts as (near) identity.
+        for m in self.modules():
+            if isinstance(m, ShuffleUnit) and m.stride == 1:
+                nn.init.zeros_(m.gconv2[1].weight)
+
+    # --- timm-style API -------------------------------------------------------------------------
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def stages(self) -> List[nn.Module]:
+        return [self.stage2, self.stage3, self.stage4]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.maxpool(self.conv1(x))
+        x = self.stage2(x)
+        x = self.stage3(x)
+        return self.stage4(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        if self.global_pool == "avg":
+            x = x.mean((2, 3))
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def config(self) -> Dict[str, Any]:
+        """The constructor arguments that rebuild this architecture (stored beside saved weights)."""
+        return dict(
+            groups=self.groups,
+            width_mult=self.width_mult,
+            stage_repeats=list(self.stage_repeats),
+            num_classes=self.num_classes,
+            shuffle=self.shuffle,
+            se=self.se,
+            stem_channels=self.stem_channels,
+            stage_out_channels=list(self.stage_out_channels),
+            mid_channels=list(self.mid_channels),
+            shuffle_inverse=self.shuffle_inverse,
+        )
+
+
+def shufflenet_v1(
+    groups: int = 3, width_mult: float = 1.0, weights: Optional[str] = None, progress: bool = True, **options: Any
+) -> ShuffleNetV1:
+    """torchvision-style builder: ``shufflenet_v1(groups=3, width_mult=1.0, weights=None, **options)``.
+
+    ``weights`` is a path to a package weights file, a Lightning checkpoint of this project or a plain
+    state dict (no downloads exist for ShuffleNet v1; convert public checkpoints with
+    ``python -m shufflenet.weights.convert``). ``options`` are :class:`ShuffleNetV1` arguments.
+    ``progress`` is accepted for torchvision compatibility.
+    """
+    model = ShuffleNetV1(groups=groups, width_mult=width_mult, **options)
+    if weights is not None:
+        from ..weights import load_weights
+
+        load_weights(model, weights)
+    return model
