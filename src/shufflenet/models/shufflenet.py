@@ -34,6 +34,7 @@ from torch import Tensor, nn
 __all__ = [
     "channel_shuffle",
     "ChannelShuffle",
+    "InputShift",
     "SqueezeExcite",
     "ShuffleUnit",
     "ShuffleNetV1",
@@ -85,6 +86,23 @@ class ChannelShuffle(nn.Module):
 
     def extra_repr(self) -> str:
         return f"groups={self.groups}"
+
+
+class InputShift(nn.Module):
+    """Adds a fixed per-channel constant to the input of the stem (only in converted models).
+
+    A checkpoint trained on another input space (megvii: BGR 0-255, no normalization) pads its stem
+    conv with that space's 0 (black), which is not 0 in the project's normalized input. With
+    ``x + shift`` (shift = normalized value of the source's 0, negated) the stem's zero padding means the
+    same pixel as in the source, so the converted model is exact at the image border too.
+    """
+
+    def __init__(self, shift: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.tensor([float(s) for s in shift]).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.shift
 
 
 class SqueezeExcite(nn.Module):
@@ -235,6 +253,8 @@ class ShuffleNetV1(nn.Module):
         stem_channels, stage_out_channels, mid_channels: override the width rule.
         shuffle_inverse: megvii's shuffle permutation (see :class:`ShuffleUnit`).
         in_chans, drop_rate: timm conventions.
+        input_shift: per-channel constant added before the stem (:class:`InputShift`, child
+            ``input_shift`` ahead of ``conv1``); only converted megvii checkpoints use it. ``None``: no module.
 
     Attributes follow timm: ``feature_info`` lists the stride-4/8/16/32 outputs (``maxpool``,
     ``stage2``, ``stage3``, ``stage4``) with their channels, so ``timm.create_model(...,
@@ -256,6 +276,7 @@ class ShuffleNetV1(nn.Module):
         in_chans: int = 3,
         drop_rate: float = 0.0,
         global_pool: str = "avg",
+        input_shift: Optional[Sequence[float]] = None,
     ) -> None:
         super().__init__()
         groups = int(groups)
@@ -294,6 +315,9 @@ class ShuffleNetV1(nn.Module):
         self.global_pool = global_pool
         self.num_features = out[-1]
 
+        if input_shift is not None and len(input_shift) != in_chans:
+            raise InvalidConfigError(f"input_shift needs {in_chans} values (one per input channel), got {input_shift}")
+        self.input_shift = InputShift(input_shift) if input_shift is not None else None
         self.conv1 = nn.Sequential(
             nn.Conv2d(in_chans, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
         )
@@ -357,6 +381,8 @@ class ShuffleNetV1(nn.Module):
         return [self.stage2, self.stage3, self.stage4]
 
     def forward_features(self, x: Tensor) -> Tensor:
+        if self.input_shift is not None:
+            x = self.input_shift(x)
         x = self.maxpool(self.conv1(x))
         x = self.stage2(x)
         x = self.stage3(x)
@@ -374,7 +400,7 @@ class ShuffleNetV1(nn.Module):
 
     def config(self) -> Dict[str, Any]:
         """The constructor arguments that rebuild this architecture (stored beside saved weights)."""
-        return dict(
+        cfg = dict(
             groups=self.groups,
             width_mult=self.width_mult,
             stage_repeats=list(self.stage_repeats),
@@ -386,6 +412,9 @@ class ShuffleNetV1(nn.Module):
             mid_channels=list(self.mid_channels),
             shuffle_inverse=self.shuffle_inverse,
         )
+        if self.input_shift is not None:
+            cfg["input_shift"] = [float(v) for v in self.input_shift.shift.flatten()]
+        return cfg
 
 
 def shufflenet_v1(
