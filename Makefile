@@ -3,7 +3,7 @@
 #   make test    set up .venv if needed, then run the whole test suite
 PY := .venv/bin/python
 
-.PHONY: setup train test test-fast clean
+.PHONY: setup train test test-fast clean check-aarch64
 setup:
 	bash scripts/setup.sh
 
@@ -15,6 +15,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# Emulated aarch64 check of the .ptl export (qemu-user, aarch64 torch 2.9.1; slow, not in CI): docs/mobile.md
+check-aarch64: setup
+	bash mobile/check_aarch64.sh
 
 clean:
 	rm -rf .venv .pytest_cache build

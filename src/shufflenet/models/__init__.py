@@ -13,6 +13,7 @@ from .shufflenet import (
     stage_widths,
 )
 from .registry import ModelSpec, UnknownModelError, create_model, get_spec, list_models, paper_tables, register
+from . import baselines  # noqa: E402,F401  registers the paper's comparison models (Tables 4-8)
 
 __all__ = [
     "PAPER_GROUPS",

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Emulated aarch64 check: load the exported .ptl in an aarch64 Python (torch 2.9.1, the newest aarch64 CPU
+# wheel that imports there) under qemu-user and reproduce the x86 outputs, for the file as written
+# (bytecode v8) and backported to v7. Slow (10+ minutes: the emulated `import torch` alone takes ~45 s);
+# not part of CI: `make check-aarch64`. Timings it prints are emulator timings, NOT ARM timings.
+#
+# Needs root for apt-get (Debian/Ubuntu): qemu-user-static, and arm64 .debs fetched with
+# `apt-get download` (unpacked with dpkg -x into a folder; nothing arm64 is installed system-wide).
+# Everything is cached under $AARCH64_DIR (default build/aarch64); a second run reuses it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+DIR=${AARCH64_DIR:-build/aarch64}
+TORCH_AARCH64=${TORCH_AARCH64:-torch==2.9.1}
+MODELS=${MODELS:-shufflenet_v1_x0_5_g3}
+SIZES=${SIZES:-224 480x640}
+ROOT="$DIR/root"; SITE="$DIR/site"; DEBS="$DIR/debs"; WHEELS="$DIR/wheels"; CASES="$DIR/cases"
+mkdir -p "$ROOT" "$SITE" "$DEBS" "$WHEELS"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+
+step() { echo "[aarch64] $(date +%H:%M:%S) $*"; }
+
+if ! command -v qemu-aarch64-static >/dev/null 2>&1; then
+  step "installing qemu-user-static"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq qemu-user-static >/dev/null
+fi
+
+PKGS="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 zlib1g libexpat1 libffi8 libssl3 libstdc++6 libgcc-s1 libgomp1"
+if [ ! -x "$ROOT/usr/bin/python3.11" ]; then
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    step "dpkg --add-architecture arm64"
+    $SUDO dpkg --add-architecture arm64
+  fi
+  step "apt-get update (arm64 package lists)"
+  $SUDO apt-get update -qq
+  step "downloading arm64 packages: $PKGS"
+  (cd "$DEBS" && for p in $PKGS; do apt-get download -qq "$p:arm64"; done)
+  for deb in "$DEBS"/*.deb; do dpkg -x "$deb" "$ROOT"; done
+fi
+
+if [ ! -d "$SITE/torch" ]; then
+  step "downloading the aarch64 wheels ($TORCH_AARCH64, CPU build with XNNPACK)"
+  "$PY" -m pip download -q --only-binary=:all: --platform manylinux_2_28_aarch64 --python-version 3.11 \
+    --implementation cp -d "$WHEELS" "$TORCH_AARCH64"
+  for whl in "$WHEELS"/*.whl; do "$PY" -m zipfile -e "$whl" "$SITE"; done
+fi
+
+step "exporting on $(uname -m) with $("$PY" -c 'import torch; print("torch", torch.__version__)')"
+rm -rf "$CASES"
+# shellcheck disable=SC2086
+"$PY" -m shufflenet.mobile.aarch64 prepare "$CASES" --models $MODELS --input-size $SIZES --backport-to 7
+
+step "running the device side under qemu-aarch64-static (emulated; slow)"
+PYTHONHOME="$(realpath "$ROOT")/usr" PYTHONPATH="$(realpath "$SITE")" PYTHONDONTWRITEBYTECODE=1 \
+  qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3.11" "$CASES/device_check.py" "$CASES"
+step "done"
