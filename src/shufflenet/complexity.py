@@ -334,7 +334,7 @@ def zoo_markdown(rows: Sequence[Dict[str, Any]]) -> str:
 
 # --- Table-4 width search ----------------------------------------------------------------------------
 def fit_skeleton_widths(unit: str, target_mflops: float, stem: Optional[int] = None) -> Dict[str, Any]:
-    """The 1:2:4 stage widths (stage 4 = a multiple of 16 for ResNet, else of 4) whose skeleton is closest to
+    """The 1:2:4 stage widths (multiples of 4 for ResNet's 1:4 bottleneck) whose skeleton is closest to
     ``target_mflops``; stem 24 at >= 100 MFLOPs, else 12 (the ShuffleNet rule at that complexity)."""
     from .models.baselines import SKELETON_UNITS, skeleton
 
@@ -342,12 +342,13 @@ def fit_skeleton_widths(unit: str, target_mflops: float, stem: Optional[int] = N
         raise ValueError(f"unknown skeleton unit {unit!r}; valid: {', '.join(SKELETON_UNITS)} "
                          f"(Xception-like is ShuffleNet g=1, no search needed)")
     stem = stem if stem is not None else (24 if target_mflops >= 100 else 12)
-    # stage 2 = c4 / 4 must be a whole number (a multiple of 4 for ResNet's 1:4 bottleneck)
-    step = 16 if unit == "resnet" else 4
+    # Stage widths (c, 2c, 4c); ResNet's 1:4 bottleneck needs every width divisible by 4. Any c otherwise:
+    # ResNeXt's bottleneck is rounded to its 16 groups, so its complexity moves in uneven steps with c.
+    step = 4 if unit == "resnet" else 1
     best: Optional[Dict[str, Any]] = None
-    c4 = step
+    c2 = step
     while True:
-        widths = [c4 // 4, c4 // 2, c4]
+        widths = [c2, 2 * c2, 4 * c2]
         mflops = count_macs(skeleton(unit, widths, stem)) / 1e6
         cand = dict(unit=unit, stem_channels=stem, stage_out_channels=widths, mflops=round(mflops, 3),
                     diff_pct=_diff_pct(mflops, target_mflops))
@@ -355,7 +356,7 @@ def fit_skeleton_widths(unit: str, target_mflops: float, stem: Optional[int] = N
             best = cand
         if mflops > target_mflops:
             return best
-        c4 += step
+        c2 += step
 
 
 # --- command line ------------------------------------------------------------------------------------

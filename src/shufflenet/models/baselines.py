@@ -18,8 +18,8 @@ Table 4 ("units at equal complexity") -- ``skeleton_{unit}_{mflops}m``
     MFLOPs, 12 at 38 and 13 MFLOPs). The widths are in :data:`SKELETON_WIDTHS` and printed by
     ``python -m shufflenet.complexity``; ``python -m shufflenet.complexity --fit-skeleton resnet 38``
     redoes the search. At 38 MFLOPs this gives the paper's stage-4 widths for VGG-like (50) and
-    ResNet (192) exactly; ResNeXt lands at 176 (the paper: 192) because its 1:2 bottleneck and the
-    rounding to 16 groups cost ~15 % more than ResNet's at equal width.
+    ResNet (192) exactly; ResNeXt lands at 188 (the paper: 192) because its 1:2 bottleneck, rounded to
+    16 groups, costs more than ResNet's at equal width.
 
 Table 5/6/8 -- ``mobilenet_v1_x{0_25,0_5,0_75,1_0}`` and ``alexnet``
     MobileNet v1 is timm's (``mobilenetv1_100`` at other channel multipliers; 41.0 / 149.5 / 325.4 /
@@ -58,12 +58,12 @@ RESNEXT_CARDINALITY = 16
 #: ``python -m shufflenet.complexity --fit-skeleton UNIT TARGET`` (closest 1:2:4 widths to the target).
 SKELETON_WIDTHS: Dict[tuple, tuple] = {
     ("vgg", 140): (24, (25, 50, 100)),
-    ("resnet", 140): (24, (92, 184, 368)),
+    ("resnet", 140): (24, (96, 192, 384)),
     ("resnet", 38): (12, (48, 96, 192)),
     ("resnet", 13): (12, (24, 48, 96)),
     ("resnext", 140): (24, (88, 176, 352)),
-    ("resnext", 38): (12, (44, 88, 176)),
-    ("resnext", 13): (12, (20, 40, 80)),
+    ("resnext", 38): (12, (47, 94, 188)),
+    ("resnext", 13): (12, (23, 46, 92)),
 }
 #: Xception-like = ShuffleNet g=1 at the width multiplier of the same complexity.
 XCEPTION_WIDTH_MULT = {140: 1.0, 38: 0.5, 13: 0.25}

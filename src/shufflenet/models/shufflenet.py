@@ -219,6 +219,19 @@ def stage_widths(groups: int, width_mult: float = 1.0) -> Dict[str, Any]:
     return {"stem": stem, "out": out, "mid": [_nearest_multiple(c / 4, groups) for c in out]}
 
 
+def min_width_mult(groups: int, step: float = 0.01) -> float:
+    """The smallest multiple of ``step`` for which the width rule gives a buildable network."""
+    for i in range(1, int(round(1 / step)) + 1):
+        w = round(i * step, 6)
+        rule = stage_widths(groups, w)
+        try:
+            _check_widths(groups, rule["stem"], rule["out"], rule["mid"])
+        except InvalidConfigError:
+            continue
+        return w
+    return 1.0
+
+
 def _check_widths(groups: int, stem: int, out: Sequence[int], mid: Sequence[int]) -> None:
     """Raise one clear message for the first width that a grouped conv cannot take."""
     checks = [("stem_channels", stem)] if groups > 1 else []
@@ -297,7 +310,16 @@ class ShuffleNetV1(nn.Module):
             _nearest_multiple(c / 4, groups) for c in out
         ]
         stem = int(stem_channels) if stem_channels is not None else rule["stem"]
-        _check_widths(groups, stem, out, mid)
+        try:
+            _check_widths(groups, stem, out, mid)
+        except InvalidConfigError as e:
+            if stage_out_channels is not None or mid_channels is not None or stem_channels is not None:
+                raise
+            # The width rule itself failed: the multiplier is too small for this g.
+            raise InvalidConfigError(
+                f"groups={groups}, width_mult={width_mult:g} is impossible: {e}; the smallest valid width_mult "
+                f"for groups={groups} is {min_width_mult(groups):g}"
+            ) from None
         if global_pool not in ("avg", ""):
             raise InvalidConfigError(f"global_pool must be 'avg' or '', got {global_pool!r}")
 
