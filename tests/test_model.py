@@ -119,7 +119,7 @@ def test_bad_configs_say_why():
         ShuffleNetV1(groups=3, width_mult=0)
     with pytest.raises(InvalidConfigError, match=r"groups=8, width_mult=0.02 is impossible: .*smallest valid width_mult for groups=8 is 0.04"):
         ShuffleNetV1(groups=8, width_mult=0.02)
-    ShuffleNetV1(groups=8, width_mult=0.04, num_classes=2)(torch.randn(1, 3, 32, 32))  # the suggestion builds
+    ShuffleNetV1(groups=8, width_mult=0.04, num_classes=2).eval()(torch.randn(1, 3, 32, 32))  # the suggestion builds
 
 
 def test_registry_names_and_errors():

@@ -31,7 +31,7 @@ from torch import nn
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..weights import FORMAT, WeightsError, read_checkpoint
-from .config import DetectionSetupError
+from .config import DetectionError
 from .modeling import ShuffleNetBackbone, ShuffleNetROIHeads
 
 __all__ = ["ShuffleNetCheckpointer", "TransferError", "classification_key_map", "classify_checkpoint"]
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 _CLASSIFIER_MODULES = ("conv1", "maxpool", "stage2", "stage3", "stage4")
 
 
-class TransferError(DetectionSetupError):
+class TransferError(DetectionError):
     pass
 
 

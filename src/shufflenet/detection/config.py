@@ -15,7 +15,7 @@ from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
 __all__ = [
-    "DetectionSetupError",
+    "DetectionError",
     "ConfigNotFoundError",
     "add_shufflenet_config",
     "config_dir",
@@ -25,11 +25,11 @@ __all__ = [
 ]
 
 
-class DetectionSetupError(ValueError):
+class DetectionError(ValueError):
     """Bad input to the detection wing (config, dataset, weights): one message, no traceback needed."""
 
 
-class ConfigNotFoundError(DetectionSetupError):
+class ConfigNotFoundError(DetectionError):
     pass
 
 
@@ -110,15 +110,15 @@ def get_detection_cfg(
         try:
             cfg.merge_from_file(str(path))
         except KeyError as e:
-            raise DetectionSetupError(f"{path}: unknown config key ({e.args[0] if e.args else e})") from None
+            raise DetectionError(f"{path}: unknown config key ({e.args[0] if e.args else e})") from None
     if opts:
         opts = list(opts)
         if len(opts) % 2:
-            raise DetectionSetupError(f"config overrides must be KEY VALUE pairs, got an odd list: {opts}")
+            raise DetectionError(f"config overrides must be KEY VALUE pairs, got an odd list: {opts}")
         try:
             cfg.merge_from_list(opts)
         except (KeyError, ValueError, AssertionError) as e:
-            raise DetectionSetupError(f"bad config override in {opts}: {e}") from None
+            raise DetectionError(f"bad config override in {opts}: {e}") from None
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     if freeze:

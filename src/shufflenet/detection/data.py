@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-from .config import DetectionSetupError
+from .config import DetectionError
 
 __all__ = [
     "DatasetError",
@@ -48,7 +48,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class DatasetError(DetectionSetupError):
+class DatasetError(DetectionError):
     pass
 
 

@@ -32,7 +32,7 @@ from detectron2.modeling.roi_heads import ROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 
 from .. import InvalidConfigError, ShuffleNetV1, UnknownModelError, create_model
-from .config import DetectionSetupError
+from .config import DetectionError
 
 __all__ = [
     "STAGE_NAMES",
@@ -60,9 +60,9 @@ def build_shufflenet(cfg) -> ShuffleNetV1:
         else:
             net = ShuffleNetV1(groups=sc.GROUPS, width_mult=sc.WIDTH_MULT, num_classes=0, **options)
     except (UnknownModelError, InvalidConfigError) as e:
-        raise DetectionSetupError(f"MODEL.SHUFFLENET: {e}") from None
+        raise DetectionError(f"MODEL.SHUFFLENET: {e}") from None
     if not isinstance(net, ShuffleNetV1):
-        raise DetectionSetupError(
+        raise DetectionError(
             f"MODEL.SHUFFLENET.NAME={sc.NAME!r} is not a ShuffleNet v1 model "
             f"(see shufflenet.list_models(family='shufflenet'))"
         )
@@ -77,7 +77,7 @@ def apply_norm(module: nn.Module, norm: str) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     if norm == "BN":
         return module
-    raise DetectionSetupError(f"MODEL.SHUFFLENET.NORM={norm!r}; expected one of {list(_NORMS)}")
+    raise DetectionError(f"MODEL.SHUFFLENET.NORM={norm!r}; expected one of {list(_NORMS)}")
 
 
 class ShuffleNetBackbone(Backbone):
@@ -98,12 +98,12 @@ class ShuffleNetBackbone(Backbone):
         out_features = list(out_features)
         bad = [f for f in out_features if f not in STAGE_NAMES]
         if not out_features or bad:
-            raise DetectionSetupError(
+            raise DetectionError(
                 f"MODEL.SHUFFLENET.OUT_FEATURES={out_features}: expected names among {list(STAGE_NAMES)}"
             )
         depth = max(STAGE_NAMES.index(f) for f in out_features)
         if not 0 <= freeze_at <= depth + 1:
-            raise DetectionSetupError(
+            raise DetectionError(
                 f"MODEL.SHUFFLENET.FREEZE_AT={freeze_at}: expected 0..{depth + 1} for a backbone that "
                 f"ends at {STAGE_NAMES[depth]} (0: train all, 1: stem, k: stem + stages 2..k)"
             )
@@ -161,7 +161,7 @@ class ShuffleNetBackbone(Backbone):
 
 def _check_cfg(cfg) -> None:
     if cfg.MODEL.SHUFFLENET.NORM not in _NORMS:
-        raise DetectionSetupError(
+        raise DetectionError(
             f"MODEL.SHUFFLENET.NORM={cfg.MODEL.SHUFFLENET.NORM!r}; expected one of {list(_NORMS)}"
         )
 
@@ -171,10 +171,10 @@ def build_shufflenet_c4_backbone(cfg, input_shape: ShapeSpec) -> ShuffleNetBackb
     """C4 backbone: stem + stages 2-3 (stride 16). Stage 4 runs in :class:`ShuffleNetROIHeads`."""
     _check_cfg(cfg)
     if input_shape.channels not in (None, 3):
-        raise DetectionSetupError(f"ShuffleNet detectors take 3-channel images, got {input_shape.channels}")
+        raise DetectionError(f"ShuffleNet detectors take 3-channel images, got {input_shape.channels}")
     out_features = cfg.MODEL.SHUFFLENET.OUT_FEATURES
     if "stage4" in out_features:
-        raise DetectionSetupError(
+        raise DetectionError(
             "MODEL.SHUFFLENET.OUT_FEATURES: the C4 backbone ends at stage3 (stage4 runs in the RoI head "
             "ShuffleNetROIHeads); use build_shufflenet_fpn_backbone for stage4 features"
         )
@@ -193,7 +193,7 @@ def build_shufflenet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
     missing = [f for f in in_features if f not in bottom_up.output_shape()]
     if missing:
-        raise DetectionSetupError(
+        raise DetectionError(
             f"MODEL.FPN.IN_FEATURES={in_features} asks for {missing}, which MODEL.SHUFFLENET.OUT_FEATURES="
             f"{list(cfg.MODEL.SHUFFLENET.OUT_FEATURES)} does not produce"
         )
@@ -239,21 +239,21 @@ class ShuffleNetROIHeads(ROIHeads):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
         _check_cfg(cfg)
         if cfg.MODEL.MASK_ON or cfg.MODEL.KEYPOINT_ON:
-            raise DetectionSetupError(
+            raise DetectionError(
                 "ShuffleNetROIHeads predicts boxes only (the paper's Faster R-CNN): set MODEL.MASK_ON and "
                 "MODEL.KEYPOINT_ON to False"
             )
         ret = super().from_config(cfg)
         in_features = list(cfg.MODEL.ROI_HEADS.IN_FEATURES)
         if len(in_features) != 1 or in_features[0] not in input_shape:
-            raise DetectionSetupError(
+            raise DetectionError(
                 f"MODEL.ROI_HEADS.IN_FEATURES={in_features}: ShuffleNetROIHeads pools one backbone feature, "
                 f"one of {sorted(input_shape)}"
             )
         net = build_shufflenet(cfg)
         feature = input_shape[in_features[0]]
         if feature.channels != net.stage_out_channels[1]:
-            raise DetectionSetupError(
+            raise DetectionError(
                 f"ShuffleNetROIHeads: feature {in_features[0]!r} has {feature.channels} channels but stage 4 "
                 f"of {cfg.MODEL.SHUFFLENET.NAME or 'the configured network'} takes {net.stage_out_channels[1]}"
             )

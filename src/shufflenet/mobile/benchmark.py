@@ -313,7 +313,7 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
               "|---|---|" + "---:|" * len(sizes) + "---|"]
     for key, m in result["models"].items():
         p = result["paper"]["ms"].get(m["paper_row"] or "", None)
-        pstr = ", ".join(f"{p[all_sizes.index(s)]:g}" for s in sizes) if p else "-"
+        pstr = ", ".join(f"{p[all_sizes.index(s)]:g}" if s in all_sizes else "-" for s in sizes) if p else "-"
         for rt in rts:
             c = result["cells"].get(key, {}).get(rt)
             if not c:

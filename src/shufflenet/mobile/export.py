@@ -38,6 +38,7 @@ __all__ = [
     "XnnpackUnavailableError",
     "xnnpack_available",
     "require_xnnpack",
+    "ChannelsLastInput",
     "to_torchscript",
     "optimize",
     "make_inputs",
@@ -89,6 +90,25 @@ def require_xnnpack() -> None:
 
 
 # --- TorchScript -------------------------------------------------------------------------------------
+
+
+class ChannelsLastInput(nn.Module):
+    """Export-side wrapper: convert a 4-D input to channels_last (NHWC) before the wrapped model runs.
+
+    XNNPACK computes in NHWC. With an NCHW input every prepacked conv converts to NHWC and back; with a
+    channels_last input the activations stay NHWC end to end (``channel_shuffle``, pooling, ``cat`` and
+    the adds all keep the layout), which halves ShuffleNet's latency through the lite interpreter
+    (docs/mobile.md). The network is unchanged; callers may pass NCHW or NHWC tensors.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor):
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
 
 
 def to_torchscript(model: nn.Module, example: Tensor, method: str = "auto") -> Tuple[torch.jit.ScriptModule, str]:
@@ -224,10 +244,18 @@ def sha256_file(path: os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _umask_mode() -> int:
+    """0o666 minus the process umask: the mode a plain ``open(..., 'w')`` would give (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def write_json_atomic(obj: Any, path: os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, _umask_mode())
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2)
@@ -244,6 +272,7 @@ def _tmp_path(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
+    os.chmod(tmp, _umask_mode())
     return Path(tmp)
 
 
@@ -301,6 +330,7 @@ def export_ptl(
     bytecode_version: Optional[int] = None,
     basename: Optional[str] = None,
     quantized_engine: Optional[str] = None,
+    channels_last: bool = True,
     log: Callable[[str], None] = print,
 ) -> Tuple[Path, Dict[str, Any]]:
     """Export ``source.model`` to ``out_dir/<basename>.ptl`` + ``.json``; verified first, atomic.
@@ -329,7 +359,7 @@ def export_ptl(
     tmp = _tmp_path(final)
     try:
         log(f"[export] {source.name}: TorchScript ({method}) ...")
-        scripted, used = to_torchscript(model, example, method)
+        scripted, used = to_torchscript(ChannelsLastInput(model) if channels_last else model, example, method)
         log("[export] optimize_for_mobile (freeze, fold BN, XNNPACK prepack, fuse ReLU) ...")
         optimized = optimize(scripted)
         optimized._save_for_lite_interpreter(str(tmp))
@@ -374,6 +404,7 @@ def export_ptl(
             "operators": ops,
             "torchscript_method": used,
             "optimize_for_mobile": True,
+            "memory_format": "channels_last" if channels_last else "contiguous",
             "quantized_engine": quantized_engine,
             "verification": {"atol": atol, "rtol": rtol, "image_dir": str(image_dir) if image_dir else None, "checks": rows},
             "exported_with": {"torch": torch.__version__, "python": platform.python_version(), "arch": platform.machine()},
@@ -413,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("ptl", "pte"), default="ptl", help="ptl: lite interpreter; pte: ExecuTorch + XNNPACK")
     p.add_argument("--arch", default=None, help="architecture name for a checkpoint that does not store one")
     p.add_argument("--num-classes", type=int, default=None, help="classifier width for a registered name (default: its own)")
+    p.add_argument("--memory-format", choices=("channels_last", "contiguous"), default="channels_last",
+                   help="layout the exported model computes in (default channels_last: XNNPACK's NHWC, about 2x faster)")
     p.add_argument("--method", choices=("auto", "script", "trace"), default="auto", help="TorchScript conversion (default: script, trace if scripting fails)")
     p.add_argument("--images", default="auto", help="folder of real images for verification ('auto': ../shared/data; 'none': random only)")
     p.add_argument("--n-real", type=int, default=2, help="real images per size (default 2)")
@@ -459,6 +492,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             source = quantize_fx_int8(source, calib, args.calib_count, csize)
             engine = "qnnpack"
         export_ptl(source, args.out, sizes, method=args.method, image_dir=image_dir, n_real=args.n_real,
+                   channels_last=args.memory_format == "channels_last",
                    atol=args.atol, rtol=args.rtol, bytecode_version=args.bytecode_version, basename=stem,
                    quantized_engine=engine)
         return 0
