@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import re
 import sys
-import tempfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +32,7 @@ import torch
 from torch import nn
 
 from .models import create_model, get_spec, list_models, paper_tables
+from .fileio import write_json_atomic
 from .models.registry import width_tag
 
 __all__ = [
@@ -360,20 +359,6 @@ def fit_skeleton_widths(unit: str, target_mflops: float, stem: Optional[int] = N
 
 
 # --- command line ------------------------------------------------------------------------------------
-def _write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m shufflenet.complexity",
@@ -397,13 +382,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             best = fit_skeleton_widths(unit, target_f)
             print(json.dumps(best))
             if args.json:
-                _write_json_atomic(args.json, best)
+                write_json_atomic(best, args.json)
             return 0
         if args.markdown:
             rows = model_zoo(args.models)
             print(zoo_markdown(rows))
             if args.json:
-                _write_json_atomic(args.json, rows)
+                write_json_atomic(rows, args.json)
             return 0
         report = complexity_report(args.models, progress=True)
     except ValueError as e:
@@ -411,7 +396,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     print(format_report(report))
     if args.json:
-        _write_json_atomic(args.json, report)
+        write_json_atomic(report, args.json)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0 if report["all_within_bounds"] else 1
 

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .registry import _TIMM_CFG, ModelSpec, paper_tables, register, width_tag
-from .shufflenet import DEFAULT_STAGE_REPEATS, InvalidConfigError, ShuffleNetV1
+from .shufflenet import DEFAULT_STAGE_REPEATS, InvalidConfigError, ShuffleNetV1, SkeletonClassifier, skeleton_feature_info
 
 __all__ = [
     "SKELETON_UNITS",
@@ -134,7 +134,7 @@ def _make_unit(unit: str, cin: int, cout: int, stride: int) -> nn.Module:
     raise InvalidConfigError(f"unknown skeleton unit {unit!r}; valid units: {', '.join(SKELETON_UNITS)}")
 
 
-class SkeletonNet(nn.Module):
+class SkeletonNet(SkeletonClassifier):
     """The Table-1 skeleton with stage units of another kind (Table 4).
 
     Same layout and API as :class:`ShuffleNetV1`: children ``conv1``, ``maxpool``, ``stage2``-``stage4``,
@@ -189,12 +189,7 @@ class SkeletonNet(nn.Module):
             setattr(self, f"stage{i + 2}", nn.Sequential(*units))
             cin = cout
         self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
-        self.feature_info = [
-            dict(num_chs=self.stem_channels, reduction=4, module="maxpool"),
-            dict(num_chs=out[0], reduction=8, module="stage2"),
-            dict(num_chs=out[1], reduction=16, module="stage3"),
-            dict(num_chs=out[2], reduction=32, module="stage4"),
-        ]
+        self.feature_info = skeleton_feature_info(self.stem_channels, out)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -202,28 +197,9 @@ class SkeletonNet(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.conv1(x))
         return self.stage4(self.stage3(self.stage2(x)))
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        if self.global_pool == "avg":
-            x = x.mean((2, 3))
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def config(self) -> Dict[str, Any]:
         return dict(

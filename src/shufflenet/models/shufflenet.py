@@ -38,6 +38,8 @@ __all__ = [
     "SqueezeExcite",
     "ShuffleUnit",
     "ShuffleNetV1",
+    "SkeletonClassifier",
+    "skeleton_feature_info",
     "TABLE1_STAGE_WIDTHS",
     "PAPER_GROUPS",
     "stage_widths",
@@ -253,7 +255,43 @@ def _check_widths(groups: int, stem: int, out: Sequence[int], mid: Sequence[int]
         prev = c
 
 
-class ShuffleNetV1(nn.Module):
+class SkeletonClassifier(nn.Module):
+    """The part of Table 1's skeleton that does not depend on the unit: global pool, dropout, FC, and the
+    timm-style API around them. :class:`ShuffleNetV1` and the Table-4 ``SkeletonNet`` share it; a subclass
+    sets ``num_features``, ``num_classes``, ``global_pool``, ``drop_rate``, ``fc`` and ``feature_info``
+    (:func:`skeleton_feature_info`) and defines ``forward_features``."""
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        if self.global_pool == "avg":
+            x = x.mean((2, 3))
+        if self.drop_rate > 0.0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def skeleton_feature_info(stem: int, out: Sequence[int]) -> List[Dict[str, Any]]:
+    """timm ``feature_info`` of the skeleton: max pool (stride 4) and stages 2-4 (strides 8, 16, 32)."""
+    return [
+        dict(num_chs=stem, reduction=4, module="maxpool"),
+        dict(num_chs=out[0], reduction=8, module="stage2"),
+        dict(num_chs=out[1], reduction=16, module="stage3"),
+        dict(num_chs=out[2], reduction=32, module="stage4"),
+    ]
+
+
+class ShuffleNetV1(SkeletonClassifier):
     """ShuffleNet v1 (Table 1): stem, stages 2-4 of ShuffleNet units, global pool, classifier.
 
     Args:
@@ -364,12 +402,7 @@ class ShuffleNetV1(nn.Module):
             setattr(self, f"stage{i + 2}", nn.Sequential(*units))
             cin = cout
         self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
-        self.feature_info = [
-            dict(num_chs=stem, reduction=4, module="maxpool"),
-            dict(num_chs=out[0], reduction=8, module="stage2"),
-            dict(num_chs=out[1], reduction=16, module="stage3"),
-            dict(num_chs=out[2], reduction=32, module="stage4"),
-        ]
+        self.feature_info = skeleton_feature_info(stem, out)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -389,16 +422,6 @@ class ShuffleNetV1(nn.Module):
             if isinstance(m, ShuffleUnit) and m.stride == 1:
                 nn.init.zeros_(m.gconv2[1].weight)
 
-    # --- timm-style API -------------------------------------------------------------------------
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        if global_pool is not None:
-            self.global_pool = global_pool
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def stages(self) -> List[nn.Module]:
         return [self.stage2, self.stage3, self.stage4]
 
@@ -409,16 +432,6 @@ class ShuffleNetV1(nn.Module):
         x = self.stage2(x)
         x = self.stage3(x)
         return self.stage4(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        if self.global_pool == "avg":
-            x = x.mean((2, 3))
-        if self.drop_rate > 0.0:
-            x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def config(self) -> Dict[str, Any]:
         """The constructor arguments that rebuild this architecture (stored beside saved weights)."""

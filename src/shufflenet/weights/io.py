@@ -12,12 +12,13 @@ the project reports a mismatch the same way: the first mismatching key and both 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 from torch import nn
+
+from ..fileio import atomic_write
 
 FORMAT = "shufflenet-weights/1"
 PathLike = Union[str, os.PathLike]
@@ -28,21 +29,10 @@ class WeightsError(ValueError):
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """``torch.save`` through :func:`shufflenet.fileio.atomic_write`: never a half-written file."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def save_weights(
