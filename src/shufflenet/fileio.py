@@ -45,6 +45,14 @@ def write_text_atomic(text: str, path: PathLike) -> Path:
     return Path(path)
 
 
+def _jsonable(value: Any) -> Any:
+    """numpy / torch scalars as numbers, anything else unknown (paths, dtypes) as its text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def write_json_atomic(obj: Any, path: PathLike, indent: int = 2) -> Path:
-    """``json.dump`` (sorted as given, trailing newline) through :func:`atomic_write`."""
-    return write_text_atomic(json.dumps(obj, indent=indent) + "\n", path)
+    """``json.dumps`` (keys in the order given, trailing newline) through :func:`atomic_write`."""
+    return write_text_atomic(json.dumps(obj, indent=indent, default=_jsonable) + "\n", path)

@@ -1,0 +1,389 @@
+"""Data: ImageNet-layout folders, the paper's transforms, resumable sampling, bad-image handling.
+
+Layout (torchvision ``ImageFolder`` / ImageNet): ``root/train/<class>/*.JPEG`` and ``root/val/<class>/*``;
+``root/test/`` is accepted as the validation folder when ``root/val/`` is absent (CIFAR-style exports).
+Class indices are the sorted folder names (torchvision's ``find_classes``), so a wnid folder tree gives the
+standard ImageNet label order.
+
+Images are decoded with PIL and converted to RGB: grayscale (L/LA), palette (P), RGBA (alpha dropped),
+CMYK and 16-bit (I;16, I) images are *converted*, 16-bit ones by scaling to 8 bits. A file PIL cannot
+decode (corrupt or truncated) is *skipped*: the sample is replaced by the next readable image of the
+dataset (so every batch keeps its size, which DDP and exact resumption need), a warning names the file
+once, and the run's summary (``metrics.json: skipped_images``) counts and lists them.
+
+Augmentation is seeded per sample from ``(seed, epoch, index)``: the same image gets the same crop in
+the same epoch whatever the number of workers, and a run resumed mid-epoch sees exactly the crops the
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+from .errors import DataError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "train_transform",
+    "eval_transform",
+    "load_rgb",
+    "find_split_dirs",
+    "ImageFolderDataset",
+    "ResumableSampler",
+    "ImageFolderDataModule",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The crop-area range of RandomResizedCrop. ResNeXt/Inception use (0.08, 1); the paper uses "slightly
+#: less aggressive scale augmentation" because small networks underfit rather than overfit (Sec. 4).
+#: We raise the lower bound to 25 % of the image area: a crop then keeps at least half the side length,
+#: so the object usually stays in view, while scale jitter of 4x in area remains.
+DEFAULT_CROP_SCALE = (0.25, 1.0)
+
+Key = Union[int, Tuple[int, int]]
+
+
+def train_transform(image_size: int = 224, crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
+                    hflip: float = 0.5) -> T.Compose:
+    """RandomResizedCrop(image_size, crop_scale) + horizontal flip + ImageNet normalization."""
+    return T.Compose([
+        T.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=InterpolationMode.BILINEAR,
+                            antialias=True),
+        T.RandomHorizontalFlip(hflip),
+        T.ToImage(),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def eval_transform(image_size: int = 224, resize_size: int = 256) -> T.Compose:
+    """The paper's single-crop protocol: resize the short side to ``resize_size``, center crop ``image_size``."""
+    return T.Compose([
+        T.Resize(resize_size, interpolation=InterpolationMode.BILINEAR, antialias=True),
+        T.CenterCrop(image_size),
+        T.ToImage(),
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def load_rgb(path: Union[str, Path]) -> Image.Image:
+    """Decode ``path`` fully and return an RGB image (grayscale/palette/RGBA/CMYK/16-bit converted).
+
+    Raises ``OSError``/``UnidentifiedImageError``/``ValueError`` for a file PIL cannot decode.
+    """
+    with Image.open(path) as im:
+        im.load()  # force the full decode here: a truncated file fails now, not inside a transform
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            arr = np.asarray(im, dtype=np.int64)
+            top = 65535 if im.mode.startswith("I;16") or arr.max() > 255 else 255
+            arr = np.clip(arr * 255 // max(top, 1), 0, 255).astype(np.uint8)
+            return Image.fromarray(arr, "L").convert("RGB")
+        if im.mode == "RGB":
+            return im.copy()
+        return im.convert("RGB")
+
+
+def find_split_dirs(root: Union[str, Path]) -> Tuple[Path, Path]:
+    """``(train_dir, val_dir)`` of an ImageNet-layout root, or a :class:`DataError` saying what is wrong."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"data root {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data root {root} is not a folder (expected ImageNet layout: train/<class>/*, val/<class>/*)")
+    train = root / "train"
+    val = root / "val" if (root / "val").is_dir() else root / "test"
+    missing = [p.name + "/" for p in (train, val) if not p.is_dir()]
+    missing = ["val/" if m == "test/" else m for m in missing]
+    if missing:
+        found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:8]
+        raise DataError(
+            f"data root {root} is not in ImageNet layout: missing {' and '.join(missing)} (expected "
+            f"train/<class>/*.JPEG and val/<class>/*.JPEG, or test/ instead of val/); found {found or 'nothing'}"
+        )
+    return train, val
+
+
+def _scan(split_dir: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
+    """Classes (sorted subfolder names) and ``(path, label)`` samples of one split folder."""
+    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    if not classes:
+        loose = [e.name for e in os.scandir(split_dir) if e.is_file()][:3]
+        hint = f" (it holds files directly, e.g. {loose}; put each class in its own subfolder)" if loose else ""
+        raise DataError(f"{split_dir} has no class subfolders{hint}: expected {split_dir}/<class>/<image>")
+    samples: List[Tuple[str, int]] = []
+    for label, name in enumerate(classes):
+        folder = split_dir / name
+        files = sorted(
+            os.path.join(dirpath, f)
+            for dirpath, _, fnames in os.walk(folder, followlinks=True)
+            for f in fnames
+            if f.lower().endswith(IMG_EXTENSIONS)
+        )
+        if not files:
+            raise DataError(
+                f"class folder {folder} has no images (looked for {', '.join(IMG_EXTENSIONS)}); "
+                f"remove the folder or add images"
+            )
+        samples.extend((f, label) for f in files)
+    return classes, samples
+
+
+class ImageFolderDataset(Dataset):
+    """``ImageFolder``-compatible dataset (same class order and samples) with bad-image skipping.
+
+    ``dataset[i]`` or ``dataset[(epoch, i)]`` returns ``(image_tensor, label, skipped_paths)``; with an
+    ``(epoch, i)`` key the random transform is seeded by ``(seed, epoch, i)``.
+    """
+
+    def __init__(self, split_dir: Union[str, Path], transform: Any = None, seed: int = 0,
+                 classes: Optional[Sequence[str]] = None) -> None:
+        self.root = Path(split_dir)
+        self.classes, self.samples = _scan(self.root)
+        if classes is not None and list(classes) != self.classes:
+            extra = sorted(set(self.classes) - set(classes))
+            lacking = sorted(set(classes) - set(self.classes))
+            raise DataError(
+                f"{self.root}: class folders differ from the training set's: "
+                f"{len(self.classes)} here vs {len(classes)} in train"
+                + (f"; not in train: {extra[:5]}" if extra else "")
+                + (f"; missing here: {lacking[:5]}" if lacking else "")
+            )
+        self.targets = [s[1] for s in self.samples]
+        self.transform = transform
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _seed_for(self, epoch: int, index: int) -> int:
+        return (self.seed * 1_000_003 + epoch) * 2_000_000_011 + index
+
+    def __getitem__(self, key: Key) -> Tuple[torch.Tensor, int, Tuple[str, ...]]:
+        epoch, index = key if isinstance(key, tuple) else (None, int(key))
+        skipped: List[str] = []
+        for attempt in range(len(self.samples)):
+            path, label = self.samples[(index + attempt) % len(self.samples)]
+            try:
+                img = load_rgb(path)
+                break
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+                skipped.append(f"{path}: {type(e).__name__}: {e}")
+        else:
+            raise DataError(f"{self.root}: no image of the dataset can be decoded")
+        if self.transform is not None:
+            if epoch is None:
+                img = self.transform(img)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(self._seed_for(epoch, index) % (2**63 - 1))
+                    img = self.transform(img)
+        return img, label, tuple(skipped)
+
+
+def collate(batch: Sequence[Tuple[torch.Tensor, int, Tuple[str, ...]]]) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+    images = torch.stack([b[0] for b in batch])
+    targets = torch.tensor([b[1] for b in batch], dtype=torch.long)
+    skipped = [s for b in batch for s in b[2]]
+    return images, targets, skipped
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that yields ``(epoch, index)`` keys and can start mid-epoch.
+
+    A subclass of ``DistributedSampler``, so Lightning keeps it under DDP instead of replacing it; each rank
+    gets its share of one permutation per epoch (seeded by ``seed + epoch``). ``resume(epoch, n)`` makes
+    the next pass over ``epoch`` skip the ``n`` indices this rank already consumed.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0,
+                 shuffle: bool = True, drop_last: bool = False) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
+                         drop_last=drop_last)
+        self._resume: Optional[Tuple[int, int]] = None
+
+    def resume(self, epoch: int, consumed: int) -> None:
+        self._resume = (int(epoch), int(consumed))
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:  # type: ignore[override]
+        indices = list(super().__iter__())
+        if self._resume is not None and self._resume[0] == self.epoch:
+            indices = indices[self._resume[1]:]
+            self._resume = None
+        return iter([(self.epoch, i) for i in indices])
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """ImageNet-layout data for :class:`~shufflenet.classification.module.ImageClassifier`.
+
+    Args:
+        root: folder with ``train/<class>/*`` and ``val/<class>/*`` (or ``test/``). ``None``: the embedded
+            demo dataset (generated on first use, see :mod:`shufflenet.classification.demo`).
+        batch_size: per process (Lightning's convention); the global batch is
+            ``batch_size * devices * num_nodes * accumulate_grad_batches``.
+        num_workers: DataLoader worker processes per device.
+        image_size: training crop and evaluation crop (224 in the paper).
+        resize_size: evaluation resize of the short side before the center crop (256 in the paper).
+        crop_scale: area range of RandomResizedCrop (see ``DEFAULT_CROP_SCALE``).
+        hflip: probability of a horizontal flip.
+        seed: seed of the epoch permutations and of the per-sample augmentation.
+        persistent_workers, pin_memory: DataLoader options.
+    """
+
+    def __init__(
+        self,
+        root: Optional[str] = None,
+        batch_size: int = 128,
+        num_workers: int = 8,
+        image_size: int = 224,
+        resize_size: int = 256,
+        crop_scale: Tuple[float, float] = DEFAULT_CROP_SCALE,
+        hflip: float = 0.5,
+        seed: int = 0,
+        persistent_workers: bool = True,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise DataError(f"data.batch_size must be >= 1, got {batch_size}")
+        if not (0 < crop_scale[0] <= crop_scale[1] <= 1):
+            raise DataError(f"data.crop_scale must satisfy 0 < min <= max <= 1, got {list(crop_scale)}")
+        if image_size > resize_size:
+            raise DataError(f"data.image_size ({image_size}) must not exceed data.resize_size ({resize_size})")
+        self.save_hyperparameters()
+        self.root = root
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self._classes: Optional[List[str]] = None
+        self.train_set: Optional[ImageFolderDataset] = None
+        self.val_set: Optional[ImageFolderDataset] = None
+        self._sampler: Optional[ResumableSampler] = None
+        self._resume: Optional[int] = None
+        self._resume_check = 0
+        self.skipped: Dict[str, str] = {}
+
+    # --- layout --------------------------------------------------------------------------------------
+    def resolved_root(self) -> Path:
+        if self.root is None:
+            from .demo import ensure_demo_dataset
+
+            return ensure_demo_dataset()
+        return Path(self.root).expanduser()
+
+    @property
+    def classes(self) -> List[str]:
+        if self._classes is None:
+            train, _ = find_split_dirs(self.resolved_root())
+            self._classes = sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
+            if not self._classes:
+                _scan(train)  # raises the layout message
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        train_dir, val_dir = find_split_dirs(self.resolved_root())
+        hp = self.hparams
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = ImageFolderDataset(train_dir, train_transform(hp.image_size, hp.crop_scale, hp.hflip),
+                                                seed=hp.seed)
+            self._classes = self.train_set.classes
+        if self.val_set is None:
+            self.val_set = ImageFolderDataset(val_dir, eval_transform(hp.image_size, hp.resize_size),
+                                              classes=self.classes)
+
+    # --- loaders -------------------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset, sampler: Any = None, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            shuffle=shuffle if sampler is None else None,
+            drop_last=drop_last,
+            num_workers=workers,
+            collate_fn=collate,
+            persistent_workers=bool(self.hparams.persistent_workers and workers > 0),
+            pin_memory=bool(self.hparams.pin_memory and torch.cuda.is_available()),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup('fit') first"
+        world, rank = 1, 0
+        if self.trainer is not None:
+            world, rank = self.trainer.world_size, self.trainer.global_rank
+        if len(self.train_set) < self.batch_size * world:
+            raise DataError(
+                f"{self.train_set.root} has {len(self.train_set)} images, fewer than one global batch "
+                f"({self.batch_size} x {world} processes); lower data.batch_size"
+            )
+        self._sampler = ResumableSampler(self.train_set, num_replicas=world, rank=rank, seed=self.hparams.seed,
+                                         shuffle=True, drop_last=True)
+        if self._resume is not None:
+            # Lightning creates the iterator before it sets the sampler's epoch, so set it here.
+            if self._resume_check != self.batches_per_epoch():
+                log.warning("the checkpoint was written with %d batches per epoch, this run has %d: the data "
+                            "order after resuming differs from an uninterrupted run", self._resume_check,
+                            self.batches_per_epoch())
+            epoch, skip = divmod(self._resume, self.batches_per_epoch())
+            self._sampler.set_epoch(epoch)
+            if skip:
+                self._sampler.resume(epoch, skip * self.batch_size)
+            self._resume = None
+        return self._loader(self.train_set, sampler=self._sampler, drop_last=True)
+
+    def batches_per_epoch(self) -> int:
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return len(self.train_set) // world // self.batch_size
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        return self._loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    # --- per-batch bookkeeping -------------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, targets, skipped = batch
+        for entry in skipped:
+            path, _, reason = entry.partition(": ")
+            if path not in self.skipped:
+                self.skipped[path] = reason
+                log.warning("skipping unreadable image %s (%s); using the next image instead", path, reason)
+        return images, targets
+
+    # --- exact mid-epoch resumption ----------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        state: Dict[str, Any] = {"skipped": dict(self.skipped)}
+        trainer = self.trainer
+        if trainer is not None and trainer.state.fn == "fit" and self.train_set is not None:
+            # Every epoch has the same number of batches (drop_last), so the total number of training
+            # batches whose step finished says exactly where in which epoch to continue.
+            state["batches_processed"] = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+            state["batches_per_epoch"] = self.batches_per_epoch()
+        return state
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.skipped.update(state_dict.get("skipped", {}))
+        if "batches_processed" in state_dict:
+            self._resume = int(state_dict["batches_processed"])
+            self._resume_check = int(state_dict["batches_per_epoch"])
