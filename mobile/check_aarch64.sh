@@ -41,8 +41,12 @@ fi
 
 if [ ! -d "$SITE/torch" ]; then
   step "downloading the aarch64 wheels ($TORCH_AARCH64, CPU build with XNNPACK)"
+  # --no-deps: the wheel's metadata names CUDA packages that have no aarch64 build; the lite interpreter
+  # needs only torch's pure-Python dependencies, fetched next.
   "$PY" -m pip download -q --only-binary=:all: --platform manylinux_2_28_aarch64 --python-version 3.11 \
-    --implementation cp -d "$WHEELS" "$TORCH_AARCH64"
+    --implementation cp --no-deps -d "$WHEELS" "$TORCH_AARCH64"
+  "$PY" -m pip download -q --only-binary=:all: --platform manylinux_2_28_aarch64 --python-version 3.11 \
+    --implementation cp -d "$WHEELS" typing_extensions sympy filelock networkx jinja2 fsspec
   for whl in "$WHEELS"/*.whl; do "$PY" -m zipfile -e "$whl" "$SITE"; done
 fi
 

@@ -23,7 +23,7 @@ echo "setup: creating $VENV with $($PYTHON --version)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24" "setuptools>=70,<82" wheel
 echo "setup: installing the pinned stack (torch 2.12.0 is a large download the first time)"
-"$VENV/bin/python" -m pip install --quiet --progress-bar off -e ".[dev,detection]"
+"$VENV/bin/python" -m pip install --quiet --progress-bar off -e ".[dev,detection,mobile]"
 "$VENV/bin/python" scripts/install_detectron2.py
 echo "$want" > "$stamp"
 echo "setup: done ($VENV)"

@@ -18,7 +18,6 @@ from PIL import Image
 from torch import nn
 
 from shufflenet import WeightsError, create_model, load_weights
-from shufflenet.models.shufflenet import ShuffleNetV1
 from shufflenet.weights import convert_megvii, convert_mmpretrain, load_converted
 from shufflenet.weights.convert import count_matrix, main, shuffle_index
 

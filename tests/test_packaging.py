@@ -26,7 +26,7 @@ def _pins(lines):
 def test_pyproject_and_environment_yml_pin_the_same_versions():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = list(project["dependencies"])
-    for extra in ("detection", "dev"):
+    for extra in ("detection", "mobile", "dev"):
         deps += project["optional-dependencies"][extra]
     py_pins = _pins(deps)
     env = yaml.safe_load((ROOT / "environment.yml").read_text())

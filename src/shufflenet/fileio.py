@@ -16,7 +16,26 @@ from typing import IO, Any, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["atomic_write", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_write", "tmp_sibling", "write_json_atomic", "write_text_atomic"]
+
+
+def _umask_mode() -> int:
+    """0o666 minus the process umask: the mode a plain ``open(path, "w")`` gives (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def tmp_sibling(final: PathLike) -> Path:
+    """A new empty file next to ``final`` (same folder, so ``os.replace`` onto ``final`` is atomic), with the
+    mode a plain ``open`` would give. For writers that need a path rather than a file object; the caller
+    replaces or unlinks it."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    os.chmod(tmp, _umask_mode())
+    return Path(tmp)
 
 
 @contextlib.contextmanager
@@ -25,10 +44,9 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = tmp_sibling(path)
     try:
-        with os.fdopen(fd, mode) as f:
+        with open(tmp, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .export import DEFAULT_ATOL, DEFAULT_RTOL, export_ptl, make_inputs, write_json_atomic
+from ..fileio import write_json_atomic
+from .export import DEFAULT_ATOL, DEFAULT_RTOL, export_ptl, make_inputs
 from .images import default_image_dir, parse_size
 from .source import MobileError, load_model
 

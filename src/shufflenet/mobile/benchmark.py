@@ -18,9 +18,7 @@ with identical weights and FLOPs. It is not a library model and is never exporte
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import statistics
 import sys
 import time
@@ -35,7 +33,8 @@ from torch import Tensor, nn
 
 from ..models import create_model, list_models, paper_tables
 from ..models.shufflenet import ShuffleNetV1, ShuffleUnit
-from .export import MobileError, export_ptl, host_info, write_json_atomic
+from ..fileio import atomic_write, write_json_atomic, write_text_atomic
+from .export import MobileError, export_ptl, host_info
 from .images import default_image_dir, parse_size
 from .source import ModelSource
 
@@ -161,12 +160,9 @@ def _lite_runner(path: Path) -> Callable[[Tensor], Any]:
 
 
 def executorch_available() -> bool:
-    try:
-        import executorch.runtime  # noqa: F401
+    from .pte import executorch_available as available
 
-        return True
-    except Exception:
-        return False
+    return available()
 
 
 def run_benchmark(
@@ -179,9 +175,20 @@ def run_benchmark(
     max_seconds_per_size: float = 600.0,
     export_dir: Path = Path("outputs/mobile/exported"),
     verify_real: int = 1,
+    input_layout: str = "nchw",
     log: Callable[[str], None] = print,
 ) -> Dict[str, Any]:
+    prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _run_benchmark(keys, sizes, runtimes, threads, warmup, repeats, max_seconds_per_size, export_dir,
+                              verify_real, input_layout, log)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _run_benchmark(keys, sizes, runtimes, threads, warmup, repeats, max_seconds_per_size, export_dir, verify_real,
+                   input_layout, log):
     torch.manual_seed(0)
     models = [m for m in bench_models() if keys is None or m.key in keys]
     if keys is not None:
@@ -210,11 +217,11 @@ def run_benchmark(
         if "pte" in runtimes:
             from .pte import export_pte, pte_runner
 
-            path, _ = export_pte(src, export_dir, sizes, image_dir=image_dir, n_real=verify_real,
-                                 basename=f"bench_{bm.key}", log=lambda s: None)
-            log(f"[bench] exported + verified {bm.label} -> {path}")
-            runners[(bm.key, "pte")] = pte_runner(path, threads=threads)
-            files[bm.key]["pte"] = str(path)
+            paths, _ = export_pte(src, export_dir, sizes, image_dir=image_dir, n_real=verify_real,
+                                  basename=f"bench_{bm.key}", log=lambda s: None)
+            log(f"[bench] exported + verified {bm.label} -> {', '.join(str(p) for p in paths.values())}")
+            runners[(bm.key, "pte")] = pte_runner(paths, threads=threads)
+            files[bm.key]["pte"] = [str(p) for p in paths.values()]
 
     cells: Dict[str, Dict[str, Dict[str, Any]]] = {}
     total = len(runners) * len(sizes)
@@ -222,6 +229,8 @@ def run_benchmark(
     for size in sizes:
         tag = f"{size[0]}x{size[1]}"
         x = torch.randn(1, 3, *size)
+        if input_layout == "nhwc":  # an image that arrives HWC (camera, decoder): no layout copy in the model
+            x = x.contiguous(memory_format=torch.channels_last)
         times: Dict[Tuple[str, str], List[float]] = {k: [] for k in runners}
         for k, run in runners.items():
             for _ in range(warmup):
@@ -234,6 +243,8 @@ def run_benchmark(
                 run(x)
                 times[k].append((time.perf_counter() - t) * 1e3)
             rounds += 1
+            log(f"[bench] {tag:>9} round {rounds}/{repeats}: " + ", ".join(
+                f"{k[0]}/{k[1]} {v[-1]:.1f}" for k, v in times.items()) + " ms")
             if time.perf_counter() - start > max_seconds_per_size and rounds >= 3:
                 log(f"[bench] {tag}: time budget reached after {rounds} rounds")
                 break
@@ -247,7 +258,7 @@ def run_benchmark(
     result = {
         "host": host_info(threads),
         "executorch": _executorch_version(),
-        "settings": {"threads": threads, "warmup": warmup, "repeats": repeats, "sizes": [list(s) for s in sizes],
+        "settings": {"threads": threads, "input_layout": input_layout, "warmup": warmup, "repeats": repeats, "sizes": [list(s) for s in sizes],
                      "runtimes": runtimes, "interleaved": True, "batch": 1},
         "models": {m.key: {"label": m.label, "paper_row": m.paper_row, "registered": m.registered, "files": files[m.key]} for m in models},
         "paper": {"platform": paper_tables()["table8_arm_latency_ms"]["platform"], "ms": paper_ms()},
@@ -258,12 +269,9 @@ def run_benchmark(
 
 
 def _executorch_version() -> Optional[str]:
-    try:
-        from importlib.metadata import version
+    from .pte import executorch_version
 
-        return version("executorch")
-    except Exception:
-        return None
+    return executorch_version()
 
 
 def ratios(result: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -304,7 +312,7 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
         f"Host: {h['cpu']} ({h['arch']}, {h['logical_cpus']} logical CPUs), {h['threads']} thread(s), "
         f"torch {h['torch']} (XNNPACK {'on' if h['xnnpack'] else 'off'})"
         + (f", executorch {result['executorch']}" if result.get("executorch") and "pte" in rts else "")
-        + f"; batch 1, {result['settings']['warmup']} warm-up + up to {result['settings']['repeats']} interleaved rounds; "
+        + f"; batch 1, {result['settings'].get('input_layout', 'nchw').upper()} input, {result['settings']['warmup']} warm-up + up to {result['settings']['repeats']} interleaved rounds; "
         "median ms (p90). Paper: " + result["paper"]["platform"] + ".",
     ]
     if command:
@@ -328,7 +336,7 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
         ms = [f"{r['measured'].get(rt, {}).get(s, float('nan')):.2f}x" for rt in rts for s in sizes]
         lines.append(f"| {r['ratio']} | " + " | ".join(ps) + " | " + " | ".join(ms) + " |")
     if result.get("profile"):
-        lines += ["", "Per-op profile (lite interpreter, self CPU time share, one run per size):", ""]
+        lines += ["", "Per-op profile (lite interpreter, self CPU time share, mean of 3 runs per size):", ""]
         for name, prof in result["profile"].items():
             for tag, ops in prof.items():
                 top = ", ".join(f"{o['op']} {o['pct']:.0f}% ({o['ms']:.1f} ms)" for o in ops[:6])
@@ -376,27 +384,26 @@ def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
     h = result["host"]
     fig.suptitle(f"ShuffleNet Table 8 on {h['cpu']} ({h['arch']}), {h['threads']} thread(s), torch {h['torch']}", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
 # --- per-op profile ----------------------------------------------------------------------------------
 
 
-def profile_ops(run: Callable[[Tensor], Any], x: Tensor, top: int = 12) -> List[Dict[str, Any]]:
-    """Self-CPU time per operator for one run (after one warm-up) of ``run(x)``."""
+def profile_ops(run: Callable[[Tensor], Any], x: Tensor, top: int = 12, runs: int = 3) -> List[Dict[str, Any]]:
+    """Self-CPU time per operator, averaged over ``runs`` runs (after one warm-up) of ``run(x)``."""
     from torch.autograd import profiler
 
     run(x)
     with profiler.profile(record_shapes=False) as prof:
-        run(x)
+        for _ in range(runs):
+            run(x)
     rows: Dict[str, float] = {}
     for evt in prof.key_averages():
-        rows[evt.key] = rows.get(evt.key, 0.0) + evt.self_cpu_time_total / 1e3
+        rows[evt.key] = rows.get(evt.key, 0.0) + evt.self_cpu_time_total / 1e3 / runs
     total = sum(rows.values()) or 1.0
     ranked = sorted(rows.items(), key=lambda kv: -kv[1])[:top]
     return [{"op": k, "ms": v, "pct": 100.0 * v / total} for k, v in ranked]
@@ -411,12 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", nargs="+", default=None, metavar="S|HxW", help="default 224 480x640 720x1280")
     p.add_argument("--runtimes", nargs="+", default=["eager", "ptl", "pte"], choices=("eager", "ptl", "pte"))
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as the paper)")
+    p.add_argument("--input-layout", choices=("nchw", "nhwc"), default="nchw",
+                   help="memory layout of the timed input tensor (nhwc: as a camera frame arrives; default nchw)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=15, help="interleaved rounds per size (default 15)")
     p.add_argument("--max-seconds-per-size", type=float, default=600.0, help="stop adding rounds at a size after this long")
     p.add_argument("--out", default="outputs/mobile/benchmark", help="folder for benchmark.json/.md/.png")
     p.add_argument("--export-dir", default=None, help="where the verified .ptl/.pte go (default OUT/exported)")
-    p.add_argument("--profile", action="store_true", help="add a per-op profile of ShuffleNet 0.5x and the megvii-style reference (lite)")
+    p.add_argument("--profile", action="store_true", help="add a per-op profile of ShuffleNet 0.5x, the megvii-style reference and AlexNet (lite)")
     p.add_argument("--quick", action="store_true", help="0.5x, 2x, AlexNet, MobileNet, megvii-style at 224 and 480x640, 5 rounds")
     return p
 
@@ -436,10 +445,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out = Path(args.out)
         t0 = time.time()
         result = run_benchmark(keys, sizes, args.runtimes, args.threads, args.warmup, repeats,
-                               args.max_seconds_per_size, Path(args.export_dir) if args.export_dir else out / "exported")
+                               args.max_seconds_per_size, Path(args.export_dir) if args.export_dir else out / "exported",
+                               input_layout=args.input_layout)
         if args.profile:
             result["profile"] = {}
-            for key in ("sn0.5", "megvii0.5"):
+            torch.set_num_threads(args.threads)
+            for key in ("sn0.5", "megvii0.5", "alexnet"):
                 path = result["models"].get(key, {}).get("files", {}).get("ptl")
                 if path:
                     run = _lite_runner(Path(path))
@@ -451,9 +462,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result["command"] = command.strip()
         write_json_atomic(result, out / "benchmark.json")
         md = markdown(result, result["command"])
-        tmp = out / ".benchmark.md.tmp"
-        tmp.write_text(md)
-        os.replace(tmp, out / "benchmark.md")
+        write_text_atomic(md, out / "benchmark.md")
         png = plot(result, out / "benchmark.png")
         print(md)
         print(f"[bench] wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}" + (f", {png}" if png else "") + f" in {result['wall_s']:.0f} s")

@@ -17,19 +17,18 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import hashlib
-import json
 import os
 import platform
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from ..fileio import tmp_sibling, write_json_atomic
 from .images import default_image_dir, list_images, load_images, parse_size
 from .source import MobileError, ModelSource, load_model
 
@@ -45,7 +44,6 @@ __all__ = [
     "compare_outputs",
     "verify_runtime",
     "export_ptl",
-    "write_json_atomic",
     "sha256_file",
     "main",
 ]
@@ -53,6 +51,12 @@ __all__ = [
 DEFAULT_ATOL = 1e-4
 #: Relative part of the bound, scaled by the largest |output| of eager (large logits of trained models).
 DEFAULT_RTOL = 1e-5
+#: int8 exports are compared with their own quantized reference (FX-converted module / PT2E-converted
+#: module), not with fp32: kernels may round an int8 value differently, so the bound allows a few output
+#: quantization steps (an 8-bit step is 1/255 of the output range, about 0.8% of max|output|; 0.05 is about
+#: 6 steps, measured worst case 2.6% for PT2E/XNNPACK on out-of-distribution random input).
+INT8_ATOL = 1e-3
+INT8_RTOL = 0.05
 
 warnings.filterwarnings("ignore", message=".*Lite Interpreter is deprecated.*")
 
@@ -216,8 +220,16 @@ def verify_runtime(
     rows = []
     for inp in inputs:
         with torch.no_grad():
-            ref = eager(inp.tensor.clone())
-            got = exported(inp.tensor.clone())
+            try:
+                ref = eager(inp.tensor.clone())
+            except RuntimeError as e:
+                raise MobileError(f"the eager model failed on the {inp.label} input at {inp.size[0]}x{inp.size[1]}: "
+                                  f"{str(e).splitlines()[0]}; no file was written") from None
+            try:
+                got = exported(inp.tensor.clone())
+            except RuntimeError as e:
+                raise VerificationError(f"the {runtime} failed on the {inp.label} input at {inp.size[0]}x{inp.size[1]}: "
+                                        f"{str(e).splitlines()[0]}; no file was written") from None
         res = compare_outputs(ref, got, atol, rtol)
         row = {"input": inp.label, "size": list(inp.size), "batch": int(inp.tensor.shape[0]), **res}
         rows.append(row)
@@ -242,38 +254,6 @@ def sha256_file(path: os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _umask_mode() -> int:
-    """0o666 minus the process umask: the mode a plain ``open(..., 'w')`` would give (mkstemp gives 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_json_atomic(obj: Any, path: os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(tmp, _umask_mode())
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _tmp_path(final: Path) -> Path:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    os.chmod(tmp, _umask_mode())
-    return Path(tmp)
 
 
 def host_info(threads: Optional[int] = None) -> Dict[str, Any]:
@@ -331,11 +311,14 @@ def export_ptl(
     basename: Optional[str] = None,
     quantized_engine: Optional[str] = None,
     channels_last: bool = True,
+    scripted: Optional[Tuple[torch.jit.ScriptModule, str]] = None,
+    inputs: Optional[Sequence["VerifyInput"]] = None,
     log: Callable[[str], None] = print,
 ) -> Tuple[Path, Dict[str, Any]]:
     """Export ``source.model`` to ``out_dir/<basename>.ptl`` + ``.json``; verified first, atomic.
 
-    Returns the ``.ptl`` path and the sidecar dict. Raises :class:`VerificationError` (nothing written)
+    ``scripted`` (module, method) skips the TorchScript step (a traced detector); ``inputs`` replaces the
+    default random + real verification inputs. Returns the ``.ptl`` path and the sidecar dict. Raises :class:`VerificationError` (nothing written)
     when the lite-interpreter outputs differ from eager's beyond ``atol + rtol * max|eager|``.
     """
     from torch.jit.mobile import _export_operator_list, _load_for_lite_interpreter
@@ -356,17 +339,20 @@ def export_ptl(
     prev_engine = torch.backends.quantized.engine
     if quantized_engine:
         torch.backends.quantized.engine = quantized_engine
-    tmp = _tmp_path(final)
+    tmp = tmp_sibling(final)
     try:
-        log(f"[export] {source.name}: TorchScript ({method}) ...")
-        scripted, used = to_torchscript(ChannelsLastInput(model) if channels_last else model, example, method)
+        if scripted is None:
+            log(f"[export] {source.name}: TorchScript ({method}) ...")
+            scripted, used = to_torchscript(ChannelsLastInput(model) if channels_last else model, example, method)
+        else:
+            scripted, used = scripted
         log("[export] optimize_for_mobile (freeze, fold BN, XNNPACK prepack, fuse ReLU) ...")
         optimized = optimize(scripted)
         optimized._save_for_lite_interpreter(str(tmp))
         written_version = lite_bytecode_version(tmp)
         if bytecode_version is not None:
             log(f"[export] backport bytecode {written_version} -> {bytecode_version}")
-            tmp2 = _tmp_path(final)
+            tmp2 = tmp_sibling(final)
             try:
                 backport(tmp, tmp2, bytecode_version)
                 os.replace(tmp2, tmp)
@@ -374,7 +360,8 @@ def export_ptl(
                 if tmp2.exists():
                     tmp2.unlink()
         lite = _load_for_lite_interpreter(str(tmp))
-        inputs = make_inputs(sizes, image_dir, n_real, mean=source.mean, std=source.std)
+        if inputs is None:
+            inputs = make_inputs(sizes, image_dir, n_real, mean=source.mean, std=source.std)
         log(f"[export] verify against eager on {len(inputs)} inputs at {', '.join(f'{h}x{w}' for h, w in sizes)}")
         rows = verify_runtime(model, lite, inputs, atol, rtol)
         for r in rows:
@@ -392,7 +379,7 @@ def export_ptl(
             "source": source.origin,
             "input": {
                 "sizes_hw_verified": [list(s) for s in sizes],
-                "shape": "N x 3 x H x W",
+                "shape": "3 x H x W (one image)" if source.task == "detection" else "N x 3 x H x W",
                 "dtype": "float32",
                 "normalization": source.normalization,
             },
@@ -404,7 +391,7 @@ def export_ptl(
             "operators": ops,
             "torchscript_method": used,
             "optimize_for_mobile": True,
-            "memory_format": "channels_last" if channels_last else "contiguous",
+            "memory_format": "channels_last" if channels_last and source.task != "detection" else "contiguous",
             "quantized_engine": quantized_engine,
             "verification": {"atol": atol, "rtol": rtol, "image_dir": str(image_dir) if image_dir else None, "checks": rows},
             "exported_with": {"torch": torch.__version__, "python": platform.python_version(), "arch": platform.machine()},
@@ -428,6 +415,71 @@ def _run(model: Callable, x: Tensor) -> Any:
         return model(x)
 
 
+# --- detector ----------------------------------------------------------------------------------------
+
+
+def detector_inputs(sizes: Sequence[Tuple[int, int]], image_dir: Optional[os.PathLike], n_real: int = 2,
+                    seed: int = 0) -> List[VerifyInput]:
+    """One random and ``n_real`` real single images per size, as detectron2 takes them: (3, H, W) BGR 0-255."""
+    gen = torch.Generator().manual_seed(seed)
+    files = list_images(image_dir, limit=n_real) if (image_dir is not None and n_real > 0) else []
+    out = []
+    for size in sizes:
+        out.append(VerifyInput("random", size, torch.rand(3, *size, generator=gen) * 255))
+        for i, f in enumerate(files):
+            rgb01 = load_images([f], size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))[0]
+            out.append(VerifyInput(f"real ({Path(f).name})", size, rgb01.flip(0) * 255))
+    return out
+
+
+def export_detector(
+    config: str,
+    out_dir: os.PathLike,
+    sizes: Sequence[Tuple[int, int]],
+    weights: Optional[str] = None,
+    image_dir: Optional[os.PathLike] = None,
+    n_real: int = 2,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    bytecode_version: Optional[int] = None,
+    basename: Optional[str] = None,
+    log: Callable[[str], None] = print,
+) -> Tuple[Path, Dict[str, Any]]:
+    """Export the detection wing's traceable detector (its public API only) to a verified ``.ptl``.
+
+    ``build_detector(config, weights=...)`` -> ``traceable_detector`` -> ``trace_detector`` (traced ==
+    eager, checked by the detection wing) -> ``optimize_for_mobile`` -> lite interpreter, verified here
+    against the eager detector on random and real images at every size: same number of detections, boxes
+    and scores within the bound, identical classes.
+    """
+    require_xnnpack()
+    try:
+        from ..detection import build_detector
+        from ..detection.export import trace_detector, traceable_detector
+    except ImportError as e:
+        raise MobileError(f"--detector needs the detection wing (detectron2): {e}") from None
+    sizes = [tuple(s) for s in sizes]
+    try:
+        model, cfg = build_detector(config, opts=["MODEL.DEVICE", "cpu"], weights=weights)
+        module = traceable_detector(model)
+        inputs = detector_inputs(sizes, image_dir, n_real)
+        log(f"[export] detector {config}: torch.jit.trace (detection wing's trace_detector) ...")
+        traced = trace_detector(module, inputs[0].tensor, [i.tensor for i in inputs[1:]])
+    except (ValueError, RuntimeError, KeyError, FileNotFoundError) as e:
+        raise MobileError(f"detector {config}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    name = Path(config).stem
+    spec = {"color": "BGR", "scale": "0-255 (no mean/std: the model normalizes inside)",
+            "resize": f"shortest edge to INPUT.MIN_SIZE_TEST={cfg.INPUT.MIN_SIZE_TEST}, longest <= "
+                      f"INPUT.MAX_SIZE_TEST={cfg.INPUT.MAX_SIZE_TEST} before the call; boxes are in that image's pixels",
+            "layout": "3 x H x W float32, one image per call"}
+    src = ModelSource(module, name, f"detector config {config}" + (f" + weights {weights}" if weights else " (random init)"),
+                      task="detection", input_spec=spec,
+                      extra={"outputs": "boxes [N, 4] (x0, y0, x1, y1), scores [N], classes [N]"})
+    return export_ptl(src, out_dir, sizes, image_dir=image_dir, n_real=n_real, atol=atol, rtol=rtol,
+                      bytecode_version=bytecode_version, basename=basename or name, channels_last=False,
+                      scripted=(traced, "trace"), inputs=inputs, log=log)
+
+
 # --- command line ------------------------------------------------------------------------------------
 
 
@@ -436,7 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mobile/export.py",
         description="Export a model to a verified .ptl (PyTorch lite interpreter) or .pte (ExecuTorch) with a JSON sidecar.",
     )
-    p.add_argument("model", help="registered name (e.g. shufflenet_v1_x0_5_g3), package weights file, or Lightning .ckpt")
+    p.add_argument("model", nargs="?", help="registered name (e.g. shufflenet_v1_x0_5_g3), package weights file, or Lightning .ckpt")
+    p.add_argument("--detector", default=None, metavar="CONFIG",
+                   help="export a detector instead: a config name in configs/detection/ or a path (see --weights)")
+    p.add_argument("--weights", default=None, help="detector weights (with --detector; default: random init)")
     p.add_argument("--input-size", nargs="+", default=["224"], metavar="S|HxW",
                    help="sizes to verify at (height x width), e.g. 224 480x640 720x1280 (default 224)")
     p.add_argument("--out", default="exported", help="output folder (default: exported/)")
@@ -449,8 +504,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=("auto", "script", "trace"), default="auto", help="TorchScript conversion (default: script, trace if scripting fails)")
     p.add_argument("--images", default="auto", help="folder of real images for verification ('auto': ../shared/data; 'none': random only)")
     p.add_argument("--n-real", type=int, default=2, help="real images per size (default 2)")
-    p.add_argument("--atol", type=float, default=DEFAULT_ATOL)
-    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help="times max|eager output| added to --atol")
+    p.add_argument("--atol", type=float, default=None, help=f"absolute bound (default {DEFAULT_ATOL:g}; int8: {INT8_ATOL:g})")
+    p.add_argument("--rtol", type=float, default=None,
+                   help=f"times max|eager output| added to --atol (default {DEFAULT_RTOL:g}; int8: {INT8_RTOL:g})")
     p.add_argument("--bytecode-version", type=int, default=None, help="backport the .ptl to this bytecode version (e.g. 7 for older Android runtimes)")
     p.add_argument("--quantize", choices=("none", "int8"), default="none",
                    help="int8 post-training static quantization calibrated on --calib-images (ptl: FX/QNNPACK; pte: PT2E/XNNPACKQuantizer)")
@@ -464,6 +520,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         sizes = [parse_size(s) for s in args.input_size]
+        if (args.model is None) == (args.detector is None):
+            raise MobileError("give either a MODEL (name, weights file or checkpoint) or --detector CONFIG")
+        if args.detector is not None:
+            if args.format != "ptl" or args.quantize != "none":
+                raise MobileError("--detector exports fp32 .ptl only (no --format pte / --quantize int8)")
+            image_dir = default_image_dir() if args.images == "auto" else (
+                None if args.images.lower() == "none" else Path(args.images))
+            export_detector(args.detector, args.out, sizes, weights=args.weights, image_dir=image_dir,
+                            n_real=args.n_real, atol=args.atol or DEFAULT_ATOL, rtol=args.rtol or DEFAULT_RTOL,
+                            bytecode_version=args.bytecode_version, basename=args.name)
+            return 0
         source = load_model(args.model, arch=args.arch, num_classes=args.num_classes)
         image_dir: Any
         if args.images == "auto":
@@ -474,14 +541,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             image_dir = Path(args.images)
             if not image_dir.is_dir():
                 raise MobileError(f"--images {image_dir}: no such folder")
+        int8 = args.quantize == "int8"
+        if args.atol is None:
+            args.atol = INT8_ATOL if int8 else DEFAULT_ATOL
+        if args.rtol is None:
+            args.rtol = INT8_RTOL if int8 else DEFAULT_RTOL
         stem = args.name or (source.name + ("_int8" if args.quantize == "int8" else ""))
         if args.format == "pte":
             from .pte import export_pte
 
+            if args.bytecode_version is not None:
+                raise MobileError("--bytecode-version applies to .ptl files only (ExecuTorch has no bytecode backport)")
+            quantize_fn = None
+            if args.quantize == "int8":
+                from .quantize import pt2e_int8_for_pte
+
+                quantize_fn = pt2e_int8_for_pte(source, args.calib_images, args.calib_count,
+                                                parse_size(args.calib_size) if args.calib_size else sizes[0])
             export_pte(source, args.out, sizes, image_dir=image_dir, n_real=args.n_real, atol=args.atol,
-                       rtol=args.rtol, basename=stem, quantize=args.quantize,
-                       calib_dir=args.calib_images, calib_count=args.calib_count,
-                       calib_size=parse_size(args.calib_size) if args.calib_size else sizes[0])
+                       rtol=args.rtol, basename=stem, quantize_fn=quantize_fn)
             return 0
         engine = None
         if args.quantize == "int8":

@@ -41,9 +41,12 @@ class ModelSource:
     std: Tuple[float, ...] = IMAGENET_STD
     task: str = "classification"
     extra: Dict[str, Any] = field(default_factory=dict)
+    input_spec: Optional[Dict[str, Any]] = None  #: replaces the classifier normalization (detectors)
 
     @property
     def normalization(self) -> Dict[str, Any]:
+        if self.input_spec is not None:
+            return dict(self.input_spec)
         return {
             "color": "RGB",
             "scale": "pixel / 255 (values in [0, 1])",

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import re
 import sys
 import warnings
@@ -623,7 +622,7 @@ def _table(meta: Mapping[str, Any]) -> str:
         ("stem / stages / mid", f"{meta['stem_channels']} / {meta['stage_out_channels']} / {meta['mid_channels']}"),
         ("shuffle", meta["shuffle"]),
         ("image border", meta["border"]),
-        ("registry name", meta["arch"] or f"none (build from the stored config; load_converted)"),
+        ("registry name", meta["arch"] or "none (build from the stored config; load_converted)"),
         ("paper", json.dumps(meta["paper"]) if meta["paper"] else "-"),
         ("published", json.dumps(meta["published"]) if meta["published"] else "-"),
     ]

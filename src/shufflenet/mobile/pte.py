@@ -1,0 +1,232 @@
+"""ExecuTorch export (``--format pte``): ``torch.export`` -> XNNPACK partitioner -> ``.pte``, verified like ``.ptl``.
+
+Optional dependency: ``pip install executorch==1.3.1`` (pairs with torch 2.12; it leaves torch/torchvision
+as they are). ExecuTorch programs have static shapes here, so every ``--input-size`` gets its own file
+``<stem>_<H>x<W>.pte``; one sidecar ``<stem>.pte.json`` describes them all. Each program is loaded back with
+``executorch.runtime`` and compared with eager on random and real images before anything is written.
+
+ExecuTorch serializes XNNPACK subgraphs with the ``flatc`` console script that its wheel installs into the
+environment's ``bin``; when that folder is not on ``PATH`` (a venv used without activation) it is found next
+to ``sys.executable``, or set ``FLATC_EXECUTABLE``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import shutil
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ..fileio import tmp_sibling, write_json_atomic
+from .export import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    flatten_outputs,
+    make_inputs,
+    sha256_file,
+    verify_runtime,
+)
+from .source import MobileError, ModelSource
+
+__all__ = ["ExecutorchUnavailableError", "executorch_available", "executorch_version", "export_pte", "pte_runner",
+           "lower_to_pte"]
+
+EXECUTORCH_PIN = "executorch==1.3.1"
+
+
+class ExecutorchUnavailableError(MobileError):
+    """ExecuTorch (optional) is not installed or cannot serialize (no ``flatc``)."""
+
+
+def executorch_available() -> bool:
+    try:
+        import executorch.exir  # noqa: F401
+        import executorch.runtime  # noqa: F401
+
+        return True
+    except Exception:
+        return False
+
+
+def executorch_version() -> Optional[str]:
+    try:
+        from importlib.metadata import version
+
+        return version("executorch")
+    except Exception:
+        return None
+
+
+def _require_executorch() -> None:
+    if not executorch_available():
+        raise ExecutorchUnavailableError(
+            f"--format pte needs ExecuTorch, which is optional and not installed: pip install {EXECUTORCH_PIN} "
+            f"(pairs with torch {torch.__version__.split('+')[0]}; everything else works without it)"
+        )
+    if os.environ.get("FLATC_EXECUTABLE") or shutil.which("flatc"):
+        return
+    beside = Path(sys.executable).parent / "flatc"
+    if beside.is_file():
+        os.environ["FLATC_EXECUTABLE"] = str(beside)
+        return
+    raise ExecutorchUnavailableError(
+        "ExecuTorch needs its 'flatc' program to write XNNPACK programs, and none was found on PATH or beside "
+        f"{sys.executable}: reinstall {EXECUTORCH_PIN} into this environment or set FLATC_EXECUTABLE=/path/to/flatc"
+    )
+
+
+def lower_to_pte(model: torch.nn.Module, example: Tensor) -> Tuple[bytes, List[str]]:
+    """``torch.export`` at the example's static shape, XNNPACK-lower, serialize; returns (bytes, op list)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ep = torch.export.export(model, (example,))
+        edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+        program = edge.to_executorch()
+    ops = sorted({_op_name(n.target) for n in program.exported_program().graph.nodes if n.op == "call_function"})
+    return bytes(program.buffer), ops
+
+
+def _op_name(target: Any) -> str:
+    name = getattr(target, "__name__", None) or str(target)
+    return name
+
+
+def _per_sample(fn: Callable[[Tensor], Any]) -> Callable[[Tensor], Any]:
+    """Run a batch-1 program (or exported module, whose input shape is fixed) over a batch, one at a time."""
+
+    def run(x: Tensor) -> Any:
+        outs = [fn(x[i : i + 1]) for i in range(x.shape[0])]
+        outs = [tuple(o) if isinstance(o, (list, tuple)) else (o,) for o in outs]
+        cat = tuple(torch.cat([o[j] for o in outs]) for j in range(len(outs[0])))
+        return cat[0] if len(cat) == 1 else cat
+
+    return run
+
+
+def _load_method(path: Path):
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(str(path))
+    return program.load_method("forward")
+
+
+def set_threads(threads: int) -> None:
+    """Size ExecuTorch's XNNPACK thread pool (its own, separate from torch's)."""
+    try:
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(int(threads))
+    except Exception:  # pragma: no cover - older/newer runtimes without the hook
+        pass
+
+
+def pte_runner(paths: Dict[Tuple[int, int], os.PathLike], threads: Optional[int] = None) -> Callable[[Tensor], Any]:
+    """A callable over the static-shape (batch 1) programs of one model: picks the program by H x W, loops over N."""
+    if threads is not None:
+        set_threads(threads)
+    methods = {tuple(k): _load_method(Path(p)) for k, p in paths.items()}
+
+    def run(x: Tensor) -> Any:
+        key = tuple(x.shape[-2:])
+        if key not in methods:
+            raise MobileError(f"no .pte program for input size {key[0]}x{key[1]} (have {sorted(methods)})")
+        return _per_sample(lambda xi: methods[key].execute([xi.contiguous()]))(x)
+
+    return run
+
+
+def export_pte(
+    source: ModelSource,
+    out_dir: os.PathLike,
+    sizes: Sequence[Tuple[int, int]] = ((224, 224),),
+    image_dir: Optional[os.PathLike] = None,
+    n_real: int = 2,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    basename: Optional[str] = None,
+    quantize_fn: Optional[Callable] = None,
+    log: Callable[[str], None] = print,
+) -> Tuple[Dict[Tuple[int, int], Path], Dict[str, Any]]:
+    """Export one verified ``.pte`` per size (batch 1) + a ``<stem>.pte.json`` sidecar; all or nothing.
+
+    ``quantize_fn(model, example) -> module`` (int8, :func:`shufflenet.mobile.quantize.pt2e_int8_for_pte`)
+    makes a converted PT2E module per size; the program is lowered from it and must reproduce it.
+    """
+    _require_executorch()
+    sizes = [tuple(int(v) for v in s) for s in sizes]
+    if not sizes:
+        raise MobileError("at least one --input-size is needed")
+    basename = basename or source.name.replace("/", "_")
+    out_dir = Path(out_dir)
+    model = source.model.eval()
+    tmps: Dict[Tuple[int, int], Path] = {}
+    checks: List[Dict[str, Any]] = []
+    files: Dict[str, Dict[str, Any]] = {}
+    ops: set = set()
+    outputs: Optional[List[List[int]]] = None
+    try:
+        for size in sizes:
+            tag = f"{size[0]}x{size[1]}"
+            final = out_dir / f"{basename}_{tag}.pte"
+            log(f"[export] {source.name} @ {tag}: torch.export -> XNNPACK partitioner -> .pte ...")
+            example = torch.randn(1, 3, *size)
+            ref_fn = quantize_fn(model, example) if quantize_fn is not None else model
+            data, size_ops = lower_to_pte(ref_fn, example)
+            tmp = tmp_sibling(final)
+            tmps[size] = tmp
+            tmp.write_bytes(data)
+            method = _load_method(tmp)
+
+            inputs = make_inputs([size], image_dir, n_real, mean=source.mean, std=source.std)
+            rows = verify_runtime(_per_sample(ref_fn), _per_sample(lambda x, m=method: m.execute([x.contiguous()])),
+                                  inputs, atol, rtol, runtime="ExecuTorch runtime")
+            for r in rows:
+                log(f"[verify] {tag} {r['input']:<18} max|diff| {r['max_abs_diff']:.2e} <= bound {r['bound']:.2e}  ok")
+            checks += rows
+            if outputs is None:  # output shapes at the first size, from that size's reference (static shapes)
+                with torch.no_grad():
+                    outputs = [list(t.shape) for t in flatten_outputs(ref_fn(torch.randn(1, 3, *size)))]
+            ops |= set(size_ops)
+            files[tag] = {"file": final.name, "sha256": sha256_file(tmp), "size_bytes": tmp.stat().st_size}
+        sidecar = {
+            "format": "shufflenet-mobile/1",
+            "runtime": "ExecuTorch (executorch.runtime / Module API) with the XNNPACK backend",
+            "model": source.name,
+            "task": source.task,
+            "source": source.origin,
+            "files": files,
+            "input": {"sizes_hw_verified": [list(s) for s in sizes], "shape": "1 x 3 x H x W (static per file)",
+                      "dtype": "float32", "normalization": source.normalization},
+            "outputs": outputs,
+            "operators": sorted(ops),
+            "quantization": "int8 PT2E XNNPACKQuantizer (static, per-channel weights)" if quantize_fn else None,
+            "verification": {"atol": atol, "rtol": rtol, "image_dir": str(image_dir) if image_dir else None,
+                             "checks": checks},
+            "exported_with": {"torch": torch.__version__, "executorch": executorch_version(),
+                              "python": platform.python_version(), "arch": platform.machine()},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **({"extra": source.extra} if source.extra else {}),
+        }
+        finals = {}
+        for size, tmp in tmps.items():
+            final = out_dir / f"{basename}_{size[0]}x{size[1]}.pte"
+            os.replace(tmp, final)
+            finals[size] = final
+        write_json_atomic(sidecar, out_dir / f"{basename}.pte.json")
+    finally:
+        for tmp in tmps.values():
+            if tmp.exists():
+                tmp.unlink()
+    total = sum(f["size_bytes"] for f in files.values())
+    log(f"[export] wrote {len(finals)} .pte file(s) ({total / 1e6:.2f} MB) + {basename}.pte.json in {out_dir}")
+    return finals, sidecar

@@ -1,0 +1,86 @@
+"""ExecuTorch ``--format pte`` (optional dependency): verified .pte per size, int8 via PT2E, clear message without it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from shufflenet.mobile import pte as mpte
+from shufflenet.mobile.export import INT8_ATOL, INT8_RTOL, VerificationError, main
+from shufflenet.mobile.source import ModelSource
+
+from test_mobile_export import CIFAR_TEST, TINY, _cifar, _quiet, _tiny
+
+
+def test_pte_without_executorch_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(mpte, "executorch_available", lambda: False)
+    rc = main([TINY, "--format", "pte", "--input-size", "32", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "pip install executorch==1.3.1" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+needs_executorch = pytest.mark.skipif(not mpte.executorch_available(), reason="executorch not installed (optional)")
+
+
+@pytest.fixture(scope="module")
+def fp32_pte(tmp_path_factory):
+    """One fp32 export at two sizes, shared by the tests below (each lowering takes seconds)."""
+    model, out = _tiny(), tmp_path_factory.mktemp("pte")
+    paths, side = mpte.export_pte(ModelSource(model, TINY, "test"), out, [(32, 32), (40, 56)],
+                                  image_dir=CIFAR_TEST, log=_quiet)
+    return model, out, paths, side
+
+
+@needs_executorch
+@pytest.mark.slow
+def test_pte_export_verifies_each_size(fp32_pte):
+    model, tmp_path, paths, side = fp32_pte
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{TINY}_32x32.pte", f"{TINY}_40x56.pte", f"{TINY}.pte.json"])
+    on_disk = json.loads((tmp_path / f"{TINY}.pte.json").read_text())
+    assert on_disk["files"]["40x56"]["sha256"] == hashlib.sha256(paths[(40, 56)].read_bytes()).hexdigest()
+    assert "executorch_call_delegate" in on_disk["operators"]  # XNNPACK-delegated
+    assert on_disk["exported_with"]["executorch"] == mpte.executorch_version()
+    run = mpte.pte_runner(paths, threads=1)
+    for size in [(32, 32), (40, 56)]:
+        x = _cifar(1, size)
+        with torch.no_grad():
+            torch.testing.assert_close(run(x), model(x), atol=1e-4, rtol=1e-5)
+
+
+@needs_executorch
+@pytest.mark.slow
+def test_pte_refuses_a_wrong_program(tmp_path, monkeypatch, fp32_pte):
+    """A program that computes something else than the model (here: lowered from other weights) is refused."""
+    model, _, paths, _ = fp32_pte
+    wrong_program = paths[(32, 32)].read_bytes()  # lowered from `model`
+    monkeypatch.setattr(mpte, "lower_to_pte", lambda m, example: (wrong_program, ["executorch_call_delegate"]))
+    other = _tiny()
+    with torch.no_grad():
+        other.fc.bias.add_(0.05)  # the model being exported differs from the program by exactly 0.05
+    with pytest.raises(VerificationError, match=r"ExecuTorch runtime: max \|eager - exported\| = 0.05"):
+        mpte.export_pte(ModelSource(other, TINY, "test"), tmp_path, [(32, 32)], image_dir=None, log=_quiet)
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_executorch
+@pytest.mark.slow
+def test_pte_int8_pt2e_verifies_and_is_smaller(tmp_path, fp32_pte):
+    f32 = fp32_pte[3]
+    from shufflenet.mobile.quantize import pt2e_int8_for_pte
+
+    src = ModelSource(_tiny(), TINY, "test")
+    qfn = pt2e_int8_for_pte(src, CIFAR_TEST.parent / "train", 16, (32, 32))
+    paths, side = mpte.export_pte(src, tmp_path / "q", [(32, 32)], image_dir=CIFAR_TEST, quantize_fn=qfn,
+                                  atol=INT8_ATOL, rtol=INT8_RTOL, log=_quiet)
+    assert side["quantization"].startswith("int8")
+    assert side["files"]["32x32"]["size_bytes"] < 0.7 * f32["files"]["32x32"]["size_bytes"]
+    assert all(c["ok"] for c in side["verification"]["checks"])
+    x = _cifar(2, (32, 32))
+    with torch.no_grad():
+        got, ref = mpte.pte_runner(paths)(x), src.model(x)
+    assert torch.nn.functional.cosine_similarity(got, ref).min() > 0.95  # close to fp32 too
