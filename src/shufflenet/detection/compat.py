@@ -166,11 +166,13 @@ def _shim_nms_rotated() -> None:
         return
     except (AttributeError, RuntimeError):
         pass
-    import detectron2.layers as layers
-    import detectron2.layers.nms as nms
-
-    nms.nms_rotated = _unavailable_nms_rotated  # batched_nms_rotated looks it up here
+    layers = importlib.import_module("detectron2.layers")
+    # Not `import detectron2.layers.nms as nms`: that binds the package attribute `nms`, which is
+    # the nms *function* detectron2.layers re-exports, not the module.
+    nms_module = importlib.import_module("detectron2.layers.nms")
+    nms_module.nms_rotated = _unavailable_nms_rotated  # batched_nms_rotated looks it up here
     layers.nms_rotated = _unavailable_nms_rotated
+    _APPLIED.append("detectron2.layers.nms_rotated: clear error (C++ op not installed)")
 
 
 def _shim_export_package() -> None:

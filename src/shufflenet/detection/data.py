@@ -8,7 +8,7 @@
   are resolved under ``$DETECTRON2_DATASETS`` *as it is now* (detectron2 reads it once at import), and a
   missing folder prints the expected layout; training sets need at least one usable (non-crowd) box.
 * The demo: ``shufflenet_demo_train`` / ``shufflenet_demo_val``, rendered shapes (circle, square,
-  triangle) with exact boxes, generated on first use into ``$SHUFFLENET_CACHE/detection-demo-v1``
+  triangle) with exact boxes, generated on first use into ``$SHUFFLENET_CACHE/detection-demo-v2``
   (default ``~/.cache/shufflenet``). Written to a temporary folder and renamed: never half-written.
 """
 
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -43,6 +43,7 @@ __all__ = [
     "ensure_demo_data",
     "register_demo_datasets",
     "coco_layout_help",
+    "check_trainable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ BUILTIN_COCO: Dict[str, Tuple[str, str]] = {
 DEMO_TRAIN = "shufflenet_demo_train"
 DEMO_VAL = "shufflenet_demo_val"
 DEMO_CLASSES = ("circle", "square", "triangle")
-_DEMO_VERSION = "detection-demo-v1"
+_DEMO_VERSION = "detection-demo-v2"
 
 
 def datasets_root() -> Path:
@@ -191,6 +192,30 @@ def prepare_datasets(cfg, training: bool = True) -> None:
                     raise DatasetError(f"dataset {name!r}: {what} {path} not found")
             if getattr(meta, "evaluator_type", None) == "coco":
                 _register(name, json_file, image_root, {})  # route through the checked loader
+    if training:
+        for name in dict.fromkeys(cfg.DATASETS.TRAIN):
+            json_file = getattr(MetadataCatalog.get(name), "json_file", None)
+            # Small files are checked now (one message before any process starts); a large one (full
+            # COCO) is loaded once, by the trainer, which runs the same check (engine.Trainer).
+            if not json_file or not Path(json_file).is_file() or Path(json_file).stat().st_size < EARLY_CHECK_BYTES:
+                check_trainable(name, DatasetCatalog.get(name))
+
+
+#: Training jsons below this size are loaded and checked by :func:`prepare_datasets` (before training).
+EARLY_CHECK_BYTES = 50 * 1024 * 1024
+
+
+def check_trainable(name: str, dicts: Sequence[dict]) -> None:
+    """A training set needs at least one box that detectron2 trains on (non-crowd, non-zero area)."""
+    for d in dicts:
+        for a in d.get("annotations", ()):
+            if not a.get("iscrowd", 0) and len(a.get("bbox", ())) == 4 and a["bbox"][2] > 0 and a["bbox"][3] > 0:
+                return
+    raise DatasetError(
+        f"dataset {name!r} has no usable box for training: its {len(dicts)} image(s) have no annotation that is "
+        f"non-crowd with a non-zero-area bbox (detectron2 trains on those only; crowd boxes are ignored "
+        f"regions and zero-area boxes are dropped). It can still be used in DATASETS.TEST."
+    )
 
 
 # --- demo data: rendered shapes ------------------------------------------------------------------------
@@ -216,9 +241,9 @@ def _render_image(rng: random.Random, size: int) -> Tuple["object", List[dict]]:
         draw.line(pts, fill=tuple(rng.randint(0, 255) for _ in range(3)), width=rng.randint(1, 2))
     boxes: List[List[float]] = []
     anns = []
-    for _ in range(rng.randint(1, 4)):
+    for _ in range(rng.randint(1, 3)):
         for _attempt in range(20):
-            s = rng.randint(size // 8, size // 3)
+            s = rng.randint(size // 5, size // 2)  # 25-64 px at 128: a few cells of the stride-16 map
             x0, y0 = rng.randint(0, size - s), rng.randint(0, size - s)
             box = [x0, y0, x0 + s, y0 + s]
             if all(_iou(box, b) < 0.1 for b in boxes):
@@ -279,7 +304,8 @@ def ensure_demo_data(root: Optional[Path] = None, num_train: int = 600, num_val:
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        logger.info("Generating the detection demo data (%d + %d images) in %s", num_train, num_val, root)
+        # Printed (not logged): this runs before detectron2's logger is set up by the trainer.
+        print(f"Generating the detection demo data ({num_train} + {num_val} images) in {root} ...", file=sys.stderr)
         _write_split(tmp, "train", num_train, seed=1, size=size)
         _write_split(tmp, "val", num_val, seed=2, size=size)
         try:

@@ -1,0 +1,316 @@
+"""Detection wing: compat layer, detectron2 registration, backbone/RoI-head structure, configs, transfer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("detectron2")
+
+from shufflenet import ShuffleUnit, create_model, save_weights  # noqa: E402
+
+import shufflenet.detection as det  # noqa: E402  (applies the compat layer)
+from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
+from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+from detectron2.structures import Boxes, Instances  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = "shufflenet_v1_x0_25_g3"
+SMALL_OPTS = ["MODEL.SHUFFLENET.NAME", TINY, "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "MODEL.DEVICE", "cpu"]
+
+
+# --- compat --------------------------------------------------------------------------------------------
+
+
+def test_compat_shims_make_detectron2_importable():
+    import detectron2
+    from PIL import Image
+
+    assert hasattr(Image, "LINEAR")
+    import detectron2.layers  # noqa: F401  (imports detectron2._C users)
+    import detectron2.export  # noqa: F401
+
+    from detectron2.export import TracingAdapter  # noqa: F401
+
+    if not det.HAS_COMPILED_OPS:
+        assert any("detectron2._C" in s for s in det.compat.applied_shims())
+        # An op this project never uses fails with one clear message naming what needs the extension.
+        with pytest.raises(det.MissingCompiledOpError, match="rotated boxes.*build detectron2 from source"):
+            detectron2._C.box_iou_rotated
+        from detectron2.layers import batched_nms_rotated
+
+        with pytest.raises(det.MissingCompiledOpError, match="nms_rotated"):
+            batched_nms_rotated(torch.zeros(1, 5), torch.ones(1), torch.zeros(1, dtype=torch.long), 0.5)
+    assert det.compat.apply() == det.compat.applied_shims()  # idempotent
+
+
+def test_collect_env_reports_missing_extension():
+    from detectron2.utils.collect_env import collect_env_info
+
+    text = collect_env_info()
+    assert "detectron2" in text
+    if not det.HAS_COMPILED_OPS:
+        assert "detectron2._C" in text and "not built correctly" in text
+
+
+# --- modeling ------------------------------------------------------------------------------------------
+
+
+def test_registered_in_detectron2_registries():
+    assert "build_shufflenet_c4_backbone" in BACKBONE_REGISTRY
+    assert "build_shufflenet_fpn_backbone" in BACKBONE_REGISTRY
+    assert "ShuffleNetROIHeads" in ROI_HEADS_REGISTRY
+
+
+def test_c4_detector_structure_and_shapes():
+    model, cfg = det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS)
+    ref = create_model(TINY, num_classes=0)
+    backbone = model.backbone
+    # Same modules as the package's network: stem + stages 2-3 in the backbone, stage 4 in the RoI head.
+    assert type(backbone.stage2) is type(ref.stage2) and isinstance(backbone.stage3[0], ShuffleUnit)
+    assert not hasattr(backbone, "stage4")
+    stage4 = model.roi_heads.stage4
+    assert len(stage4) == len(ref.stage4) and all(isinstance(u, ShuffleUnit) for u in stage4)
+    assert stage4[0].stride == 2
+    conv_shapes = [tuple(p.shape) for p in ref.stage4.parameters() if p.dim() > 1]
+    assert [tuple(p.shape) for p in stage4.parameters() if p.dim() > 1] == conv_shapes
+    # output_shape / size_divisibility
+    shape = backbone.output_shape()
+    assert list(shape) == ["stage3"]
+    assert shape["stage3"].channels == ref.stage_out_channels[1] and shape["stage3"].stride == 16
+    assert backbone.size_divisibility == 16
+    x = torch.zeros(1, 3, 160, 224)
+    feats = backbone(x)
+    assert feats["stage3"].shape == (1, ref.stage_out_channels[1], 10, 14)
+    # FrozenBN everywhere (NORM: FrozenBN); FREEZE_AT 2 freezes stem + stage2 only.
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in stage4.modules())
+    assert all(not p.requires_grad for p in backbone.conv1.parameters())
+    assert all(not p.requires_grad for p in backbone.stage2.parameters())
+    assert all(p.requires_grad for p in backbone.stage3.parameters())
+    assert all(p.requires_grad for p in stage4.parameters())
+    # eval forward on one image gives detectron2 Instances; training gives the four losses.
+    with torch.no_grad():
+        out = model([{"image": torch.randint(0, 255, (3, 150, 200)).float()}])
+    assert out[0]["instances"].image_size == (150, 200)
+    model.train()
+    inst = Instances((160, 224), gt_boxes=Boxes(torch.tensor([[10.0, 20.0, 100.0, 140.0]])),
+                     gt_classes=torch.tensor([3]))
+    with EventStorage(0):
+        losses = model([{"image": torch.rand(3, 160, 224) * 255, "instances": inst}])
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
+    sum(losses.values()).backward()
+    assert stage4[-1].gconv2[0].weight.grad is not None
+    assert backbone.stage2[0].gconv1[0].weight.grad is None
+
+
+def test_roi_head_runs_the_package_stage4_module():
+    """The RoI head output equals the package network's stage4 applied to the pooled features."""
+    model, _ = det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS)
+    net = create_model(TINY, num_classes=0)
+    sd = {k[len("roi_heads.stage4."):]: v for k, v in model.state_dict().items() if k.startswith("roi_heads.stage4.")}
+    net.stage4.load_state_dict(sd)
+    net.eval()
+    x = torch.randn(3, net.stage_out_channels[1], 14, 14)
+    with torch.no_grad():
+        assert torch.allclose(model.roi_heads.stage4(x), net.stage4(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("freeze_at,frozen", [(0, []), (1, ["conv1"]), (3, ["conv1", "stage2", "stage3"])])
+def test_freeze_at(freeze_at, frozen):
+    model, _ = det.build_detector(
+        "coco_shufflenet1x_300", opts=SMALL_OPTS + ["MODEL.SHUFFLENET.FREEZE_AT", str(freeze_at)]
+    )
+    for part in ("conv1", "stage2", "stage3"):
+        grads = {p.requires_grad for p in getattr(model.backbone, part).parameters()}
+        assert grads == ({False} if part in frozen else {True}), part
+
+
+def test_trainable_bn_option():
+    model, _ = det.build_detector(
+        "coco_shufflenet1x_300", opts=SMALL_OPTS + ["MODEL.SHUFFLENET.NORM", "BN", "MODEL.SHUFFLENET.FREEZE_AT", "1"]
+    )
+    assert isinstance(model.backbone.stage2[0].gconv1[1], torch.nn.BatchNorm2d)
+    assert isinstance(model.backbone.conv1[1], FrozenBatchNorm2d)  # frozen parts always get frozen BN
+    assert isinstance(model.roi_heads.stage4[0].gconv1[1], torch.nn.BatchNorm2d)
+
+
+def test_fpn_detector_shapes():
+    model, _ = det.build_detector("coco_shufflenet1x_fpn", opts=SMALL_OPTS)
+    ref = create_model(TINY, num_classes=0)
+    bottom_up = model.backbone.bottom_up
+    assert isinstance(bottom_up.stage4[0], ShuffleUnit)
+    shape = model.backbone.output_shape()
+    assert {k: v.stride for k, v in shape.items()} == {"p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128}
+    assert {v.channels for v in shape.values()} == {128}
+    assert bottom_up.output_shape()["stage4"].channels == ref.stage_out_channels[2]
+    assert model.backbone.size_divisibility == 32  # detectron2 FPN: stride of the deepest bottom-up input
+    feats = model.backbone(torch.zeros(1, 3, 256, 384))
+    assert feats["p3"].shape[-2:] == (32, 48) and feats["p7"].shape[-2:] == (2, 3)
+    with torch.no_grad():
+        out = model([{"image": torch.rand(3, 200, 300) * 255}])
+    assert out[0]["instances"].image_size == (200, 300)
+
+
+def test_bad_model_config_messages():
+    with pytest.raises(det.DetectionError, match="unknown model name 'shufflenet_v1_x9_g3'"):
+        det.build_detector("coco_shufflenet1x_300", opts=["MODEL.SHUFFLENET.NAME", "shufflenet_v1_x9_g3"])
+    with pytest.raises(det.DetectionError, match="NORM='GN'"):
+        det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS + ["MODEL.SHUFFLENET.NORM", "GN"])
+    with pytest.raises(det.DetectionError, match="FREEZE_AT=5"):
+        det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS + ["MODEL.SHUFFLENET.FREEZE_AT", "5"])
+    with pytest.raises(det.DetectionError, match="not a ShuffleNet v1 model"):
+        det.build_detector("coco_shufflenet1x_300", opts=["MODEL.SHUFFLENET.NAME", "mobilenet_v1_x1_0"])
+    with pytest.raises(det.DetectionError, match="KEY VALUE"):
+        det.get_detection_cfg("coco_shufflenet1x_300", ["MODEL.DEVICE"])
+
+
+# --- configs -------------------------------------------------------------------------------------------
+
+
+def test_configs_match_the_paper_settings():
+    expect = {
+        "coco_shufflenet1x": ("shufflenet_v1_x1_0_g3", 600, 1000),
+        "coco_shufflenet2x": ("shufflenet_v1_x2_0_g3", 600, 1000),
+        "coco_shufflenet1x_300": ("shufflenet_v1_x1_0_g3", 300, 500),
+        "coco_shufflenet2x_300": ("shufflenet_v1_x2_0_g3", 300, 500),
+    }
+    for name, (arch, short, long) in expect.items():
+        for prefix, train, test in (
+            ("", ("coco_2014_train", "coco_2014_valminusminival"), ("coco_2014_minival",)),
+            ("coco2017_", ("coco_2017_train",), ("coco_2017_val",)),
+        ):
+            cfg = det.get_detection_cfg((prefix + name[len("coco_"):] if prefix else name) + ".yaml")
+            assert cfg.MODEL.SHUFFLENET.NAME == arch
+            assert cfg.INPUT.MIN_SIZE_TRAIN == (short,) and cfg.INPUT.MIN_SIZE_TEST == short
+            assert cfg.INPUT.MAX_SIZE_TRAIN == long and cfg.INPUT.MAX_SIZE_TEST == long
+            assert tuple(cfg.DATASETS.TRAIN) == train and tuple(cfg.DATASETS.TEST) == test
+            assert cfg.MODEL.BACKBONE.NAME == "build_shufflenet_c4_backbone"
+            assert cfg.MODEL.ROI_HEADS.NAME == "ShuffleNetROIHeads"
+    fpn = det.get_detection_cfg("coco_shufflenet1x_fpn")
+    assert fpn.MODEL.BACKBONE.NAME == "build_shufflenet_fpn_backbone"
+    # A path works as well as a bare name.
+    assert det.get_detection_cfg(str(REPO / "configs/detection/coco_shufflenet2x.yaml")).MODEL.SHUFFLENET.NAME == (
+        "shufflenet_v1_x2_0_g3"
+    )
+
+
+def test_unknown_config_lists_available():
+    with pytest.raises(det.ConfigNotFoundError) as info:
+        det.get_detection_cfg("coco_shufflenet3x")
+    msg = str(info.value)
+    assert "coco_shufflenet3x" in msg and "coco_shufflenet2x" in msg and "coco_shufflenet1x_300" in msg
+    assert "Available configs" in msg
+
+
+def test_cli_unknown_config_is_one_line_error():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "detection" / "train_net.py"), "--config", "coco_shufflenet3x.yaml"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown detection config 'coco_shufflenet3x.yaml'")
+    assert "coco_shufflenet2x" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- transfer from classification ----------------------------------------------------------------------
+
+
+def _randomized(name: str) -> torch.nn.Module:
+    """A classification network with non-trivial values everywhere (BN statistics too)."""
+    torch.manual_seed(0)
+    net = create_model(name, num_classes=10)
+    with torch.no_grad():
+        for t in list(net.parameters()) + [b for n, b in net.named_buffers() if "running" in n]:
+            t.copy_(torch.rand_like(t) + 0.5 if t.dim() == 1 else torch.randn_like(t))
+    return net
+
+
+def _assert_transferred(model, net, prefix_backbone="backbone.", stage4_prefix="roi_heads.stage4."):
+    sd = model.state_dict()
+    src = net.state_dict()
+    checked = 0
+    for key, value in src.items():
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+            continue
+        target = (stage4_prefix + key[len("stage4."):]) if key.startswith("stage4.") else prefix_backbone + key
+        assert torch.equal(sd[target], value), key
+        checked += 1
+    assert checked > 100
+
+
+def test_transfer_from_package_weights_file(tmp_path):
+    net = _randomized(TINY)
+    path = save_weights(net, tmp_path / "model.pth", arch=TINY)
+    model, cfg = det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(path))
+    _assert_transferred(model, net)
+    assert cfg.MODEL.WEIGHTS == str(path)
+    # The FPN bottom-up takes every stage, stage 4 included.
+    fpn, _ = det.build_detector("coco_shufflenet1x_fpn", opts=SMALL_OPTS, weights=str(path))
+    _assert_transferred(fpn, net, "backbone.bottom_up.", "backbone.bottom_up.stage4.")
+
+
+def test_transfer_report_lists_ignored_missing_unexpected(tmp_path):
+    from shufflenet.detection.checkpoint import ShuffleNetCheckpointer
+
+    net = _randomized(TINY)
+    sd = net.state_dict()
+    del sd["stage3.1.gconv1.0.weight"]
+    sd["head.extra.weight"] = torch.zeros(3)
+    torch.save(sd, tmp_path / "plain.pth")
+    model, _ = det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS)
+    ckpt = ShuffleNetCheckpointer(model)
+    leftover = ckpt.load(str(tmp_path / "plain.pth"), checkpointables=[])
+    report = leftover["transfer_report"]
+    assert report["format"] == "state_dict"
+    assert report["missing"] == ["backbone.stage3.1.gconv1.0.weight"]
+    assert report["unexpected"] == ["head.extra.weight"]
+    assert "fc.weight" in report["ignored"]
+    assert torch.equal(model.state_dict()["roi_heads.stage4.0.gconv1.0.weight"], sd["stage4.0.gconv1.0.weight"])
+
+
+def test_transfer_shape_mismatch_names_key(tmp_path):
+    path = save_weights(_randomized("shufflenet_v1_x0_5_g3"), tmp_path / "half.pth", arch="shufflenet_v1_x0_5_g3")
+    with pytest.raises(det.DetectionError, match="shape .* MODEL.SHUFFLENET"):
+        det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(path))
+
+
+def test_transfer_rejects_foreign_and_missing_files(tmp_path):
+    torch.save({"module.first_conv.0.weight": torch.zeros(1)}, tmp_path / "megvii.pth")
+    with pytest.raises(det.DetectionError, match="megvii"):
+        det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(tmp_path / "megvii.pth"))
+    with pytest.raises(det.DetectionError, match="no such"):
+        det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(tmp_path / "absent.pth"))
+
+
+@pytest.mark.slow
+def test_transfer_from_lightning_checkpoint(tmp_path):
+    """A real Lightning .ckpt of a module that keeps the backbone in ``self.model`` (the contract)."""
+    import pytorch_lightning as pl
+
+    class Classifier(pl.LightningModule):
+        def __init__(self, arch: str = TINY, num_classes: int = 10):
+            super().__init__()
+            self.save_hyperparameters()
+            self.model = create_model(arch, num_classes=num_classes)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return torch.nn.functional.cross_entropy(self.model(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,)))
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    module = Classifier()
+    trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4))
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    model, _ = det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(tmp_path / "last.ckpt"))
+    _assert_transferred(model, module.model)

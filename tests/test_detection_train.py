@@ -1,0 +1,152 @@
+"""Detection training on the real COCO slice: transfer from a classification checkpoint, COCO evaluation of
+val2017, eval-only and resume through the CLI entry point, an overfit run, and a two-process CPU launch."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("detectron2")
+
+import shufflenet.detection as det  # noqa: E402
+from shufflenet import create_model, save_weights  # noqa: E402
+from detectron2.utils.env import seed_all_rng  # noqa: E402
+from shufflenet.detection.engine import COCO_METRICS, Trainer, main, summary_metrics  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny_coco"
+TINY = "shufflenet_v1_x0_25_g3"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (TINY_COCO / "annotations").is_dir(), reason=f"real COCO slice not found at {TINY_COCO}"),
+]
+
+# Small and fast on 2 CPU cores: tiny width, short side 128, few proposals and RoIs.
+FAST = [
+    "MODEL.SHUFFLENET.NAME", TINY,
+    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "2",
+    "DATALOADER.NUM_WORKERS", "0",
+    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "192",
+    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "MODEL.RPN.POST_NMS_TOPK_TEST", "20",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "8",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",  # keep low-score boxes: AP is a finite number
+    "SEED", "0",
+]
+
+
+def _coco_root(tmp_path: Path) -> Path:
+    root = tmp_path / "datasets"
+    root.mkdir()
+    (root / "coco").symlink_to(TINY_COCO, target_is_directory=True)
+    return root
+
+
+def _randomized_classifier(path: Path) -> torch.nn.Module:
+    torch.manual_seed(1)
+    net = create_model(TINY, num_classes=1000)
+    with torch.no_grad():
+        for n, t in list(net.named_parameters()) + list(net.named_buffers()):
+            if t.is_floating_point():
+                t.copy_(torch.rand_like(t) + 0.5 if t.dim() == 1 else torch.randn_like(t) * 0.1)
+    save_weights(net, path, arch=TINY, meta={"source": "test"})
+    return net
+
+
+def test_train_from_classification_checkpoint_then_eval_and_resume(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(_coco_root(tmp_path)))
+    net = _randomized_classifier(tmp_path / "model.pth")
+    out = tmp_path / "run"
+    config = ["--config", "coco2017_shufflenet1x_300"]
+    common = [*FAST, "OUTPUT_DIR", str(out)]  # KEY VALUE overrides come last (detectron2's parser)
+
+    rc = main([*config, *common, "MODEL.WEIGHTS", str(tmp_path / "model.pth"), "SOLVER.MAX_ITER", "3"])
+    assert rc == 0
+    strict = dict(parse_constant=lambda c: pytest.fail(f"coco_eval.json is not strict JSON: {c}"))
+    result = json.loads((out / "coco_eval.json").read_text(), **strict)
+    metrics = result["metrics"]["coco_2017_val"]
+    assert all(k in metrics and math.isfinite(metrics[k]) for k in ("AP", "AP50", "AP75", "APl"))
+    assert set(COCO_METRICS) <= set(metrics)
+    printed = capsys.readouterr().out
+    assert "| coco_2017_val |" in printed and "AP50" in printed
+    assert (out / "inference" / "coco_2017_val" / "coco_instances_results.json").is_file()
+
+    # The classification weights landed: frozen parts (stem, stage 2 at FREEZE_AT 2) and frozen-BN
+    # statistics everywhere (stage 4 of the RoI head included) still hold the checkpoint's values.
+    trained = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+    src = net.state_dict()
+    assert torch.equal(trained["backbone.conv1.0.weight"], src["conv1.0.weight"])
+    assert torch.equal(trained["backbone.stage2.1.gconv1.0.weight"], src["stage2.1.gconv1.0.weight"])
+    assert torch.equal(trained["backbone.stage3.2.dwconv.1.running_var"], src["stage3.2.dwconv.1.running_var"])
+    assert torch.equal(trained["roi_heads.stage4.0.gconv2.1.running_mean"], src["stage4.0.gconv2.1.running_mean"])
+    assert torch.equal(trained["roi_heads.stage4.3.gconv1.1.weight"], src["stage4.3.gconv1.1.weight"])  # FrozenBN
+    # ... and trainable ones moved away from it.
+    assert not torch.equal(trained["roi_heads.stage4.0.gconv1.0.weight"], src["stage4.0.gconv1.0.weight"])
+
+    # --eval-only with the trained weights writes the same table to the requested file.
+    rc = main([*config, "--eval-only", "--results-json", str(tmp_path / "eval.json"), *common,
+               "MODEL.WEIGHTS", str(out / "model_final.pth")])
+    assert rc == 0
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert ev["eval_only"] is True
+    assert ev["metrics"]["coco_2017_val"]["AP"] == pytest.approx(metrics["AP"], abs=1e-6)
+
+    # --resume continues from the last checkpoint (iteration 3) instead of starting over.
+    rc = main([*config, "--resume", *common, "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()"])
+    assert rc == 0
+    last = json.loads("[" + ",".join((out / "metrics.json").read_text().split("\n")[:-1]) + "]")
+    assert [r["iteration"] for r in last if "total_loss" in r][-1] == 3
+
+
+def test_overfit_two_images_ap_rises(tmp_path):
+    """Train and evaluate on the same two real images: AP must rise far above its starting value."""
+    ann = json.loads((TINY_COCO / "annotations" / "instances_train2017.json").read_text())
+    keep = {360772, 191381}  # two images with one large object each
+    ann["images"] = [i for i in ann["images"] if i["id"] in keep]
+    ann["annotations"] = [a for a in ann["annotations"] if a["image_id"] in keep]
+    (tmp_path / "two.json").write_text(json.dumps(ann))
+    det.register_coco("tiny_overfit_two", tmp_path / "two.json", TINY_COCO / "train2017")
+    cfg = det.get_detection_cfg(
+        "coco_shufflenet1x_300",
+        [*FAST, "DATASETS.TRAIN", "('tiny_overfit_two',)", "DATASETS.TEST", "('tiny_overfit_two',)",
+         "MODEL.SHUFFLENET.FREEZE_AT", "0", "MODEL.SHUFFLENET.NORM", "BN", "SOLVER.BASE_LR", "0.02",
+         "SOLVER.WARMUP_ITERS", "5", "SOLVER.MAX_ITER", "100", "SOLVER.CHECKPOINT_PERIOD", "1000",
+         "INPUT.RANDOM_FLIP", "none", "OUTPUT_DIR", str(tmp_path / "run")],
+    )
+    seed_all_rng(0)  # default_setup (which applies SEED) is not called here
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=False)
+    start = summary_metrics(Trainer.test(cfg, trainer.model), cfg.DATASETS.TEST)["tiny_overfit_two"]
+    trainer.train()
+    end = summary_metrics(trainer._last_eval_results, cfg.DATASETS.TEST)["tiny_overfit_two"]
+    # Seeds 0/1/2 reach AP 40/60/35 and AP50 50/100/100 from a start of AP <= 2.5, AP50 <= 12.6.
+    assert end["AP"] >= start["AP"] + 20.0, (start, end)
+    assert end["AP50"] >= start["AP50"] + 35.0, (start, end)
+
+
+def test_two_process_launch_on_cpu(tmp_path):
+    """``--num-gpus 2`` without CUDA: two gloo processes (compat layer) train a few iterations."""
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "detection" / "train_net.py"), "--config", "coco_shufflenet1x_300",
+         "--num-gpus", "2", "--dist-url", "auto",
+         "--register-coco", "tiny_train", str(TINY_COCO / "annotations" / "instances_train2017.json"),
+         str(TINY_COCO / "train2017"),
+         *FAST, "DATASETS.TRAIN", "('tiny_train',)", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "2",
+         "OUTPUT_DIR", str(out)],
+        capture_output=True, text=True, timeout=400, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert "World size: 2" in log
+    assert (out / "log.txt.rank1").is_file()
+    assert (out / "model_final.pth").is_file()
