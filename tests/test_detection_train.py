@@ -118,9 +118,9 @@ def test_overfit_two_images_ap_rises(tmp_path):
     cfg = det.get_detection_cfg(
         "coco_shufflenet1x_300",
         [*FAST, "DATASETS.TRAIN", "('tiny_overfit_two',)", "DATASETS.TEST", "('tiny_overfit_two',)",
-         "MODEL.SHUFFLENET.FREEZE_AT", "0", "MODEL.SHUFFLENET.NORM", "BN", "SOLVER.BASE_LR", "0.02",
-         "SOLVER.WARMUP_ITERS", "5", "SOLVER.MAX_ITER", "100", "SOLVER.CHECKPOINT_PERIOD", "1000",
-         "INPUT.RANDOM_FLIP", "none", "OUTPUT_DIR", str(tmp_path / "run")],
+         "MODEL.SHUFFLENET.FREEZE_AT", "0", "MODEL.SHUFFLENET.NORM", "BN", "SOLVER.BASE_LR", "0.01",
+         "SOLVER.WARMUP_ITERS", "5", "SOLVER.MAX_ITER", "300", "SOLVER.STEPS", "(210, 270)",
+         "SOLVER.CHECKPOINT_PERIOD", "1000", "INPUT.RANDOM_FLIP", "none", "OUTPUT_DIR", str(tmp_path / "run")],
     )
     seed_all_rng(0)  # default_setup (which applies SEED) is not called here
     trainer = Trainer(cfg)
@@ -128,9 +128,12 @@ def test_overfit_two_images_ap_rises(tmp_path):
     start = summary_metrics(Trainer.test(cfg, trainer.model), cfg.DATASETS.TEST)["tiny_overfit_two"]
     trainer.train()
     end = summary_metrics(trainer._last_eval_results, cfg.DATASETS.TEST)["tiny_overfit_two"]
-    # Seeds 0/1/2 reach AP 40/60/35 and AP50 50/100/100 from a start of AP <= 2.5, AP50 <= 12.6.
-    assert end["AP"] >= start["AP"] + 20.0, (start, end)
-    assert end["AP50"] >= start["AP50"] + 35.0, (start, end)
+    # Training from scratch on two boxes is chaotic in the exact AP: the float summation order (1 or 2 torch
+    # threads) changes the run. 300 iterations with step decay, measured over seeds 0/1 x threads 1/2:
+    # AP50 100 in all four, AP 20-80, from a start of AP <= 2.5 and AP50 <= 12.6. (100 iterations at a
+    # constant 0.02 gave AP 15-45 and AP50 50-84 over the same grid: too close to the bounds.)
+    assert end["AP50"] >= start["AP50"] + 60.0, (start, end)
+    assert end["AP"] >= start["AP"] + 15.0, (start, end)
 
 
 def test_two_process_launch_on_cpu(tmp_path):
