@@ -107,8 +107,9 @@ def test_train_from_classification_checkpoint_then_eval_and_resume(tmp_path, mon
     assert [r["iteration"] for r in last if "total_loss" in r][-1] == 3
 
 
-def test_overfit_two_images_ap_rises(tmp_path):
-    """Train and evaluate on the same two real images: AP must rise far above its starting value."""
+def _overfit_two_images(tmp: str) -> dict:
+    """Train and evaluate on the same two real images; returns the AP metrics before and after."""
+    tmp_path = Path(tmp)
     ann = json.loads((TINY_COCO / "annotations" / "instances_train2017.json").read_text())
     keep = {360772, 191381}  # two images with one large object each
     ann["images"] = [i for i in ann["images"] if i["id"] in keep]
@@ -128,10 +129,27 @@ def test_overfit_two_images_ap_rises(tmp_path):
     start = summary_metrics(Trainer.test(cfg, trainer.model), cfg.DATASETS.TEST)["tiny_overfit_two"]
     trainer.train()
     end = summary_metrics(trainer._last_eval_results, cfg.DATASETS.TEST)["tiny_overfit_two"]
-    # Training from scratch on two boxes is chaotic in the exact AP: the float summation order (1 or 2 torch
-    # threads) changes the run. 300 iterations with step decay, measured over seeds 0/1 x threads 1/2:
-    # AP50 100 in all four, AP 20-80, from a start of AP <= 2.5 and AP50 <= 12.6. (100 iterations at a
-    # constant 0.02 gave AP 15-45 and AP50 50-84 over the same grid: too close to the bounds.)
+    return {"start": start, "end": end}
+
+
+def test_overfit_two_images_ap_rises(tmp_path):
+    """Train and evaluate on the same two real images: AP must rise far above its starting value.
+
+    Runs in a fresh interpreter: training from scratch on two boxes is chaotic in the exact AP, and state
+    that earlier in-process tests leave behind (thread count, RNG streams) changes the run. Calibration,
+    300 iterations with step decay, seeds 0/1 x torch threads 1/2: AP50 100 in all four, AP 20-80, from a
+    start of AP <= 2.5 and AP50 <= 12.6. (100 iterations at a constant lr 0.02 gave AP 15-45 and AP50 50-84
+    over the same grid: too close to any bound.)
+    """
+    code = ("import json, sys; import test_detection_train as t; "
+            "print('RESULT ' + json.dumps(t._overfit_two_images(sys.argv[1])))")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.rsplit("RESULT ", 1)[1])
+    start, end = result["start"], result["end"]
     assert end["AP50"] >= start["AP50"] + 60.0, (start, end)
     assert end["AP"] >= start["AP"] + 15.0, (start, end)
 
