@@ -32,6 +32,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ __all__ = [
     "ImageFolderDataModule",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The crop-area range of RandomResizedCrop. ResNeXt/Inception use (0.08, 1); the paper uses "slightly
 #: less aggressive scale augmentation" because small networks underfit rather than overfit (Sec. 4).
 #: We raise the lower bound to 25 % of the image area: a crop then keeps at least half the side length,

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..fileio import tmp_sibling, write_json_atomic
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from .images import default_image_dir, list_images, load_images, parse_size
 from .source import MobileError, ModelSource, load_model
 
@@ -165,8 +166,8 @@ def make_inputs(
     image_dir: Optional[os.PathLike] = None,
     n_real: int = 2,
     seed: int = 0,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> List[VerifyInput]:
     """One random batch and (when a folder of real images is known) one batch of real photos per size."""
     gen = torch.Generator().manual_seed(seed)

@@ -16,14 +16,12 @@ import torch
 from torch import nn
 
 from ..models import create_model, get_spec, list_models
-from ..models.registry import UnknownModelError
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD, UnknownModelError
 from ..weights.io import WeightsError, extract_state_dict, load_state_dict_strict, read_checkpoint
 
 __all__ = ["ModelSource", "load_model", "MobileError", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 #: The preprocessing of every model in this project (RGB in [0, 1], then torchvision's mean/std).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class MobileError(RuntimeError):

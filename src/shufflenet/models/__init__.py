@@ -12,10 +12,12 @@ from .shufflenet import (
     shufflenet_v1,
     stage_widths,
 )
-from .registry import ModelSpec, UnknownModelError, create_model, get_spec, list_models, paper_tables, register
+from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, UnknownModelError, create_model, get_spec, list_models, paper_tables, register
 from . import baselines  # noqa: E402,F401  registers the paper's comparison models (Tables 4-8)
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "PAPER_GROUPS",
     "TABLE1_STAGE_WIDTHS",
     "ChannelShuffle",

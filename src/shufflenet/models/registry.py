@@ -26,7 +26,7 @@ from torch import nn
 
 from .shufflenet import PAPER_GROUPS, ShuffleNetV1
 
-__all__ = ["ModelSpec", "register", "list_models", "get_spec", "create_model", "UnknownModelError", "paper_tables"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ModelSpec", "register", "list_models", "get_spec", "create_model", "UnknownModelError", "paper_tables"]
 
 
 class UnknownModelError(KeyError):
@@ -127,6 +127,10 @@ def _register_with_timm(spec: ModelSpec) -> None:
     register_model(entrypoint)
 
 
+#: The input normalization of every model in this project (RGB in 0-1, then (x - mean) / std).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 # ImageNet preprocessing of every model in this project: RGB, torchvision mean/std, 224 crop from 256.
 _TIMM_CFG = dict(
     url="",
@@ -135,8 +139,8 @@ _TIMM_CFG = dict(
     pool_size=(7, 7),
     crop_pct=0.875,
     interpolation="bilinear",
-    mean=(0.485, 0.456, 0.406),
-    std=(0.229, 0.224, 0.225),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
     first_conv="conv1.0",
     classifier="fc",
 )

@@ -48,6 +48,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
 from ..models.shufflenet import TABLE1_STAGE_WIDTHS, InvalidConfigError, ShuffleNetV1, stage_widths
 from .io import WeightsError, extract_state_dict, load_state_dict_strict, read_checkpoint, save_weights
 
@@ -66,9 +67,6 @@ __all__ = [
     "main",
 ]
 
-#: The project's input normalization (RGB, 0-1 values).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Published numbers, for the meta of converted files: (groups, width) -> top-1 error % and MFLOPs.
 MEGVII_PUBLISHED = {
