@@ -18,8 +18,8 @@ from PIL import Image
 from torch import nn
 
 from shufflenet import WeightsError, create_model, load_weights
-from shufflenet.weights import convert_megvii, convert_mmpretrain, load_converted
-from shufflenet.weights.convert import count_matrix, main, shuffle_index
+from shufflenet.convert import convert_megvii, convert_mmpretrain, load_converted
+from shufflenet.convert.checkpoints import count_matrix, main, shuffle_index
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)

@@ -4,10 +4,13 @@
     >>> model = shufflenet_v1(groups=3, width_mult=1.0)          # torchvision-style builder
     >>> model = create_model("shufflenet_v1_x0_5_g3")             # by name (also timm.create_model)
 
-The ground floor imports torch, torchvision and timm only; the wings (``shufflenet.classification``,
-``shufflenet.detection``, ``shufflenet.mobile``) import Lightning, detectron2 and export APIs.
+Layers (each imports only from its own floor or below; see README "Layout"):
+ground floor ``constants``, ``paths``, ``errors``, ``fileio``; ``weights`` (the one reader/writer of weight
+files); ``models`` (unit, network, baselines, registry); ``convert`` and ``complexity`` above the models;
+the wings ``classification`` (Lightning), ``detection`` (detectron2) and ``mobile`` (export APIs).
 """
 
+from .errors import ShuffleNetError
 from .models import (
     ChannelShuffle,
     InvalidConfigError,
@@ -22,7 +25,7 @@ from .models import (
     shufflenet_v1,
     stage_widths,
 )
-from .weights import WeightsError, load_weights, save_weights
+from .weights import WeightsError, WeightsFile, load_weights, read_weights, save_weights
 
 __version__ = "0.1.0"
 
@@ -32,13 +35,16 @@ __all__ = [
     "ShuffleNetV1",
     "ShuffleUnit",
     "SqueezeExcite",
+    "ShuffleNetError",
     "UnknownModelError",
     "WeightsError",
+    "WeightsFile",
     "channel_shuffle",
     "create_model",
     "get_spec",
     "list_models",
     "load_weights",
+    "read_weights",
     "save_weights",
     "shufflenet_v1",
     "stage_widths",

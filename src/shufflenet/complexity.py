@@ -33,7 +33,7 @@ from torch import nn
 
 from .models import create_model, get_spec, list_models, paper_tables
 from .fileio import write_json_atomic
-from .models.registry import width_tag
+from .constants import width_tag
 
 __all__ = [
     "COUNTED_OPS",

@@ -1,13 +1,15 @@
-"""Atomic file writes: every file the project writes appears whole or not at all.
+"""File helpers (ground floor): atomic writes and file hashes.
 
-Write to a temporary file in the destination folder, flush and fsync it, then ``os.replace`` it onto the
-final name (atomic on POSIX and Windows). A crash or a kill mid-write leaves the old file (or none) and at
-most a hidden ``.NAME.*.tmp`` file, never a truncated ``NAME``.
+Every file the project writes appears whole or not at all: write to a temporary file in the destination
+folder, flush and fsync it, then ``os.replace`` it onto the final name (atomic on POSIX and Windows). A
+crash or a kill mid-write leaves the old file (or none) and at most a hidden ``.NAME.<pid>.*.tmp`` file,
+never a truncated ``NAME``; the next writer of ``NAME`` removes such leftovers of processes that are gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -16,7 +18,7 @@ from typing import IO, Any, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["atomic_write", "tmp_sibling", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_write", "tmp_sibling", "remove_stale_tmp", "sha256_file", "write_json_atomic", "write_text_atomic"]
 
 
 def _umask_mode() -> int:
@@ -26,13 +28,45 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def remove_stale_tmp(final: PathLike) -> int:
+    """Remove temporary files of earlier writes of ``final`` whose writing process no longer runs.
+
+    Only names this module makes (``.NAME.<pid>.<random>.tmp``) are touched; a write in progress in another
+    live process is left alone. Returns the number of files removed.
+    """
+    final = Path(final)
+    removed = 0
+    if not final.parent.is_dir():
+        return 0
+    prefix = f".{final.name}."
+    for tmp in final.parent.glob(f".{final.name}.*.tmp"):
+        pid_text = tmp.name[len(prefix):].split(".", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
+            continue
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
 def tmp_sibling(final: PathLike) -> Path:
     """A new empty file next to ``final`` (same folder, so ``os.replace`` onto ``final`` is atomic), with the
     mode a plain ``open`` would give. For writers that need a path rather than a file object; the caller
-    replaces or unlinks it."""
+    replaces or unlinks it. Leftovers of killed earlier writers of ``final`` are removed first."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    remove_stale_tmp(final)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     os.chmod(tmp, _umask_mode())
     return Path(tmp)
@@ -74,3 +108,12 @@ def _jsonable(value: Any) -> Any:
 def write_json_atomic(obj: Any, path: PathLike, indent: int = 2) -> Path:
     """``json.dumps`` (keys in the order given, trailing newline) through :func:`atomic_write`."""
     return write_text_atomic(json.dumps(obj, indent=indent, default=_jsonable) + "\n", path)
+
+
+def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 hex digest of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()

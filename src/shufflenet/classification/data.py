@@ -32,7 +32,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import ShuffleNetError
 
-class ClassificationError(ValueError):
+
+class ClassificationError(ShuffleNetError, ValueError):
     """Bad input to the classification wing (data folder, checkpoint, option value)."""
 
 

@@ -6,7 +6,7 @@ prints the result as a row of the paper's tables (model, MFLOPs, top-1 error) be
 
 ``--checkpoint`` accepts a Lightning ``.ckpt`` of this project (``--weights ema`` / ``model`` picks the
 copy; default: EMA when present), a package weights file (``model.pth`` of a run, or a checkpoint converted
-with ``python -m shufflenet.weights.convert``, whose stored config rebuilds the exact network), or a plain
+with ``python -m shufflenet.convert``, whose stored config rebuilds the exact network), or a plain
 state dict with ``--arch``. The label order is the sorted class-folder names (torchvision ImageFolder),
 which for ImageNet's wnid folders is the standard order used by the converted checkpoints.
 """
@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import InvalidConfigError, UnknownModelError, create_model, get_spec
-from ..weights import WeightsError, extract_state_dict, load_converted, load_state_dict_strict, read_checkpoint
+from ..convert import load_converted
+from ..weights import WeightsError, extract_state_dict, load_state_dict_strict, read_checkpoint
 from ..fileio import write_json_atomic
 from .data import ImageFolderDataset, collate, eval_transform, find_split_dirs
 from .errors import CheckpointMismatchError, ClassificationError

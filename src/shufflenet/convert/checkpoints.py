@@ -29,14 +29,13 @@ Both become a :class:`~shufflenet.models.shufflenet.ShuffleNetV1` that takes the
 
 CLI::
 
-    python -m shufflenet.weights.convert snetv1_group3_1.0x.pth.tar --out weights/megvii_g3_1.0x.pth
-    python -m shufflenet.weights.convert shufflenet_v1_batch1024_imagenet.pth --format mmpretrain --out mm.pth
+    python -m shufflenet.convert snetv1_group3_1.0x.pth.tar --out weights/megvii_g3_1.0x.pth
+    python -m shufflenet.convert shufflenet_v1_batch1024_imagenet.pth --format mmpretrain --out mm.pth
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -48,9 +47,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import run_cli
+from ..constants import IMAGENET_MEAN, IMAGENET_STD, width_tag
+from ..fileio import sha256_file
+from ..models.registry import UnknownModelError, get_spec
 from ..models.shufflenet import TABLE1_STAGE_WIDTHS, InvalidConfigError, ShuffleNetV1, stage_widths
-from .io import WeightsError, extract_state_dict, load_state_dict_strict, read_checkpoint, save_weights
+from ..weights.io import WeightsError, extract_state_dict, load_state_dict_strict, read_checkpoint, save_weights
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -389,16 +391,12 @@ def _fold_input(
 
 
 def _registry_name(groups: int, width: float) -> str:
-    from ..models.registry import width_tag
-
     return f"shufflenet_v1_x{width_tag(width)}_g{groups}"
 
 
 def _paper_entry(model: ShuffleNetV1, cfg: SourceConfig) -> Tuple[Optional[str], Dict[str, Any]]:
     """``(arch, paper)``: the registry name whose model has exactly this architecture (else None), and
     the paper's numbers for the nearest registered name."""
-    from ..models.registry import get_spec, UnknownModelError
-
     name = _registry_name(cfg.groups, cfg.width_mult)
     try:
         spec = get_spec(name)
@@ -426,11 +424,7 @@ def _state_dict_from(src: Source) -> Tuple[Dict[str, Tensor], str, Optional[str]
     if isinstance(src, (str, Path)):
         path = Path(src)
         obj = read_checkpoint(path)
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return extract_state_dict(obj, str(path)), str(path), digest.hexdigest()
+        return extract_state_dict(obj, str(path)), str(path), sha256_file(path)
     return extract_state_dict(src, "state dict"), "<state dict>", None
 
 
@@ -596,16 +590,9 @@ def convert_checkpoint(
 
 def load_converted(path: Union[str, Path]) -> ShuffleNetV1:
     """Rebuild a converted model from its package weights file (architecture from the stored config)."""
-    obj = read_checkpoint(path)
-    config = obj.get("config") if isinstance(obj, Mapping) else None
-    if not isinstance(config, Mapping):
-        raise WeightsError(f"{path}: not a package weights file (no 'config'); write one with this converter")
-    try:
-        model = ShuffleNetV1(**config)
-    except (TypeError, InvalidConfigError) as e:
-        raise WeightsError(f"{path}: stored config does not build a ShuffleNetV1 ({e})") from None
-    load_state_dict_strict(model, extract_state_dict(obj, str(path)), str(path))
-    return model.eval()
+    from ..models.registry import create_model
+
+    return create_model(None, weights=path).eval()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -630,7 +617,7 @@ def _table(meta: Mapping[str, Any]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m shufflenet.weights.convert",
+        prog="python -m shufflenet.convert",
         description="Convert a public ShuffleNet v1 checkpoint (megvii or mmpretrain) into this project's "
         "weights file: same logits, input = RGB normalized with ImageNet mean/std.",
     )
@@ -648,13 +635,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         model, meta = convert_checkpoint(args.src, args.format, exact_border=not args.approx_border)
         save_weights(model, args.out, arch=meta["arch"], meta=meta)
-    except (WeightsError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:
+        raise WeightsError(f"{args.out}: cannot write the converted weights ({e.strerror or e})") from None
     print(json.dumps(meta, indent=2) if args.json else _table(meta))
     print(f"wrote {args.out}")
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """Console script ``shufflenet-convert``: :func:`main` with the project's one-line errors."""
+    return run_cli(main, argv)

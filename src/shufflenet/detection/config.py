@@ -14,6 +14,9 @@ from typing import List, Optional, Sequence
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
+from ..errors import ShuffleNetError
+from ..paths import configs_dir
+
 __all__ = [
     "DetectionError",
     "ConfigNotFoundError",
@@ -25,7 +28,7 @@ __all__ = [
 ]
 
 
-class DetectionError(ValueError):
+class DetectionError(ShuffleNetError, ValueError):
     """Bad input to the detection wing (config, dataset, weights): one message, no traceback needed."""
 
 
@@ -64,7 +67,7 @@ def config_dir() -> Path:
     env = os.environ.get("SHUFFLENET_DETECTION_CONFIGS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "configs" / "detection"
+    return configs_dir("detection")
 
 
 def list_configs() -> List[str]:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..fileio import tmp_sibling, write_json_atomic
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .images import default_image_dir, list_images, load_images, parse_size
 from .source import MobileError, ModelSource, load_model
 

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from ..models import create_model, get_spec, list_models
-from ..models.registry import IMAGENET_MEAN, IMAGENET_STD, UnknownModelError
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..errors import ShuffleNetError
+from ..models.registry import UnknownModelError
 from ..weights.io import WeightsError, extract_state_dict, load_state_dict_strict, read_checkpoint
 
 __all__ = ["ModelSource", "load_model", "MobileError", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -24,7 +26,7 @@ __all__ = ["ModelSource", "load_model", "MobileError", "IMAGENET_MEAN", "IMAGENE
 #: The preprocessing of every model in this project (RGB in [0, 1], then torchvision's mean/std).
 
 
-class MobileError(RuntimeError):
+class MobileError(ShuffleNetError, RuntimeError):
     """A mobile-wing failure with a message meant for the person at the terminal (no traceback)."""
 
 

@@ -12,7 +12,17 @@ from .shufflenet import (
     shufflenet_v1,
     stage_widths,
 )
-from .registry import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, UnknownModelError, create_model, get_spec, list_models, paper_tables, register
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from .registry import (
+    ModelSpec,
+    UnknownModelError,
+    create_model,
+    get_spec,
+    list_models,
+    model_from_weights,
+    paper_tables,
+    register,
+)
 from . import baselines  # noqa: E402,F401  registers the paper's comparison models (Tables 4-8)
 
 __all__ = [
@@ -31,6 +41,7 @@ __all__ = [
     "create_model",
     "get_spec",
     "list_models",
+    "model_from_weights",
     "paper_tables",
     "register",
     "shufflenet_v1",

@@ -16,22 +16,32 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import json
+import os
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from torch import nn
 
-from .shufflenet import PAPER_GROUPS, ShuffleNetV1
+from ..constants import IMAGENET_MEAN, IMAGENET_STD, width_tag
+from ..errors import ShuffleNetError
+from ..paths import paper_tables
+from ..weights.io import WeightsError, WeightsFile, load_state_dict_strict, read_weights
+from .shufflenet import PAPER_GROUPS, InvalidConfigError, ShuffleNetV1
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ModelSpec", "register", "list_models", "get_spec", "create_model", "UnknownModelError", "paper_tables"]
+__all__ = [
+    "ModelSpec",
+    "register",
+    "list_models",
+    "get_spec",
+    "create_model",
+    "model_from_weights",
+    "UnknownModelError",
+    "paper_tables",
+]
 
 
-class UnknownModelError(KeyError):
-    def __str__(self) -> str:  # KeyError would quote the whole message
-        return str(self.args[0])
+class UnknownModelError(ShuffleNetError, KeyError):
+    """A model name that is not registered (the message lists close matches and the valid names)."""
 
 
 @dataclass(frozen=True)
@@ -48,12 +58,6 @@ class ModelSpec:
 
 
 _REGISTRY: Dict[str, ModelSpec] = {}
-
-
-@lru_cache(maxsize=1)
-def paper_tables() -> Dict[str, Any]:
-    """The paper's tables (``shufflenet/data/paper_tables.json``, a copy of the project's reference)."""
-    return json.loads(resources.files("shufflenet.data").joinpath("paper_tables.json").read_text())
 
 
 def register(spec: ModelSpec) -> ModelSpec:
@@ -79,25 +83,74 @@ def get_spec(name: str) -> ModelSpec:
     return _REGISTRY[name]
 
 
-def create_model(name: str, weights: Optional[str] = None, **kwargs: Any) -> nn.Module:
-    """Build a registered model; ``weights`` is a package weights file, Lightning ``.ckpt`` or state dict.
+def create_model(
+    name: Optional[str] = None, weights: Union[None, str, os.PathLike, WeightsFile] = None, **kwargs: Any
+) -> nn.Module:
+    """Build a registered model, optionally with weights from any file :func:`~shufflenet.weights.read_weights`
+    reads (package weights file, converted public checkpoint, Lightning ``.ckpt``, plain state dict).
 
-    ``features_only=True`` (with optional ``out_indices``) returns timm's feature extractor over the
-    same network, as ``timm.create_model`` does.
+    ``name=None`` takes the architecture from the file (its stored config or registered name). A file whose
+    network differs from ``name`` is refused with both descriptions. ``features_only=True`` (with optional
+    ``out_indices``) returns timm's feature extractor over the same network, as ``timm.create_model`` does.
     """
+    if weights is not None:
+        if kwargs.get("features_only"):
+            raise InvalidConfigError("create_model: load weights into the full model, then wrap it for features")
+        wf = weights if isinstance(weights, WeightsFile) else read_weights(weights, use="model")
+        return model_from_weights(wf, name, **kwargs)
+    if name is None:
+        raise InvalidConfigError("create_model: give a model name or a weights file")
     spec = get_spec(name)
     if kwargs.get("features_only"):
         import timm
 
-        if weights is not None:
-            raise ValueError("create_model: load weights into the full model, then wrap it for features")
         return timm.create_model(name, **kwargs)
-    model = spec.builder(**{**spec.kwargs, **kwargs})
-    if weights is not None:
-        from ..weights import load_weights
+    return spec.builder(**{**spec.kwargs, **kwargs})
 
-        load_weights(model, weights)
-    return model
+
+_ARCH_KEYS = ("groups", "width_mult", "stage_repeats", "shuffle", "se")
+
+
+def model_from_weights(wf: WeightsFile, name: Optional[str] = None, **kwargs: Any) -> nn.Module:
+    """The network a :class:`~shufflenet.weights.WeightsFile` holds, with its weights loaded strictly.
+
+    The file's stored config (package weights files: exact, e.g. a converted checkpoint's ``input_shift``)
+    wins over a registered name's defaults; otherwise the network is ``name`` (or the file's ``arch``) with
+    the file's class count.
+    """
+    src = str(wf.path)
+    if wf.kind == "detectron2":
+        raise WeightsError(f"{src}: a detectron2 checkpoint holds a detector, not a classifier; "
+                           f"load it with detectron2 (MODEL.WEIGHTS) or export it with mobile/export.py --detector")
+    arch = name or wf.arch
+    if wf.config is not None and "groups" in wf.config:
+        config = {**wf.config, **kwargs}
+        try:
+            model = ShuffleNetV1(**config)
+        except TypeError as e:
+            raise WeightsError(f"{src}: its stored config does not build a ShuffleNetV1 ({e})") from None
+        if name is not None:
+            spec = get_spec(name)
+            want = {k: spec.kwargs.get(k) for k in _ARCH_KEYS if k in spec.kwargs}
+            have = {k: wf.config.get(k) for k in want}
+            differ = {k: (have[k], want[k]) for k in want
+                      if have[k] is not None and (list(have[k]) if isinstance(have[k], (list, tuple)) else have[k])
+                      != (list(want[k]) if isinstance(want[k], (list, tuple)) else want[k])}
+            if spec.builder is not ShuffleNetV1 or differ:
+                what = ", ".join(f"{k}={a!r} in the file, {b!r} for {name}" for k, (a, b) in differ.items())
+                raise WeightsError(f"{src}: holds a different network than {name!r} ({what or spec.family}); "
+                                   f"pass no name to build the file's own network")
+    else:
+        if arch is None:
+            raise WeightsError(
+                f"{src}: the file does not say its architecture ({wf.kind}); pass a model name "
+                f"(one of: {', '.join(list_models('shufflenet_v1_*'))}, ...)"
+            )
+        merged = {**wf.model_kwargs, **kwargs}
+        if "num_classes" not in merged and wf.num_classes is not None:
+            merged["num_classes"] = wf.num_classes
+        model = create_model(arch, **merged)
+    return load_state_dict_strict(model, wf.state_dict, src)
 
 
 def _register_with_timm(spec: ModelSpec) -> None:
@@ -107,7 +160,7 @@ def _register_with_timm(spec: ModelSpec) -> None:
         if pretrained:
             raise ValueError(
                 f"{spec.name}: no weights can be downloaded here; convert a public checkpoint "
-                f"(python -m shufflenet.weights.convert) and pass weights=<file> to shufflenet.create_model"
+                f"(python -m shufflenet.convert) and pass weights=<file> to shufflenet.create_model"
             )
         if spec.builder is ShuffleNetV1:
             kwargs["pretrained_cfg"] = kwargs.get("pretrained_cfg") or _TIMM_CFG
@@ -127,10 +180,6 @@ def _register_with_timm(spec: ModelSpec) -> None:
     register_model(entrypoint)
 
 
-#: The input normalization of every model in this project (RGB in 0-1, then (x - mean) / std).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 # ImageNet preprocessing of every model in this project: RGB, torchvision mean/std, 224 crop from 256.
 _TIMM_CFG = dict(
     url="",
@@ -144,13 +193,6 @@ _TIMM_CFG = dict(
     first_conv="conv1.0",
     classifier="fc",
 )
-
-
-def width_tag(width: float) -> str:
-    """0.5 -> '0_5', 1.0 -> '1_0', 0.25 -> '0_25'."""
-    text = f"{width:.2f}".rstrip("0")
-    text = text + "0" if text.endswith(".") else text
-    return text.replace(".", "_")
 
 
 def _register_shufflenets() -> None:

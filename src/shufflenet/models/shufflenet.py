@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ShuffleNetError
+from ..weights.io import load_weights
+
 __all__ = [
     "channel_shuffle",
     "ChannelShuffle",
@@ -59,7 +62,7 @@ PAPER_GROUPS = tuple(TABLE1_STAGE_WIDTHS)
 DEFAULT_STAGE_REPEATS = (4, 8, 4)
 
 
-class InvalidConfigError(ValueError):
+class InvalidConfigError(ShuffleNetError, ValueError):
     """A ShuffleNet configuration that cannot be built (raised before any module is created)."""
 
 
@@ -459,12 +462,10 @@ def shufflenet_v1(
 
     ``weights`` is a path to a package weights file, a Lightning checkpoint of this project or a plain
     state dict (no downloads exist for ShuffleNet v1; convert public checkpoints with
-    ``python -m shufflenet.weights.convert``). ``options`` are :class:`ShuffleNetV1` arguments.
+    ``python -m shufflenet.convert``). ``options`` are :class:`ShuffleNetV1` arguments.
     ``progress`` is accepted for torchvision compatibility.
     """
     model = ShuffleNetV1(groups=groups, width_mult=width_mult, **options)
     if weights is not None:
-        from ..weights import load_weights
-
         load_weights(model, weights)
     return model

@@ -1,38 +1,35 @@
-"""Weights: the package's weights file, strict loading, and converters for public checkpoints."""
+"""Weights: the package's weights file and the one reader of every file the project accepts.
+
+This floor sits below the models (it imports no network); the converters of public checkpoints sit above
+them, in :mod:`shufflenet.convert`.
+"""
 
 from .io import (
+    CONVERT_COMMAND,
     FORMAT,
     WeightsError,
+    WeightsFile,
     atomic_torch_save,
     extract_state_dict,
     load_state_dict_strict,
     load_weights,
+    public_layout,
     read_checkpoint,
+    read_weights,
     save_weights,
 )
 
 __all__ = [
+    "CONVERT_COMMAND",
     "FORMAT",
     "WeightsError",
+    "WeightsFile",
     "atomic_torch_save",
     "extract_state_dict",
     "load_state_dict_strict",
     "load_weights",
+    "public_layout",
     "read_checkpoint",
+    "read_weights",
     "save_weights",
-    "convert_checkpoint",
-    "convert_megvii",
-    "convert_mmpretrain",
-    "load_converted",
 ]
-
-_CONVERT_NAMES = ("convert_checkpoint", "convert_megvii", "convert_mmpretrain", "load_converted")
-
-
-def __getattr__(name: str):
-    # Lazy, so that `python -m shufflenet.weights.convert` does not find its module already imported.
-    if name in _CONVERT_NAMES:
-        from . import convert
-
-        return getattr(convert, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

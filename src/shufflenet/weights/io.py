@@ -5,6 +5,13 @@ A weights file is a ``torch.save`` dict, loadable with ``torch.load(weights_only
     {"format": "shufflenet-weights/1", "arch": <registered name or None>, "config": {constructor kwargs},
      "state_dict": {...}, "meta": {free-form, JSON-able: source, converter, accuracy, ...}}
 
+:func:`read_weights` is the one reader of every file the project accepts: the package weights file (also
+what the public-checkpoint converters write), a Lightning ``.ckpt`` of the classification wing, a plain
+``ShuffleNetV1`` state dict and a detectron2 checkpoint. It says what kind of file it is and hands back
+the architecture, constructor config, state dict, EMA weights and metadata; ``create_model(name_or_None,
+weights=FILE)`` and every wing build on it. A public checkpoint that was not converted (megvii's
+ShuffleNet-Series, mmpretrain) is recognised and refused with the converter command.
+
 ``load_state_dict_strict`` is the one place that checks a state dict against a model, so every loader in
 the project reports a mismatch the same way: the first mismatching key and both shapes.
 """
@@ -12,20 +19,95 @@ the project reports a mismatch the same way: the first mismatching key and both 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
+from ..errors import ShuffleNetError
 from ..fileio import atomic_write
 
 FORMAT = "shufflenet-weights/1"
 PathLike = Union[str, os.PathLike]
 
+#: The command that turns a public checkpoint into a package weights file.
+CONVERT_COMMAND = "python -m shufflenet.convert"
 
-class WeightsError(ValueError):
+__all__ = [
+    "FORMAT",
+    "CONVERT_COMMAND",
+    "WeightsError",
+    "WeightsFile",
+    "atomic_torch_save",
+    "save_weights",
+    "read_checkpoint",
+    "read_weights",
+    "extract_state_dict",
+    "load_state_dict_strict",
+    "load_weights",
+    "public_layout",
+]
+
+
+class WeightsError(ShuffleNetError, ValueError):
     """A weights file or state dict that does not fit (message names the file/key and shapes)."""
+
+
+@dataclass
+class WeightsFile:
+    """What :func:`read_weights` found in a file.
+
+    ``kind``: ``package`` (``save_weights`` / converters), ``lightning`` (classification ``.ckpt``),
+    ``state_dict`` (plain ``ShuffleNetV1`` state dict) or ``detectron2`` (``{"model": ...}``).
+    ``state_dict`` is the classifier's (``model.`` prefix removed; the EMA copy instead when ``use="ema"``),
+    or the whole detector's for ``detectron2``.
+    """
+
+    path: Path
+    kind: str
+    state_dict: Dict[str, torch.Tensor]
+    arch: Optional[str] = None
+    config: Optional[Dict[str, Any]] = None  #: ``ShuffleNetV1`` constructor kwargs, when the file has them
+    ema_state_dict: Optional[Dict[str, torch.Tensor]] = None
+    meta: Dict[str, Any] = field(default_factory=dict)
+    hparams: Dict[str, Any] = field(default_factory=dict)  #: Lightning hyper-parameters (model / datamodule)
+    weights: str = "stored"  #: "model", "ema" (Lightning) or "stored"
+    raw: Optional[Mapping[str, Any]] = field(default=None, repr=False)
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        """Classes of the classifier (hyper-parameters, config, or the last 2-d ``fc``/classifier weight)."""
+        if self.hparams.get("num_classes") is not None:
+            return int(self.hparams["num_classes"])
+        if self.config and self.config.get("num_classes") is not None:
+            return int(self.config["num_classes"])
+        for key in ("fc.weight", "classifier.weight", "classifier.6.weight", "head.fc.weight"):
+            if key in self.state_dict and self.state_dict[key].ndim == 2:
+                return int(self.state_dict[key].shape[0])
+        return None
+
+    @property
+    def model_kwargs(self) -> Dict[str, Any]:
+        """Extra constructor kwargs a Lightning run was trained with (``model.model_kwargs``)."""
+        return dict(self.hparams.get("model_kwargs") or {})
+
+
+_PUBLIC_LAYOUTS = (
+    # (name, every key starts with one of these after an optional "module." prefix, marker keys)
+    ("megvii ShuffleNet-Series", ("first_conv.", "features.")),
+    ("mmpretrain", ("backbone.conv1.", "backbone.layers.")),
+)
+
+
+def public_layout(keys: List[str]) -> Optional[str]:
+    """The name of a public checkpoint layout these keys come from (megvii, mmpretrain), else ``None``."""
+    bare = [k[len("module."):] if k.startswith("module.") else k for k in keys]
+    for name, markers in _PUBLIC_LAYOUTS:
+        if all(any(k.startswith(m) for k in bare) for m in markers):
+            return name
+    return None
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> Path:
@@ -91,12 +173,69 @@ def load_state_dict_strict(
     return model
 
 
-def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
-    """Load a package weights file (or a plain / Lightning state dict) into ``model``, strictly."""
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def read_weights(path: PathLike, use: str = "auto") -> WeightsFile:
+    """Read any file the project accepts and say what it holds (see :class:`WeightsFile`).
+
+    ``use`` picks the weights of a Lightning checkpoint: ``"model"``, ``"ema"`` (error if it has none) or
+    ``"auto"`` (the EMA copy when the run kept one: validation and export used it).
+    """
+    if use not in ("auto", "model", "ema"):
+        raise WeightsError(f"weights must be auto, model or ema, got {use!r}")
+    path = Path(path)
     obj = read_checkpoint(path)
-    sd = extract_state_dict(obj, str(path))
-    # Lightning checkpoints of the classification module prefix the backbone with "model.".
-    # Other top-level entries of such a checkpoint (an EMA copy, losses) are not the backbone.
-    if any(k.startswith("model.") for k in sd) and not any(k.startswith("model.") for k in model.state_dict()):
-        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-    return load_state_dict_strict(model, sd, str(path))
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path}: expected a dict of weights, got {type(obj).__name__}")
+    src = str(path)
+    meta = dict(obj["meta"]) if isinstance(obj.get("meta"), Mapping) else {}
+    if obj.get("format") == FORMAT or (isinstance(obj.get("format"), str) and obj["format"].startswith("shufflenet-weights")):
+        if obj.get("format") != FORMAT:
+            raise WeightsError(f"{path}: weights format {obj['format']!r} is not {FORMAT!r} (a newer release wrote it?)")
+        config = dict(obj["config"]) if isinstance(obj.get("config"), Mapping) else None
+        return WeightsFile(path, "package", extract_state_dict(obj, src), arch=obj.get("arch"), config=config,
+                           meta=meta, raw=obj)
+    if "pytorch-lightning_version" in obj or "hyper_parameters" in obj or (
+        isinstance(obj.get("state_dict"), Mapping) and any(str(k).startswith("model.") for k in obj["state_dict"])
+    ):
+        sd = extract_state_dict(obj, src)
+        hp = dict(obj.get("hyper_parameters") or {})
+        model_sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+        ema_sd = {k[len("model_ema.module."):]: v for k, v in sd.items() if k.startswith("model_ema.module.")} or None
+        if not model_sd:
+            raise WeightsError(f"{path}: a Lightning checkpoint without the classifier's 'model.*' weights "
+                               f"(first keys: {list(sd)[:4]})")
+        if use == "ema" and ema_sd is None:
+            raise WeightsError(f"{path}: EMA weights asked for, but the checkpoint has none (model.ema was off)")
+        chosen = "ema" if (use == "ema" or (use == "auto" and ema_sd is not None)) else "model"
+        dm = obj.get("datamodule_hyper_parameters") or {}
+        hp["datamodule"] = dict(dm) if isinstance(dm, Mapping) else {}
+        return WeightsFile(path, "lightning", ema_sd if chosen == "ema" else model_sd, arch=hp.get("arch"),
+                           ema_state_dict=ema_sd, meta=meta, hparams=hp, weights=chosen, raw=obj)
+    if isinstance(obj.get("model"), Mapping) and _is_tensor_dict(obj["model"]):
+        return WeightsFile(path, "detectron2", dict(obj["model"]), meta=meta, raw=obj)
+    sd = obj.get("state_dict", obj)
+    keys = [str(k) for k in sd] if isinstance(sd, Mapping) else []
+    layout = public_layout(keys)
+    if layout is not None:
+        raise WeightsError(
+            f"{path}: this is a {layout} checkpoint, not yet converted to this project's layout; convert it "
+            f"first: {CONVERT_COMMAND} {path} --out converted.pth"
+        )
+    if _is_tensor_dict(sd):
+        return WeightsFile(path, "state_dict", dict(sd), meta=meta, raw=obj)
+    raise WeightsError(
+        f"{path}: not a weights file this project reads (package weights file, Lightning .ckpt, state dict, "
+        f"detectron2 checkpoint); top-level keys: {sorted(map(str, obj))[:8]}"
+    )
+
+
+def load_weights(model: nn.Module, path: PathLike, use: str = "model") -> nn.Module:
+    """Load the weights in ``path`` (any kind :func:`read_weights` reads) into ``model``, strictly.
+
+    For a Lightning checkpoint ``use`` picks the trained weights (``"model"``) or the EMA copy (``"ema"``).
+    """
+    wf = read_weights(path, use=use)
+    return load_state_dict_strict(model, wf.state_dict, str(path))
