@@ -1,0 +1,130 @@
+"""The house's layering (shared/DESIGN.md, README "Layout"), checked on the source: every import of every
+module of ``src/shufflenet`` (module level and inside functions) goes to its own floor or below, and the
+import graph has no cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Dict, List, Set
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "shufflenet"
+
+# Floor of each top-level part of the package; a module may import its own floor or lower ones.
+FLOORS = {
+    "constants": 0, "errors": 0, "fileio": 0, "paths": 0, "resources": 0, "configs": 0,
+    "weights": 1,
+    "models": 2,
+    "shufflenet": 3,  # the package root re-exports floors 0-2
+    "convert": 4, "complexity": 4,
+    "classification": 5, "detection": 5, "mobile": 5,
+    "experiments": 6,
+}
+# Wings never import each other, except what DESIGN.md allows: mobile exports detectors built by the
+# detection wing's public builder.
+ALLOWED_ACROSS = {("mobile", "detection")}
+THIRD_PARTY_ABOVE_MODELS = ("pytorch_lightning", "lightning", "detectron2", "executorch", "torch.export")
+
+
+def _modules() -> Dict[str, Path]:
+    mods = {}
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        mods[".".join(parts)] = path
+    return mods
+
+
+def _imports(name: str, path: Path) -> List[str]:
+    """Absolute names of every ``shufflenet`` module or third-party module imported anywhere in ``path``."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.append(mod)
+            # ``from . import x`` / ``from .models import registry``: x may itself be a module
+            out += [f"{mod}.{a.name}" for a in node.names]
+    return out
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "shufflenet"
+
+
+def _graph() -> Dict[str, Set[str]]:
+    mods = _modules()
+    graph: Dict[str, Set[str]] = {}
+    for name, path in mods.items():
+        graph[name] = {m for m in _imports(name, path) if m in mods and m != name}
+    return graph
+
+
+def test_every_import_goes_to_the_same_floor_or_below():
+    bad = []
+    mods = _modules()
+    for name, targets in _graph().items():
+        src_part = _part(name)
+        for target in targets:
+            dst_part = _part(target)
+            if dst_part == src_part:
+                continue
+            if (src_part, dst_part) in ALLOWED_ACROSS:
+                continue
+            if FLOORS[dst_part] > FLOORS[src_part]:
+                bad.append(f"{name} imports {target} ({dst_part} is above {src_part})")
+            elif FLOORS[dst_part] == FLOORS[src_part] == FLOORS["classification"]:
+                bad.append(f"{name} imports {target} (one wing imports another)")
+        if FLOORS[src_part] <= FLOORS["models"] or src_part in ("convert", "complexity"):
+            third = [m for m in _imports(name, mods[name]) if m.startswith(THIRD_PARTY_ABOVE_MODELS)]
+            bad += [f"{name} imports {m} (only the wings may)" for m in third]
+    assert not bad, "\n".join(sorted(bad))
+
+
+def test_no_import_cycle():
+    graph = _graph()
+
+    # A package imports its own submodules when it re-exports them; that is not a cycle by itself, but a
+    # submodule importing its package back (directly or through others) while the package imports it is.
+    def is_child(child: str, parent: str) -> bool:
+        return child.startswith(parent + ".")
+
+    edges = {m: {t for t in ts if not is_child(m, t)} for m, ts in graph.items()}
+    state: Dict[str, int] = {}
+    cycles: List[List[str]] = []
+
+    def visit(node: str, stack: List[str]) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checker_sees_function_level_and_relative_imports(tmp_path):
+    """The checker itself: an upward import hidden inside a function is found."""
+    mod = tmp_path / "shufflenet" / "models" / "x.py"
+    mod.parent.mkdir(parents=True)
+    mod.write_text("def f():\n    from ..classification import cli\n    from . import registry\n")
+    found = _imports("shufflenet.models.x", mod)
+    assert "shufflenet.classification.cli" in found and "shufflenet.models.registry" in found
