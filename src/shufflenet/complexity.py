@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .models import create_model, get_spec, list_models, paper_tables
+from .errors import ShuffleNetError, run_cli
 from .fileio import write_json_atomic
 from .constants import width_tag
 
@@ -49,6 +50,8 @@ __all__ = [
     "zoo_markdown",
     "fit_skeleton_widths",
     "main",
+    "cli",
+    "ComplexityError",
 ]
 
 #: fvcore operator names that are multiply-adds in the paper's sense (conv + FC).
@@ -59,6 +62,10 @@ INPUT_SIZE = (224, 224)
 
 _SHUFFLENET_LABEL = re.compile(r"^ShuffleNet ([0-9.]+)x \((?:(with SE|shallow), )?g=(\d+)\)$")
 _MOBILENET_LABEL = re.compile(r"^([0-9.]+) MobileNet-224$")
+
+
+class ComplexityError(ShuffleNetError, ValueError):
+    """Bad input to the complexity report (unknown unit, pattern that matches nothing, unwritable output)."""
 
 
 # --- counting ----------------------------------------------------------------------------------------
@@ -140,7 +147,7 @@ def _diff_pct(measured: float, paper: Optional[float]) -> Optional[float]:
 def resolve_paper_model(label: str) -> Optional[str]:
     """Registered name of a paper table's model label, ``None`` for a model the project doesn't build.
 
-    Raises ``ValueError`` for a ShuffleNet label that names no registered model.
+    Raises ``ComplexityError`` (a ``ValueError``) for a ShuffleNet label that names no registered model.
     """
     registered = set(list_models())
     m = _SHUFFLENET_LABEL.match(label)
@@ -149,10 +156,10 @@ def resolve_paper_model(label: str) -> Optional[str]:
         suffix = {"with SE": "_se", "shallow": "_shallow", None: ""}[option]
         name = f"shufflenet_v1_x{width_tag(float(width))}_g{groups}{suffix}"
         if name not in registered:
-            raise ValueError(f"paper entry {label!r} maps to {name!r}, which is not a registered model")
+            raise ComplexityError(f"paper entry {label!r} maps to {name!r}, which is not a registered model")
         return name
     if "shufflenet" in label.lower():
-        raise ValueError(
+        raise ComplexityError(
             f"paper entry {label!r} is a ShuffleNet label this module cannot parse (expected e.g. "
             f"'ShuffleNet 1x (g=3)', 'ShuffleNet 2x (with SE, g=3)', 'ShuffleNet 0.5x (shallow, g=3)')"
         )
@@ -204,10 +211,10 @@ def paper_entries(tables: Optional[Dict[str, Any]] = None) -> Tuple[List[Dict[st
         if m4:
             unit = _T4_UNITS.get(m4.group(1))
             if unit is None:
-                raise ValueError(f"Table 4 column {m4.group(1)!r} maps to no skeleton unit ({list(_T4_UNITS)})")
+                raise ComplexityError(f"Table 4 column {m4.group(1)!r} maps to no skeleton unit ({list(_T4_UNITS)})")
             name: Optional[str] = f"skeleton_{unit}_{m4.group(2)}m"
             if name not in set(list_models()):
-                raise ValueError(f"Table 4 entry {label!r} maps to {name!r}, which is not a registered model")
+                raise ComplexityError(f"Table 4 entry {label!r} maps to {name!r}, which is not a registered model")
         else:
             name = resolve_paper_model(label)
         entry = dict(table=table, label=label, name=name, paper_mflops=float(mflops), tolerance_pct=tol)
@@ -232,7 +239,7 @@ def complexity_report(pattern: str = "*", progress: bool = False) -> Dict[str, A
     mapped to them. ``all_within_bounds`` is True when every such entry is inside its tolerance."""
     names = list_models(pattern)
     if not names:
-        raise ValueError(f"no registered model matches {pattern!r}; valid names: {', '.join(list_models())}")
+        raise ComplexityError(f"no registered model matches {pattern!r}; valid names: {', '.join(list_models())}")
     entries, unmapped = paper_entries()
     entries = [e for e in entries if e["name"] in names]
     models = [measure(n) for n in (_progress(names) if progress else names)]
@@ -313,7 +320,7 @@ def model_zoo(pattern: str = "*") -> List[Dict[str, Any]]:
     """One row per registered model for the model-zoo table (name, g, width, widths, MFLOPs, params, err)."""
     names = list_models(pattern)
     if not names:
-        raise ValueError(f"no registered model matches {pattern!r}; valid names: {', '.join(list_models())}")
+        raise ComplexityError(f"no registered model matches {pattern!r}; valid names: {', '.join(list_models())}")
     return [measure(n) for n in names]
 
 
@@ -338,7 +345,7 @@ def fit_skeleton_widths(unit: str, target_mflops: float, stem: Optional[int] = N
     from .models.baselines import SKELETON_UNITS, skeleton
 
     if unit not in SKELETON_UNITS:
-        raise ValueError(f"unknown skeleton unit {unit!r}; valid: {', '.join(SKELETON_UNITS)} "
+        raise ComplexityError(f"unknown skeleton unit {unit!r}; valid: {', '.join(SKELETON_UNITS)} "
                          f"(Xception-like is ShuffleNet g=1, no search needed)")
     stem = stem if stem is not None else (24 if target_mflops >= 100 else 12)
     # Stage widths (c, 2c, 4c); ResNet's 1:4 bottleneck needs every width divisible by 4. Any c otherwise:
@@ -372,34 +379,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="search Table-4 stage widths for UNIT (vgg, resnet, resnext) at MFLOPS")
     args = parser.parse_args(argv)
 
-    try:
-        if args.fit_skeleton:
-            unit, target = args.fit_skeleton
-            try:
-                target_f = float(target)
-            except ValueError:
-                raise ValueError(f"--fit-skeleton MFLOPS must be a number, got {target!r}") from None
-            best = fit_skeleton_widths(unit, target_f)
-            print(json.dumps(best))
-            if args.json:
-                write_json_atomic(best, args.json)
-            return 0
-        if args.markdown:
-            rows = model_zoo(args.models)
-            print(zoo_markdown(rows))
-            if args.json:
-                write_json_atomic(rows, args.json)
-            return 0
-        report = complexity_report(args.models, progress=True)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    def write_json(obj: Any) -> None:
+        try:
+            write_json_atomic(obj, args.json)
+        except OSError as e:
+            raise ComplexityError(f"--json {args.json}: cannot write ({e.strerror or e})") from None
+
+    if args.fit_skeleton:
+        unit, target = args.fit_skeleton
+        try:
+            target_f = float(target)
+        except ValueError:
+            raise ComplexityError(f"--fit-skeleton MFLOPS must be a number, got {target!r}") from None
+        best = fit_skeleton_widths(unit, target_f)
+        print(json.dumps(best))
+        if args.json:
+            write_json(best)
+        return 0
+    if args.markdown:
+        rows = model_zoo(args.models)
+        print(zoo_markdown(rows))
+        if args.json:
+            write_json(rows)
+        return 0
+    report = complexity_report(args.models, progress=True)
     print(format_report(report))
     if args.json:
-        write_json_atomic(report, args.json)
+        write_json(report)
         print(f"wrote {args.json}", file=sys.stderr)
     return 0 if report["all_within_bounds"] else 1
 
 
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """Console script ``shufflenet-flops``: :func:`main` with the project's one-line errors."""
+    return run_cli(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
