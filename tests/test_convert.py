@@ -19,9 +19,9 @@ from torch import nn
 
 from shufflenet import WeightsError, create_model, load_weights
 from shufflenet.convert import convert_megvii, convert_mmpretrain, load_converted
-from shufflenet.convert.checkpoints import count_matrix, main, shuffle_index
+from shufflenet.convert.checkpoints import cli, count_matrix, main, shuffle_index
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10"
+DATA = Path(__file__).resolve().parent / "data" / "cifar10"  # real CIFAR-10 JPEGs the repository carries
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 MM_MEAN = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
@@ -174,7 +174,10 @@ class MMShuffleNetV1(nn.Module):
 # Data, random weights, the three input conventions
 # ------------------------------------------------------------------------------------------------
 def cifar_images(size, n=1, offset=0):
-    files = sorted(DATA.glob("test/*/*.jpg"))[offset * 200 :: 200][:n]
+    files = sorted(DATA.glob("test/*/*.jpg"))
+    per_class = len(files) // 10
+    assert per_class, f"no CIFAR test images under {DATA}"
+    files = files[offset * per_class :: per_class][:n]  # one image per class, from class `offset` on
     imgs = []
     for f in files:
         im = Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR)
@@ -335,6 +338,34 @@ def test_cli_megvii_file_rebuilds_from_config(tmp_path, capsys):
     # The registry's g8 0.5x has another stem and shuffle: a strict load says which key does not fit.
     with pytest.raises(WeightsError, match="input_shift|conv1.0.weight"):
         load_weights(create_model("shufflenet_v1_x0_5_g8"), out)
+    # ... while the one reader builds the file's own network, by no name or by a name it is compatible with
+    for built in (create_model(None, weights=out), create_model("shufflenet_v1_x0_5_g8", weights=out)):
+        with torch.no_grad():
+            assert (built.eval()(to_ours(img)) - want).abs().max() < F32_RTOL * want.abs().max()
+    with pytest.raises(WeightsError, match="groups=8 in the file, 3 for shufflenet_v1_x0_5_g3"):
+        create_model("shufflenet_v1_x0_5_g3", weights=out)
+
+
+def test_exact_megvii_file_loads_by_name_with_its_input_shift(tmp_path):
+    """A converted megvii checkpoint (exact border: input_shift) loads through create_model(name, weights=)."""
+    ref, src = megvii_case(tmp_path, 3, 1.0, seed=9)
+    out = tmp_path / "g3.pth"
+    assert main([str(src), "--out", str(out)]) == 0
+    model = create_model("shufflenet_v1_x1_0_g3", weights=out).eval()
+    assert model.input_shift is not None
+    img = cifar_images(64, n=2, offset=2)
+    with torch.no_grad():
+        want = ref(to_megvii(img))
+        assert (model(to_ours(img)) - want).abs().max() < F32_RTOL * want.abs().max()
+
+
+def test_unconverted_public_checkpoint_names_the_converter(tmp_path, megvii_sd):
+    path = tmp_path / "snetv1_group3_1.0x.pth.tar"
+    torch.save({"state_dict": dict(megvii_sd)}, path)
+    for call in (lambda: create_model("shufflenet_v1_x1_0_g3", weights=path), lambda: create_model(None, weights=path),
+                 lambda: load_weights(create_model("shufflenet_v1_x1_0_g3"), path)):
+        with pytest.raises(WeightsError, match=r"megvii ShuffleNet-Series checkpoint, not yet converted.*python -m shufflenet.convert"):
+            call()
 
 
 def test_approx_border_is_exact_inside_and_loads_by_name(tmp_path):
@@ -418,9 +449,9 @@ def test_wrong_format_and_unreadable_file(tmp_path, megvii_sd, capsys):
     bad = tmp_path / "truncated.pth.tar"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     out = tmp_path / "never.pth"
-    assert main([str(bad), "--out", str(out)]) == 2
+    assert cli([str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "truncated.pth.tar" in err and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".never.pth*"))
-    assert main([str(tmp_path / "absent.pth"), "--out", str(out)]) == 2
+    assert cli([str(tmp_path / "absent.pth"), "--out", str(out)]) == 2
     assert "no such weights file" in capsys.readouterr().err

@@ -54,3 +54,55 @@ def test_torch_hub_local_and_timm_know_every_name():
 def test_top_level_builder_signature():
     model = shufflenet.shufflenet_v1(groups=2, width_mult=0.5, weights=None, num_classes=4, se=True)
     assert model.groups == 2 and model.se and model(torch.randn(1, 3, 64, 64)).shape == (1, 4)
+
+
+def test_wheel_installs_and_its_console_scripts_run_outside_the_repo(tmp_path):
+    """`pip install .` (not editable) gives a working package: package data through importlib.resources and
+    console scripts, run from a folder outside the repository. The new venv reuses this venv's pinned
+    stack through a path entry (no download); the wheel's own `shufflenet` comes first on sys.path."""
+    import os
+    import subprocess
+    import sys
+    import sysconfig
+    import zipfile
+
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "-w", str(wheel_dir), str(ROOT)], check=True, cwd=tmp_path)
+    (wheel,) = wheel_dir.glob("shufflenet-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "shufflenet/configs/detection/coco_shufflenet2x.yaml" in names
+    assert "shufflenet/configs/classification/base.yaml" in names
+    assert "shufflenet/resources/paper_tables.json" in names
+    assert any(n.startswith("shufflenet/resources/images/") and n.endswith(".jpg") for n in names)
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    vpy = venv / "bin" / "python"
+    site = subprocess.run([str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    # the test venv's packages (torch, timm, ...) after the new venv's own site-packages
+    (Path(site) / "_test_stack.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(vpy), "install", "--quiet", "--no-deps",
+                    "--no-index", str(wheel)], check=True)
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SHUFFLENET_DATA")}
+    probe = subprocess.run(
+        [str(vpy), "-c", "import shufflenet, shufflenet.paths as p; print(shufflenet.__file__); "
+         "print(len(list(p.configs_dir('detection').glob('*.yaml')))); print(len(p.sample_images()))"],
+        cwd=outside, env=env, check=True, capture_output=True, text=True).stdout.split()
+    assert probe[0].startswith(str(venv)), f"imported {probe[0]}, not the installed wheel"
+    assert int(probe[1]) >= 10 and int(probe[2]) >= 3
+
+    flops = subprocess.run([str(venv / "bin" / "shufflenet-flops"), "--models", "shufflenet_v1_x0_5_g3",
+                            "--json", "flops.json"], cwd=outside, env=env, capture_output=True, text=True)
+    assert flops.returncode == 0, flops.stderr[-2000:]
+    report = __import__("json").loads((outside / "flops.json").read_text())
+    assert report["all_within_bounds"] and "shufflenet_v1_x0_5_g3" in flops.stdout
+
+    bad = subprocess.run([str(venv / "bin" / "shufflenet-convert"), str(outside / "missing.pth"), "--out",
+                          "x.pth"], cwd=outside, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    assert not (outside / "x.pth").exists()
