@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from shufflenet import create_model
-from shufflenet.complexity import complexity_report, count_macs, fit_skeleton_widths, main, paper_entries
+from shufflenet.complexity import cli, complexity_report, count_macs, fit_skeleton_widths, main, paper_entries
 
 # The bounds, restated here rather than read from the module under test.
 PER_MODEL_TABLES, PER_MODEL_PCT = {"1", "5", "6", "8"}, 3.0
@@ -103,5 +103,5 @@ def test_cli_json_and_exit_status(tmp_path, capsys):
     assert data["all_within_bounds"] and {m["name"] for m in data["models"]} >= {"shufflenet_v1_x0_25_g8"}
     text = capsys.readouterr().out
     assert "shufflenet_v1_x0_25_g3" in text and "within bounds" in text
-    assert main(["--models", "no_such_model*"]) == 2
+    assert cli(["--models", "no_such_model*"]) == 2
     assert "no registered model matches" in capsys.readouterr().err

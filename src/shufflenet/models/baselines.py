@@ -36,8 +36,16 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import _TIMM_CFG, ModelSpec, paper_tables, register, width_tag
-from .shufflenet import DEFAULT_STAGE_REPEATS, InvalidConfigError, ShuffleNetV1, SkeletonClassifier, skeleton_feature_info
+from ..constants import width_tag
+from .registry import _TIMM_CFG, ModelSpec, paper_tables, register
+from .shufflenet import (
+    DEFAULT_STAGE_REPEATS,
+    InvalidConfigError,
+    ShuffleNetV1,
+    SkeletonClassifier,
+    nearest_multiple,
+    skeleton_feature_info,
+)
 
 __all__ = [
     "SKELETON_UNITS",
@@ -69,6 +77,16 @@ SKELETON_WIDTHS: Dict[tuple, tuple] = {
 XCEPTION_WIDTH_MULT = {140: 1.0, 38: 0.5, 13: 0.25}
 
 _TIMM_CALL_KEYS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+
+
+def _drop_timm_call_kwargs(kwargs: Dict[str, Any], keep_given: bool = True) -> Dict[str, Any]:
+    """Remove what ``timm.create_model`` passes to every entrypoint (``pretrained``; ``pretrained_cfg``... when
+    None, or always with ``keep_given=False`` for builders that take none of them)."""
+    kwargs.pop("pretrained", None)
+    for key in _TIMM_CALL_KEYS:
+        if not keep_given or kwargs.get(key) is None:
+            kwargs.pop(key, None)
+    return kwargs
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> List[nn.Module]:
@@ -117,10 +135,6 @@ class BottleneckUnit(nn.Module):
         return F.relu(self.shortcut(x) + self.conv3(self.conv2(self.conv1(x))), inplace=True)
 
 
-def _nearest_multiple(x: float, d: int) -> int:
-    return max(d, int(x / d + 0.5) * d)
-
-
 def _make_unit(unit: str, cin: int, cout: int, stride: int) -> nn.Module:
     if unit == "vgg":
         return VGGUnit(cin, cout, stride)
@@ -129,7 +143,7 @@ def _make_unit(unit: str, cin: int, cout: int, stride: int) -> nn.Module:
             raise InvalidConfigError(f"resnet skeleton: stage width {cout} is not divisible by 4 (ratio 1:4)")
         return BottleneckUnit(cin, cout, cout // 4, stride)
     if unit == "resnext":
-        mid = _nearest_multiple(cout / 2, RESNEXT_CARDINALITY)
+        mid = nearest_multiple(cout / 2, RESNEXT_CARDINALITY)
         return BottleneckUnit(cin, cout, mid, stride, groups=RESNEXT_CARDINALITY)
     raise InvalidConfigError(f"unknown skeleton unit {unit!r}; valid units: {', '.join(SKELETON_UNITS)}")
 
@@ -215,10 +229,7 @@ def skeleton(unit: str, stage_out_channels: Sequence[int], stem_channels: int = 
     """Build a :class:`SkeletonNet` through timm (so ``features_only=True`` works as for ShuffleNet)."""
     from timm.models import build_model_with_cfg
 
-    kwargs.pop("pretrained", None)
-    for key in _TIMM_CALL_KEYS:
-        if kwargs.get(key) is None:
-            kwargs.pop(key, None)
+    _drop_timm_call_kwargs(kwargs)
     kwargs.setdefault("pretrained_cfg", _TIMM_CFG)
     return build_model_with_cfg(
         SkeletonNet,
@@ -243,10 +254,7 @@ def mobilenet_v1(width_mult: float = 1.0, **kwargs: Any) -> nn.Module:
             "mobilenet_v1 needs timm's MobileNet v1 generator (timm.models.efficientnet._gen_mobilenet_v1, "
             "present in the pinned timm==1.0.29)"
         ) from e
-    kwargs.pop("pretrained", None)
-    for key in _TIMM_CALL_KEYS:
-        if kwargs.get(key) is None:
-            kwargs.pop(key, None)
+    _drop_timm_call_kwargs(kwargs)
     cfg = dict(_TIMM_CFG, first_conv="conv_stem", classifier="classifier")
     kwargs.setdefault("pretrained_cfg", cfg)
     return _gen_mobilenet_v1(f"mobilenet_v1_x{width_tag(width_mult)}", width_mult, pretrained=False, **kwargs)
@@ -256,9 +264,7 @@ def alexnet(num_classes: int = 1000, **kwargs: Any) -> nn.Module:
     """torchvision's AlexNet (single-tower variant); no pretrained weights (nothing is downloaded)."""
     import torchvision
 
-    kwargs.pop("pretrained", None)
-    for key in _TIMM_CALL_KEYS:
-        kwargs.pop(key, None)
+    _drop_timm_call_kwargs(kwargs, keep_given=False)
     if kwargs.pop("features_only", False):
         raise ValueError("alexnet: features_only is not supported (use model.features)")
     return torchvision.models.alexnet(weights=None, num_classes=num_classes, **kwargs)

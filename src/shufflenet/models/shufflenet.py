@@ -195,7 +195,8 @@ class ShuffleUnit(nn.Module):
         return F.relu(x + out, inplace=True)
 
 
-def _nearest_multiple(x: float, d: int) -> int:
+def nearest_multiple(x: float, d: int) -> int:
+    """The multiple of ``d`` nearest to ``x`` (halves round up), at least ``d``: the one width-rounding rule."""
     return max(d, int(math.floor(x / d + 0.5)) * d)
 
 
@@ -219,9 +220,9 @@ def stage_widths(groups: int, width_mult: float = 1.0) -> Dict[str, Any]:
         )
     if not width_mult > 0:
         raise InvalidConfigError(f"width_mult must be > 0, got {width_mult}")
-    out = [_nearest_multiple(c * width_mult, groups) for c in TABLE1_STAGE_WIDTHS[groups]]
+    out = [nearest_multiple(c * width_mult, groups) for c in TABLE1_STAGE_WIDTHS[groups]]
     stem = max(groups, nominal_stem(width_mult) // groups * groups)
-    return {"stem": stem, "out": out, "mid": [_nearest_multiple(c / 4, groups) for c in out]}
+    return {"stem": stem, "out": out, "mid": [nearest_multiple(c / 4, groups) for c in out]}
 
 
 def min_width_mult(groups: int, step: float = 0.01) -> float:
@@ -348,7 +349,7 @@ class ShuffleNetV1(SkeletonClassifier):
                 raise InvalidConfigError(f"stage_out_channels must have 3 entries, got {out}")
             rule = {"stem": max(groups, nominal_stem(width_mult) // groups * groups)}
         mid = [int(c) for c in mid_channels] if mid_channels is not None else [
-            _nearest_multiple(c / 4, groups) for c in out
+            nearest_multiple(c / 4, groups) for c in out
         ]
         stem = int(stem_channels) if stem_channels is not None else rule["stem"]
         try:
