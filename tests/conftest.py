@@ -1,0 +1,119 @@
+"""Shared test fixtures: where the real data is, and one way to make a network's BatchNorm non-trivial.
+
+The repository carries the real images its tests need (``tests/data``, see ``tests/data/README.md``) and the
+package ships a few photos (``shufflenet/resources/images``). Larger slices are optional: tests that need them
+are marked ``extended`` and take the ``extra_data`` fixture, which reads ``$SHUFFLENET_DATA`` and nothing else.
+Treat every data folder as read-only: copy what a test changes into ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Callable, List
+
+import pytest
+
+DATA_ENV = "SHUFFLENET_DATA"
+EXTRA_DATA_REASON = f"needs the larger data slices: set {DATA_ENV}=/path/to/data (see tests/data/README.md)"
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"extended: needs the larger data slices in ${DATA_ENV} (skipped without it)")
+
+
+def _extra_data_dir():
+    value = os.environ.get(DATA_ENV, "")
+    return Path(value) if value and Path(value).is_dir() else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """``extended`` tests are skipped, with the reason that names the setting, when ``$SHUFFLENET_DATA`` is absent."""
+    if _extra_data_dir() is None:
+        skip = pytest.mark.skip(reason=EXTRA_DATA_REASON)
+        for item in items:
+            if "extended" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository's root folder."""
+    return _REPO
+
+
+@pytest.fixture(scope="session")
+def test_data(repo_root) -> Path:
+    """``tests/data``: the real data the repository carries. Also what ``$DETECTRON2_DATASETS`` should be (it holds
+    ``coco/``), so detectron2's builtin ``coco_2017_{train,val}`` names resolve to the COCO slice."""
+    return repo_root / "tests" / "data"
+
+
+@pytest.fixture(scope="session")
+def cifar_root(test_data) -> Path:
+    """CIFAR-10 ImageFolder slice: ``train/<class>/*.jpg`` (150 per class), ``test/<class>/*.jpg`` (30 per class)."""
+    return test_data / "cifar10"
+
+
+@pytest.fixture(scope="session")
+def coco_root(test_data) -> Path:
+    """Real COCO 2017 slice laid out like ``$DETECTRON2_DATASETS/coco``: ``{train,val}2017/*.jpg`` and
+    ``annotations/instances_{train,val}2017.json`` (original files; JSON filtered to those images)."""
+    return test_data / "coco"
+
+
+@pytest.fixture(scope="session")
+def coco_datasets_root(test_data) -> Path:
+    """The folder to give ``$DETECTRON2_DATASETS`` (``monkeypatch.setenv("DETECTRON2_DATASETS", str(...))``)."""
+    return test_data
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> List[Path]:
+    """The package's sample photos (real JPEGs, sorted), found as package data through importlib.resources."""
+    folder = Path(os.fspath(resources.files("shufflenet.resources") / "images"))
+    files = sorted(p for p in folder.glob("*.jpg"))
+    assert files, f"no sample photos in {folder}"
+    return files
+
+
+@pytest.fixture(scope="session")
+def extra_data() -> Path:
+    """The optional larger data folder (``cifar10/``, ``tiny_coco/``): ``$SHUFFLENET_DATA`` only; skips without it."""
+    path = _extra_data_dir()
+    if path is None:
+        pytest.skip(EXTRA_DATA_REASON)
+    return path
+
+
+def _randomize_bn(model, seed: int = 0):
+    """Give every BatchNorm layer random affine parameters and running statistics, so that an initialised
+    network is not (close to) the identity per layer; returns ``model`` in eval mode.
+
+    Per layer, from one ``torch.Generator`` seeded with ``seed``, in this order: weight ~ U(0.5, 1.5),
+    bias ~ 0.2 N(0, 1), running_mean ~ 0.2 N(0, 1), running_var ~ U(0.5, 1.5) (the values of the helper
+    tests/test_mobile_export.py carried).
+    """
+    import torch
+    from torch import nn
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                if m.affine:
+                    m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                    m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+                if m.track_running_stats:
+                    m.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                    m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def randomize_bn() -> Callable:
+    """``randomize_bn(model, seed=0)``: random BatchNorm parameters and statistics (see :func:`_randomize_bn`)."""
+    return _randomize_bn
