@@ -64,7 +64,7 @@ def paper_tables() -> Dict[str, Any]:
 
 
 def sample_images_dir() -> Path:
-    """A few real photos shipped with the package (COCO val2017, redistributable licenses; see ATTRIBUTION.md)."""
+    """A few real photos shipped with the package (COCO 2017, redistributable licenses; see ATTRIBUTION.md)."""
     return package_path("resources", "images")
 
 
