@@ -11,7 +11,7 @@ overrides) plus --config NAME and --register-coco NAME JSON IMAGE_DIR. See docs/
 
 import sys
 
-from shufflenet.detection.engine import main
+from shufflenet.detection.engine import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

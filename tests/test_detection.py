@@ -21,6 +21,8 @@ from detectron2.structures import Boxes, Instances  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "shufflenet_v1_x0_25_g3"
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)  # the classifier's input normalization (RGB, 0-1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 SMALL_OPTS = ["MODEL.SHUFFLENET.NAME", TINY, "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "MODEL.DEVICE", "cpu"]
 
 
@@ -47,6 +49,24 @@ def test_compat_shims_make_detectron2_importable():
         with pytest.raises(det.MissingCompiledOpError, match="nms_rotated"):
             batched_nms_rotated(torch.zeros(1, 5), torch.ones(1), torch.zeros(1, dtype=torch.long), 0.5)
     assert det.compat.apply() == det.compat.applied_shims()  # idempotent
+
+
+def test_pillow_and_numpy_shims_only_where_the_installed_detectron2_needs_them(monkeypatch):
+    """The PIL.Image.LINEAR alias and the numpy proxy are decided from the installed detectron2's source: an
+    upstream install (BILINEAR, no removed numpy aliases) gets neither global side effect."""
+    from PIL import Image
+
+    compat = det.compat
+    monkeypatch.delattr(Image, "LINEAR", raising=False)  # Pillow >= 10 as shipped
+    zero_six = "Image.LINEAR" in compat.module_source("detectron2.data.transforms.transform")
+    assert compat.needs_pillow_alias() is zero_six
+    monkeypatch.setattr(compat, "module_source", lambda name: "def f(interp=Image.BILINEAR): np.int64(np.float32(1))")
+    assert compat.needs_pillow_alias() is False
+    assert compat.modules_needing_numpy_aliases() == []
+    monkeypatch.setattr(compat, "module_source", lambda name: "h = np.zeros((3,), dtype=np.int)")
+    import numpy as np
+
+    assert compat.modules_needing_numpy_aliases() == ([] if hasattr(np, "int") else list(compat.NUMPY_ALIAS_USERS))
 
 
 def test_collect_env_reports_missing_extension():
@@ -121,11 +141,20 @@ def test_roi_head_runs_the_package_stage4_module():
         assert torch.allclose(model.roi_heads.stage4(x), net.stage4(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("freeze_at,frozen", [(0, []), (1, ["conv1"]), (3, ["conv1", "stage2", "stage3"])])
-def test_freeze_at(freeze_at, frozen):
-    model, _ = det.build_detector(
-        "coco_shufflenet1x_300", opts=SMALL_OPTS + ["MODEL.SHUFFLENET.FREEZE_AT", str(freeze_at)]
-    )
+@pytest.mark.parametrize(
+    "opts,frozen",
+    [
+        (["MODEL.BACKBONE.FREEZE_AT", "0"], []),
+        (["MODEL.BACKBONE.FREEZE_AT", "1"], ["conv1"]),
+        ([], ["conv1", "stage2"]),  # the configs' MODEL.BACKBONE.FREEZE_AT: 2
+        (["MODEL.BACKBONE.FREEZE_AT", "3"], ["conv1", "stage2", "stage3"]),
+        # the deprecated alias, when set, wins over MODEL.BACKBONE.FREEZE_AT
+        (["MODEL.BACKBONE.FREEZE_AT", "3", "MODEL.SHUFFLENET.FREEZE_AT", "0"], []),
+        (["MODEL.SHUFFLENET.FREEZE_AT", "1"], ["conv1"]),
+    ],
+)
+def test_freeze_at(opts, frozen):
+    model, _ = det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS + opts)
     for part in ("conv1", "stage2", "stage3"):
         grads = {p.requires_grad for p in getattr(model.backbone, part).parameters()}
         assert grads == ({False} if part in frozen else {True}), part
@@ -149,6 +178,11 @@ def test_fpn_detector_shapes():
     assert {k: v.stride for k, v in shape.items()} == {"p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128}
     assert {v.channels for v in shape.values()} == {128}
     assert bottom_up.output_shape()["stage4"].channels == ref.stage_out_channels[2]
+    # Strides and channels come from the network's own feature_info (one table, not a second copy).
+    info = {f["module"]: f for f in ref.feature_info}
+    assert {k: (v.channels, v.stride) for k, v in bottom_up.output_shape().items()} == {
+        k: (info[k]["num_chs"], info[k]["reduction"]) for k in ("stage2", "stage3", "stage4")
+    }
     assert model.backbone.size_divisibility == 32  # detectron2 FPN: stride of the deepest bottom-up input
     feats = model.backbone(torch.zeros(1, 3, 256, 384))
     assert feats["p3"].shape[-2:] == (32, 48) and feats["p7"].shape[-2:] == (2, 3)
@@ -162,8 +196,8 @@ def test_bad_model_config_messages():
         det.build_detector("coco_shufflenet1x_300", opts=["MODEL.SHUFFLENET.NAME", "shufflenet_v1_x9_g3"])
     with pytest.raises(det.DetectionError, match="NORM='GN'"):
         det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS + ["MODEL.SHUFFLENET.NORM", "GN"])
-    with pytest.raises(det.DetectionError, match="FREEZE_AT=5"):
-        det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS + ["MODEL.SHUFFLENET.FREEZE_AT", "5"])
+    with pytest.raises(det.DetectionError, match="MODEL.BACKBONE.FREEZE_AT=5"):
+        det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS + ["MODEL.BACKBONE.FREEZE_AT", "5"])
     with pytest.raises(det.DetectionError, match="not a ShuffleNet v1 model"):
         det.build_detector("coco_shufflenet1x_300", opts=["MODEL.SHUFFLENET.NAME", "mobilenet_v1_x1_0"])
     with pytest.raises(det.DetectionError, match="KEY VALUE"):
@@ -281,11 +315,63 @@ def test_transfer_shape_mismatch_names_key(tmp_path):
 
 
 def test_transfer_rejects_foreign_and_missing_files(tmp_path):
-    torch.save({"module.first_conv.0.weight": torch.zeros(1)}, tmp_path / "megvii.pth")
-    with pytest.raises(det.DetectionError, match="megvii"):
-        det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(tmp_path / "megvii.pth"))
+    from test_convert import megvii_case  # megvii's own layout, random weights (tests/test_convert.py)
+
+    _, path = megvii_case(tmp_path, 3, 0.5, seed=2)
+    with pytest.raises(det.DetectionError, match=r"megvii ShuffleNet-Series checkpoint, not yet converted.*"
+                                                 r"python -m shufflenet.convert"):
+        det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(path))
     with pytest.raises(det.DetectionError, match="no such"):
         det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(tmp_path / "absent.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(det.DetectionError, match="junk.pth: cannot be read as a torch weights file"):
+        det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(tmp_path / "junk.pth"))
+
+
+def _rgb_photo(path: Path, height: int, width: int) -> torch.Tensor:
+    """A real photo as (3, H, W) RGB 0-255 float, resized (both sides multiples of 16: no detectron2 padding)."""
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB").resize((width, height), Image.BILINEAR)
+    return torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(height, width, 3).permute(2, 0, 1).float()
+
+
+@pytest.mark.parametrize("config", ["coco_shufflenet1x_300", "coco_shufflenet1x_fpn"])
+def test_converted_megvii_checkpoint_gives_the_classifiers_features(tmp_path, sample_images, config):
+    """A converted megvii checkpoint (input_shift included) in the detector: the backbone computes exactly the
+    classifier's stage-2/3 features on a real photo, and the RoI head's stage 4 is the classifier's stage 4."""
+    from test_convert import megvii_case
+
+    from shufflenet.convert.checkpoints import main as convert_main
+
+    ref, src = megvii_case(tmp_path, 3, 1.0, seed=7)
+    converted = tmp_path / "converted.pth"
+    assert convert_main([str(src), "--out", str(converted)]) == 0
+    classifier = create_model(None, weights=converted).eval()
+    assert classifier.input_shift is not None and classifier.input_shift.shift.abs().max() > 0.5
+    model, _ = det.build_detector(config, opts=["MODEL.DEVICE", "cpu"], weights=str(converted))
+    bottom_up = model.backbone.bottom_up if hasattr(model.backbone, "bottom_up") else model.backbone
+    assert torch.equal(bottom_up.input_shift.flatten(), classifier.input_shift.shift.flatten())
+    image = _rgb_photo(sample_images[0], 224, 320)
+    with torch.no_grad():
+        x = model.preprocess_image([{"image": image}]).tensor
+        assert x.shape[-2:] == (224, 320)  # no padding: the comparison covers every border pixel
+        feats = bottom_up(x)
+        want = classifier.maxpool(classifier.conv1(classifier.input_shift(((image / 255.0 - MEAN) / STD)[None])))
+        want2 = classifier.stage2(want)
+        want3 = classifier.stage3(want2)
+    scale = want3.abs().max().item()
+    assert (feats["stage3"] - want3).abs().max().item() < 1e-4 * scale
+    if "stage2" in feats:
+        assert (feats["stage2"] - want2).abs().max().item() < 1e-4 * want2.abs().max().item()
+    if hasattr(model.roi_heads, "stage4"):
+        with torch.no_grad():
+            assert torch.allclose(model.roi_heads.stage4(want3), classifier.stage4(want3), atol=1e-5 * scale)
+    # Without the shift the stem's border (zero padding = megvii's black) differs: the shift matters.
+    with torch.no_grad():
+        bottom_up.input_shift.zero_()
+        unshifted = bottom_up(x)["stage3"]
+    assert (unshifted - want3).abs().max().item() > 1e-2 * scale
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Detection datasets on the real COCO slice (../shared/data/tiny_coco): registration, bad input, evaluation."""
+"""Detection datasets on the repository's real COCO slice (tests/data/coco): registration, bad input, evaluation."""
 
 from __future__ import annotations
 
@@ -20,11 +20,9 @@ from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog, get_
 from detectron2.structures import Boxes, Instances  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny_coco"
-VAL_JSON = TINY_COCO / "annotations" / "instances_val2017.json"
-VAL_IMAGES = TINY_COCO / "val2017"
-
-pytestmark = pytest.mark.skipif(not VAL_JSON.is_file(), reason=f"real COCO slice not found at {TINY_COCO}")
+COCO = REPO / "tests" / "data" / "coco"  # the conftest's coco_root (module-level: used in helpers below)
+VAL_JSON = COCO / "annotations" / "instances_val2017.json"
+VAL_IMAGES = COCO / "val2017"
 
 
 def _cfg(train=(), test=(), opts=()):
@@ -32,14 +30,6 @@ def _cfg(train=(), test=(), opts=()):
         "coco_shufflenet1x_300",
         ["DATASETS.TRAIN", str(tuple(train)), "DATASETS.TEST", str(tuple(test)), *opts],
     )
-
-
-def _coco_root(tmp_path: Path) -> Path:
-    """A $DETECTRON2_DATASETS folder whose coco/ is the read-only slice (a link, nothing copied)."""
-    root = tmp_path / "datasets"
-    root.mkdir()
-    (root / "coco").symlink_to(TINY_COCO, target_is_directory=True)
-    return root
 
 
 def _write_json(path: Path, content) -> Path:
@@ -52,15 +42,15 @@ def val_json():
     return json.loads(VAL_JSON.read_text())
 
 
-def test_builtin_names_resolve_under_detectron2_datasets(tmp_path, monkeypatch):
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(_coco_root(tmp_path)))
+def test_builtin_names_resolve_under_detectron2_datasets(coco_datasets_root, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(coco_datasets_root))
     cfg = _cfg(train=["coco_2017_val"], test=["coco_2017_val"])
     ddata.prepare_datasets(cfg)
     dicts = DatasetCatalog.get("coco_2017_val")
-    assert len(dicts) == 50 and all(Path(d["file_name"]).is_file() for d in dicts)
+    assert len(dicts) == 9 and all(Path(d["file_name"]).is_file() for d in dicts)
     meta = MetadataCatalog.get("coco_2017_val")
     assert len(meta.thing_classes) == 80 and meta.evaluator_type == "coco"
-    assert sum(len(d["annotations"]) for d in dicts) == 382
+    assert sum(len(d["annotations"]) for d in dicts) == 51
 
 
 def test_missing_dataset_folder_names_detectron2_datasets_and_layout(tmp_path, monkeypatch):
@@ -160,11 +150,11 @@ def test_only_crowd_boxes_is_an_error_for_training(tmp_path, val_json):
         ddata.prepare_datasets(_cfg(train=["tiny_all_crowd"]))
 
 
-def test_coco_evaluator_on_real_val2017_ground_truth_as_predictions(tmp_path, monkeypatch):
+def test_coco_evaluator_on_real_val2017_ground_truth_as_predictions(tmp_path, monkeypatch, coco_datasets_root):
     """COCOEvaluator (pycocotools) through the registered builtin name: perfect boxes give AP 100."""
     from detectron2.evaluation import COCOEvaluator
 
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(_coco_root(tmp_path)))
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(coco_datasets_root))
     ddata.prepare_datasets(_cfg(test=["coco_2017_val"]), training=False)
     ev = COCOEvaluator("coco_2017_val", tasks=("bbox",), distributed=False, output_dir=str(tmp_path / "ev"),
                        use_fast_impl=det.HAS_COMPILED_OPS)
@@ -202,10 +192,11 @@ def test_demo_data_is_generated_once_and_valid(tmp_path):
     assert tuple(cfg.DATASETS.TRAIN) == (ddata.DEMO_TRAIN,) and tuple(cfg.DATASETS.TEST) == (ddata.DEMO_VAL,)
 
 
-def test_cli_missing_weights_file(tmp_path, capsys):
-    from shufflenet.detection.engine import main
+def test_cli_missing_weights_file(tmp_path, capsys, coco_datasets_root, monkeypatch):
+    from shufflenet.detection.engine import cli
 
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(coco_datasets_root))
     missing = tmp_path / "nope.pth"
-    assert main(["--config", "coco_shufflenet1x_300", "--eval-only", "MODEL.WEIGHTS", str(missing)]) == 2
+    assert cli(["--config", "coco2017_shufflenet1x_300", "--eval-only", "MODEL.WEIGHTS", str(missing)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: MODEL.WEIGHTS={missing}: no such file") and "Traceback" not in err

@@ -1,5 +1,6 @@
-"""Detection training on the real COCO slice: transfer from a classification checkpoint, COCO evaluation of
-val2017, eval-only and resume through the CLI entry point, an overfit run, and a two-process CPU launch."""
+"""Detection training on the repository's real COCO slice (tests/data/coco): transfer from a classification
+checkpoint, COCO evaluation of val2017, eval-only and resume through the CLI entry point, an overfit run, and a
+two-process CPU launch."""
 
 from __future__ import annotations
 
@@ -21,13 +22,9 @@ from detectron2.utils.env import seed_all_rng  # noqa: E402
 from shufflenet.detection.engine import COCO_METRICS, Trainer, main, summary_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny_coco"
 TINY = "shufflenet_v1_x0_25_g3"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (TINY_COCO / "annotations").is_dir(), reason=f"real COCO slice not found at {TINY_COCO}"),
-]
+pytestmark = pytest.mark.slow
 
 # Small and fast on 2 CPU cores: tiny width, short side 128, few proposals and RoIs.
 FAST = [
@@ -44,13 +41,6 @@ FAST = [
 ]
 
 
-def _coco_root(tmp_path: Path) -> Path:
-    root = tmp_path / "datasets"
-    root.mkdir()
-    (root / "coco").symlink_to(TINY_COCO, target_is_directory=True)
-    return root
-
-
 def _randomized_classifier(path: Path) -> torch.nn.Module:
     torch.manual_seed(1)
     net = create_model(TINY, num_classes=1000)
@@ -62,8 +52,8 @@ def _randomized_classifier(path: Path) -> torch.nn.Module:
     return net
 
 
-def test_train_from_classification_checkpoint_then_eval_and_resume(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("DETECTRON2_DATASETS", str(_coco_root(tmp_path)))
+def test_train_from_classification_checkpoint_then_eval_and_resume(tmp_path, monkeypatch, capsys, coco_datasets_root):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(coco_datasets_root))
     net = _randomized_classifier(tmp_path / "model.pth")
     out = tmp_path / "run"
     config = ["--config", "coco2017_shufflenet1x_300"]
@@ -107,19 +97,19 @@ def test_train_from_classification_checkpoint_then_eval_and_resume(tmp_path, mon
     assert [r["iteration"] for r in last if "total_loss" in r][-1] == 3
 
 
-def _overfit_two_images(tmp: str) -> dict:
+def _overfit_two_images(tmp: str, coco: str) -> dict:
     """Train and evaluate on the same two real images; returns the AP metrics before and after."""
-    tmp_path = Path(tmp)
-    ann = json.loads((TINY_COCO / "annotations" / "instances_train2017.json").read_text())
+    tmp_path, coco = Path(tmp), Path(coco)
+    ann = json.loads((coco / "annotations" / "instances_train2017.json").read_text())
     keep = {360772, 191381}  # two images with one large object each
     ann["images"] = [i for i in ann["images"] if i["id"] in keep]
     ann["annotations"] = [a for a in ann["annotations"] if a["image_id"] in keep]
     (tmp_path / "two.json").write_text(json.dumps(ann))
-    det.register_coco("tiny_overfit_two", tmp_path / "two.json", TINY_COCO / "train2017")
+    det.register_coco("tiny_overfit_two", tmp_path / "two.json", coco / "train2017")
     cfg = det.get_detection_cfg(
         "coco_shufflenet1x_300",
         [*FAST, "DATASETS.TRAIN", "('tiny_overfit_two',)", "DATASETS.TEST", "('tiny_overfit_two',)",
-         "MODEL.SHUFFLENET.FREEZE_AT", "0", "MODEL.SHUFFLENET.NORM", "BN", "SOLVER.BASE_LR", "0.01",
+         "MODEL.BACKBONE.FREEZE_AT", "0", "MODEL.SHUFFLENET.NORM", "BN", "SOLVER.BASE_LR", "0.01",
          "SOLVER.WARMUP_ITERS", "5", "SOLVER.MAX_ITER", "300", "SOLVER.STEPS", "(210, 270)",
          "SOLVER.CHECKPOINT_PERIOD", "1000", "INPUT.RANDOM_FLIP", "none", "OUTPUT_DIR", str(tmp_path / "run")],
     )
@@ -128,11 +118,11 @@ def _overfit_two_images(tmp: str) -> dict:
     trainer.resume_or_load(resume=False)
     start = summary_metrics(Trainer.test(cfg, trainer.model), cfg.DATASETS.TEST)["tiny_overfit_two"]
     trainer.train()
-    end = summary_metrics(trainer._last_eval_results, cfg.DATASETS.TEST)["tiny_overfit_two"]
+    end = summary_metrics(trainer.eval_results, cfg.DATASETS.TEST)["tiny_overfit_two"]
     return {"start": start, "end": end}
 
 
-def test_overfit_two_images_ap_rises(tmp_path):
+def test_overfit_two_images_ap_rises(tmp_path, coco_root):
     """Train and evaluate on the same two real images: AP must rise far above its starting value.
 
     Runs in a fresh interpreter: training from scratch on two boxes is chaotic in the exact AP, and state
@@ -142,9 +132,9 @@ def test_overfit_two_images_ap_rises(tmp_path):
     over the same grid: too close to any bound.)
     """
     code = ("import json, sys; import test_detection_train as t; "
-            "print('RESULT ' + json.dumps(t._overfit_two_images(sys.argv[1])))")
+            "print('RESULT ' + json.dumps(t._overfit_two_images(sys.argv[1], sys.argv[2])))")
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", code, str(tmp_path), str(coco_root)], capture_output=True, text=True, timeout=600,
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -154,14 +144,14 @@ def test_overfit_two_images_ap_rises(tmp_path):
     assert end["AP"] >= start["AP"] + 15.0, (start, end)
 
 
-def test_two_process_launch_on_cpu(tmp_path):
+def test_two_process_launch_on_cpu(tmp_path, coco_root):
     """``--num-gpus 2`` without CUDA: two gloo processes (compat layer) train a few iterations."""
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, str(REPO / "detection" / "train_net.py"), "--config", "coco_shufflenet1x_300",
          "--num-gpus", "2", "--dist-url", "auto",
-         "--register-coco", "tiny_train", str(TINY_COCO / "annotations" / "instances_train2017.json"),
-         str(TINY_COCO / "train2017"),
+         "--register-coco", "tiny_train", str(coco_root / "annotations" / "instances_train2017.json"),
+         str(coco_root / "train2017"),
          *FAST, "DATASETS.TRAIN", "('tiny_train',)", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "2",
          "OUTPUT_DIR", str(out)],
         capture_output=True, text=True, timeout=400, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},

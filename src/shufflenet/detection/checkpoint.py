@@ -23,18 +23,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from ..weights import FORMAT, WeightsError, read_checkpoint
+from ..weights import WeightsError, WeightsFile, read_weights
 from .config import DetectionError
 from .modeling import ShuffleNetBackbone, ShuffleNetROIHeads
 
-__all__ = ["ShuffleNetCheckpointer", "TransferError", "classification_key_map", "classify_checkpoint"]
+__all__ = ["ShuffleNetCheckpointer", "TransferError", "classification_key_map", "load_detector_weights", "weights_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,32 +62,16 @@ def classification_key_map(model: nn.Module) -> Dict[str, str]:
     return mapping
 
 
-def classify_checkpoint(obj: Any) -> str:
-    """'detectron2', 'package', 'lightning', 'state_dict' or 'unknown'."""
-    if not isinstance(obj, Mapping):
-        return "unknown"
-    if obj.get("format") == FORMAT and isinstance(obj.get("state_dict"), Mapping):
-        return "package"
-    if isinstance(obj.get("state_dict"), Mapping) and (
-        "pytorch-lightning_version" in obj or any(str(k).startswith("model.") for k in obj["state_dict"])
-    ):
-        return "lightning"
-    if isinstance(obj.get("model"), Mapping):
-        return "detectron2"
-    keys = [str(k) for k in obj]
-    if keys and all(isinstance(v, torch.Tensor) for v in obj.values()) and any(
-        k.startswith(("conv1.", "stage2.")) for k in keys
-    ):
-        return "state_dict"
-    return "unknown"
+def weights_path(weights: str) -> str:
+    """``MODEL.WEIGHTS`` without a URL query (upstream detectron2 accepts ``model.pth?matching_heuristics=True``)."""
+    return urlparse(weights)._replace(query="").geturl() if "?" in weights else weights
 
 
-def _foreign_hint(keys: List[str]) -> str:
-    if any("first_conv" in k or "branch_main" in k for k in keys):
-        return " It looks like megvii's ShuffleNet-Series checkpoint: convert it to the package weights file first."
-    if any(k.startswith("backbone.layers") for k in keys):
-        return " It looks like an mmpretrain checkpoint: convert it to the package weights file first."
-    return ""
+def _is_detector_state_dict(keys: List[str]) -> bool:
+    """A bare detectron2 model state dict (no ``{"model": ...}`` wrapper): detectron2 wraps it itself."""
+    return bool(keys) and not any(k.split(".", 1)[0] in _CLASSIFIER_MODULES + ("fc",) for k in keys) and any(
+        k.startswith(("backbone.", "proposal_generator.", "roi_heads.")) for k in keys
+    )
 
 
 class ShuffleNetCheckpointer(DetectionCheckpointer):
@@ -99,39 +84,26 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
     transfer_report: Optional[Dict[str, Any]] = None
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
+        """detectron2's formats go to ``DetectionCheckpointer._load_file`` (so upstream's URL query
+        ``?matching_heuristics=True``, which its ``load`` parses before calling this, keeps working);
+        the project's classification files, read by :func:`shufflenet.weights.read_weights`, are mapped
+        into the detector here."""
         if filename.endswith((".pkl", ".pyth")):
             return super()._load_file(filename)
         try:
-            obj = read_checkpoint(filename)
+            wf = read_weights(filename, use="auto")
         except WeightsError as e:
             raise TransferError(f"MODEL.WEIGHTS: {e}") from None
-        kind = classify_checkpoint(obj)
-        if kind == "detectron2":
-            return dict(obj)
-        if kind == "unknown":
-            keys = [str(k) for k in (obj.get("state_dict", obj) if isinstance(obj, Mapping) else {})]
-            raise TransferError(
-                f"MODEL.WEIGHTS={filename}: not a detectron2 checkpoint (no 'model' entry), not a package weights "
-                f"file ('format': {FORMAT!r}), not a Lightning checkpoint of the classifier (keys 'model.*') and "
-                f"not a ShuffleNetV1 state dict (keys 'conv1.*', 'stage2.*'); first keys: {keys[:5]}."
-                + _foreign_hint(keys)
-            )
-        state_dict = dict(obj["state_dict"]) if kind in ("package", "lightning") else dict(obj)
-        if kind == "lightning":
-            others = sorted({k.split(".")[0] for k in state_dict if not k.startswith("model.")})
-            state_dict = {k[len("model.") :]: v for k, v in state_dict.items() if k.startswith("model.")}
-        else:
-            others = []
-        mapped, report = self._map_classification(state_dict, filename, kind, obj)
-        if others:
-            report["ignored_top_level"] = others
+        if wf.kind == "detectron2" or (wf.kind == "state_dict" and _is_detector_state_dict(list(wf.state_dict))):
+            del wf
+            return super()._load_file(filename)
+        mapped, report = self._map_classification(wf)
         self.transfer_report = report
         self._log_report(report)
-        return {"model": mapped, "__author__": f"shufflenet ({kind})", "transfer_report": report}
+        return {"model": mapped, "__author__": f"shufflenet ({wf.kind})", "transfer_report": report}
 
-    def _map_classification(
-        self, state_dict: Dict[str, torch.Tensor], filename: str, kind: str, obj: Mapping
-    ) -> "tuple[Dict[str, torch.Tensor], Dict[str, Any]]":
+    def _map_classification(self, wf: WeightsFile) -> "tuple[Dict[str, torch.Tensor], Dict[str, Any]]":
+        state_dict, filename, kind = wf.state_dict, str(wf.path), wf.kind
         model = _unwrap(self.model)
         key_map = classification_key_map(model)
         if not key_map:
@@ -140,25 +112,42 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
                 f"({type(model).__name__}) has no ShuffleNet backbone to load it into"
             )
         own = model.state_dict()
-        arch = obj.get("arch") if kind == "package" else None
-        src_config = obj.get("config") if kind == "package" else None
+        arch = wf.arch
+        src_config = wf.config
+        backbones = [m for m in model.modules() if isinstance(m, ShuffleNetBackbone)]
+        if src_config and backbones and bool(src_config.get("shuffle_inverse", False)) != backbones[0].shuffle_inverse:
+            want = bool(src_config.get("shuffle_inverse", False))
+            raise TransferError(
+                f"MODEL.WEIGHTS={filename}: the checkpoint's network uses shuffle_inverse={want} (megvii's channel "
+                f"permutation) but the detector was built with MODEL.SHUFFLENET.SHUFFLE_INVERSE={not want}; "
+                f"set MODEL.SHUFFLENET.SHUFFLE_INVERSE {want}"
+            )
         mapped: Dict[str, torch.Tensor] = {}
         ignored: List[str] = []
         unexpected: List[str] = []
         for key, value in state_dict.items():
             module = key.split(".", 1)[0]
+            if key == "input_shift.shift" and "conv1" in key_map:
+                # A converted megvii checkpoint's input shift: the backbone adds it ahead of the stem, as
+                # the classifier's InputShift does (exact, border included).
+                target = key_map["conv1"].rsplit(".", 1)[0] + ".input_shift"
+                if target in own and own[target].numel() == value.numel():
+                    mapped[target] = value.reshape(own[target].shape)
+                    continue
             if module == "fc" or (module in _CLASSIFIER_MODULES and module not in key_map):
                 ignored.append(key)  # the classifier, or a stage this detector does not use
+                continue
+            if key.endswith("num_batches_tracked"):
+                # BN's step counter: never transferred, on either install (detectron2 0.6's FrozenBatchNorm2d
+                # has no such buffer, upstream's has one), so the report's counts do not depend on the install.
+                ignored.append(key)
                 continue
             if module not in key_map:
                 unexpected.append(key)
                 continue
             target = key_map[module] + key[len(module) :]
             if target not in own:
-                if key.endswith("num_batches_tracked"):
-                    ignored.append(key)  # frozen BN keeps no step counter
-                else:
-                    unexpected.append(key)
+                unexpected.append(key)
                 continue
             if tuple(own[target].shape) != tuple(value.shape):
                 what = f"arch {arch!r}, config {src_config}" if (arch or src_config) else "its widths"
@@ -169,11 +158,14 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
                 )
             mapped[target] = value
         prefixes = tuple(p + "." for p in key_map.values())
-        missing = [k for k in own if k.startswith(prefixes) and k not in mapped]
+        missing = [k for k in own if k.startswith(prefixes) and k not in mapped and not k.endswith("num_batches_tracked")]
+        shift = next((v for k, v in mapped.items() if k.endswith(".input_shift")), None)
         report = {
             "source": str(filename),
             "format": kind,
+            "weights": wf.weights,
             "arch": arch,
+            "input_shift": [round(float(v), 6) for v in shift.flatten()] if shift is not None else None,
             "loaded": len(mapped),
             "loaded_into": sorted(set(key_map.values())),
             "ignored": ignored,
@@ -207,6 +199,6 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
 
 def load_detector_weights(model: nn.Module, weights: str, save_dir: str = "") -> Dict[str, Any]:
     """Load ``weights`` (any format above) into ``model``; returns ``load()``'s leftovers."""
-    if not Path(weights).is_file():
+    if not Path(weights_path(weights)).is_file():
         raise TransferError(f"MODEL.WEIGHTS={weights}: no such file")
     return ShuffleNetCheckpointer(model, save_dir=save_dir).load(weights, checkpointables=[])

@@ -13,12 +13,14 @@ What is shimmed, and why
    convolution, the fast C++ COCO evaluation). This project uses none of them. The stub is an attribute
    only (not in ``sys.modules``), so ``import detectron2._C`` still fails and ``collect_env`` still reports
    "not compiled". ``nms_rotated`` goes through ``torch.ops.detectron2`` instead and gets the same message.
-2. Pillow >= 10 removed ``PIL.Image.LINEAR`` (used as a default argument in detectron2's transforms):
-   aliased to ``Image.Resampling.BILINEAR`` (the same filter).
+2. Pillow >= 10 removed ``PIL.Image.LINEAR``; detectron2 0.6 uses it as a default argument in
+   ``data/transforms/transform.py`` (upstream later switched to ``BILINEAR``). Only when the installed
+   detectron2's source uses ``Image.LINEAR`` *and* Pillow lacks it is it aliased to
+   ``Image.Resampling.BILINEAR`` (the same filter); an upstream install gets no global side effect.
 3. NumPy 2 removed ``np.int``/``np.float``/``np.object``; detectron2 0.6 uses them in
    ``data/build.py`` (class histogram printed for every training set) and the semantic-segmentation /
-   VOC evaluators. Those modules get a numpy proxy that maps the removed aliases to the builtins; numpy
-   itself is left untouched.
+   VOC evaluators. Only the modules whose installed source still uses a removed alias (and only when
+   NumPy lacks it) get a numpy proxy that maps the aliases to the builtins; numpy itself is left untouched.
 4. ``detectron2.export``'s package ``__init__`` imports the Caffe2 exporter (``caffe2``, ``onnx``) that
    torch no longer ships; upstream later made that import optional. Without caffe2 we import the package
    the way upstream does now: ``TracingAdapter``, ``scripting_with_instances`` and ``dump_torchscript_IR``
@@ -39,10 +41,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
+import re
 import sys
 import types
 from datetime import timedelta
 from typing import Any, List
+
+from ..errors import ShuffleNetError
 
 __all__ = ["apply", "HAS_COMPILED_OPS", "MissingCompiledOpError", "applied_shims"]
 
@@ -69,8 +75,9 @@ _OP_USERS = {
 }
 
 
-class MissingCompiledOpError(RuntimeError):
-    """A detectron2 op that lives in the C++ extension ``detectron2._C``, which is not installed."""
+class MissingCompiledOpError(ShuffleNetError, RuntimeError):
+    """A detectron2 op that lives in the C++ extension ``detectron2._C``, which is not installed (a request
+    this installation cannot serve: one ``error:`` line from the CLIs, like every project error)."""
 
 
 def _missing_op_message(name: str) -> str:
@@ -127,29 +134,70 @@ def _shim_missing_extension() -> None:
     _APPLIED.append("detectron2._C stub (C++ extension not installed)")
 
 
-def _shim_pillow() -> None:
+def module_source(name: str) -> str:
+    """The installed source text of ``detectron2.<...>`` module ``name``, read without importing it (a
+    ``find_spec`` of a submodule would import its parent packages, which is what fails); "" if absent."""
+    top, _, rest = name.partition(".")
+    spec = importlib.util.find_spec(top)
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        base = os.path.join(root, *rest.split(".")) if rest else root
+        for path in (base + ".py", os.path.join(base, "__init__.py")):
+            if os.path.isfile(path):
+                with open(path, encoding="utf-8") as f:
+                    return f.read()
+    return ""
+
+
+#: detectron2 modules that (in 0.6) use ``PIL.Image.LINEAR`` / NumPy's removed aliases.
+PILLOW_USERS = ("detectron2.data.transforms.transform",)
+NUMPY_ALIAS_USERS = (
+    "detectron2.data.build",
+    "detectron2.evaluation.sem_seg_evaluation",
+    "detectron2.evaluation.pascal_voc_evaluation",
+)
+_NUMPY_ALIAS_USE = re.compile(r"\bnp\.(int|float|object|bool|complex|str)\b(?![\w(])")
+
+
+def needs_pillow_alias() -> bool:
+    """Whether the installed detectron2 uses ``Image.LINEAR`` and the installed Pillow lacks it."""
     from PIL import Image
 
-    if not hasattr(Image, "LINEAR"):
+    return not hasattr(Image, "LINEAR") and any("Image.LINEAR" in module_source(m) for m in PILLOW_USERS)
+
+
+def modules_needing_numpy_aliases() -> List[str]:
+    """The detectron2 modules whose installed source uses an alias the installed NumPy removed."""
+    import numpy as np
+
+    out = []
+    for name in NUMPY_ALIAS_USERS:
+        used = {m.group(1) for m in _NUMPY_ALIAS_USE.finditer(module_source(name))}
+        if any(not hasattr(np, alias) for alias in used):
+            out.append(name)
+    return out
+
+
+def _shim_pillow() -> None:
+    if needs_pillow_alias():
+        from PIL import Image
+
         Image.LINEAR = Image.Resampling.BILINEAR
-        _APPLIED.append("PIL.Image.LINEAR -> Image.Resampling.BILINEAR (Pillow >= 10)")
+        _APPLIED.append("PIL.Image.LINEAR -> Image.Resampling.BILINEAR (detectron2 0.6 uses it; Pillow >= 10)")
 
 
 def _shim_numpy_aliases() -> None:
     import numpy as np
 
-    if hasattr(np, "int") and hasattr(np, "float"):  # NumPy < 1.24 still has them
+    names = modules_needing_numpy_aliases()
+    if not names:
         return
     proxy = _NumpyWithRemovedAliases(np)
-    for name in (
-        "detectron2.data.build",
-        "detectron2.evaluation.sem_seg_evaluation",
-        "detectron2.evaluation.pascal_voc_evaluation",
-    ):
+    for name in names:
         module = importlib.import_module(name)
         if getattr(module, "np", None) is np:
             module.np = proxy
-    _APPLIED.append("np.int/np.float/np.object inside detectron2.data.build and two evaluators (NumPy 2)")
+    _APPLIED.append(f"np.int/np.float/np.object inside {', '.join(names)} (detectron2 0.6 uses them; NumPy 2)")
 
 
 def _unavailable_nms_rotated(*args: Any, **kwargs: Any) -> Any:

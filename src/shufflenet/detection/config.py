@@ -46,8 +46,11 @@ def add_shufflenet_config(cfg: CN) -> CN:
     MODEL.SHUFFLENET.SHUFFLE_INVERSE megvii's shuffle permutation (converted megvii weights that need it).
     MODEL.SHUFFLENET.NORM            "FrozenBN" (transfer from ImageNet), "BN" (train BN, e.g. from
                                      scratch), or "SyncBN".
-    MODEL.SHUFFLENET.FREEZE_AT       0: train all; 1: freeze the stem (conv1); k in 2..4: the stem and
-                                     stages 2..k (frozen parts also get frozen BN), as ResNet's FREEZE_AT.
+    MODEL.SHUFFLENET.FREEZE_AT       deprecated alias of detectron2's standard MODEL.BACKBONE.FREEZE_AT
+                                     (0: train all; 1: freeze the stem (conv1); k in 2..4: the stem and
+                                     stages 2..k; frozen parts also get frozen BN). Default -1: unset, and
+                                     MODEL.BACKBONE.FREEZE_AT decides; when set (>= 0) it wins, with a
+                                     deprecation warning.
     MODEL.SHUFFLENET.OUT_FEATURES    backbone outputs among "stem" (stride 4), "stage2" (8),
                                      "stage3" (16), "stage4" (32). C4: ["stage3"]; FPN: stages 2-4.
     """
@@ -57,7 +60,7 @@ def add_shufflenet_config(cfg: CN) -> CN:
     cfg.MODEL.SHUFFLENET.WIDTH_MULT = 1.0
     cfg.MODEL.SHUFFLENET.SHUFFLE_INVERSE = False
     cfg.MODEL.SHUFFLENET.NORM = "FrozenBN"
-    cfg.MODEL.SHUFFLENET.FREEZE_AT = 2
+    cfg.MODEL.SHUFFLENET.FREEZE_AT = -1  # deprecated alias; MODEL.BACKBONE.FREEZE_AT is the key
     cfg.MODEL.SHUFFLENET.OUT_FEATURES = ["stage3"]
     return cfg
 

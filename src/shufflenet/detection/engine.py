@@ -1,8 +1,20 @@
 """Training and evaluation: detectron2's ``DefaultTrainer`` with the wing's checkpointer and COCO evaluation.
 
-``detection/train_net.py`` is a thin wrapper around :func:`main` here, which follows detectron2's own
-``tools/train_net.py``: ``default_argument_parser`` flags, ``launch`` over processes, ``default_setup``,
-``Trainer.test`` for ``--eval-only`` and ``trainer.resume_or_load`` + ``trainer.train()`` otherwise.
+``detection/train_net.py`` (and the ``shufflenet-detect`` console script) call :func:`cli` here, which runs
+:func:`main` through :func:`shufflenet.errors.run_cli` (any project error: one ``error:`` line, exit 2).
+:func:`main` follows detectron2's own ``tools/train_net.py``: ``default_argument_parser`` flags, ``launch``
+over processes, ``default_setup``, ``Trainer.test`` for ``--eval-only`` and ``trainer.resume_or_load`` +
+``trainer.train()`` otherwise. Before any process starts or anything is logged, :func:`setup` checks the
+config, the datasets and the weights a run will load (``MODEL.WEIGHTS``, or the checkpoint ``--resume``
+continues), so bad input is one line, not a traceback after detectron2's environment and config dump.
+
+detectron2 API used: ``DefaultTrainer``'s public overrides (``build_hooks``, ``build_train_loader``,
+``build_evaluator``, ``state_dict``/``load_state_dict``) and attributes (``model``, ``cfg``,
+``checkpointer``), ``hooks.EvalHook``, ``TrainingSampler``. Two private names remain, both for
+detectron2's own bookkeeping: ``_last_eval_results`` is set beside the public :attr:`Trainer.eval_results`
+because ``DefaultTrainer.train`` reads it for ``TEST.EXPECTED_RESULTS``; and the upstream-compatibility
+path of :meth:`Trainer.load_state_dict` only *checks* for upstream's ``"_trainer"`` key (it touches no
+private attribute).
 """
 
 from __future__ import annotations
@@ -17,15 +29,18 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, build_detection_train_loader
 from detectron2.data.build import filter_images_with_only_crowd_annotations
-from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.data.samplers import TrainingSampler
+from detectron2.engine import DefaultTrainer, TrainerBase, default_argument_parser, default_setup, hooks, launch
 from detectron2.evaluation import COCOEvaluator
+from detectron2.modeling import build_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from .. import InvalidConfigError, UnknownModelError, WeightsError
+from ..errors import run_cli
 from ..fileio import write_json_atomic
-from .checkpoint import ShuffleNetCheckpointer
-from .compat import HAS_COMPILED_OPS, MissingCompiledOpError
+from ..weights import WeightsError, read_weights
+from .checkpoint import ShuffleNetCheckpointer, load_detector_weights, weights_path
+from .compat import HAS_COMPILED_OPS
 from .config import DetectionError, get_detection_cfg, list_configs
 from .data import check_trainable, prepare_datasets, register_coco
 
@@ -36,6 +51,9 @@ __all__ = [
     "setup",
     "run",
     "main",
+    "cli",
+    "CountingCOCOEvaluator",
+    "resume_checkpoint",
     "write_results",
     "format_results_table",
 ]
@@ -46,21 +64,86 @@ logger = logging.getLogger(__name__)
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
 
-class Trainer(DefaultTrainer):
-    """``DefaultTrainer`` whose checkpointer also reads this project's classification checkpoints and
-    whose evaluator is ``COCOEvaluator`` (pycocotools; detectron2's fast C++ version when compiled)."""
+class CountingCOCOEvaluator(COCOEvaluator):
+    """``COCOEvaluator`` that also reports how many boxes the model predicted (``results["detections"]``).
 
-    def __init__(self, cfg: CfgNode) -> None:
-        super().__init__(cfg)
-        # Same arguments as DefaultTrainer's DetectionCheckpointer; the hooks only save through it.
-        self.checkpointer = ShuffleNetCheckpointer(self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        for hook in self._hooks:
-            if hasattr(hook, "checkpointer"):
-                hook.checkpointer = self.checkpointer
+    With no detections at all, COCO AP is undefined and detectron2 returns NaN for every metric; the count
+    lets the report say why instead of writing silent nulls.
+    """
+
+    def reset(self) -> None:
+        super().reset()
+        self.num_detections = 0
+        self.num_images = 0
+
+    def process(self, inputs, outputs) -> None:
+        super().process(inputs, outputs)
+        for output in outputs:
+            if "instances" in output:
+                self.num_detections += len(output["instances"])
+                self.num_images += 1
+
+    def evaluate(self, img_ids=None):
+        results = super().evaluate(img_ids)
+        counts = [(self.num_detections, self.num_images)]
+        if getattr(self, "_distributed", False):
+            comm.synchronize()
+            counts = comm.gather(counts[0], dst=0)
+        if not comm.is_main_process() or results is None:
+            return results
+        results = dict(results)
+        results["detections"] = {"count": sum(c[0] for c in counts), "images": sum(c[1] for c in counts)}
+        return results
+
+
+class Trainer(DefaultTrainer):
+    """``DefaultTrainer`` whose checkpointer also reads this project's classification checkpoints, whose
+    evaluator is :class:`CountingCOCOEvaluator` (pycocotools; detectron2's fast C++ version when compiled),
+    whose training sampler is seeded from ``cfg.SEED`` (as upstream detectron2 does, so ``SEED`` gives the
+    same sampling order on the 0.6 copy and on upstream), and which resumes a detectron2 0.6 checkpoint
+    under upstream detectron2.
+
+    :attr:`eval_results` holds the last evaluation's results (the final one after :meth:`train`).
+    """
+
+    eval_results: Optional[Dict[str, Any]] = None
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ sets self.checkpointer and then calls build_hooks, whose
+        # PeriodicCheckpointer saves through self.checkpointer: replacing it first (same arguments as
+        # DefaultTrainer's DetectionCheckpointer) makes the hooks, resume_or_load and the saves use it.
+        self.checkpointer = ShuffleNetCheckpointer(self.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        built = super().build_hooks()
+        for i, hook in enumerate(built):
+            if isinstance(hook, hooks.EvalHook):
+                built[i] = hooks.EvalHook(self.cfg.TEST.EVAL_PERIOD, self.test_and_keep_results)
+        return built
+
+    def test_and_keep_results(self) -> Dict[str, Any]:
+        """What ``DefaultTrainer``'s evaluation hook runs, keeping the results in :attr:`eval_results`."""
+        self.eval_results = self.test(self.cfg, self.model)
+        self._last_eval_results = self.eval_results  # read by DefaultTrainer.train for TEST.EXPECTED_RESULTS
+        return self.eval_results
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Upstream detectron2 saves its inner trainer's state (optimizer, AMP scaler) under ``"_trainer"`` and
+        needs it on resume; detectron2 0.6 never wrote it. A 0.6 checkpoint resumed under upstream loads
+        the iteration and hook states (scheduler) and starts the optimizer state afresh, with a warning,
+        instead of failing with ``KeyError: '_trainer'``."""
+        if "_trainer" not in state_dict and "_trainer" in super().state_dict():
+            logging.getLogger(__name__).warning(
+                "This checkpoint was written by detectron2 0.6 (no '_trainer' state): resuming at iteration %s "
+                "with the scheduler state restored and a fresh optimizer state (SGD momentum restarts).",
+                state_dict.get("iteration"),
+            )
+            TrainerBase.load_state_dict(self, state_dict)
+            return
+        super().load_state_dict(state_dict)
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
-        """detectron2's train loader, over dataset dicts checked for at least one usable box."""
+        """detectron2's train loader, over dataset dicts checked for at least one usable box, with
+        ``TrainingSampler(seed=cfg.SEED)`` (a negative SEED: a random order)."""
         if cfg.MODEL.LOAD_PROPOSALS or cfg.MODEL.KEYPOINT_ON:
             return build_detection_train_loader(cfg)
         dicts = []
@@ -70,13 +153,18 @@ class Trainer(DefaultTrainer):
             dicts.extend(one)
         if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
             dicts = filter_images_with_only_crowd_annotations(dicts)
-        return build_detection_train_loader(cfg, dataset=dicts)
+        sampler = None
+        if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
+            sampler = TrainingSampler(len(dicts), seed=cfg.SEED if cfg.SEED >= 0 else None)
+        return build_detection_train_loader(cfg, dataset=dicts, sampler=sampler)
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
         if output_folder is None:
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder, use_fast_impl=HAS_COMPILED_OPS)
+        return CountingCOCOEvaluator(
+            dataset_name, tasks=("bbox",), output_dir=output_folder, use_fast_impl=HAS_COMPILED_OPS
+        )
 
 
 def build_argument_parser():
@@ -115,8 +203,49 @@ def build_argument_parser():
     return parser
 
 
-def setup(args) -> CfgNode:
-    """Register ``--register-coco`` datasets, build the config, check its datasets (no detectron2 setup)."""
+def resume_checkpoint(cfg: CfgNode) -> Optional[Path]:
+    """The checkpoint ``--resume`` continues from: the file named in ``OUTPUT_DIR/last_checkpoint`` (fvcore's
+    record of the latest save), or ``None`` when the folder has none (detectron2 then loads MODEL.WEIGHTS)."""
+    tag = Path(cfg.OUTPUT_DIR) / "last_checkpoint"
+    if not tag.is_file():
+        return None
+    name = tag.read_text().strip()
+    return Path(cfg.OUTPUT_DIR) / name if name else None
+
+
+def check_weights(cfg: CfgNode, path: str, what: str) -> None:
+    """Read ``path`` with the project's one reader and load it into a CPU copy of the detector, so a missing,
+    corrupt, unconverted or mismatching file is one message before any process, log or output exists."""
+    local = weights_path(path)
+    if "://" in local:
+        return  # a URL: detectron2 fetches it itself
+    if not os.path.isfile(local):
+        raise DetectionError(
+            f"{what}={path}: no such file (expected a classification weights file / Lightning .ckpt of this "
+            f"project, a converted public checkpoint, or a detectron2 checkpoint)"
+        )
+    if not local.endswith((".pkl", ".pyth")):
+        try:
+            read_weights(local)
+        except WeightsError as e:
+            raise DetectionError(f"{what}: {e}") from None
+    cpu = cfg.clone()
+    cpu.defrost()
+    cpu.MODEL.DEVICE = "cpu"
+    model = build_model(cpu)
+    logging.disable(logging.WARNING)  # the run logs the load (transfer report) once, after its setup
+    try:
+        load_detector_weights(model, path)
+    except KeyError as e:  # a detectron2 checkpoint without the entries detectron2 expects
+        raise DetectionError(f"{what}={path}: not a detectron2 checkpoint detectron2 can load ({e!r})") from None
+    finally:
+        logging.disable(logging.NOTSET)
+        del model
+
+
+def setup(args, verify_weights: bool = True) -> CfgNode:
+    """Register ``--register-coco`` datasets, build the config, check its datasets and (``verify_weights``)
+    the weights the run will load (no detectron2 setup, nothing written)."""
     for name, json_file, image_dir in args.register_coco:
         register_coco(name, json_file, image_dir)
     if args.config and args.config_file:
@@ -127,13 +256,19 @@ def setup(args) -> CfgNode:
             f"no config given: use --config NAME (one of {', '.join(list_configs())}) or --config-file PATH"
         )
     cfg = get_detection_cfg(config, args.opts)
-    weights = cfg.MODEL.WEIGHTS
-    if weights and "://" not in weights and not os.path.isfile(weights):
-        raise DetectionError(
-            f"MODEL.WEIGHTS={weights}: no such file (expected a classification weights file / Lightning .ckpt "
-            f"of this project, a converted public checkpoint, or a detectron2 checkpoint)"
-        )
     prepare_datasets(cfg, training=not args.eval_only)
+    resumed = resume_checkpoint(cfg) if args.resume else None
+    if not verify_weights:
+        return cfg
+    if resumed is not None:
+        if not resumed.is_file():
+            raise DetectionError(
+                f"--resume: {cfg.OUTPUT_DIR}/last_checkpoint names {resumed.name}, which does not exist; remove "
+                f"{cfg.OUTPUT_DIR}/last_checkpoint to start from MODEL.WEIGHTS, or restore the file"
+            )
+        check_weights(cfg, str(resumed), "--resume checkpoint")
+    elif cfg.MODEL.WEIGHTS:
+        check_weights(cfg, cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS")
     return cfg
 
 
@@ -151,6 +286,36 @@ def summary_metrics(results: Mapping[str, Any], dataset_names: Sequence[str] = (
         out[dataset] = {k: float(bbox[k]) for k in COCO_METRICS if k in bbox}
         out[dataset].update({k: float(v) for k, v in bbox.items() if k.startswith("AP-")})
     return out
+
+
+def detection_counts(results: Mapping[str, Any], dataset_names: Sequence[str] = ()) -> Dict[str, Dict[str, int]]:
+    """``{dataset: {"count": boxes predicted, "images": images evaluated}}`` (:class:`CountingCOCOEvaluator`)."""
+    if "bbox" in results:
+        results = {dataset_names[0] if len(dataset_names) == 1 else "": results}
+    return {d: dict(r["detections"]) for d, r in results.items() if isinstance(r, Mapping) and "detections" in r}
+
+
+def explain_undefined(metrics: Mapping[str, Mapping[str, float]], counts: Mapping[str, Mapping[str, int]],
+                      cfg: CfgNode) -> Dict[str, str]:
+    """Why a dataset's AP is undefined (NaN -> null in the JSON), in words: no detections, or no ground truth."""
+    notes = {}
+    for dataset, m in metrics.items():
+        ap = m.get("AP")
+        if ap is not None and ap == ap:
+            continue
+        count = counts.get(dataset, {})
+        if count.get("count") == 0:
+            notes[dataset] = (
+                f"the model made no detections on the {count.get('images', 0)} images of {dataset}: every box scored "
+                f"below MODEL.ROI_HEADS.SCORE_THRESH_TEST={cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST} (an untrained or "
+                f"barely trained detector?), so COCO AP is undefined (null), not 0"
+            )
+        else:
+            notes[dataset] = (
+                f"COCO AP on {dataset} is undefined (null): its annotations have no box of the evaluated classes "
+                f"({count.get('count', '?')} boxes were predicted)"
+            )
+    return notes
 
 
 def format_results_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
@@ -182,53 +347,68 @@ def _report(cfg: CfgNode, args, results: Mapping[str, Any]) -> Dict[str, Dict[st
     if not metrics:
         return metrics
     if comm.is_main_process():
+        counts = detection_counts(results, cfg.DATASETS.TEST)
+        notes = explain_undefined(metrics, counts, cfg)
         path = args.results_json or os.path.join(cfg.OUTPUT_DIR, "coco_eval.json")
-        write_results(
-            path,
-            metrics,
-            {"config": args.config or args.config_file, "weights": cfg.MODEL.WEIGHTS, "eval_only": bool(args.eval_only)},
-        )
         print(format_results_table(metrics))
+        for note in notes.values():
+            print(f"warning: {note}", file=sys.stderr, flush=True)
+        extra = {"config": args.config or args.config_file, "weights": cfg.MODEL.WEIGHTS,
+                 "eval_only": bool(args.eval_only), "detections": counts}
+        if notes:
+            extra["notes"] = notes
+        try:
+            write_results(path, metrics, extra)
+        except OSError as e:  # the table is printed already; the file is not half-written (atomic)
+            raise DetectionError(f"--results-json {path}: cannot write the results ({e.strerror or e})") from None
         print(f"COCO box metrics written to {path}")
     return metrics
 
 
 def run(args) -> Dict[str, Dict[str, float]]:
     """One process's work (what ``launch`` calls): train (and evaluate), or evaluate only."""
-    cfg = setup(args)
-    default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="shufflenet", abbrev_name="shufflenet")
-    if args.eval_only:
-        model = Trainer.build_model(cfg)
-        ShuffleNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        results = Trainer.test(cfg, model)
-        return _report(cfg, args, results)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    trainer.train()
-    # DefaultTrainer keeps the final evaluation (its EvalHook runs after the last iteration) here.
-    results = getattr(trainer, "_last_eval_results", None) or {}
-    return _report(cfg, args, results)
-
-
-#: The project's own error classes: printed as one line (``error: ...``), exit status 2.
-USER_ERRORS = (DetectionError, WeightsError, InvalidConfigError, UnknownModelError, MissingCompiledOpError)
+    cfg = setup(args, verify_weights=False)  # main() checked the weights before any process started
+    metrics_file = Path(cfg.OUTPUT_DIR) / "metrics.json"
+    had_metrics = metrics_file.exists()
+    try:
+        default_setup(cfg, args)
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="shufflenet", abbrev_name="shufflenet")
+        if args.eval_only:
+            model = Trainer.build_model(cfg)
+            ShuffleNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+            results = Trainer.test(cfg, model)
+            return _report(cfg, args, results)
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+        # The final evaluation (DefaultTrainer's EvalHook runs it after the last iteration).
+        return _report(cfg, args, trainer.eval_results or {})
+    except BaseException:
+        # detectron2's JSONWriter opens metrics.json when the trainer is built: a run that fails before
+        # logging anything leaves no empty file behind.
+        if not had_metrics and metrics_file.is_file() and metrics_file.stat().st_size == 0:
+            metrics_file.unlink()
+        raise
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``detection/train_net.py``: parse, validate in this process, then ``launch`` the workers."""
+    """``detection/train_net.py``: parse, validate in this process, then ``launch`` the workers.
+
+    Bad input raises a :class:`~shufflenet.errors.ShuffleNetError` (:func:`cli` prints it as one line)."""
     args = build_argument_parser().parse_args(argv)
-    try:
-        setup(args)  # bad config / dataset / override: one message here, before any process starts
-        launch(
-            run,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    setup(args)  # bad config / dataset / weights / override: one message here, before any process starts
+    launch(
+        run,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
     return 0
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point (``shufflenet-detect``, ``detection/train_net.py``): :func:`main` through
+    :func:`shufflenet.errors.run_cli`."""
+    return run_cli(main, argv)

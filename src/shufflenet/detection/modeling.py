@@ -18,6 +18,7 @@ ShuffleNet unit.
 
 from __future__ import annotations
 
+import logging
 from typing import Dict, List, Sequence
 
 import torch
@@ -42,12 +43,43 @@ __all__ = [
     "build_shufflenet_c4_backbone",
     "build_shufflenet_fpn_backbone",
     "apply_norm",
+    "feature_shapes",
+    "freeze_at",
 ]
 
-#: Backbone feature names, in order, with their strides.
+logger = logging.getLogger(__name__)
+
+#: Backbone feature names, in order. Channels and strides come from the network's timm ``feature_info``
+#: (``shufflenet.models.shufflenet.skeleton_feature_info``), whose ``maxpool`` entry is the ``stem`` here.
 STAGE_NAMES = ("stem", "stage2", "stage3", "stage4")
-_STRIDES = {"stem": 4, "stage2": 8, "stage3": 16, "stage4": 32}
+_FEATURE_MODULES = {"stem": "maxpool", "stage2": "stage2", "stage3": "stage3", "stage4": "stage4"}
 _NORMS = ("FrozenBN", "BN", "SyncBN")
+
+
+def feature_shapes(net: ShuffleNetV1) -> Dict[str, ShapeSpec]:
+    """``{feature name: ShapeSpec(channels, stride)}`` from ``net.feature_info`` (the one table of strides)."""
+    info = {f["module"]: f for f in net.feature_info}
+    return {
+        name: ShapeSpec(channels=int(info[module]["num_chs"]), stride=int(info[module]["reduction"]))
+        for name, module in _FEATURE_MODULES.items()
+    }
+
+
+def freeze_at(cfg) -> int:
+    """How much of the backbone to freeze: detectron2's standard ``MODEL.BACKBONE.FREEZE_AT``.
+
+    ``MODEL.SHUFFLENET.FREEZE_AT`` is a deprecated alias kept for old configs: when it is set (>= 0) it
+    wins over ``MODEL.BACKBONE.FREEZE_AT`` (it can only have been set on purpose; its default is -1), with
+    a deprecation warning.
+    """
+    alias = int(cfg.MODEL.SHUFFLENET.FREEZE_AT)
+    if alias >= 0:
+        logger.warning(
+            "MODEL.SHUFFLENET.FREEZE_AT=%d is deprecated and overrides MODEL.BACKBONE.FREEZE_AT=%d; "
+            "set MODEL.BACKBONE.FREEZE_AT instead", alias, cfg.MODEL.BACKBONE.FREEZE_AT,
+        )
+        return alias
+    return int(cfg.MODEL.BACKBONE.FREEZE_AT)
 
 
 def build_shufflenet(cfg) -> ShuffleNetV1:
@@ -87,8 +119,15 @@ class ShuffleNetBackbone(Backbone):
         net: the network; its ``conv1``, ``maxpool`` and the stages up to the deepest requested output are
             moved in (deeper stages and the classifier are not kept).
         out_features: names among ``STAGE_NAMES``.
-        freeze_at: 0 trains all; 1 freezes the stem; ``k`` in 2..4 the stem and stages 2..k.
+        freeze_at: 0 trains all; 1 freezes the stem; ``k`` in 2..4 the stem and stages 2..k
+            (``MODEL.BACKBONE.FREEZE_AT``, as for detectron2's ResNet).
         norm: "FrozenBN", "BN" or "SyncBN" (layers frozen by ``freeze_at`` always get frozen BN).
+
+    ``input_shift`` (a persistent ``(1, 3, 1, 1)`` buffer, zero unless the weights set it) is added to the
+    normalized image ahead of the stem, as :class:`shufflenet.models.shufflenet.InputShift` does in the
+    classifier: a converted megvii checkpoint's shift loads into it, so its stem sees exactly what it sees
+    in the classifier (zero padding = megvii's black), and a detectron2 checkpoint of the trained detector
+    carries it.
     """
 
     def __init__(
@@ -104,21 +143,23 @@ class ShuffleNetBackbone(Backbone):
         depth = max(STAGE_NAMES.index(f) for f in out_features)
         if not 0 <= freeze_at <= depth + 1:
             raise DetectionError(
-                f"MODEL.SHUFFLENET.FREEZE_AT={freeze_at}: expected 0..{depth + 1} for a backbone that "
+                f"MODEL.BACKBONE.FREEZE_AT={freeze_at}: expected 0..{depth + 1} for a backbone that "
                 f"ends at {STAGE_NAMES[depth]} (0: train all, 1: stem, k: stem + stages 2..k)"
             )
-        channels = {"stem": net.stem_channels}
-        channels.update({f"stage{i + 2}": c for i, c in enumerate(net.stage_out_channels)})
+        shapes = feature_shapes(net)
+        shift = net.input_shift.shift.detach().clone() if net.input_shift is not None else torch.zeros(1, 3, 1, 1)
+        self.register_buffer("input_shift", shift.reshape(1, -1, 1, 1), persistent=True)
         self.conv1 = net.conv1
         self.maxpool = net.maxpool
         self.stage_names = [n for n in STAGE_NAMES[1 : depth + 1]]
         for name in self.stage_names:
             self.add_module(name, getattr(net, name))
         self._out_features = [n for n in STAGE_NAMES if n in out_features]
-        self._out_feature_channels = {n: channels[n] for n in self._out_features}
-        self._out_feature_strides = {n: _STRIDES[n] for n in self._out_features}
+        self._out_feature_channels = {n: shapes[n].channels for n in self._out_features}
+        self._out_feature_strides = {n: shapes[n].stride for n in self._out_features}
         self.groups = net.groups
         self.width_mult = net.width_mult
+        self.shuffle_inverse = net.shuffle_inverse
         apply_norm(self, norm)
         self.freeze(freeze_at)
 
@@ -143,7 +184,7 @@ class ShuffleNetBackbone(Backbone):
         if x.dim() != 4:
             raise ValueError(f"ShuffleNetBackbone takes (N, C, H, W) inputs, got shape {tuple(x.shape)}")
         outputs = {}
-        x = self.maxpool(self.conv1(x))
+        x = self.maxpool(self.conv1(x + self.input_shift))
         if "stem" in self._out_features:
             outputs["stem"] = x
         for name in self.stage_names:
@@ -179,7 +220,7 @@ def build_shufflenet_c4_backbone(cfg, input_shape: ShapeSpec) -> ShuffleNetBackb
             "ShuffleNetROIHeads); use build_shufflenet_fpn_backbone for stage4 features"
         )
     net = build_shufflenet(cfg)
-    return ShuffleNetBackbone(net, out_features, cfg.MODEL.SHUFFLENET.FREEZE_AT, cfg.MODEL.SHUFFLENET.NORM)
+    return ShuffleNetBackbone(net, out_features, freeze_at(cfg), cfg.MODEL.SHUFFLENET.NORM)
 
 
 @BACKBONE_REGISTRY.register()
@@ -188,7 +229,7 @@ def build_shufflenet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     _check_cfg(cfg)
     net = build_shufflenet(cfg)
     bottom_up = ShuffleNetBackbone(
-        net, cfg.MODEL.SHUFFLENET.OUT_FEATURES, cfg.MODEL.SHUFFLENET.FREEZE_AT, cfg.MODEL.SHUFFLENET.NORM
+        net, cfg.MODEL.SHUFFLENET.OUT_FEATURES, freeze_at(cfg), cfg.MODEL.SHUFFLENET.NORM
     )
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
     missing = [f for f in in_features if f not in bottom_up.output_shape()]
@@ -252,12 +293,13 @@ class ShuffleNetROIHeads(ROIHeads):
             )
         net = build_shufflenet(cfg)
         feature = input_shape[in_features[0]]
-        if feature.channels != net.stage_out_channels[1]:
+        shapes = feature_shapes(net)
+        if feature.channels != shapes["stage3"].channels:
             raise DetectionError(
                 f"ShuffleNetROIHeads: feature {in_features[0]!r} has {feature.channels} channels but stage 4 "
-                f"of {cfg.MODEL.SHUFFLENET.NAME or 'the configured network'} takes {net.stage_out_channels[1]}"
+                f"of {cfg.MODEL.SHUFFLENET.NAME or 'the configured network'} takes {shapes['stage3'].channels}"
             )
-        out_channels = net.stage_out_channels[2]
+        out_channels = shapes["stage4"].channels
         stage4 = apply_norm(net.stage4, cfg.MODEL.SHUFFLENET.NORM)  # moved from the built network
         del net
         ret["in_features"] = in_features
