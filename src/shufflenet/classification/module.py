@@ -82,6 +82,9 @@ class ImageClassifier(pl.LightningModule):
         bn_recalibration_batches: after training, re-estimate BN statistics over this many training
             batches (0: off). Done by the CLI after ``fit``, before the final validation and export.
         model_kwargs: extra keyword arguments of the model builder (e.g. ``drop_rate``).
+        channels_last: keep the model (and so its activations) in ``torch.channels_last`` (NHWC), oneDNN's
+            fastest layout for the (grouped) convolutions on CPU; same function (``classification/benchmark.py``).
+        compile_model: ``torch.compile`` the model in place (``nn.Module.compile``: checkpoint keys unchanged).
     """
 
     def __init__(
@@ -101,6 +104,8 @@ class ImageClassifier(pl.LightningModule):
         ema_warmup: bool = False,
         bn_recalibration_batches: int = 0,
         model_kwargs: Optional[Dict[str, Any]] = None,
+        channels_last: bool = False,
+        compile_model: bool = False,
     ) -> None:
         super().__init__()
         for name, value, ok in (
@@ -117,6 +122,12 @@ class ImageClassifier(pl.LightningModule):
         self.model_ema = ModelEmaV3(self.model, decay=ema_decay, use_warmup=ema_warmup) if ema else None
         if self.model_ema is not None:
             self.model_ema.requires_grad_(False)  # updated by averaging, never by the optimizer (nor DDP)
+        if channels_last:  # training-speed options (benchmark: classification/benchmark.py)
+            self.model.to(memory_format=torch.channels_last)
+            if self.model_ema is not None:
+                self.model_ema.to(memory_format=torch.channels_last)
+        if compile_model:
+            self.model.compile()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         top5 = min(5, num_classes)
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
