@@ -1,0 +1,169 @@
+"""Fault injection for detection/train_net.py (issue 10): bad weights, bad resumes, unwritable results, a model
+that detects nothing, a crash mid-run. Each is one `error:` line and exit 2 (or a compatible load), before
+detectron2's environment/config dump, with no output folder or empty metrics.json left behind.
+
+All runs use the real COCO slice in tests/data/coco (DETECTRON2_DATASETS=tests/data) and a tiny network.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("detectron2")
+
+import shufflenet.detection as det  # noqa: E402,F401  (applies the compat layer)
+from detectron2.engine import DefaultTrainer, TrainerBase  # noqa: E402
+from shufflenet import create_model, save_weights  # noqa: E402
+from shufflenet.detection.engine import cli  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = "shufflenet_v1_x0_25_g3"
+CONFIG = ["--config", "coco2017_shufflenet1x_300"]
+FAST = [
+    "MODEL.SHUFFLENET.NAME", TINY, "MODEL.DEVICE", "cpu",
+    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "1",
+    "DATALOADER.NUM_WORKERS", "0",
+    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "192",
+    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "MODEL.RPN.POST_NMS_TOPK_TEST", "20",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "8", "SEED", "0",
+]
+
+
+@pytest.fixture(autouse=True)
+def _datasets(monkeypatch, coco_datasets_root):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(coco_datasets_root))
+
+
+def _one_error_line(capfd, *needles: str) -> str:
+    out, err = capfd.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert "Environment info" not in out + err and "Traceback" not in err  # before detectron2's dump
+    return lines[0]
+
+
+def test_bad_weights_are_one_line_before_any_output(tmp_path, capfd):
+    out = tmp_path / "run"
+    # truncated file
+    good = save_weights(create_model(TINY, num_classes=10), tmp_path / "good.pth", arch=TINY)
+    (tmp_path / "cut.pth").write_bytes(good.read_bytes()[:5000])
+    assert cli([*CONFIG, *FAST, "OUTPUT_DIR", str(out), "MODEL.WEIGHTS", str(tmp_path / "cut.pth")]) == 2
+    _one_error_line(capfd, "cut.pth: cannot be read as a torch weights file")
+    # a classifier of another width: the shape mismatch is found before training starts
+    half = save_weights(create_model("shufflenet_v1_x0_5_g3", num_classes=10), tmp_path / "half.pth")
+    assert cli([*CONFIG, *FAST, "OUTPUT_DIR", str(out), "MODEL.WEIGHTS", str(half)]) == 2
+    _one_error_line(capfd, "half.pth", "MODEL.SHUFFLENET")
+    # an unconverted public checkpoint: the converter command
+    torch.save({"state_dict": {"module.first_conv.0.weight": torch.zeros(1),
+                               "module.features.0.branch_main_1.0.weight": torch.zeros(1)}}, tmp_path / "m.pth.tar")
+    assert cli([*CONFIG, *FAST, "OUTPUT_DIR", str(out), "MODEL.WEIGHTS", str(tmp_path / "m.pth.tar")]) == 2
+    _one_error_line(capfd, "megvii", "python -m shufflenet.convert")
+    assert not out.exists()  # no run folder, no 0-byte metrics.json
+
+
+def test_bad_weights_through_the_script_no_dump(tmp_path):
+    """The shipped script: one line on stderr, exit 2, nothing on stdout (no ~660-line env/config dump)."""
+    (tmp_path / "empty.pth").write_bytes(b"")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "detection" / "train_net.py"), *CONFIG, *FAST,
+         "OUTPUT_DIR", str(tmp_path / "run"), "MODEL.WEIGHTS", str(tmp_path / "empty.pth")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: MODEL.WEIGHTS: ")
+    assert "empty.pth" in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "run").exists()
+
+
+def _train(out: Path, iters: int, *flags: str) -> int:
+    return cli([*CONFIG, *flags, *FAST, "DATASETS.TEST", "()", "SOLVER.MAX_ITER", str(iters), "OUTPUT_DIR", str(out)])
+
+
+def test_resume_of_a_bad_checkpoint_is_one_line(tmp_path, capfd):
+    out = tmp_path / "run"
+    assert _train(out, 1) == 0
+    capfd.readouterr()
+    final = out / "model_final.pth"
+    assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
+    final.write_bytes(final.read_bytes()[:4096])  # cut by a crash or a full disk
+    assert _train(out, 2, "--resume") == 2
+    _one_error_line(capfd, "--resume checkpoint", "model_final.pth: cannot be read")
+    final.unlink()
+    assert _train(out, 2, "--resume") == 2
+    _one_error_line(capfd, "last_checkpoint names model_final.pth, which does not exist")
+
+
+def _upstream_state_dict(self):  # detectron2 main's DefaultTrainer.state_dict
+    ret = TrainerBase.state_dict(self)
+    ret["_trainer"] = self._trainer.state_dict()
+    return ret
+
+
+def _upstream_load_state_dict(self, state_dict):  # detectron2 main's DefaultTrainer.load_state_dict
+    TrainerBase.load_state_dict(self, state_dict)
+    self._trainer.load_state_dict(state_dict["_trainer"])
+
+
+def test_resume_of_a_0_6_checkpoint_under_upstream_detectron2(tmp_path, monkeypatch, capfd):
+    """A checkpoint written by the 0.6 copy (no '_trainer' entry) resumed by upstream detectron2's trainer
+    (its state_dict/load_state_dict patched in): a compatible load with a warning, no KeyError."""
+    out = tmp_path / "run"
+    assert _train(out, 1) == 0
+    saved = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+    assert "_trainer" not in saved["trainer"] and saved["iteration"] == 0
+    monkeypatch.setattr(DefaultTrainer, "state_dict", _upstream_state_dict)
+    monkeypatch.setattr(DefaultTrainer, "load_state_dict", _upstream_load_state_dict)
+    capfd.readouterr()
+    assert _train(out, 2, "--resume") == 0
+    out_text, err_text = capfd.readouterr()
+    assert "written by detectron2 0.6" in out_text + err_text  # detectron2's logger (setup_logger) prints it
+    resumed = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+    assert resumed["iteration"] == 1 and "_trainer" in resumed["trainer"]  # continued at iteration 1, upstream format
+
+
+def test_no_detections_say_why_and_unwritable_results(tmp_path, capfd):
+    weights = save_weights(create_model(TINY, num_classes=10), tmp_path / "w.pth", arch=TINY)
+    eval_only = [*CONFIG, "--eval-only", *FAST, "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(tmp_path / "run")]
+    # Nothing scores above 1.0: the model detects nothing.
+    assert cli([*eval_only[:2], "--results-json", str(tmp_path / "r.json"), *eval_only[2:],
+                "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0"]) == 0
+    out, err = capfd.readouterr()
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["metrics"]["coco_2017_val"]["AP"] is None
+    assert result["detections"]["coco_2017_val"] == {"count": 0, "images": 9}
+    note = result["notes"]["coco_2017_val"]
+    assert "no detections on the 9 images" in note and "SCORE_THRESH_TEST=1.0" in note
+    assert f"warning: {note}" in err
+    # --results-json naming a folder: the table is printed first, then one error line, exit 2.
+    (tmp_path / "folder.json").mkdir()
+    assert cli([*eval_only[:2], "--results-json", str(tmp_path / "folder.json"), *eval_only[2:],
+                "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0"]) == 2
+    out, err = capfd.readouterr()
+    assert "| coco_2017_val |" in out
+    assert err.strip().splitlines()[-1].startswith(f"error: --results-json {tmp_path / 'folder.json'}: cannot write")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_crash_in_the_first_iteration_leaves_no_empty_metrics_json(tmp_path, coco_root):
+    images = tmp_path / "images"
+    shutil.copytree(coco_root / "train2017", images)
+    for f in images.glob("*.jpg"):
+        f.write_bytes(b"not a jpeg")  # listed and present (so the early checks pass), unreadable when loaded
+    out = tmp_path / "run"
+    with pytest.raises(Exception, match="cannot identify image file"):
+        cli([*CONFIG, "--register-coco", "broken", str(coco_root / "annotations" / "instances_train2017.json"),
+             str(images), *FAST, "DATASETS.TRAIN", "('broken',)", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "2",
+             "OUTPUT_DIR", str(out)])
+    assert (out / "config.yaml").is_file()  # the run did start ...
+    assert not (out / "metrics.json").exists()  # ... and left no empty metrics.json behind
