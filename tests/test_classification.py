@@ -28,9 +28,9 @@ from shufflenet.classification import (
 )
 from shufflenet.classification.demo import DEMO_CLASSES, ensure_demo_dataset, render
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "configs" / "classification"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from shufflenet.paths import configs_dir
+
+CONFIGS = configs_dir("classification")  # package data (the top-level configs/ is a link to it)
 
 
 def make_tree(root: Path, classes=("a", "b", "c"), per_class=4, size=24, splits=("train", "val")) -> Path:
@@ -113,13 +113,13 @@ def test_layout_errors(tmp_path):
         dm.setup("fit")
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys):
+def test_cli_errors_are_one_line(tmp_path, capsys, repo_root):
     """Missing root, non-ImageNet layout, bad model name: `error: ...` on stderr, exit status 2."""
-    from shufflenet.classification.cli import main
+    from shufflenet.classification.cli import cli
 
     (tmp_path / "flat").mkdir()
     out = ["--output_root", str(tmp_path / "out")]
-    proc = subprocess.run([sys.executable, str(REPO / "classification" / "train.py"), "--data.root",
+    proc = subprocess.run([sys.executable, str(repo_root / "classification" / "train.py"), "--data.root",
                            str(tmp_path / "missing"), *out], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == f"error: data root {tmp_path / 'missing'} does not exist"
@@ -128,7 +128,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         (["--model.arch", "shufflenet_v1_x1_0_g5", "--data.root", str(make_tree(tmp_path / "ok"))], "unknown model name"),
     ]
     for args, message in cases:
-        assert main([*args, *out]) == 2
+        assert cli([*args, *out]) == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert last.startswith("error: ") and message in last, last
 
@@ -208,6 +208,35 @@ def test_ema_keys_and_bn_recalibration():
     assert torch.allclose(bn.running_mean, expected, atol=1e-5)
 
 
+def test_bn_recalibration_under_a_plain_trainer(tmp_path):
+    """``bn_recalibration_batches`` works in a plain ``Trainer.fit`` (no CLI): the module adds FinishTraining,
+    which re-estimates BN over that many training batches and validates the final weights."""
+    import pytorch_lightning as pl
+
+    from shufflenet.classification import FinishTraining
+
+    root = make_tree(tmp_path / "ds", per_class=8, size=32)
+
+    def fit(batches: int):
+        pl.seed_everything(0, verbose=False)
+        dm = ImageFolderDataModule(str(root), batch_size=4, num_workers=0, image_size=24, resize_size=32)
+        m = ImageClassifier("shufflenet_v1_x0_25_g3", num_classes=3, bn_recalibration_batches=batches)
+        trainer = pl.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+        trainer.fit(m, datamodule=dm)
+        return m, trainer
+
+    m, trainer = fit(3)
+    finish = [c for c in trainer.callbacks if isinstance(c, FinishTraining)]
+    assert len(finish) == 1 and finish[0].results["bn_recalibrated_batches"] == 3
+    tracked = {int(b.num_batches_tracked) for b in m.model.modules() if isinstance(b, torch.nn.BatchNorm2d)}
+    assert tracked == {3}  # statistics of 3 recalibration batches, not of the 5 training steps
+    assert 0 <= finish[0].results["final_val"]["val/top1"] <= 1
+    m0, trainer0 = fit(0)
+    assert not any(isinstance(c, FinishTraining) for c in trainer0.callbacks)
+    assert {int(b.num_batches_tracked) for b in m0.model.modules() if isinstance(b, torch.nn.BatchNorm2d)} == {5}
+
+
 # --- configs ------------------------------------------------------------------------------------------------
 ROW_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.stem not in ("base", "demo", "public_recipe"))
 
@@ -243,7 +272,7 @@ def test_configs_parse_and_build(tmp_path):
 
 # --- evaluation loading --------------------------------------------------------------------------------------
 def test_evaluate_package_weights_and_class_mismatch(tmp_path, capsys):
-    from shufflenet.classification.evaluate import main as evaluate_main
+    from shufflenet.classification.evaluate import cli as evaluate_main
 
     root = make_tree(tmp_path / "ds", per_class=3, size=32)
     model = create_model("shufflenet_v1_x0_25_g3", num_classes=3)

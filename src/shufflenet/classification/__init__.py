@@ -11,6 +11,7 @@ See docs/classification.md.
 
 from .data import (
     DEFAULT_CROP_SCALE,
+    DEFAULT_MAX_IMAGE_PIXELS,
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageFolderDataModule,
@@ -21,16 +22,22 @@ from .data import (
     load_rgb,
     train_transform,
 )
-from .errors import CheckpointMismatchError, ClassificationError, DataError
-from .module import ImageClassifier, recalibrate_bn
+from .callbacks import FinishTraining, RunSummary, StopOnSignal, recalibrate_bn
+from .errors import CheckpointMismatchError, ClassificationError, DataError, TrainingInterrupted
+from .module import ImageClassifier
 
 __all__ = [
     "DEFAULT_CROP_SCALE",
+    "DEFAULT_MAX_IMAGE_PIXELS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CheckpointMismatchError",
     "ClassificationError",
     "DataError",
+    "FinishTraining",
+    "RunSummary",
+    "StopOnSignal",
+    "TrainingInterrupted",
     "ImageClassifier",
     "ImageFolderDataModule",
     "ImageFolderDataset",

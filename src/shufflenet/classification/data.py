@@ -7,9 +7,12 @@ standard ImageNet label order.
 
 Images are decoded with PIL and converted to RGB: grayscale (L/LA), palette (P), RGBA (alpha dropped),
 CMYK and 16-bit (I;16, I) images are *converted*, 16-bit ones by scaling to 8 bits. A file PIL cannot
-decode (corrupt or truncated) is *skipped*: the sample is replaced by the next readable image of the
-dataset (so every batch keeps its size, which DDP and exact resumption need), a warning names the file
-once, and the run's summary (``metrics.json: skipped_images``) counts and lists them.
+decode (corrupt or truncated, not an image) and an image of more than ``max_image_pixels`` pixels
+(:data:`DEFAULT_MAX_IMAGE_PIXELS`, 100 million; checked from the file header *before* decoding, so a
+decompression bomb never allocates its pixels) is *skipped*. In training the sample is replaced by the next
+readable image of the dataset (so every batch keeps its size, which DDP and exact resumption need); in
+validation and evaluation it is dropped (no image is counted twice). A warning names the file once, and the
+run's summary (``metrics.json: skipped_images``) counts and lists them.
 
 Augmentation is seeded per sample from ``(seed, epoch, index)``: the same image gets the same crop in
 the same epoch whatever the number of workers, and a run resumed mid-epoch sees exactly the crops the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -40,6 +44,9 @@ log = logging.getLogger(__name__)
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "DEFAULT_MAX_IMAGE_PIXELS",
+    "ImageTooLargeError",
+    "available_cpus",
     "train_transform",
     "eval_transform",
     "load_rgb",
@@ -56,6 +63,23 @@ __all__ = [
 DEFAULT_CROP_SCALE = (0.25, 1.0)
 
 Key = Union[int, Tuple[int, int]]
+
+#: Images with more pixels are skipped before decoding (``data.max_image_pixels``). 100 M pixels is a
+#: 10000 x 10000 photo, ~300 MB decoded as RGB; ImageNet's largest image has ~ 30 M. PIL's own
+#: decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS`` x 2, ~179 M) also applies: such files are skipped too.
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose header declares more pixels than the limit (it is skipped, never decoded)."""
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (the affinity mask, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def train_transform(image_size: int = 224, crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
@@ -82,12 +106,23 @@ def eval_transform(image_size: int = 224, resize_size: int = 256) -> T.Compose:
     ])
 
 
-def load_rgb(path: Union[str, Path]) -> Image.Image:
+def load_rgb(path: Union[str, Path], max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Decode ``path`` fully and return an RGB image (grayscale/palette/RGBA/CMYK/16-bit converted).
 
-    Raises ``OSError``/``UnidentifiedImageError``/``ValueError`` for a file PIL cannot decode.
+    Raises ``OSError``/``UnidentifiedImageError``/``ValueError`` for a file PIL cannot decode, and
+    :class:`ImageTooLargeError` (a ``ValueError``) for an image of more than ``max_pixels`` pixels, read from
+    the header before any pixel is decoded (``None``: no limit of ours; PIL's bomb limit still applies).
     """
-    with Image.open(path) as im:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as e:
+            raise ImageTooLargeError(str(e)) from None
+    with im:
+        w, h = im.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise ImageTooLargeError(f"{w}x{h} = {w * h} pixels, more than data.max_image_pixels={max_pixels}")
         im.load()  # force the full decode here: a truncated file fails now, not inside a transform
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im, dtype=np.int64)
@@ -148,11 +183,14 @@ class ImageFolderDataset(Dataset):
     """``ImageFolder``-compatible dataset (same class order and samples) with bad-image skipping.
 
     ``dataset[i]`` or ``dataset[(epoch, i)]`` returns ``(image_tensor, label, skipped_paths)``; with an
-    ``(epoch, i)`` key the random transform is seeded by ``(seed, epoch, i)``.
+    ``(epoch, i)`` key the random transform is seeded by ``(seed, epoch, i)``. An unreadable or oversized
+    image is replaced by the next readable one (``replace_unreadable=True``, training) or returned as
+    ``(None, label, skipped_paths)`` (evaluation: :func:`collate` drops it, so no image counts twice).
     """
 
     def __init__(self, split_dir: Union[str, Path], transform: Any = None, seed: int = 0,
-                 classes: Optional[Sequence[str]] = None) -> None:
+                 classes: Optional[Sequence[str]] = None, max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
+                 replace_unreadable: bool = True) -> None:
         self.root = Path(split_dir)
         self.classes, self.samples = _scan(self.root)
         if classes is not None and list(classes) != self.classes:
@@ -167,6 +205,8 @@ class ImageFolderDataset(Dataset):
         self.targets = [s[1] for s in self.samples]
         self.transform = transform
         self.seed = int(seed)
+        self.max_image_pixels = max_image_pixels
+        self.replace_unreadable = replace_unreadable
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -174,17 +214,19 @@ class ImageFolderDataset(Dataset):
     def _seed_for(self, epoch: int, index: int) -> int:
         return (self.seed * 1_000_003 + epoch) * 2_000_000_011 + index
 
-    def __getitem__(self, key: Key) -> Tuple[torch.Tensor, int, Tuple[str, ...]]:
+    def __getitem__(self, key: Key) -> Tuple[Optional[torch.Tensor], int, Tuple[str, ...]]:
         epoch, index = key if isinstance(key, tuple) else (None, int(key))
         skipped: List[str] = []
-        for attempt in range(len(self.samples)):
+        for attempt in range(len(self.samples) if self.replace_unreadable else 1):
             path, label = self.samples[(index + attempt) % len(self.samples)]
             try:
-                img = load_rgb(path)
+                img = load_rgb(path, self.max_image_pixels)
                 break
             except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
                 skipped.append(f"{path}: {type(e).__name__}: {e}")
         else:
+            if not self.replace_unreadable:
+                return None, self.samples[index % len(self.samples)][1], tuple(skipped)
             raise DataError(f"{self.root}: no image of the dataset can be decoded")
         if self.transform is not None:
             if epoch is None:
@@ -196,10 +238,14 @@ class ImageFolderDataset(Dataset):
         return img, label, tuple(skipped)
 
 
-def collate(batch: Sequence[Tuple[torch.Tensor, int, Tuple[str, ...]]]) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
-    images = torch.stack([b[0] for b in batch])
-    targets = torch.tensor([b[1] for b in batch], dtype=torch.long)
+def collate(batch: Sequence[Tuple[Optional[torch.Tensor], int, Tuple[str, ...]]]) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+    """Stack a batch; samples without an image (skipped in evaluation) are dropped."""
+    kept = [b for b in batch if b[0] is not None]
     skipped = [s for b in batch for s in b[2]]
+    if not kept:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
+    images = torch.stack([b[0] for b in kept])
+    targets = torch.tensor([b[1] for b in kept], dtype=torch.long)
     return images, targets, skipped
 
 
@@ -236,13 +282,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
             demo dataset (generated on first use, see :mod:`shufflenet.classification.demo`).
         batch_size: per process (Lightning's convention); the global batch is
             ``batch_size * devices * num_nodes * accumulate_grad_batches``.
-        num_workers: DataLoader worker processes per device.
+        num_workers: DataLoader worker processes per device (capped at the CPU cores this process may use).
         image_size: training crop and evaluation crop (224 in the paper).
         resize_size: evaluation resize of the short side before the center crop (256 in the paper).
         crop_scale: area range of RandomResizedCrop (see ``DEFAULT_CROP_SCALE``).
         hflip: probability of a horizontal flip.
         seed: seed of the epoch permutations and of the per-sample augmentation.
         persistent_workers, pin_memory: DataLoader options.
+        max_image_pixels: images with more pixels (read from the file header, before decoding) are skipped
+            and counted like unreadable ones (default 100 million; see ``DEFAULT_MAX_IMAGE_PIXELS``).
     """
 
     def __init__(
@@ -257,8 +305,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         seed: int = 0,
         persistent_workers: bool = True,
         pin_memory: bool = True,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     ) -> None:
         super().__init__()
+        if max_image_pixels < 1:
+            raise DataError(f"data.max_image_pixels must be >= 1, got {max_image_pixels}")
         if batch_size < 1:
             raise DataError(f"data.batch_size must be >= 1, got {batch_size}")
         if not (0 < crop_scale[0] <= crop_scale[1] <= 1):
@@ -303,15 +354,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
         hp = self.hparams
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = ImageFolderDataset(train_dir, train_transform(hp.image_size, hp.crop_scale, hp.hflip),
-                                                seed=hp.seed)
+                                                seed=hp.seed, max_image_pixels=hp.max_image_pixels)
             self._classes = self.train_set.classes
         if self.val_set is None:
             self.val_set = ImageFolderDataset(val_dir, eval_transform(hp.image_size, hp.resize_size),
-                                              classes=self.classes)
+                                              classes=self.classes, max_image_pixels=hp.max_image_pixels,
+                                              replace_unreadable=False)
 
     # --- loaders -------------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, sampler: Any = None, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
-        workers = self.num_workers
+        workers = min(int(self.num_workers), available_cpus())
+        if workers < self.num_workers and not getattr(self, "_capped_logged", False):
+            log.info("data.num_workers=%d capped at %d (the CPU cores available)", self.num_workers, workers)
+            self._capped_logged = True
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

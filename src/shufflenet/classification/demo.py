@@ -8,7 +8,8 @@ linear model on pixels does not solve it; the tiny ShuffleNet 0.25x of ``configs
 reaches ~40 % top-1 (4x chance; top-5 ~97 %) after 500 steps, about two minutes on two CPU cores).
 
 The images are written once as PNG files in the ImageNet/ImageFolder layout (``train/<class>/*.png``,
-``val/<class>/*.png``) under ``$SHUFFLENET_CACHE/demo_shapes_v2`` (default ``~/.cache/shufflenet``), so
+``val/<class>/*.png``) under ``$SHUFFLENET_CACHE/demo_shapes_v2`` (default ``~/.cache/shufflenet``, see
+:func:`shufflenet.paths.cache_dir`), so
 training runs through the same data pipeline as ImageNet. Generation is deterministic (a fixed seed per
 image), takes a few seconds, and is atomic: the folder is built under a temporary name and renamed, so an
 interrupted generation never leaves a half-filled dataset behind.
@@ -27,6 +28,8 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..paths import cache_dir
+
 __all__ = ["DEMO_CLASSES", "demo_root", "ensure_demo_dataset", "render", "cache_dir"]
 
 NAME = "demo_shapes_v2"
@@ -38,14 +41,9 @@ DEMO_CLASSES = (
 )
 
 
-def cache_dir() -> Path:
-    """``$SHUFFLENET_CACHE`` or ``~/.cache/shufflenet`` (the project's cache convention)."""
-    env = os.environ.get("SHUFFLENET_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "shufflenet"
-
-
 def demo_root() -> Path:
-    return cache_dir() / NAME
+    """``<cache>/demo_shapes_v2`` (:func:`shufflenet.paths.cache_dir`: ``$SHUFFLENET_CACHE``, else the XDG cache)."""
+    return cache_dir(NAME)
 
 
 Color = Tuple[int, int, int]

@@ -24,67 +24,36 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..models import InvalidConfigError, UnknownModelError, create_model, get_spec
-from ..convert import load_converted
-from ..weights import WeightsError, extract_state_dict, load_state_dict_strict, read_checkpoint
+from ..errors import run_cli
 from ..fileio import write_json_atomic
-from .data import ImageFolderDataset, collate, eval_transform, find_split_dirs
+from ..models import UnknownModelError, get_spec, model_from_weights
+from ..weights import read_weights
+from .data import DEFAULT_MAX_IMAGE_PIXELS, ImageFolderDataset, available_cpus, collate, eval_transform, find_split_dirs
 from .errors import CheckpointMismatchError, ClassificationError
 
-__all__ = ["load_classifier", "evaluate", "paper_row", "main"]
+__all__ = ["load_classifier", "evaluate", "paper_row", "main", "cli"]
 
 
 def load_classifier(path: str, arch: Optional[str] = None, weights: str = "auto") -> Tuple[nn.Module, Dict[str, Any]]:
     """Build the model stored in ``path`` and load its weights; returns ``(model.eval(), info)``.
 
-    ``info`` has ``arch``, ``num_classes``, ``kind`` (lightning / package / state_dict), ``weights`` (model /
-    ema) and, for this project's runs, the evaluation transform and class names they were trained with.
+    Reads the file with :func:`shufflenet.weights.read_weights` (the project's one reader) and builds the
+    network with :func:`shufflenet.models.model_from_weights`. ``info`` has ``arch``, ``num_classes``,
+    ``kind`` (lightning / package / state_dict), ``weights`` (model / ema / stored) and, for this project's
+    runs, the evaluation transform and class names they were trained with.
     """
-    obj = read_checkpoint(path)
-    if not isinstance(obj, Mapping):
-        raise WeightsError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
-    info: Dict[str, Any] = {"checkpoint": str(path)}
-    if "pytorch-lightning_version" in obj or "hyper_parameters" in obj:
-        hp = obj.get("hyper_parameters", {})
-        sd = obj.get("state_dict", {})
-        has_ema = any(k.startswith("model_ema.module.") for k in sd)
-        use = "ema" if (weights == "ema" or (weights == "auto" and has_ema)) else "model"
-        if use == "ema" and not has_ema:
-            raise WeightsError(f"{path}: --weights ema, but the checkpoint has no EMA weights (model.ema was off)")
-        prefix = "model_ema.module." if use == "ema" else "model."
-        arch = arch or hp.get("arch")
-        if arch is None:
-            raise WeightsError(f"{path}: no 'arch' in the checkpoint's hyper_parameters; pass --arch")
-        num_classes = int(hp.get("num_classes", 1000))
-        model = create_model(arch, num_classes=num_classes, **(hp.get("model_kwargs") or {}))
-        load_state_dict_strict(model, {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, str(path))
-        dm = obj.get("datamodule_hyper_parameters", {})
-        info.update(kind="lightning", weights=use, arch=arch, num_classes=num_classes,
-                    image_size=dm.get("image_size"), resize_size=dm.get("resize_size"))
-    elif obj.get("format", "").startswith("shufflenet-weights"):
-        config, stored_arch = obj.get("config"), obj.get("arch")
-        arch = arch or stored_arch
-        sd = extract_state_dict(obj, str(path))
-        if isinstance(config, Mapping) and "groups" in config:
-            model = load_converted(path)  # the exact stored network (converted megvii/mmpretrain models included)
-        elif arch is not None:
-            fc = [v for k, v in sd.items() if v.ndim == 2]
-            model = create_model(arch, num_classes=int(fc[-1].shape[0]) if fc else 1000)
-            load_state_dict_strict(model, sd, str(path))
-        else:
-            raise WeightsError(f"{path}: weights file has neither a config nor an arch; pass --arch")
-        meta = obj.get("meta") or {}
-        tf = meta.get("eval_transform") or {}
-        info.update(kind="package", weights="stored", arch=arch, num_classes=_num_classes(model),
-                    image_size=tf.get("image_size"), resize_size=tf.get("resize_size"), classes=meta.get("classes"))
+    wf = read_weights(path, use=weights if weights in ("model", "ema") else "auto")
+    if wf.kind != "lightning" and weights == "ema":
+        raise ClassificationError(f"{path}: --weights ema applies to a Lightning checkpoint; this is a {wf.kind} file")
+    model = model_from_weights(wf, name=arch if wf.config is None else None)
+    info: Dict[str, Any] = {"checkpoint": str(path), "kind": wf.kind, "weights": wf.weights,
+                            "arch": arch or wf.arch, "num_classes": _num_classes(model)}
+    if wf.kind == "lightning":
+        dm = wf.hparams.get("datamodule") or {}
+        info.update(image_size=dm.get("image_size"), resize_size=dm.get("resize_size"))
     else:
-        if arch is None:
-            raise WeightsError(f"{path}: a plain state dict does not say its architecture; pass --arch NAME")
-        sd = extract_state_dict(obj, str(path))
-        fc = [v for k, v in sd.items() if v.ndim == 2]
-        model = create_model(arch, num_classes=int(fc[-1].shape[0]) if fc else 1000)
-        load_state_dict_strict(model, sd, str(path))
-        info.update(kind="state_dict", weights="stored", arch=arch, num_classes=_num_classes(model))
+        tf = wf.meta.get("eval_transform") or {}
+        info.update(image_size=tf.get("image_size"), resize_size=tf.get("resize_size"), classes=wf.meta.get("classes"))
     return model.eval(), info
 
 
@@ -102,10 +71,11 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, progress: b
     skipped: Dict[str, str] = {}
     n, t0 = 0, time.perf_counter()
     for i, (x, y, bad) in enumerate(loader):
-        logits = model(x)
-        top1.update(logits, y)
-        top5.update(logits, y)
-        n += len(y)
+        if len(y):  # unreadable images are dropped from the batch (counted once, below), never replaced
+            logits = model(x)
+            top1.update(logits, y)
+            top5.update(logits, y)
+            n += len(y)
         for entry in bad:
             p, _, reason = entry.partition(": ")
             skipped.setdefault(p, reason)
@@ -114,6 +84,8 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, progress: b
                   end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
+    if n == 0:
+        raise ClassificationError(f"{loader.dataset.root}: none of its {len(loader.dataset)} images could be read")
     a1, a5 = float(top1.compute()), float(top5.compute())
     return {"top1": a1, "top5": a5, "top1_err": 1 - a1, "top5_err": 1 - a5, "num_images": n,
             "seconds": time.perf_counter() - t0, "skipped_images": skipped, "num_skipped_images": len(skipped)}
@@ -149,46 +121,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize_size", type=int, default=None, help="short-side resize (default: the run's, else 256)")
     p.add_argument("--batch_size", type=int, default=100)
     p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                   help="images with more pixels (read from the header, before decoding) are skipped and counted "
+                        f"(default {DEFAULT_MAX_IMAGE_PIXELS:,})")
     p.add_argument("--out", default=None, help="JSON file (default: <checkpoint>.eval.json)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Evaluate; prints the result, then writes the JSON (a failed write is one error after the result)."""
     args = build_parser().parse_args(argv)
-    try:
-        model, info = load_classifier(args.checkpoint, args.arch, args.weights)
-        root = Path(args.root).expanduser()
-        if args.split:
-            split_dir = root / args.split
-            if not split_dir.is_dir():
-                raise ClassificationError(f"--split {args.split}: {split_dir} is not a folder")
-        else:
-            _, split_dir = find_split_dirs(root)
-        image_size = args.image_size or info.get("image_size") or 224
-        resize_size = args.resize_size or info.get("resize_size") or 256
-        dataset = ImageFolderDataset(split_dir, eval_transform(image_size, resize_size))
-        if len(dataset.classes) != info["num_classes"]:
-            raise CheckpointMismatchError(
-                f"{args.checkpoint} has {info['num_classes']} classes but {split_dir} has {len(dataset.classes)} "
-                f"class folders; evaluate on a dataset with the classes the model was trained on"
-            )
-        if info.get("classes") and list(info["classes"]) != dataset.classes:
-            raise CheckpointMismatchError(
-                f"{split_dir}: class folders {dataset.classes[:5]}... differ from the model's classes "
-                f"{list(info['classes'])[:5]}..."
-            )
-        loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate)
-        result = evaluate(model, loader, info["num_classes"], progress=args.progress)
-    except (ClassificationError, WeightsError, InvalidConfigError, UnknownModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.batch_size < 1 or args.num_workers < 0 or args.max_image_pixels < 1:
+        raise ClassificationError("--batch_size and --max_image_pixels must be >= 1, --num_workers >= 0")
+    out_path = Path(args.out).expanduser() if args.out else Path(str(args.checkpoint) + ".eval.json")
+    if out_path.is_dir():
+        raise ClassificationError(f"--out {out_path} is a folder; name a JSON file")
+    model, info = load_classifier(args.checkpoint, args.arch, args.weights)
+    root = Path(args.root).expanduser()
+    if args.split:
+        split_dir = root / args.split
+        if not split_dir.is_dir():
+            raise ClassificationError(f"--split {args.split}: {split_dir} is not a folder")
+    else:
+        _, split_dir = find_split_dirs(root)
+    image_size = args.image_size or info.get("image_size") or 224
+    resize_size = args.resize_size or info.get("resize_size") or 256
+    dataset = ImageFolderDataset(split_dir, eval_transform(image_size, resize_size),
+                                 max_image_pixels=args.max_image_pixels, replace_unreadable=False)
+    if len(dataset.classes) != info["num_classes"]:
+        raise CheckpointMismatchError(
+            f"{args.checkpoint} has {info['num_classes']} classes but {split_dir} has {len(dataset.classes)} "
+            f"class folders; evaluate on a dataset with the classes the model was trained on"
+        )
+    if info.get("classes") and list(info["classes"]) != dataset.classes:
+        raise CheckpointMismatchError(
+            f"{split_dir}: class folders {dataset.classes[:5]}... differ from the model's classes "
+            f"{list(info['classes'])[:5]}..."
+        )
+    workers = min(args.num_workers, available_cpus())
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers, collate_fn=collate)
+    result = evaluate(model, loader, info["num_classes"], progress=args.progress)
     out = {**{k: v for k, v in info.items() if k != "classes"}, "data": str(split_dir),
            "protocol": f"resize {resize_size}, center crop {image_size}", **result}
-    out_path = Path(args.out) if args.out else Path(str(args.checkpoint) + ".eval.json")
-    write_json_atomic(out, out_path)
     print(paper_row(info.get("arch"), result))
     print(f"top-1 {100 * result['top1']:.2f} %  top-5 {100 * result['top5']:.2f} %  on {result['num_images']} images "
-          f"({out['protocol']}); skipped unreadable: {result['num_skipped_images']}")
+          f"({out['protocol']}); skipped unreadable: {result['num_skipped_images']}", flush=True)
+    try:
+        write_json_atomic(out, out_path)
+    except OSError as e:
+        raise ClassificationError(f"cannot write the results to {out_path}: {e.strerror or e} (the result is "
+                                  f"printed above; pass --out to write them elsewhere)") from None
     print(f"results: {out_path}")
     return 0
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of ``classification/evaluate.py`` and the ``shufflenet-eval`` console script."""
+    return run_cli(main, argv)

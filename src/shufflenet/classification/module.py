@@ -7,7 +7,7 @@ accumulate_grad_batches``); linear decay to 0 over ``trainer.max_steps`` (300k i
 after a linear warmup; weight decay 4e-5. Options of the public reproductions: no weight decay on BN and
 bias parameters (timm's ``param_groups_weight_decay``), label smoothing, an EMA of the weights (timm
 ``ModelEmaV3``; validation and export then use the EMA), and BN-statistics recalibration after training
-(:meth:`ImageClassifier.recalibrate_bn`).
+(:class:`~shufflenet.classification.callbacks.FinishTraining`, also under a plain ``Trainer``).
 
 Checkpoint keys: the backbone is ``self.model`` (keys ``model.*``), the EMA copy ``self.model_ema``
 (keys ``model_ema.module.*``); ``arch`` and ``num_classes`` are saved hyperparameters, so
@@ -17,7 +17,7 @@ Checkpoint keys: the backbone is ``self.model`` (keys ``model.*``), the EMA copy
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -28,38 +28,12 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model
+from .callbacks import FinishTraining, recalibrate_bn
 from .errors import CheckpointMismatchError, ClassificationError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ImageClassifier", "recalibrate_bn"]
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], num_batches: int) -> int:
-    """Re-estimate every BatchNorm's running mean/var from ``num_batches`` batches (cumulative average).
-
-    Returns the number of batches used. The model's train/eval mode and the BN momenta are restored.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns or num_batches <= 0:
-        return 0
-    was_training = model.training
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over the batches below
-    model.train()
-    used = 0
-    for x in batches:
-        if used >= num_batches:
-            break
-        model(x)
-        used += 1
-    for m, mom in zip(bns, momenta):
-        m.momentum = mom
-    model.train(was_training)
-    return used
 
 
 class ImageClassifier(pl.LightningModule):
@@ -80,7 +54,9 @@ class ImageClassifier(pl.LightningModule):
         ema_decay: EMA decay per optimizer step.
         ema_warmup: timm's EMA warmup (decay ramps up over the first steps).
         bn_recalibration_batches: after training, re-estimate BN statistics over this many training
-            batches (0: off). Done by the CLI after ``fit``, before the final validation and export.
+            batches (0: off). Done by :class:`~shufflenet.classification.callbacks.FinishTraining` at the end
+            of ``fit`` (before the final validation and the export); the module adds that callback itself
+            when the Trainer has none, so a plain ``Trainer.fit`` honours the option too.
         model_kwargs: extra keyword arguments of the model builder (e.g. ``drop_rate``).
         channels_last: keep the model (and so its activations) in ``torch.channels_last`` (NHWC), oneDNN's
             fastest layout for the (grouped) convolutions on CPU; same function (``classification/benchmark.py``).
@@ -162,8 +138,18 @@ class ImageClassifier(pl.LightningModule):
             self.model_ema.update(self.model, step=self.global_step)
 
 
+    def configure_callbacks(self) -> Any:
+        """:class:`FinishTraining` when BN recalibration is asked for and the Trainer has no such callback."""
+        trainer = self._trainer
+        have = trainer is not None and any(isinstance(c, FinishTraining) for c in trainer.callbacks)
+        if int(self.hparams.bn_recalibration_batches) > 0 and not have:
+            return [FinishTraining(export=False)]
+        return []
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
+        if len(y) == 0:  # every image of the batch was unreadable (skipped and counted)
+            return
         logits = self.eval_model()(x)
         loss = F.cross_entropy(logits, y)
         self.val_top1(logits, y)
