@@ -1,0 +1,313 @@
+"""Fault injection on classification/train.py and evaluate.py (issue 10), on generated data, seconds each.
+
+Every test is one scenario a user hit: the wrong run resumed, logs lost on resume, tracebacks for bad
+checkpoints, signals that saved nothing, one huge image that killed a run, results lost at the last step,
+half-made run folders, two writers in one folder, a missing best.ckpt, noise on a normal run; and a loop
+that kills a training at random steps (kill -9, SIGTERM, SIGINT, SIGUSR1) and checks the final weights
+against an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from shufflenet.classification.cli import cli
+from shufflenet.classification.demo import DEMO_CLASSES, render
+from shufflenet.errors import EXIT_INTERRUPTED
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "classification" / "train.py"
+EVALUATE = REPO / "classification" / "evaluate.py"
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--model.arch", "shufflenet_v1_x0_25_g3", "--data.image_size", "32", "--data.resize_size", "32",
+        "--data.num_workers", "0", "--num_threads", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.logger", "false", "--model.lr_reference_batch", "16", "--trainer.enable_model_summary", "false",
+        "--trainer.num_sanity_val_steps", "0"]
+
+
+def make_tree(root: Path, per_class: int = 4, val_per_class: int = 1, classes=DEMO_CLASSES[:4], size: int = 32) -> Path:
+    for split, n, off in (("train", per_class, 0), ("val", val_per_class, 10_000)):
+        for label, name in enumerate(classes):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                render(label, off + 100 * label + i, size).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("faults") / "data")
+
+
+def env(tmp: Path) -> dict:
+    e = dict(os.environ, SHUFFLENET_CACHE=str(tmp / "cache"), PYTHONUNBUFFERED="1")
+    e.pop("SHUFFLENET_CLASSIFICATION_RUN_DIR", None)
+    return e
+
+
+def last_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-2000:]
+    return err.strip().splitlines()[-1]
+
+
+def args_for(data: Path, *extra: str, steps: int = 4, batch: int = 8) -> list:
+    return ["--data.root", str(data), "--data.batch_size", str(batch), "--trainer.max_steps", str(steps), *TINY,
+            *extra]
+
+
+def state(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+# --- 1. the wrong run is never resumed --------------------------------------------------------------------------
+def test_ckpt_last_resumes_only_a_run_with_the_same_settings(data, tmp_path, capsys):
+    out = ["--output_root", str(tmp_path / "out")]
+    assert cli(args_for(data, *out)) == 0  # run A -> version_0
+    a = tmp_path / "out" / "shufflenet_v1_x0_25_g3" / "version_0"
+    before = {p: (a / p).read_bytes() for p in ("config.yaml", "model.pth", "metrics.json")}
+    # run B (other settings) "killed before its first checkpoint": its folder has settings and no checkpoint
+    b_args = args_for(data, *out, "--model.lr", "0.1")
+    assert cli(b_args) == 0
+    b = tmp_path / "out" / "shufflenet_v1_x0_25_g3" / "version_1"
+    (b / "checkpoints" / "last.ckpt").unlink()
+    (b / "checkpoints" / "best.ckpt").unlink()
+    capsys.readouterr()
+    assert cli([*b_args, "--ckpt_path", "last"]) == 0
+    printed = capsys.readouterr().out
+    assert f"run folder: {b}" in printed and "starting it from step 0" in printed
+    assert {p: (a / p).read_bytes() for p in before} == before  # A untouched
+    # settings no run was started with: refused, naming the nearest run and the differing key
+    assert cli([*args_for(data, *out, "--model.lr", "0.3"), "--ckpt_path", "last"]) == 2
+    err = last_error(capsys)
+    assert err.startswith("error: --ckpt_path last: no run in") and "model.lr: 0.1 -> 0.3" in err
+
+
+def test_resume_with_other_settings_is_refused_except_the_allowed_keys(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(args_for(data, "--run_dir", str(run))) == 0
+    capsys.readouterr()
+    assert cli(args_for(data, "--run_dir", str(run), "--model.weight_decay", "0.001", "--data.batch_size", "4",
+                        "--ckpt_path", "last")) == 2
+    err = last_error(capsys)
+    assert err.startswith(f"error: {run} was started with other settings:")
+    assert "model.weight_decay: 4e-05 -> 0.001" in err and "data.batch_size: 8 -> 4" in err
+    # the same folder without --ckpt_path: refused too (it holds a run)
+    assert cli(args_for(data, "--run_dir", str(run))) == 2
+    assert "already holds a run" in last_error(capsys)
+    # a longer run is a legitimate resume
+    assert cli(args_for(data, "--run_dir", str(run), "--ckpt_path", "last", steps=6)) == 0
+    assert state(run)["global_step"] == 6
+
+
+# --- 2. resuming keeps every log ------------------------------------------------------------------------------------
+def test_resume_keeps_csv_tensorboard_and_config_history(data, tmp_path):
+    run = tmp_path / "run"
+    logged = [*args_for(data, "--run_dir", str(run), "--trainer.log_every_n_steps", "1"), "--trainer.logger", "true"]
+    assert cli(logged) == 0
+    steps_before = [int(r["step"]) for r in csv.DictReader(open(run / "csv" / "metrics.csv")) if r.get("train/loss")]
+    config = (run / "config.yaml").read_text()
+    assert cli([*logged[:], "--ckpt_path", "last", "--trainer.max_steps", "8"]) == 0
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert steps_before and steps[: len(steps_before)] == steps_before  # the first run's rows are still there
+    assert max(steps) >= 7 and len(steps) > len(steps_before)
+    assert (run / "config.yaml").read_text() == config  # the settings the run was started with
+    assert sorted(p.name for p in (run / "config_history").iterdir()) == ["config.0.yaml", "config.1.yaml"]
+    assert "max_steps: 8" in (run / "config_history" / "config.1.yaml").read_text()
+    assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2
+
+
+# --- 3. bad checkpoints, unwritable outputs, failed starts ------------------------------------------------------------
+def test_bad_checkpoints_and_unwritable_outputs_are_one_error_line(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(args_for(data, "--run_dir", str(run))) == 0
+    last = run / "checkpoints" / "last.ckpt"
+    good = last.read_bytes()
+    last.write_bytes(good[: len(good) // 2])  # truncated
+    capsys.readouterr()
+    assert cli(args_for(data, "--run_dir", str(run), "--ckpt_path", "last")) == 2
+    assert "cannot be read as a torch weights file" in last_error(capsys)
+    last.write_bytes(good)
+    for ckpt, message in ((tmp_path / "missing.ckpt", "no such weights file"),
+                          (run / "model.pth", "not a Lightning training checkpoint")):
+        assert cli(args_for(data, "--output_root", str(tmp_path / "o"), "--ckpt_path", str(ckpt))) == 2
+        assert message in last_error(capsys)
+    (tmp_path / "a_file").write_text("x")
+    assert cli(args_for(data, "--output_root", str(tmp_path / "a_file" / "out"))) == 2
+    assert last_error(capsys).startswith("error: cannot write to the run folder")
+    assert not (tmp_path / "o").exists()  # none of the failed starts made a folder
+
+
+def test_a_failed_start_leaves_no_run_folder(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    empty = make_tree(tmp_path / "empty", per_class=2)
+    (empty / "train" / "zzz").mkdir()
+    cases = [
+        (["--data.root", str(tmp_path / "missing")], "does not exist"),
+        (["--data.root", str(empty)], "has no images"),
+        (["--data.root", str(data), "--data.batch_size", "0"], "batch_size must be >= 1"),
+        (["--data.root", str(data), "--data.batch_size", "1000"], "fewer than one batch"),
+    ]
+    for extra, message in cases:
+        assert cli([*TINY, "--output_root", str(out), *extra]) == 2
+        assert message in last_error(capsys)
+    assert not out.exists() or not any(out.rglob("version_*"))
+
+
+# --- 4. two writers, one folder ---------------------------------------------------------------------------------------
+def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli(args_for(data, "--run_dir", str(run))) == 0
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename, "started": "now"}))
+        capsys.readouterr()
+        assert cli(args_for(data, "--run_dir", str(run), "--ckpt_path", "last", steps=6)) == 2
+        err = last_error(capsys)
+        assert "is in use by another run" in err and f"pid {sleeper.pid}" in err
+        assert state(run)["global_step"] == 4  # nothing written
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the holder is gone: its lock is stale and taken over
+    assert cli(args_for(data, "--run_dir", str(run), "--ckpt_path", "last", steps=6)) == 0
+    assert "taking over the stale lock" in capsys.readouterr().err
+    assert state(run)["global_step"] == 6 and not (run / ".lock").exists()
+
+
+# --- 5. oversized and bomb images ---------------------------------------------------------------------------------------
+def test_oversized_and_bomb_images_are_skipped_and_counted(data, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data, root)
+    Image.new("1", (15000, 15000)).save(root / "train" / DEMO_CLASSES[0] / "bomb.png")  # over PIL's bomb limit
+    Image.new("1", (11000, 11000)).save(root / "val" / DEMO_CLASSES[1] / "huge.png")  # 121 M px: over ours
+    run = tmp_path / "run"
+    assert cli(args_for(root, "--run_dir", str(run), steps=6)) == 0
+    m = json.loads((run / "metrics.json").read_text())
+    assert sorted(Path(p).name for p in m["skipped_images"]) == ["bomb.png", "huge.png"]
+    assert "max_image_pixels" in m["skipped_images"][str(root / "val" / DEMO_CLASSES[1] / "huge.png")]
+    out = tmp_path / "eval.json"
+    from shufflenet.classification.evaluate import cli as evaluate_cli
+
+    assert evaluate_cli(["--checkpoint", str(run / "model.pth"), "--data.root", str(root), "--num_workers", "0",
+                         "--out", str(out), "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    assert res["num_images"] == 4 and res["num_skipped_images"] == 1  # 5 files, the huge one skipped
+
+
+# --- 6. evaluation: no image twice, the result survives a failed write ----------------------------------------------------
+def test_evaluate_counts_each_image_once_and_prints_before_writing(data, tmp_path, capsys):
+    import shutil
+
+    from shufflenet import create_model, save_weights
+    from shufflenet.classification.evaluate import cli as evaluate_cli
+
+    root = tmp_path / "data"
+    shutil.copytree(data, root)
+    for name in ("bad1.png", "bad2.png"):
+        (root / "val" / DEMO_CLASSES[2] / name).write_bytes(b"not an image" * 20)
+    save_weights(create_model("shufflenet_v1_x0_25_g3", num_classes=4), tmp_path / "w.pth",
+                 arch="shufflenet_v1_x0_25_g3")
+    base = ["--checkpoint", str(tmp_path / "w.pth"), "--data.root", str(root), "--num_workers", "0", "--no-progress",
+            "--image_size", "32", "--resize_size", "32", "--batch_size", "3"]
+    assert evaluate_cli([*base, "--out", str(tmp_path / "r.json")]) == 0
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert res["num_images"] == 4 and res["num_skipped_images"] == 2  # 6 files: 4 read, 2 skipped, none twice
+    capsys.readouterr()
+    (tmp_path / "a_file").write_text("x")
+    assert evaluate_cli([*base, "--out", str(tmp_path / "a_file" / "r.json")]) == 2
+    captured = capsys.readouterr()
+    assert "top-1" in captured.out and "| ShuffleNet 0.25x (g=3) |" in captured.out  # printed first
+    assert captured.err.strip().splitlines()[-1].startswith("error: cannot write the results to")
+
+
+# --- 7. best.ckpt, and a normal run's output without noise -----------------------------------------------------------------
+def test_best_ckpt_exists_without_validation_and_no_noise(data, tmp_path):
+    run = tmp_path / "run"
+    args = args_for(data, "--run_dir", str(run), steps=3, batch=2)  # 8 batches an epoch
+    args[args.index("--trainer.logger") + 1] = "true"  # TensorBoard + CSV, as a user runs it
+    args[args.index("--data.num_workers") + 1] = "64"  # more than the machine has: capped, not warned about
+    proc = subprocess.run([sys.executable, str(TRAIN), *args, "--trainer.log_every_n_steps", "50"],
+                          env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "checkpoints" / "best.ckpt").is_file()  # 3 steps < one epoch: no validation ran in training
+    assert "best.ckpt is a copy of last.ckpt" in proc.stdout
+    text = proc.stdout + proc.stderr
+    for noise in ("Tip:", "weights_only", "smaller than the logging interval", "does not have many workers",
+                  "Previous log files", "Warning"):
+        assert noise not in text, (noise, text[-3000:])
+
+
+# --- 8. signals and the kill loop ------------------------------------------------------------------------------------------
+def _wait_for_change(path: Path, proc: subprocess.Popen, old: float, timeout: float = 120) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and path.stat().st_mtime_ns != old:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
+    """Five interruptions in a row (kill -9, SIGTERM, SIGINT, SIGUSR1 mixed) at random moments, each followed by
+    ``--ckpt_path last``; the final weights (and EMA) equal an uninterrupted run's bit for bit."""
+    data = make_tree(tmp_path / "data", per_class=6, val_per_class=1)  # 24 images: 3 batches of 8 an epoch
+    common = [sys.executable, str(TRAIN), *args_for(data, "--save_every_n_steps", "5", "--trainer.deterministic",
+                                                    "true", "--model.ema", "true", "--model.ema_decay", "0.9",
+                                                    "--export", "false", steps=40)]
+    e = env(tmp_path)
+    ref = subprocess.Popen([*common, "--run_dir", str(tmp_path / "ref")], env=e, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    rng = random.Random(0)
+    plan = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGUSR1]
+    seen = []
+    for i, sig in enumerate(plan):
+        args = [*common, "--run_dir", str(run)] + (["--ckpt_path", "last"] if i else [])
+        old = last.stat().st_mtime_ns if last.exists() else None
+        proc = subprocess.Popen(args, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if not _wait_for_change(last, proc, old):
+            break  # finished (or failed) before this kill
+        time.sleep(rng.uniform(0.0, 0.6))
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=120)
+        if proc.returncode == 0:
+            break  # the run ended before the signal arrived
+        step = state(run)["global_step"]
+        seen.append((sig.name, proc.returncode, step))
+        if sig == signal.SIGKILL:
+            assert proc.returncode == -signal.SIGKILL
+        else:
+            assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
+            assert f"--ckpt_path last --run_dir {run}" in out and "resume with:" in out
+            assert json.loads((run / "metrics.json").read_text())["interrupted"]["step"] == step
+    assert len(seen) >= 4, seen
+    final = subprocess.run([*common, "--run_dir", str(run), "--ckpt_path", "last"], env=e, capture_output=True,
+                           text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    ref_out, ref_err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, ref_err[-3000:]
+    a, b = state(tmp_path / "ref"), state(run)
+    assert a["global_step"] == b["global_step"] == 40
+    assert any(k.startswith("model_ema.module.") for k in a["state_dict"])
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), (k, seen)
