@@ -1,12 +1,12 @@
-"""Training and data-loading throughput: ``python classification/benchmark.py [--threads 2] [--out FILE]``.
-
-ShuffleNet 1x (g=3) beside torchvision's ShuffleNetV2 1x under the same loop (batch 32 at 224), and the real
-data pipeline's images/s. All the work is in :mod:`shufflenet.classification.benchmark`.
+"""Training throughput of ShuffleNet v1 1x (g=3) vs torchvision's ShuffleNetV2 1x (fp32/bf16, NCHW/channels_last,
+eager/compiled; interleaved rounds, images/s per core) and the data pipeline's decode+augment rate per worker:
+``python classification/benchmark.py [--quick] [--profile] [--out FILE]``. The work is in
+:mod:`shufflenet.classification.benchmark`.
 """
 
 import sys
 
-from shufflenet.classification.benchmark import main
+from shufflenet.classification.benchmark import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
