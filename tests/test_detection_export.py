@@ -1,7 +1,8 @@
-"""TorchScript export of the detector: traced outputs match eager on real COCO images (tiny_coco val2017)."""
+"""TorchScript export of the detector: traced outputs match eager on real COCO images (tests/data/coco val2017)."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,9 @@ pytest.importorskip("detectron2")
 
 import shufflenet.detection as det  # noqa: E402
 from shufflenet.detection.export import ExportError, save_traced, trace_detector, traceable_detector  # noqa: E402
+from shufflenet.detection.modeling import fuse_for_inference  # noqa: E402
 
-TINY_COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiny_coco"
-VAL = TINY_COCO / "val2017"
-
-pytestmark = pytest.mark.skipif(not VAL.is_dir(), reason=f"real COCO slice not found at {TINY_COCO}")
+VAL = Path(__file__).resolve().parent / "data" / "coco" / "val2017"  # the conftest's coco_root / "val2017"
 
 
 def _real_images(cfg, count=3):
@@ -34,8 +33,10 @@ def _real_images(cfg, count=3):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config", ["coco_shufflenet1x_300", "coco_shufflenet1x_fpn"])
-def test_traced_detector_matches_eager_on_real_images(config, tmp_path):
+@pytest.mark.parametrize(
+    "config,fuse", [("coco_shufflenet1x_300", False), ("coco_shufflenet1x_fpn", False), ("coco_shufflenet1x_300", True)]
+)
+def test_traced_detector_matches_eager_on_real_images(config, fuse, tmp_path):
     torch.manual_seed(0)
     model, cfg = det.build_detector(
         config,
@@ -43,7 +44,20 @@ def test_traced_detector_matches_eager_on_real_images(config, tmp_path):
               "INPUT.MAX_SIZE_TEST", "256", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
               "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],  # random heads: keep low scores, so N > 0
     )
+    if fuse:  # frozen BN folded into the convolutions (fuse_for_inference): same detections as unfused
+        _frozen_bn_random(model)
+        unfused = copy.deepcopy(model)
+        fuse_for_inference(model)
+        assert not any(type(m).__name__ == "FrozenBatchNorm2d" for m in model.backbone.modules())
     images = _real_images(cfg)
+    if fuse:
+        with torch.no_grad():
+            for image in images:
+                a = unfused.inference([{"image": image}], do_postprocess=False)[0]
+                b = model.inference([{"image": image}], do_postprocess=False)[0]
+                assert len(a) == len(b) > 0 and torch.equal(a.pred_classes, b.pred_classes)
+                assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-2)
+                assert torch.allclose(a.scores, b.scores, atol=1e-4)
     assert len({tuple(i.shape) for i in images}) >= 2  # checks run on sizes other than the traced one
     traced = trace_detector(model, images[0], images[1:])
     module = traceable_detector(model)
@@ -63,6 +77,19 @@ def test_traced_detector_matches_eager_on_real_images(config, tmp_path):
         out = loaded(images[2])
         eager = module(images[2])
     assert all(torch.allclose(a.float(), b.float(), atol=1e-3) for a, b in zip(out, eager))
+
+
+def _frozen_bn_random(model, seed=0):
+    """Non-trivial frozen BatchNorm values (the initial ones are the identity, which folds trivially)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if type(m).__name__ == "FrozenBatchNorm2d":
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
 
 
 def test_trace_detector_rejects_bad_input():

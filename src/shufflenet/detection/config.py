@@ -51,6 +51,10 @@ def add_shufflenet_config(cfg: CN) -> CN:
                                      stages 2..k; frozen parts also get frozen BN). Default -1: unset, and
                                      MODEL.BACKBONE.FREEZE_AT decides; when set (>= 0) it wins, with a
                                      deprecation warning.
+    MODEL.SHUFFLENET.CHANNELS_LAST   eval mode (inference, export) runs the backbone and the RoI head's
+                                     stage 4 on channels-last tensors: the same function, ~1.7x faster
+                                     on one CPU thread (oneDNN's grouped / depthwise convolutions).
+                                     Training is unchanged. Default True.
     MODEL.SHUFFLENET.OUT_FEATURES    backbone outputs among "stem" (stride 4), "stage2" (8),
                                      "stage3" (16), "stage4" (32). C4: ["stage3"]; FPN: stages 2-4.
     """
@@ -62,6 +66,7 @@ def add_shufflenet_config(cfg: CN) -> CN:
     cfg.MODEL.SHUFFLENET.NORM = "FrozenBN"
     cfg.MODEL.SHUFFLENET.FREEZE_AT = -1  # deprecated alias; MODEL.BACKBONE.FREEZE_AT is the key
     cfg.MODEL.SHUFFLENET.OUT_FEATURES = ["stage3"]
+    cfg.MODEL.SHUFFLENET.CHANNELS_LAST = True
     return cfg
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "apply_norm",
     "feature_shapes",
     "freeze_at",
+    "fuse_for_inference",
 ]
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,49 @@ def apply_norm(module: nn.Module, norm: str) -> nn.Module:
     raise DetectionError(f"MODEL.SHUFFLENET.NORM={norm!r}; expected one of {list(_NORMS)}")
 
 
+@torch.no_grad()
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """Fold every frozen (or eval-mode) BatchNorm that directly follows a convolution in an ``nn.Sequential``
+    into that convolution (scaled weights plus a bias), in place; returns ``model``.
+
+    The function is the same up to float rounding (``conv(x) * s + b`` computed as one convolution), and each
+    ShuffleNet unit loses three elementwise passes over its activations (a quarter of the C4 RoI head's CPU
+    time). For inference and export only: the state dict changes (BN keys go, convolutions get a bias), so
+    fuse a copy, not a model you train or checkpoint.
+    """
+    for module in list(model.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in zip(names, names[1:]):
+            conv, bn = module._modules[first], module._modules[second]
+            if not isinstance(conv, nn.Conv2d) or not isinstance(bn, (FrozenBatchNorm2d, nn.BatchNorm2d)):
+                continue
+            if isinstance(bn, nn.BatchNorm2d) and (bn.training or bn.running_var is None):
+                continue
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = bn.bias - bn.running_mean * scale
+            if conv.bias is not None:
+                bias = bias + conv.bias * scale
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                              conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+            fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+            fused.bias.copy_(bias)
+            fused.requires_grad_(False)
+            module._modules[first] = fused.to(conv.weight.device)
+            module._modules[second] = nn.Identity()
+    return model
+
+
+def _conv_weights_layout(module: nn.Module, channels_last: bool) -> None:
+    """Store the convolution weights of ``module`` channels-last (eval) or contiguous (training), in place: the
+    same values and Parameter objects (optimizers keep theirs), only the memory layout changes."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d) and not m.weight.is_contiguous(memory_format=fmt):
+            m.weight.data = m.weight.data.contiguous(memory_format=fmt)
+
+
 class ShuffleNetBackbone(Backbone):
     """Stem and stages of a :class:`ShuffleNetV1` as a detectron2 backbone.
 
@@ -131,7 +175,12 @@ class ShuffleNetBackbone(Backbone):
     """
 
     def __init__(
-        self, net: ShuffleNetV1, out_features: Sequence[str], freeze_at: int = 0, norm: str = "FrozenBN"
+        self,
+        net: ShuffleNetV1,
+        out_features: Sequence[str],
+        freeze_at: int = 0,
+        norm: str = "FrozenBN",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         out_features = list(out_features)
@@ -160,8 +209,17 @@ class ShuffleNetBackbone(Backbone):
         self.groups = net.groups
         self.width_mult = net.width_mult
         self.shuffle_inverse = net.shuffle_inverse
+        #: eval mode runs on channels-last (NHWC) tensors: oneDNN's grouped and depthwise convolutions are
+        #: ~1.7x faster so on one CPU thread (same function; outputs are returned in that layout).
+        self.channels_last = bool(channels_last)
         apply_norm(self, norm)
         self.freeze(freeze_at)
+
+    def train(self, mode: bool = True) -> "ShuffleNetBackbone":
+        super().train(mode)
+        if self.channels_last:  # eval: NHWC weights for the NHWC activations; training: as built
+            _conv_weights_layout(self, not mode)
+        return self
 
     def freeze(self, freeze_at: int = 0) -> "ShuffleNetBackbone":
         """Freeze the stem (``freeze_at >= 1``) and stages 2..``freeze_at`` (parameters and BN)."""
@@ -184,7 +242,10 @@ class ShuffleNetBackbone(Backbone):
         if x.dim() != 4:
             raise ValueError(f"ShuffleNetBackbone takes (N, C, H, W) inputs, got shape {tuple(x.shape)}")
         outputs = {}
-        x = self.maxpool(self.conv1(x + self.input_shift))
+        x = x + self.input_shift
+        if self.channels_last and not self.training:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.maxpool(self.conv1(x))
         if "stem" in self._out_features:
             outputs["stem"] = x
         for name in self.stage_names:
@@ -220,7 +281,8 @@ def build_shufflenet_c4_backbone(cfg, input_shape: ShapeSpec) -> ShuffleNetBackb
             "ShuffleNetROIHeads); use build_shufflenet_fpn_backbone for stage4 features"
         )
     net = build_shufflenet(cfg)
-    return ShuffleNetBackbone(net, out_features, freeze_at(cfg), cfg.MODEL.SHUFFLENET.NORM)
+    return ShuffleNetBackbone(net, out_features, freeze_at(cfg), cfg.MODEL.SHUFFLENET.NORM,
+                              cfg.MODEL.SHUFFLENET.CHANNELS_LAST)
 
 
 @BACKBONE_REGISTRY.register()
@@ -229,7 +291,8 @@ def build_shufflenet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     _check_cfg(cfg)
     net = build_shufflenet(cfg)
     bottom_up = ShuffleNetBackbone(
-        net, cfg.MODEL.SHUFFLENET.OUT_FEATURES, freeze_at(cfg), cfg.MODEL.SHUFFLENET.NORM
+        net, cfg.MODEL.SHUFFLENET.OUT_FEATURES, freeze_at(cfg), cfg.MODEL.SHUFFLENET.NORM,
+        cfg.MODEL.SHUFFLENET.CHANNELS_LAST,
     )
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
     missing = [f for f in in_features if f not in bottom_up.output_shape()]
@@ -258,6 +321,7 @@ class ShuffleNetROIHeads(ROIHeads):
         pooler: RoIAlign over that feature.
         stage4: the network's ``stage4`` module (an ``nn.Sequential`` of ``ShuffleUnit``).
         box_predictor: detectron2's ``FastRCNNOutputLayers`` on the pooled stage-4 output.
+        channels_last: in eval mode, run stage 4 on channels-last RoI features (``MODEL.SHUFFLENET.CHANNELS_LAST``).
     """
 
     @configurable
@@ -268,13 +332,21 @@ class ShuffleNetROIHeads(ROIHeads):
         pooler: ROIPooler,
         stage4: nn.Module,
         box_predictor: nn.Module,
+        channels_last: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.channels_last = bool(channels_last)
         self.in_features = list(in_features)
         self.pooler = pooler
         self.stage4 = stage4
         self.box_predictor = box_predictor
+
+    def train(self, mode: bool = True) -> "ShuffleNetROIHeads":
+        super().train(mode)
+        if self.channels_last:  # eval: NHWC weights for the NHWC RoI features; training: as built
+            _conv_weights_layout(self.stage4, not mode)
+        return self
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -310,6 +382,7 @@ class ShuffleNetROIHeads(ROIHeads):
             pooler_type=cfg.MODEL.ROI_BOX_HEAD.POOLER_TYPE,
         )
         ret["stage4"] = stage4
+        ret["channels_last"] = cfg.MODEL.SHUFFLENET.CHANNELS_LAST
         ret["box_predictor"] = FastRCNNOutputLayers(cfg, ShapeSpec(channels=out_channels, height=1, width=1))
         return ret
 
@@ -322,6 +395,8 @@ class ShuffleNetROIHeads(ROIHeads):
         del targets
         boxes = [p.proposal_boxes for p in proposals]
         x = self.pooler([features[f] for f in self.in_features], boxes)
+        if self.channels_last and not self.training:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stage4(x)
         predictions = self.box_predictor(x.mean(dim=(2, 3)))
         if self.training:
