@@ -160,6 +160,27 @@ def test_freeze_at(opts, frozen):
         assert grads == ({False} if part in frozen else {True}), part
 
 
+def test_channels_last_inference_is_the_same_function(randomize_bn):
+    """Eval mode runs on channels-last tensors (MODEL.SHUFFLENET.CHANNELS_LAST): same detections as NCHW;
+    training mode keeps the weights as built (contiguous)."""
+    opts = SMALL_OPTS + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.SHUFFLENET.NORM", "BN"]
+    torch.manual_seed(3)
+    nhwc, _ = det.build_detector("coco_shufflenet1x_300", opts=opts)
+    nchw, _ = det.build_detector("coco_shufflenet1x_300", opts=opts + ["MODEL.SHUFFLENET.CHANNELS_LAST", "False"])
+    nchw.load_state_dict(randomize_bn(nhwc).state_dict())
+    image = torch.rand(3, 160, 224) * 255
+    with torch.no_grad():
+        feats = nhwc.backbone(nhwc.preprocess_image([{"image": image}]).tensor)["stage3"]
+        a = nhwc([{"image": image}])[0]["instances"]
+        b = nchw([{"image": image}])[0]["instances"]
+    assert feats.is_contiguous(memory_format=torch.channels_last)
+    assert nhwc.roi_heads.stage4[0].gconv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert len(a) == len(b) > 0 and torch.equal(a.pred_classes, b.pred_classes)
+    assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-2) and torch.allclose(a.scores, b.scores, atol=1e-4)
+    nhwc.train()
+    assert all(m.weight.is_contiguous() for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d))
+
+
 def test_trainable_bn_option():
     model, _ = det.build_detector(
         "coco_shufflenet1x_300", opts=SMALL_OPTS + ["MODEL.SHUFFLENET.NORM", "BN", "MODEL.SHUFFLENET.FREEZE_AT", "1"]
@@ -226,6 +247,9 @@ def test_configs_match_the_paper_settings():
             assert tuple(cfg.DATASETS.TRAIN) == train and tuple(cfg.DATASETS.TEST) == test
             assert cfg.MODEL.BACKBONE.NAME == "build_shufflenet_c4_backbone"
             assert cfg.MODEL.ROI_HEADS.NAME == "ShuffleNetROIHeads"
+            # py-faster-rcnn's test defaults, which the paper used: 6000 proposals before NMS, 300 after
+            assert (cfg.MODEL.RPN.PRE_NMS_TOPK_TEST, cfg.MODEL.RPN.POST_NMS_TOPK_TEST) == (6000, 300)
+            assert cfg.MODEL.BACKBONE.FREEZE_AT == 2 and cfg.MODEL.SHUFFLENET.FREEZE_AT == -1
     fpn = det.get_detection_cfg("coco_shufflenet1x_fpn")
     assert fpn.MODEL.BACKBONE.NAME == "build_shufflenet_fpn_backbone"
     # A path works as well as a bare name.
