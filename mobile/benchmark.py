@@ -6,7 +6,7 @@ All the work is in :mod:`shufflenet.mobile.benchmark`.
 
 import sys
 
-from shufflenet.mobile.benchmark import main
+from shufflenet.mobile.benchmark import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

@@ -20,6 +20,12 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 step() { echo "[aarch64] $(date +%H:%M:%S) $*"; }
 
+# The host side first: a bad MODELS / SIZES is one `error:` line and exit 2 before any download.
+step "exporting on $(uname -m) with $("$PY" -c 'import torch; print("torch", torch.__version__)')"
+rm -rf "$CASES"
+# shellcheck disable=SC2086
+"$PY" -m shufflenet.mobile.aarch64 prepare "$CASES" --models $MODELS --input-size $SIZES --backport-to 7
+
 if ! command -v qemu-aarch64-static >/dev/null 2>&1; then
   step "installing qemu-user-static"
   $SUDO apt-get update -qq
@@ -50,10 +56,6 @@ if [ ! -d "$SITE/torch" ]; then
   for whl in "$WHEELS"/*.whl; do "$PY" -m zipfile -e "$whl" "$SITE"; done
 fi
 
-step "exporting on $(uname -m) with $("$PY" -c 'import torch; print("torch", torch.__version__)')"
-rm -rf "$CASES"
-# shellcheck disable=SC2086
-"$PY" -m shufflenet.mobile.aarch64 prepare "$CASES" --models $MODELS --input-size $SIZES --backport-to 7
 
 step "running the device side under qemu-aarch64-static (emulated; slow)"
 PYTHONHOME="$(realpath "$ROOT")/usr" PYTHONPATH="$(realpath "$SITE")" PYTHONDONTWRITEBYTECODE=1 \

@@ -7,55 +7,61 @@ import json
 import pytest
 import torch
 
-from shufflenet.mobile.benchmark import main
+from shufflenet.mobile.benchmark import cli, main
 
 
 @pytest.mark.slow
 def test_quick_benchmark_writes_table_json_and_chart(tmp_path, capsys):
     threads = torch.get_num_threads()
     out = tmp_path / "bench"
-    rc = main(["--quick", "--models", "sn0.5", "megvii0.5", "--sizes", "224", "64x96", "--repeats", "2",
-               "--warmup", "1", "--runtimes", "eager", "ptl", "--out", str(out)])
+    rc = main(["--quick", "--models", "sn0.5", "megvii0.5", "alexnet", "--sizes", "64x96", "--repeats", "2",
+               "--warmup", "1", "--runtimes", "eager", "ptl", "--out", str(out), "--profile"])
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     assert torch.get_num_threads() == threads  # the process's setting is restored
     res = json.loads((out / "benchmark.json").read_text())
-    assert res["settings"]["sizes"] == [[224, 224], [64, 96]] and res["settings"]["threads"] == 1
-    assert res["settings"]["interleaved"] is True
+    assert res["settings"]["sizes"] == [[64, 96]] and res["settings"]["threads"] == 1
+    assert res["settings"]["interleaved"] is True and res["settings"]["input_layout"] == "nhwc"
     assert res["host"]["torch"] == torch.__version__ and res["host"]["arch"]
-    for key in ("sn0.5", "megvii0.5"):
+    for key in ("sn0.5", "megvii0.5", "alexnet"):
         for rt in ("eager", "ptl"):
-            for tag in ("224x224", "64x96"):
-                cell = res["cells"][key][rt][tag]
-                assert cell["n"] == 2 and len(cell["runs_ms"]) == 2
-                assert 0 < min(cell["runs_ms"]) <= cell["median_ms"] <= cell["p90_ms"] <= max(cell["runs_ms"])
+            cell = res["cells"][key][rt]["64x96"]
+            assert cell["n"] == 2 and len(cell["runs_ms"]) == 2 and len(cell["wall_runs_ms"]) == 2
+            assert 0 < min(cell["runs_ms"]) <= cell["median_ms"] <= cell["p90_ms"] <= max(cell["runs_ms"])
         assert (out / "exported" / f"bench_{key}.ptl").is_file()
-    # The ratio row is computed from the cells, not typed in.
+        # The ratios use the fastest exported runtime (eager only counts when nothing was exported).
+        assert res["fastest"][key]["64x96"]["runtime"] == "ptl"
+        assert res["models"][key]["macs"]["64x96"] > 0
+    assert res["models"]["megvii0.5"]["macs"] == res["models"]["sn0.5"]["macs"]  # same network, other code
+    # MAC/s and the share of AlexNet's come from the cells, not typed in.
+    eff = res["efficiency"]["sn0.5"]["64x96"]
+    gmacs = res["models"]["sn0.5"]["macs"]["64x96"] / res["cells"]["sn0.5"]["ptl"]["64x96"]["median_ms"] / 1e6
+    assert eff["gmac_per_s"] == pytest.approx(gmacs)
+    assert eff["share_of_alexnet"] == pytest.approx(gmacs / res["efficiency"]["alexnet"]["64x96"]["gmac_per_s"])
     (row,) = [r for r in res["ratios"] if r["num"] == "megvii0.5"]
-    for tag in ("224x224", "64x96"):
-        expect = res["cells"]["megvii0.5"]["ptl"][tag]["median_ms"] / res["cells"]["sn0.5"]["ptl"][tag]["median_ms"]
-        assert row["measured"]["ptl"][tag] == pytest.approx(expect)
-    # Markdown: measured cells beside the paper's ms (224 column of ShuffleNet 0.5x is 15.2 ms in Table 8).
+    expect = res["cells"]["megvii0.5"]["ptl"]["64x96"]["median_ms"] / res["cells"]["sn0.5"]["ptl"]["64x96"]["median_ms"]
+    assert row["fastest"]["64x96"] == pytest.approx(expect) and row["met"]["64x96"] == (expect >= 1.5)
+    # The per-layer-type profile names ShuffleNet's parts and adds up to 100 %.
+    prof = res["profile"]["rows"]
+    assert {"1x1 group conv", "depthwise 3x3 conv", "channel shuffle", "add + ReLU", "stem max pool"} <= set(prof)
+    assert sum(v["64x96"]["pct"] for v in prof.values()) == pytest.approx(100.0)
     md = (out / "benchmark.md").read_text()
-    sn_rows = [line for line in md.splitlines() if line.startswith("| ShuffleNet 0.5x (g=3) |")]
-    assert len(sn_rows) == 2 and all("15.2" in line for line in sn_rows)
-    assert f"{res['cells']['sn0.5']['ptl']['224x224']['median_ms']:.1f}" in md
-    assert "torch " + torch.__version__ in md
+    assert f"{res['cells']['sn0.5']['ptl']['64x96']['median_ms']:.1f}" in md and "torch " + torch.__version__ in md
+    assert "megvii-style 0.5x / ours 0.5x" in md and "vs AlexNet" in md
     png = (out / "benchmark.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    # A progress line per measurement (2 models x 2 runtimes x 2 sizes) and per round.
-    assert sum(line.startswith("[bench ") for line in printed.out.splitlines()) == 8
-    assert sum(" round " in line for line in printed.out.splitlines()) == 4
+    # A progress line per measurement (3 models x 2 runtimes x 1 size) and per round.
+    assert sum(line.startswith("[bench ") for line in printed.out.splitlines()) == 6
+    assert sum(" round " in line for line in printed.out.splitlines()) == 2
 
 
 @pytest.mark.parametrize(
     "argv, expected",
     [(["--models", "resnet50"], "unknown benchmark model"), (["--threads", "0"], "--threads must be >= 1"),
-     (["--sizes", "7"], "input size '7' is not valid")],
+     (["--sizes", "7"], "input size '7' is not valid"), (["--repeats", "0"], "--repeats must be >= 1")],
 )
 def test_benchmark_bad_arguments(argv, expected, tmp_path, capsys):
-    rc = main(argv + ["--out", str(tmp_path / "b")])
+    rc = cli(argv + ["--out", str(tmp_path / "b")])
     err = capsys.readouterr().err
-    assert rc == 2 and expected in err and err.count("\n") == 1
+    assert rc == 2 and expected in err and err.startswith("error:") and err.count("\n") == 1
     assert not (tmp_path / "b").exists()
-

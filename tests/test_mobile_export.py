@@ -1,7 +1,7 @@
 """Mobile export: verified .ptl files, sidecar, refusal of broken exports, bytecode backport, CLI errors.
 
 Uses the narrowest registered ShuffleNet (0.25x, g=3) with randomised BatchNorm statistics (so no unit is
-the identity it is at initialisation) and real CIFAR-10 test images from ../shared/data.
+the identity it is at initialisation) and real CIFAR-10 test images from the repository's tests/data.
 """
 
 from __future__ import annotations
@@ -15,28 +15,18 @@ import torch
 from torch import nn
 
 import shufflenet
-from shufflenet.mobile import export as mexport
-from shufflenet.mobile.export import VerificationError, XnnpackUnavailableError, export_ptl, main
+from shufflenet.mobile import ptl as mptl
+from shufflenet.mobile.cli import cli
 from shufflenet.mobile.images import list_images, load_images
+from shufflenet.mobile.ptl import XnnpackUnavailableError, export_ptl
 from shufflenet.mobile.source import ModelSource, load_model
+from shufflenet.mobile.verify import VerificationError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CIFAR_TEST = DATA / "cifar10" / "test"
+from conftest import _randomize_bn
+
+TEST_DATA = Path(__file__).resolve().parent / "data"
+CIFAR_TEST = TEST_DATA / "cifar10" / "test"
 TINY = "shufflenet_v1_x0_25_g3"
-
-pytestmark = pytest.mark.skipif(not CIFAR_TEST.is_dir(), reason=f"shared data not found at {DATA}")
-
-
-def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.weight.data = torch.rand(n, generator=g) + 0.5
-            m.bias.data = torch.randn(n, generator=g) * 0.2
-            m.running_mean = torch.randn(n, generator=g) * 0.2
-            m.running_var = torch.rand(n, generator=g) + 0.5
-    return model.eval()
 
 
 def _tiny(num_classes: int = 10) -> nn.Module:
@@ -57,7 +47,7 @@ def _quiet(_msg: str) -> None:
 
 
 def _cifar(n: int, size):
-    files = list_images(CIFAR_TEST)[:: 200][:n]  # one image from each of n classes
+    files = list_images(CIFAR_TEST)[::30][:n]  # one image from each of n classes (30 per class)
     return load_images(files, size)
 
 
@@ -66,7 +56,7 @@ def test_export_registered_model_matches_eager_and_sidecar(tmp_path):
     model = _tiny()
     src = ModelSource(model, TINY, "test")
     sizes = [(32, 32), (64, 48)]
-    ptl, side = export_ptl(src, tmp_path, sizes, image_dir=CIFAR_TEST, n_real=2, log=_quiet)
+    ptl, side = export_ptl(src, tmp_path, sizes, images=CIFAR_TEST, n_real=2, log=_quiet)
     assert ptl == tmp_path / f"{TINY}.ptl" and ptl.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{TINY}.json", f"{TINY}.ptl"]  # no temp files left
 
@@ -107,7 +97,7 @@ def test_cli_exports_package_weights_file(tmp_path, capsys):
     model = _tiny(num_classes=7)
     weights = shufflenet.save_weights(model, tmp_path / "model.pth", arch=TINY, meta={"note": "test"})
     out = tmp_path / "out"
-    rc = main([str(weights), "--input-size", "32", "40x56", "--out", str(out), "--images", str(CIFAR_TEST)])
+    rc = cli([str(weights), "--input-size", "32", "40x56", "--out", str(out), "--images", str(CIFAR_TEST)])
     assert rc == 0, capsys.readouterr().err
     ptl = out / f"{TINY}.ptl"
     side = json.loads((out / f"{TINY}.json").read_text())
@@ -140,7 +130,7 @@ def test_export_refuses_model_whose_scripted_form_differs(tmp_path):
     src = ModelSource(_ScriptedDiffers(_tiny(), 0.01), "broken", "test")
     out = tmp_path / "out"
     with pytest.raises(VerificationError) as err:
-        export_ptl(src, out, [(32, 32)], image_dir=CIFAR_TEST, log=_quiet)
+        export_ptl(src, out, [(32, 32)], images=CIFAR_TEST, log=_quiet)
     msg = str(err.value)
     assert "1e-02" in msg or "0.01" in msg  # the measured difference is in the message
     assert "32x32" in msg and "no file was written" in msg
@@ -150,7 +140,7 @@ def test_export_refuses_model_whose_scripted_form_differs(tmp_path):
 @pytest.mark.slow
 def test_export_refuses_output_corrupted_by_optimization(tmp_path, monkeypatch):
     """If the optimized module misbehaves (here: a conv weight changed after scripting), nothing is written."""
-    real_optimize = mexport.optimize
+    real_optimize = mptl.optimize
 
     def corrupting_optimize(scripted):
         # Optimize a copy with one perturbed conv weight: same structure and ops, slightly wrong numbers.
@@ -159,10 +149,10 @@ def test_export_refuses_output_corrupted_by_optimization(tmp_path, monkeypatch):
             bad.conv1[0].weight.mul_(1.01)
         return real_optimize(torch.jit.script(bad))
 
-    monkeypatch.setattr(mexport, "optimize", corrupting_optimize)
+    monkeypatch.setattr(mptl, "optimize", corrupting_optimize)
     out = tmp_path / "out"
     with pytest.raises(VerificationError, match=r"max \|eager - exported\| = [0-9.e+-]+ exceeds the bound"):
-        export_ptl(ModelSource(_tiny(), TINY, "test"), out, [(32, 32)], image_dir=None, log=_quiet)
+        export_ptl(ModelSource(_tiny(), TINY, "test"), out, [(32, 32)], images=None, log=_quiet)
     assert list(out.iterdir()) == []
 
 
@@ -171,7 +161,7 @@ def test_bytecode_backport_still_verifies(tmp_path):
     from torch.jit.mobile import _get_model_bytecode_version
 
     model = _tiny()
-    ptl, side = export_ptl(ModelSource(model, TINY, "test"), tmp_path, [(32, 32)], image_dir=CIFAR_TEST,
+    ptl, side = export_ptl(ModelSource(model, TINY, "test"), tmp_path, [(32, 32)], images=CIFAR_TEST,
                            bytecode_version=7, log=_quiet)
     assert _get_model_bytecode_version(str(ptl)) == 7
     assert side["bytecode_version"] == 7 and side["bytecode_version_written"] > 7
@@ -182,17 +172,17 @@ def test_bytecode_backport_still_verifies(tmp_path):
 
 
 def test_newer_bytecode_version_is_an_error(tmp_path, capsys):
-    rc = main([TINY, "--input-size", "32", "--out", str(tmp_path), "--images", "none", "--bytecode-version", "99"])
+    rc = cli([TINY, "--input-size", "32", "--out", str(tmp_path), "--images", "none", "--bytecode-version", "99"])
     err = capsys.readouterr().err
     assert rc == 2 and "error:" in err and "99" in err and "Traceback" not in err
     assert not any(tmp_path.glob("*.ptl"))
 
 
 def test_no_xnnpack_gives_clear_message(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(mexport, "xnnpack_available", lambda: False)
+    monkeypatch.setattr(mptl, "xnnpack_available", lambda: False)
     with pytest.raises(XnnpackUnavailableError, match="torch==2.12.0"):
-        mexport.require_xnnpack()
-    rc = main([TINY, "--input-size", "32", "--out", str(tmp_path / "out")])
+        mptl.require_xnnpack()
+    rc = cli([TINY, "--input-size", "32", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2
     assert err.count("\n") == 1 and "XNNPACK" in err and "pip install torch==2.12.0" in err
@@ -206,13 +196,15 @@ def test_no_xnnpack_gives_clear_message(tmp_path, monkeypatch, capsys):
         ([TINY, "--input-size", "12x"], "input size '12x' is not valid"),
         ([TINY, "--input-size", "16"], "input size '16' is not valid"),
         (["missing/weights.pth"], "no such weights file"),
+        ([TINY, "--images", "/nonexistent/photos"], "no such image folder"),
+        ([TINY, "--n-real", "-1"], "--n-real must be >= 0"),
     ],
 )
 def test_bad_cli_input_is_one_clear_error(argv, expected, tmp_path, capsys):
-    rc = main(argv + ["--out", str(tmp_path / "out")])
+    rc = cli(argv + ["--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2
-    assert expected in err and err.startswith("export: error:") and err.count("\n") == 1
+    assert expected in err and err.startswith("error:") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
 
@@ -220,7 +212,7 @@ def test_checkpoint_without_arch_asks_for_arch(tmp_path, capsys):
     sd = {f"model.{k}": v for k, v in shufflenet.create_model(TINY, num_classes=3).state_dict().items()}
     ckpt = tmp_path / "last.ckpt"
     torch.save({"state_dict": sd, "hyper_parameters": {}}, ckpt)
-    rc = main([str(ckpt), "--out", str(tmp_path / "out")])
+    rc = cli([str(ckpt), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and "--arch" in err and err.count("\n") == 1
     # With the architecture stored as the classification wing stores it, it loads (class count from fc).
@@ -232,10 +224,10 @@ def test_checkpoint_without_arch_asks_for_arch(tmp_path, capsys):
 @pytest.mark.slow
 def test_detector_export_through_detection_public_api(tmp_path):
     pytest.importorskip("detectron2")
-    from shufflenet.mobile.export import export_detector
+    from shufflenet.mobile.detector import export_detector
 
-    coco = DATA / "tiny_coco" / "val2017"
-    ptl, side = export_detector("demo_shapes", tmp_path, [(96, 128)], image_dir=coco, n_real=1, log=_quiet)
+    coco = TEST_DATA / "coco" / "val2017"
+    ptl, side = export_detector("demo_shapes", tmp_path, [(96, 128)], images=coco, n_real=1, log=_quiet)
     assert side["task"] == "detection" and side["input"]["normalization"]["color"] == "BGR"
     assert {"torchvision::nms", "torchvision::roi_align"} <= set(side["operators"])  # what a runtime must provide
     assert [c["input"].split(" ")[0] for c in side["verification"]["checks"]] == ["random", "real"]

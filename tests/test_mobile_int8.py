@@ -7,14 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from shufflenet.mobile.export import INT8_ATOL, INT8_RTOL, export_ptl
-from shufflenet.mobile.quantize import calibration_batch, quantize_fx_int8
+from shufflenet.mobile.ptl import export_ptl
+from shufflenet.mobile.quantize import calibration_batch, quantize_fx_int8, resolve_calib_dir
 from shufflenet.mobile.source import MobileError, ModelSource
+from shufflenet.mobile.verify import INT8_ATOL, INT8_RTOL
+from shufflenet.paths import sample_images_dir
 
 from test_mobile_export import CIFAR_TEST, TINY, _cifar, _lite, _quiet, _tiny
 
 CIFAR_TRAIN = CIFAR_TEST.parent / "train"
-pytestmark = pytest.mark.skipif(not CIFAR_TRAIN.is_dir(), reason="shared CIFAR slice not found")
 
 
 @pytest.mark.slow
@@ -23,9 +24,9 @@ def test_int8_ptl_verifies_against_its_reference_and_is_smaller(tmp_path):
     q = quantize_fx_int8(fp32, CIFAR_TRAIN, 32, (32, 32))
     assert q.extra["quantization"]["calibration"]["images"] == 32
     assert any("quantized" in type(m).__module__ for m in q.model.modules())  # really converted
-    f32_path, f32_side = export_ptl(fp32, tmp_path / "fp32", [(32, 32)], image_dir=None, log=_quiet)
+    f32_path, f32_side = export_ptl(fp32, tmp_path / "fp32", [(32, 32)], images=None, log=_quiet)
     prev = torch.backends.quantized.engine
-    i8_path, i8_side = export_ptl(q, tmp_path / "int8", [(32, 32), (48, 48)], image_dir=CIFAR_TEST, atol=INT8_ATOL,
+    i8_path, i8_side = export_ptl(q, tmp_path / "int8", [(32, 32), (48, 48)], images=CIFAR_TEST, atol=INT8_ATOL,
                                   rtol=INT8_RTOL, quantized_engine="qnnpack", log=_quiet)
     assert torch.backends.quantized.engine == prev  # restored
     assert i8_side["size_bytes"] < 0.7 * f32_side["size_bytes"]  # tiny model: bytecode is a fixed share
@@ -48,12 +49,16 @@ def test_int8_ptl_verifies_against_its_reference_and_is_smaller(tmp_path):
 
 @pytest.mark.slow
 def test_int8_cli_and_calibration_errors(tmp_path, capsys):
-    from shufflenet.mobile.export import main
+    from shufflenet.mobile.cli import cli
 
-    rc = main([TINY, "--quantize", "int8", "--calib-images", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    rc = cli([TINY, "--quantize", "int8", "--calib-images", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and "--calib-images" in err and "no such folder" in err and err.count("\n") == 1
     with pytest.raises(MobileError, match="calib-count"):
         calibration_batch(CIFAR_TRAIN, 0, (32, 32), (0.5,) * 3, (0.5,) * 3)
     batch = calibration_batch(CIFAR_TRAIN, 20, (32, 32), (0.5,) * 3, (0.5,) * 3)
     assert batch.shape == (20, 3, 32, 32) and batch.std() > 0.1  # real images, spread over the classes
+    # The default calibration set is the package's sample photos: real images on any machine.
+    assert resolve_calib_dir("auto") == sample_images_dir()
+    photos = calibration_batch(resolve_calib_dir("auto"), 64, (32, 32), (0.5,) * 3, (0.5,) * 3)
+    assert 4 <= photos.shape[0] <= 64 and photos.std() > 0.1

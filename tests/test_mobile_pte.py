@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from shufflenet.mobile import pte as mpte
-from shufflenet.mobile.export import INT8_ATOL, INT8_RTOL, VerificationError, main
+from shufflenet.mobile.cli import cli
 from shufflenet.mobile.source import ModelSource
+from shufflenet.mobile.verify import INT8_ATOL, INT8_RTOL, VerificationError
 
 from test_mobile_export import CIFAR_TEST, TINY, _cifar, _quiet, _tiny
 
 
 def test_pte_without_executorch_is_one_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(mpte, "executorch_available", lambda: False)
-    rc = main([TINY, "--format", "pte", "--input-size", "32", "--out", str(tmp_path / "o")])
+    rc = cli([TINY, "--format", "pte", "--input-size", "32", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and "pip install executorch==1.3.1" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
@@ -31,7 +32,7 @@ def fp32_pte(tmp_path_factory):
     """One fp32 export at two sizes, shared by the tests below (each lowering takes seconds)."""
     model, out = _tiny(), tmp_path_factory.mktemp("pte")
     paths, side = mpte.export_pte(ModelSource(model, TINY, "test"), out, [(32, 32), (40, 56)],
-                                  image_dir=CIFAR_TEST, log=_quiet)
+                                  images=CIFAR_TEST, log=_quiet)
     return model, out, paths, side
 
 
@@ -43,13 +44,15 @@ def test_pte_export_verifies_each_size(fp32_pte):
         [f"{TINY}_32x32.pte", f"{TINY}_40x56.pte", f"{TINY}.pte.json"])
     on_disk = json.loads((tmp_path / f"{TINY}.pte.json").read_text())
     assert on_disk["files"]["40x56"]["sha256"] == hashlib.sha256(paths[(40, 56)].read_bytes()).hexdigest()
-    assert "executorch_call_delegate" in on_disk["operators"]  # XNNPACK-delegated
+    assert on_disk["operators"] == ["executorch_call_delegate", "getitem"]  # one XNNPACK delegate: the whole net
+    assert on_disk["input"]["memory_format"] == "channels_last" and on_disk["rewrite"]
     assert on_disk["exported_with"]["executorch"] == mpte.executorch_version()
     run = mpte.pte_runner(paths, threads=1)
     for size in [(32, 32), (40, 56)]:
-        x = _cifar(1, size)
-        with torch.no_grad():
+        x = _cifar(2, size)
+        with torch.no_grad():  # NCHW and NHWC tensors alike: the runner hands ExecuTorch the program's layout
             torch.testing.assert_close(run(x), model(x), atol=1e-4, rtol=1e-5)
+            torch.testing.assert_close(run(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-4, rtol=1e-5)
 
 
 @needs_executorch
@@ -63,7 +66,7 @@ def test_pte_refuses_a_wrong_program(tmp_path, monkeypatch, fp32_pte):
     with torch.no_grad():
         other.fc.bias.add_(0.05)  # the model being exported differs from the program by exactly 0.05
     with pytest.raises(VerificationError, match=r"ExecuTorch runtime: max \|eager - exported\| = 0.05"):
-        mpte.export_pte(ModelSource(other, TINY, "test"), tmp_path, [(32, 32)], image_dir=None, log=_quiet)
+        mpte.export_pte(ModelSource(other, TINY, "test"), tmp_path, [(32, 32)], images=None, log=_quiet)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -75,7 +78,7 @@ def test_pte_int8_pt2e_verifies_and_is_smaller(tmp_path, fp32_pte):
 
     src = ModelSource(_tiny(), TINY, "test")
     qfn = pt2e_int8_for_pte(src, CIFAR_TEST.parent / "train", 16, (32, 32))
-    paths, side = mpte.export_pte(src, tmp_path / "q", [(32, 32)], image_dir=CIFAR_TEST, quantize_fn=qfn,
+    paths, side = mpte.export_pte(src, tmp_path / "q", [(32, 32)], images=CIFAR_TEST, quantize_fn=qfn,
                                   atol=INT8_ATOL, rtol=INT8_RTOL, log=_quiet)
     assert side["quantization"].startswith("int8")
     assert side["files"]["32x32"]["size_bytes"] < 0.7 * f32["files"]["32x32"]["size_bytes"]

@@ -3,39 +3,34 @@
     python mobile/export.py shufflenet_v1_x0_5_g3 --input-size 224 480x640 --out exported/
     python mobile/benchmark.py --quick
 
-Imports the ground floor only (``shufflenet.models`` / ``shufflenet.weights``); the detector export uses
-the detection wing's public builder ``shufflenet.detection.build_detector``. ExecuTorch is optional.
+Floors inside the wing (each imports only the ones above it in this list): ``source`` (``MobileError``,
+``load_model``) < ``images`` < ``verify`` (inputs, comparison) < ``rewrite`` (export-time equivalent
+forms) < ``ptl`` / ``pte`` / ``quantize`` < ``detector`` < ``cli`` / ``benchmark`` / ``aarch64`` /
+``int8_report``. The detector export uses the detection wing's public builder; ExecuTorch is optional.
 """
 
-from .export import (
-    VerificationError,
-    XnnpackUnavailableError,
-    compare_outputs,
-    export_ptl,
-    make_inputs,
-    optimize,
-    require_xnnpack,
-    to_torchscript,
-    verify_runtime,
-    xnnpack_available,
-)
-from .images import default_image_dir, load_images, parse_size
+from .images import load_images, parse_size, resolve_images
+from .ptl import XnnpackUnavailableError, export_ptl, optimize, require_xnnpack, to_torchscript, xnnpack_available
+from .rewrite import CameraInput, for_runtime
 from .source import MobileError, ModelSource, load_model
+from .verify import VerificationError, compare_outputs, make_inputs, verify_runtime
 
 __all__ = [
+    "CameraInput",
     "MobileError",
     "ModelSource",
     "VerificationError",
     "XnnpackUnavailableError",
     "compare_outputs",
-    "default_image_dir",
     "export_ptl",
+    "for_runtime",
     "load_images",
     "load_model",
     "make_inputs",
     "optimize",
     "parse_size",
     "require_xnnpack",
+    "resolve_images",
     "to_torchscript",
     "verify_runtime",
     "xnnpack_available",

@@ -1,18 +1,24 @@
-"""The paper's Table 8 on this machine: latency of ShuffleNet 0.5x/1x/2x (g=3), AlexNet and MobileNet v1 1.0.
+"""The paper's Table 8 on this machine: ShuffleNet 0.5x/1x/2x (g=3) against AlexNet, MobileNet v1 and peers.
 
-    python mobile/benchmark.py                 # 224x224, 480x640, 720x1280; eager, .ptl (+ .pte); 1 thread
-    python mobile/benchmark.py --quick         # a minute or two: fewer models, sizes and repeats
+    python mobile/benchmark.py                 # 224x224, 480x640, 720x1280; .ptl and .pte; 1 thread; NHWC in
+    python mobile/benchmark.py --quick         # a few minutes: fewer models, sizes and repeats
+    python mobile/benchmark.py --profile       # + a per-layer-type profile of ShuffleNet 0.5x (lite interpreter)
 
-Every model is exported with :func:`shufflenet.mobile.export.export_ptl` (verified at the benchmark sizes)
-and timed through each runtime. All models and runtimes are *interleaved*: each round runs every
-(model, runtime) once at the current resolution, so load changes on a shared machine hit them alike and the
-ratios stay fair. Reported: median and p90 per cell, the paper's milliseconds (Snapdragon 820, one core)
-and the paper's ratios beside the measured ratios, host info; JSON + markdown + PNG.
+Every model is exported with the project's exporters (:func:`.ptl.export_ptl`, :func:`.pte.export_pte`:
+ShuffleNets in their runtime-specific equivalent forms, every file verified against its eager model at the
+benchmark sizes) and timed through each runtime. All (model, runtime) pairs are *interleaved*: each round
+runs every pair once at the current resolution, so load changes on a shared machine hit them alike. Time is
+the process CPU time of one call (one thread: on a busy shared host, wall time also counts the time the
+process waits for a core; both are recorded). Reported per model and size: the median ms per runtime, the
+fastest runtime (the one the ratios use), multiply-adds per second and its share of AlexNet's MAC/s (the
+efficiency behind the paper's "13x"), the paper's ms and ratios beside the measured ones; JSON + markdown + PNG.
 
-A *megvii-style* reference (clearly labelled, measurement only) runs the very same ShuffleNet 0.5x modules
-but in the order and style of megvii's public code: channel shuffle *after* the depthwise conv, written as
-reshape/permute/reshape. It answers "is our export faster than megvii-style code through the same runtime"
-with identical weights and FLOPs. It is not a library model and is never exported as one.
+Peers (measurement only, exported exactly as written, without this project's rewrites):
+
+* *megvii-style* 0.5x/1x/2x: the very same ShuffleNet modules run in the order and style of megvii's public
+  ShuffleNetV1 code (channel shuffle after the depthwise conv as reshape/permute/reshape, stride-2 ReLU on
+  the branch): same weights and FLOPs, megvii's code structure;
+* torchvision's ShuffleNetV2 0.5x and 1x (``torchvision.models.shufflenet_v2_x0_5`` / ``_x1_0``).
 """
 
 from __future__ import annotations
@@ -31,12 +37,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..complexity import count_macs
+from ..errors import run_cli
+from ..fileio import atomic_write, write_json_atomic, write_text_atomic
 from ..models import create_model, list_models, paper_tables
 from ..models.shufflenet import ShuffleNetV1, ShuffleUnit
-from ..fileio import atomic_write, write_json_atomic, write_text_atomic
-from .export import MobileError, export_ptl, host_info
-from .images import default_image_dir, parse_size
-from .source import ModelSource
+from .images import parse_size
+from .ptl import export_ptl, host_info
+from .pte import executorch_available, executorch_version, export_pte, pte_runner
+from .source import MobileError, ModelSource, writable_dir
 
 warnings.filterwarnings("ignore", message=".*Lite Interpreter is deprecated.*")
 
@@ -86,42 +95,63 @@ class BenchModel:
     paper_row: Optional[str]  # row of the paper's Table 8
     build: Callable[[], nn.Module]
     registered: Optional[str] = None
+    peer: bool = False  #: a reference peer (exported as written)
 
 
 def _registered(name: str) -> Callable[[], nn.Module]:
     return lambda: create_model(name)
 
 
+def _torchvision_v2(width: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, f"shufflenet_v2_{width}")(weights=None)
+
+    return build
+
+
+def _megvii(name: str) -> Callable[[], nn.Module]:
+    return lambda: megvii_style_reference(create_model(name))
+
+
+SN = {"0.5": "shufflenet_v1_x0_5_g3", "1": "shufflenet_v1_x1_0_g3", "2": "shufflenet_v1_x2_0_g3"}
+
+
 def bench_models() -> List[BenchModel]:
     have = set(list_models())
-    for need in ("alexnet", "mobilenet_v1_x1_0"):
+    for need in ("alexnet", "mobilenet_v1_x1_0", *SN.values()):
         if need not in have:
-            raise MobileError(f"model {need!r} is not registered (shufflenet.models.baselines); the benchmark needs it")
+            raise MobileError(f"model {need!r} is not registered (shufflenet.models); the benchmark needs it")
     return [
-        BenchModel("sn0.5", "ShuffleNet 0.5x (g=3)", "ShuffleNet 0.5x (g=3)", _registered("shufflenet_v1_x0_5_g3"), "shufflenet_v1_x0_5_g3"),
-        BenchModel("sn1", "ShuffleNet 1x (g=3)", "ShuffleNet 1x (g=3)", _registered("shufflenet_v1_x1_0_g3"), "shufflenet_v1_x1_0_g3"),
-        BenchModel("sn2", "ShuffleNet 2x (g=3)", "ShuffleNet 2x (g=3)", _registered("shufflenet_v1_x2_0_g3"), "shufflenet_v1_x2_0_g3"),
+        BenchModel("sn0.5", "ShuffleNet 0.5x (g=3)", "ShuffleNet 0.5x (g=3)", _registered(SN["0.5"]), SN["0.5"]),
+        BenchModel("sn1", "ShuffleNet 1x (g=3)", "ShuffleNet 1x (g=3)", _registered(SN["1"]), SN["1"]),
+        BenchModel("sn2", "ShuffleNet 2x (g=3)", "ShuffleNet 2x (g=3)", _registered(SN["2"]), SN["2"]),
         BenchModel("alexnet", "AlexNet", "AlexNet", _registered("alexnet"), "alexnet"),
         BenchModel("mobilenet", "1.0 MobileNet-224", "1.0 MobileNet-224", _registered("mobilenet_v1_x1_0"), "mobilenet_v1_x1_0"),
-        BenchModel(
-            "megvii0.5",
-            "megvii-style 0.5x (reference)",
-            None,
-            lambda: megvii_style_reference(create_model("shufflenet_v1_x0_5_g3")),
-        ),
+        BenchModel("megvii0.5", "megvii-style 0.5x (peer)", None, _megvii(SN["0.5"]), peer=True),
+        BenchModel("megvii1", "megvii-style 1x (peer)", None, _megvii(SN["1"]), peer=True),
+        BenchModel("megvii2", "megvii-style 2x (peer)", None, _megvii(SN["2"]), peer=True),
+        BenchModel("tv_v2_0.5", "torchvision ShuffleNetV2 0.5x (peer)", None, _torchvision_v2("x0_5"), peer=True),
+        BenchModel("tv_v2_1", "torchvision ShuffleNetV2 1x (peer)", None, _torchvision_v2("x1_0"), peer=True),
     ]
 
 
-#: Ratios the paper's Table 8 implies, as (numerator key, denominator key, label).
+#: Ratios of the fastest runtime's medians, as (numerator key, denominator key, label, target or None).
 RATIOS = [
-    ("alexnet", "sn0.5", "AlexNet / ShuffleNet 0.5x (paper headline ~13x)"),
-    ("mobilenet", "sn2", "MobileNet 1.0 / ShuffleNet 2x"),
-    ("sn1", "sn0.5", "ShuffleNet 1x / 0.5x"),
-    ("sn2", "sn0.5", "ShuffleNet 2x / 0.5x"),
-    ("megvii0.5", "sn0.5", "megvii-style 0.5x / ours 0.5x (same weights)"),
+    ("alexnet", "sn0.5", "AlexNet / ShuffleNet 0.5x (paper headline ~13x)", {"224x224": 10.0, "480x640": 7.0, "720x1280": 6.0}),
+    ("mobilenet", "sn2", "MobileNet 1.0 / ShuffleNet 2x", None),
+    ("sn1", "sn0.5", "ShuffleNet 1x / 0.5x", None),
+    ("sn2", "sn0.5", "ShuffleNet 2x / 0.5x", None),
+    ("megvii0.5", "sn0.5", "megvii-style 0.5x / ours 0.5x", 1.5),
+    ("megvii1", "sn1", "megvii-style 1x / ours 1x", 1.5),
+    ("megvii2", "sn2", "megvii-style 2x / ours 2x", 1.5),
+    ("tv_v2_0.5", "sn0.5", "torchvision ShuffleNetV2 0.5x / ours 0.5x", 1.0),
+    ("tv_v2_1", "sn1", "torchvision ShuffleNetV2 1x / ours 1x", None),
 ]
 
 SIZES = [(224, 224), (480, 640), (720, 1280)]
+RUNTIMES = ("ptl", "pte")
 
 
 def paper_ms() -> Dict[str, List[float]]:
@@ -159,23 +189,17 @@ def _lite_runner(path: Path) -> Callable[[Tensor], Any]:
     return run
 
 
-def executorch_available() -> bool:
-    from .pte import executorch_available as available
-
-    return available()
-
-
 def run_benchmark(
     keys: Optional[Sequence[str]] = None,
     sizes: Sequence[Tuple[int, int]] = SIZES,
-    runtimes: Sequence[str] = ("eager", "ptl", "pte"),
+    runtimes: Sequence[str] = RUNTIMES,
     threads: int = 1,
     warmup: int = 2,
-    repeats: int = 15,
-    max_seconds_per_size: float = 600.0,
+    repeats: int = 9,
+    max_seconds_per_size: float = 900.0,
     export_dir: Path = Path("outputs/mobile/exported"),
     verify_real: int = 1,
-    input_layout: str = "nchw",
+    input_layout: str = "nhwc",
     log: Callable[[str], None] = print,
 ) -> Dict[str, Any]:
     prev_threads = torch.get_num_threads()
@@ -187,41 +211,49 @@ def run_benchmark(
         torch.set_num_threads(prev_threads)
 
 
+def _check_keys(keys: Optional[Sequence[str]]) -> List[BenchModel]:
+    models = bench_models()
+    if keys is not None:
+        unknown = sorted(set(keys) - {m.key for m in models})
+        if unknown:
+            raise MobileError(f"unknown benchmark model(s) {unknown}; valid: {[m.key for m in models]}")
+    return [m for m in models if keys is None or m.key in keys]
+
+
 def _run_benchmark(keys, sizes, runtimes, threads, warmup, repeats, max_seconds_per_size, export_dir, verify_real,
                    input_layout, log):
     torch.manual_seed(0)
-    models = [m for m in bench_models() if keys is None or m.key in keys]
-    if keys is not None:
-        unknown = sorted(set(keys) - {m.key for m in bench_models()})
-        if unknown:
-            raise MobileError(f"unknown benchmark model(s) {unknown}; valid: {[m.key for m in bench_models()]}")
+    models = _check_keys(keys)
     runtimes = list(runtimes)
     if "pte" in runtimes and not executorch_available():
         log("[bench] executorch is not installed: skipping the .pte runtime (pip install executorch==1.3.1)")
         runtimes.remove("pte")
-    image_dir = default_image_dir()
     runners: Dict[Tuple[str, str], Callable[[Tensor], Any]] = {}
-    files: Dict[str, Dict[str, str]] = {}
+    files: Dict[str, Dict[str, Any]] = {}
+    macs: Dict[str, Dict[str, int]] = {}
+    quiet = lambda s: None  # noqa: E731
     for bm in models:
         model = bm.build().eval()
         files[bm.key] = {}
+        macs[bm.key] = {f"{h}x{w}": count_macs(model, (h, w)) for h, w in sizes}
         if "eager" in runtimes:
             runners[(bm.key, "eager")] = _eager_runner(model)
         src = ModelSource(model, bm.registered or bm.key, "benchmark (random init)")
         if "ptl" in runtimes:
-            path, _ = export_ptl(src, export_dir, sizes, image_dir=image_dir, n_real=verify_real,
-                                 basename=f"bench_{bm.key}", log=lambda s: None)
+            path, _ = export_ptl(src, export_dir, sizes, images="auto", n_real=verify_real,
+                                 basename=f"bench_{bm.key}", log=quiet)
             log(f"[bench] exported + verified {bm.label} -> {path}")
             runners[(bm.key, "ptl")] = _lite_runner(path)
             files[bm.key]["ptl"] = str(path)
         if "pte" in runtimes:
-            from .pte import export_pte, pte_runner
-
-            paths, _ = export_pte(src, export_dir, sizes, image_dir=image_dir, n_real=verify_real,
-                                  basename=f"bench_{bm.key}", log=lambda s: None)
-            log(f"[bench] exported + verified {bm.label} -> {', '.join(str(p) for p in paths.values())}")
-            runners[(bm.key, "pte")] = pte_runner(paths, threads=threads)
+            paths, side = export_pte(src, export_dir, sizes, images="auto", n_real=verify_real,
+                                     basename=f"bench_{bm.key}", log=quiet)
+            log(f"[bench] exported + verified {bm.label} -> {', '.join(str(p) for p in paths.values())} "
+                f"(ops outside XNNPACK: {[o for o in side['operators'] if o not in ('executorch_call_delegate', 'getitem')]})")
+            formats = {tuple(int(v) for v in tag.split("x")): f["memory_format"] for tag, f in side["files"].items()}
+            runners[(bm.key, "pte")] = pte_runner(paths, threads=threads, memory_format=formats)
             files[bm.key]["pte"] = [str(p) for p in paths.values()]
+            files[bm.key]["pte_operators"] = side["operators"]
 
     cells: Dict[str, Dict[str, Dict[str, Any]]] = {}
     total = len(runners) * len(sizes)
@@ -229,61 +261,97 @@ def _run_benchmark(keys, sizes, runtimes, threads, warmup, repeats, max_seconds_
     for size in sizes:
         tag = f"{size[0]}x{size[1]}"
         x = torch.randn(1, 3, *size)
-        if input_layout == "nhwc":  # an image that arrives HWC (camera, decoder): no layout copy in the model
+        if input_layout == "nhwc":  # a tensor that arrives HWC (camera, decoder): no layout copy in any model
             x = x.contiguous(memory_format=torch.channels_last)
-        times: Dict[Tuple[str, str], List[float]] = {k: [] for k in runners}
+        cpu: Dict[Tuple[str, str], List[float]] = {k: [] for k in runners}
+        wall: Dict[Tuple[str, str], List[float]] = {k: [] for k in runners}
         for k, run in runners.items():
             for _ in range(warmup):
                 run(x)
         start = time.perf_counter()
         rounds = 0
-        for r in range(repeats):
+        for _ in range(repeats):
             for k, run in runners.items():  # interleaved: one run of every (model, runtime) per round
-                t = time.perf_counter()
+                w, c = time.perf_counter(), time.process_time()
                 run(x)
-                times[k].append((time.perf_counter() - t) * 1e3)
+                cpu[k].append((time.process_time() - c) * 1e3)
+                wall[k].append((time.perf_counter() - w) * 1e3)
             rounds += 1
             log(f"[bench] {tag:>9} round {rounds}/{repeats}: " + ", ".join(
-                f"{k[0]}/{k[1]} {v[-1]:.1f}" for k, v in times.items()) + " ms")
+                f"{k[0]}/{k[1]} {v[-1]:.1f}" for k, v in cpu.items()) + " ms")
             if time.perf_counter() - start > max_seconds_per_size and rounds >= 3:
                 log(f"[bench] {tag}: time budget reached after {rounds} rounds")
                 break
-        for (key, rt), ts in times.items():
+        for (key, rt), ts in cpu.items():
             done += 1
-            cell = {"median_ms": statistics.median(ts), "p90_ms": _pct(ts, 0.9), "min_ms": min(ts), "n": len(ts), "runs_ms": ts}
+            ws = wall[(key, rt)]
+            cell = {"median_ms": statistics.median(ts), "p90_ms": _pct(ts, 0.9), "min_ms": min(ts), "n": len(ts),
+                    "runs_ms": ts, "wall_median_ms": statistics.median(ws), "wall_runs_ms": ws}
             cells.setdefault(key, {}).setdefault(rt, {})[tag] = cell
             label = next(m.label for m in models if m.key == key)
-            log(f"[bench {done:>3}/{total}] {tag:>9} {label:<30} {rt:<5} median {cell['median_ms']:8.2f} ms  p90 {cell['p90_ms']:8.2f} ms  (n={len(ts)})")
+            log(f"[bench {done:>3}/{total}] {tag:>9} {label:<38} {rt:<5} median {cell['median_ms']:8.2f} ms  "
+                f"p90 {cell['p90_ms']:8.2f} ms  wall median {cell['wall_median_ms']:8.2f} ms  (n={len(ts)})")
 
     result = {
         "host": host_info(threads),
-        "executorch": _executorch_version(),
-        "settings": {"threads": threads, "input_layout": input_layout, "warmup": warmup, "repeats": repeats, "sizes": [list(s) for s in sizes],
-                     "runtimes": runtimes, "interleaved": True, "batch": 1},
-        "models": {m.key: {"label": m.label, "paper_row": m.paper_row, "registered": m.registered, "files": files[m.key]} for m in models},
+        "executorch": executorch_version(),
+        "settings": {"threads": threads, "input_layout": input_layout, "warmup": warmup, "repeats": repeats,
+                     "sizes": [list(s) for s in sizes], "runtimes": runtimes, "interleaved": True, "batch": 1,
+                     "clock": "process CPU time per call (time.process_time); wall time in wall_median_ms"},
+        "models": {m.key: {"label": m.label, "paper_row": m.paper_row, "registered": m.registered, "peer": m.peer,
+                           "files": files[m.key], "macs": macs[m.key]} for m in models},
         "paper": {"platform": paper_tables()["table8_arm_latency_ms"]["platform"], "ms": paper_ms()},
         "cells": cells,
     }
+    result["fastest"] = fastest(result)
+    result["efficiency"] = efficiency(result)
     result["ratios"] = ratios(result)
     return result
 
 
-def _executorch_version() -> Optional[str]:
-    from .pte import executorch_version
+def fastest(result: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, Any]]]:
+    """Per model and size: the runtime with the lowest median (what the ratios use) and its median."""
+    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    for key, per_rt in result["cells"].items():
+        for tag in {t for c in per_rt.values() for t in c}:
+            best = min(((rt, c[tag]["median_ms"]) for rt, c in per_rt.items() if tag in c and rt != "eager"),
+                       key=lambda kv: kv[1], default=None)
+            if best is None:  # eager only
+                best = min(((rt, c[tag]["median_ms"]) for rt, c in per_rt.items() if tag in c), key=lambda kv: kv[1])
+            out.setdefault(key, {})[tag] = {"runtime": best[0], "median_ms": best[1]}
+    return out
 
-    return executorch_version()
+
+def efficiency(result: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """MAC/s of each model's fastest runtime and its share of AlexNet's MAC/s at the same size."""
+    out: Dict[str, Dict[str, Dict[str, float]]] = {}
+    fast = result["fastest"]
+    for key, m in result["models"].items():
+        for tag, macs in m["macs"].items():
+            if tag not in fast.get(key, {}):
+                continue
+            gmacs = macs / (fast[key][tag]["median_ms"] / 1e3) / 1e9
+            out.setdefault(key, {})[tag] = {"gmac_per_s": gmacs}
+    for key, per in out.items():
+        for tag, row in per.items():
+            ref = out.get("alexnet", {}).get(tag)
+            if ref:
+                row["share_of_alexnet"] = row["gmac_per_s"] / ref["gmac_per_s"]
+    return out
 
 
 def ratios(result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The paper's ratios and the measured ones (fastest runtime of each model; per runtime too)."""
     out = []
     pms = result["paper"]["ms"]
     models = result["models"]
     sizes = [f"{h}x{w}" for h, w in result["settings"]["sizes"]]
     all_sizes = [f"{h}x{w}" for h, w in SIZES]
-    for num, den, label in RATIOS:
+    for num, den, label, target in RATIOS:
         if num not in models or den not in models:
             continue
-        row: Dict[str, Any] = {"ratio": label, "num": num, "den": den, "paper": {}, "measured": {}}
+        row: Dict[str, Any] = {"ratio": label, "num": num, "den": den, "paper": {}, "measured": {}, "fastest": {},
+                               "target": {}, "met": {}}
         pn, pd = models[num]["paper_row"], models[den]["paper_row"]
         for tag in sizes:
             if pn and pd and tag in all_sizes:
@@ -294,6 +362,13 @@ def ratios(result: Dict[str, Any]) -> List[Dict[str, Any]]:
                 b = result["cells"].get(den, {}).get(rt, {}).get(tag)
                 if a and b:
                     row["measured"].setdefault(rt, {})[tag] = a["median_ms"] / b["median_ms"]
+            a, b = result["fastest"].get(num, {}).get(tag), result["fastest"].get(den, {}).get(tag)
+            if a and b:
+                row["fastest"][tag] = a["median_ms"] / b["median_ms"]
+                want = target.get(tag) if isinstance(target, dict) else target
+                if want is not None:
+                    row["target"][tag] = want
+                    row["met"][tag] = row["fastest"][tag] >= want
         out.append(row)
     return out
 
@@ -306,41 +381,70 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
     sizes = [f"{a}x{b}" for a, b in result["settings"]["sizes"]]
     all_sizes = [f"{a}x{b}" for a, b in SIZES]
     rts = result["settings"]["runtimes"]
+    st = result["settings"]
     lines = [
         "# Table 8 (latency), reproduced on this machine",
         "",
         f"Host: {h['cpu']} ({h['arch']}, {h['logical_cpus']} logical CPUs), {h['threads']} thread(s), "
         f"torch {h['torch']} (XNNPACK {'on' if h['xnnpack'] else 'off'})"
         + (f", executorch {result['executorch']}" if result.get("executorch") and "pte" in rts else "")
-        + f"; batch 1, {result['settings'].get('input_layout', 'nchw').upper()} input, {result['settings']['warmup']} warm-up + up to {result['settings']['repeats']} interleaved rounds; "
-        "median ms (p90). Paper: " + result["paper"]["platform"] + ".",
+        + f"; batch 1, {st.get('input_layout', 'nchw').upper()} float32 tensor in, {st['warmup']} warm-up + up to "
+        f"{st['repeats']} interleaved rounds; median process-CPU ms per call (wall medians in the JSON). "
+        "Paper: " + result["paper"]["platform"] + ".",
     ]
     if command:
         lines += ["", f"Command: `{command}`"]
-    lines += ["", "| model | runtime | " + " | ".join(sizes) + " | paper ms (" + ", ".join(sizes) + ") |",
-              "|---|---|" + "---:|" * len(sizes) + "---|"]
+    lines += ["", "Median ms per runtime; **bold** = the fastest runtime, which the ratios and MAC/s use:", "",
+              "| model | " + " | ".join(f"{rt} {s}" for s in sizes for rt in rts) + " | paper ms (" + ", ".join(sizes) + ") |",
+              "|---|" + "---:|" * (len(sizes) * len(rts)) + "---|"]
     for key, m in result["models"].items():
         p = result["paper"]["ms"].get(m["paper_row"] or "", None)
         pstr = ", ".join(f"{p[all_sizes.index(s)]:g}" if s in all_sizes else "-" for s in sizes) if p else "-"
-        for rt in rts:
-            c = result["cells"].get(key, {}).get(rt)
-            if not c:
-                continue
-            vals = [f"{c[s]['median_ms']:.1f} ({c[s]['p90_ms']:.1f})" if s in c else "-" for s in sizes]
-            lines.append(f"| {m['label']} | {rt} | " + " | ".join(vals) + f" | {pstr} |")
-    lines += ["", "Ratios of medians (the paper's, then measured per runtime):", "",
-              "| ratio | " + " | ".join(f"paper {s}" for s in sizes) + " | " + " | ".join(f"{rt} {s}" for rt in rts for s in sizes) + " |",
-              "|---|" + "---:|" * (len(sizes) * (1 + len(rts)))]
+        vals = []
+        for s in sizes:
+            best = result["fastest"].get(key, {}).get(s, {}).get("runtime")
+            for rt in rts:
+                c = result["cells"].get(key, {}).get(rt, {}).get(s)
+                v = f"{c['median_ms']:.1f}" if c else "-"
+                vals.append(f"**{v}**" if c and rt == best else v)
+        lines.append(f"| {m['label']} | " + " | ".join(vals) + f" | {pstr} |")
+    lines += ["", "Efficiency (fastest runtime): GMAC/s and share of AlexNet's MAC/s at the same size "
+              "(the paper's implementation: ShuffleNet 0.5x at ~64 % of AlexNet's at 224):", "",
+              "| model | MMACs @224 | " + " | ".join(f"GMAC/s {s} | vs AlexNet {s}" for s in sizes) + " |",
+              "|---|---:|" + "---:|---:|" * len(sizes)]
+    for key, m in result["models"].items():
+        eff = result["efficiency"].get(key, {})
+        m224 = m["macs"].get("224x224")
+        cols = []
+        for s in sizes:
+            e = eff.get(s)
+            cols += [f"{e['gmac_per_s']:.2f}" if e else "-",
+                     f"{100 * e['share_of_alexnet']:.0f} %" if e and "share_of_alexnet" in e else "-"]
+        lines.append(f"| {m['label']} | {m224 / 1e6:.0f} | " + " | ".join(cols) + " |" if m224 else
+                     f"| {m['label']} | - | " + " | ".join(cols) + " |")
+    lines += ["", "Ratios of the fastest runtimes' medians (paper; measured; target of issue 11, met?):", "",
+              "| ratio | " + " | ".join(f"paper {s}" for s in sizes) + " | " + " | ".join(f"measured {s}" for s in sizes)
+              + " | target |", "|---|" + "---:|" * (2 * len(sizes)) + "---|"]
     for r in result["ratios"]:
         ps = [f"{r['paper'][s]:.1f}x" if s in r["paper"] else "-" for s in sizes]
-        ms = [f"{r['measured'].get(rt, {}).get(s, float('nan')):.2f}x" for rt in rts for s in sizes]
-        lines.append(f"| {r['ratio']} | " + " | ".join(ps) + " | " + " | ".join(ms) + " |")
+        ms = []
+        for s in sizes:
+            v = r["fastest"].get(s)
+            mark = "" if s not in r["met"] else (" ✓" if r["met"][s] else " ✗")
+            ms.append(f"{v:.2f}x{mark}" if v is not None else "-")
+        tgt = ", ".join(f">= {r['target'][s]:g}" for s in sizes if s in r["target"])
+        if r["target"] and len(set(r["target"].values())) == 1:
+            tgt = f">= {next(iter(r['target'].values())):g}"
+        lines.append(f"| {r['ratio']} | " + " | ".join(ps) + " | " + " | ".join(ms) + f" | {tgt or '-'} |")
     if result.get("profile"):
-        lines += ["", "Per-op profile (lite interpreter, self CPU time share, mean of 3 runs per size):", ""]
-        for name, prof in result["profile"].items():
-            for tag, ops in prof.items():
-                top = ", ".join(f"{o['op']} {o['pct']:.0f}% ({o['ms']:.1f} ms)" for o in ops[:6])
-                lines.append(f"- {name} @ {tag}: {top}")
+        lines += ["", "Per-layer-type profile of ShuffleNet 0.5x through the lite interpreter (self CPU time share, "
+                  "torch profiler, mean of 3 runs; the .pte runs as one XNNPACK delegate and has no per-op profile "
+                  "here):", "",
+                  "| layer type | " + " | ".join(result["profile"]["sizes"]) + " |",
+                  "|---|" + "---:|" * len(result["profile"]["sizes"])]
+        for cat, per in result["profile"]["rows"].items():
+            lines.append(f"| {cat} | " + " | ".join(
+                f"{per[s]['pct']:.1f} % ({per[s]['ms']:.2f} ms)" if s in per else "-" for s in result["profile"]["sizes"]) + " |")
     lines += ["", "The machine is shared with other jobs: absolute ms are noisy; the ratios of interleaved runs are the result.", ""]
     return "\n".join(lines)
 
@@ -366,19 +470,17 @@ def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
         ax.set_yscale("log")
         ax.set_title(f"{s}: median latency (ms, log)")
         ax.set_xticks([x + width * (len(rts) - 1) / 2 for x in range(len(keys))])
-        ax.set_xticklabels([result["models"][k]["label"].replace(" (", "\n(") for k in keys], fontsize=7, rotation=30)
+        ax.set_xticklabels([result["models"][k]["label"].replace(" (", "\n(") for k in keys], fontsize=6, rotation=45)
         ax.legend(fontsize=8)
         ax2 = axes[1][j]
         rr = result["ratios"]
-        series = [("paper", [r["paper"].get(s, float("nan")) for r in rr])] + [
-            (rt, [r["measured"].get(rt, {}).get(s, float("nan")) for r in rr]) for rt in rts
-        ]
+        series = [("paper", [r["paper"].get(s, float("nan")) for r in rr]), ("measured", [r["fastest"].get(s, float("nan")) for r in rr])]
         w2 = 0.8 / len(series)
         for i, (lab, vals) in enumerate(series):
             ax2.bar([x + i * w2 for x in range(len(rr))], vals, w2, label=lab)
-        ax2.set_title(f"{s}: ratios (paper vs measured)")
+        ax2.set_title(f"{s}: ratios (paper vs measured, fastest runtime)")
         ax2.set_xticks([x + w2 * (len(series) - 1) / 2 for x in range(len(rr))])
-        ax2.set_xticklabels([r["ratio"].split(" (")[0].replace(" / ", "\n/ ") for r in rr], fontsize=7)
+        ax2.set_xticklabels([r["ratio"].split(" (")[0].replace(" / ", "\n/ ") for r in rr], fontsize=6, rotation=45)
         ax2.axhline(1.0, color="k", lw=0.5)
         ax2.legend(fontsize=8)
     h = result["host"]
@@ -390,23 +492,75 @@ def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
     return path
 
 
-# --- per-op profile ----------------------------------------------------------------------------------
+# --- per-layer-type profile --------------------------------------------------------------------------
 
 
-def profile_ops(run: Callable[[Tensor], Any], x: Tensor, top: int = 12, runs: int = 3) -> List[Dict[str, Any]]:
-    """Self-CPU time per operator, averaged over ``runs`` runs (after one warm-up) of ``run(x)``."""
+def conv_order(model: nn.Module) -> List[str]:
+    """Layer type of each convolution of a (rewritten) ShuffleNet in execution order, for the profile."""
+    from .rewrite import FastShuffleNet, FastShuffleUnit
+
+    order = ["stem conv 3x3"]
+    units = [u for st in (model.stage2, model.stage3, model.stage4) for u in st] if isinstance(model, (FastShuffleNet, ShuffleNetV1)) else []
+    for u in units:
+        order.append("1x1 conv (first unit, dense)" if u.gconv1[0].groups == 1 else "1x1 group conv")
+        order.append("depthwise 3x3 conv")
+        order.append("1x1 group conv")
+        if isinstance(u, FastShuffleUnit) and isinstance(u.shortcut, nn.Conv2d):
+            order.append("shortcut avg pool (as depthwise conv)")
+    return order
+
+
+_OP_TYPES = [
+    ("aten::channel_shuffle", "channel shuffle"), ("aten::native_channel_shuffle", "channel shuffle"),
+    ("aten::_add_relu", "add + ReLU"), ("aten::add", "add + ReLU"), ("aten::relu", "ReLU"),
+    ("aten::cat", "concat"), ("aten::maximum", "stem max pool"), ("aten::constant_pad_nd", "stem max pool"),
+    ("aten::max_pool2d", "stem max pool"), ("aten::max_pool2d_with_indices", "stem max pool"),
+    ("aten::avg_pool2d", "shortcut avg pool"), ("aten::mean", "global pool + FC"),
+    ("prepacked::linear_clamp_run", "global pool + FC"), ("aten::copy_", "copies (XNNPACK input padding / layout)"),
+    ("aten::contiguous", "copies (XNNPACK input padding / layout)"), ("aten::fill_", "stem max pool"),
+]
+
+
+def profile_layer_types(run: Callable[[Tensor], Any], x: Tensor, convs: Sequence[str], runs: int = 3) -> Dict[str, Dict[str, float]]:
+    """Self CPU time per layer type over ``runs`` calls of ``run(x)`` (after one warm-up); convolutions are
+    told apart by their position in the execution order (``convs``, from :func:`conv_order`)."""
     from torch.autograd import profiler
 
     run(x)
-    with profiler.profile(record_shapes=False) as prof:
+    with profiler.profile() as prof:
         for _ in range(runs):
             run(x)
-    rows: Dict[str, float] = {}
-    for evt in prof.key_averages():
-        rows[evt.key] = rows.get(evt.key, 0.0) + evt.self_cpu_time_total / 1e3 / runs
-    total = sum(rows.values()) or 1.0
-    ranked = sorted(rows.items(), key=lambda kv: -kv[1])[:top]
-    return [{"op": k, "ms": v, "pct": 100.0 * v / total} for k, v in ranked]
+    events = sorted(prof.function_events, key=lambda e: e.time_range.start)
+    types = dict(_OP_TYPES)
+    totals: Dict[str, float] = {}
+    conv_i = 0
+    for e in events:
+        if e.name == "prepacked::conv2d_clamp_run":
+            cat = convs[conv_i % len(convs)] if convs else "conv"
+            conv_i += 1
+        else:
+            cat = types.get(e.name, "other")
+        totals[cat] = totals.get(cat, 0.0) + e.self_cpu_time_total / 1e3 / runs
+    total = sum(totals.values()) or 1.0
+    return {k: {"ms": v, "pct": 100.0 * v / total} for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def profile_shufflenet(path: Path, model: nn.Module, sizes: Sequence[Tuple[int, int]], layout: str) -> Dict[str, Any]:
+    from .rewrite import for_runtime
+
+    run = _lite_runner(path)
+    convs = conv_order(for_runtime(model.eval(), "ptl"))
+    tags, rows = [], {}
+    for h, w in sizes:
+        x = torch.randn(1, 3, h, w)
+        if layout == "nhwc":
+            x = x.contiguous(memory_format=torch.channels_last)
+        tag = f"{h}x{w}"
+        tags.append(tag)
+        for cat, v in profile_layer_types(run, x, convs).items():
+            rows.setdefault(cat, {})[tag] = v
+    order = sorted(rows, key=lambda c: -max(v["pct"] for v in rows[c].values()))
+    return {"model": "ShuffleNet 0.5x (g=3)", "runtime": "ptl", "sizes": tags, "rows": {c: rows[c] for c in order}}
 
 
 # --- command line ------------------------------------------------------------------------------------
@@ -414,63 +568,66 @@ def profile_ops(run: Callable[[Tensor], Any], x: Tensor, top: int = 12, runs: in
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mobile/benchmark.py", description="Reproduce the paper's Table 8 (latency) on this machine.")
-    p.add_argument("--models", nargs="+", default=None, help="subset: sn0.5 sn1 sn2 alexnet mobilenet megvii0.5 (default all)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help="subset of: sn0.5 sn1 sn2 alexnet mobilenet megvii0.5 megvii1 megvii2 tv_v2_0.5 tv_v2_1 (default all)")
     p.add_argument("--sizes", nargs="+", default=None, metavar="S|HxW", help="default 224 480x640 720x1280")
-    p.add_argument("--runtimes", nargs="+", default=["eager", "ptl", "pte"], choices=("eager", "ptl", "pte"))
+    p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=("eager", "ptl", "pte"))
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as the paper)")
-    p.add_argument("--input-layout", choices=("nchw", "nhwc"), default="nchw",
-                   help="memory layout of the timed input tensor (nhwc: as a camera frame arrives; default nchw)")
+    p.add_argument("--input-layout", choices=("nchw", "nhwc"), default="nhwc",
+                   help="memory layout of the timed input tensor (default nhwc: as a camera frame arrives, no model pays a layout copy)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=15, help="interleaved rounds per size (default 15)")
-    p.add_argument("--max-seconds-per-size", type=float, default=600.0, help="stop adding rounds at a size after this long")
+    p.add_argument("--repeats", type=int, default=9, help="interleaved rounds per size (default 9)")
+    p.add_argument("--max-seconds-per-size", type=float, default=900.0, help="stop adding rounds at a size after this long")
     p.add_argument("--out", default="outputs/mobile/benchmark", help="folder for benchmark.json/.md/.png")
     p.add_argument("--export-dir", default=None, help="where the verified .ptl/.pte go (default OUT/exported)")
-    p.add_argument("--profile", action="store_true", help="add a per-op profile of ShuffleNet 0.5x, the megvii-style reference and AlexNet (lite)")
-    p.add_argument("--quick", action="store_true", help="0.5x, 2x, AlexNet, MobileNet, megvii-style at 224 and 480x640, 5 rounds")
+    p.add_argument("--profile", action="store_true", help="add a per-layer-type profile of ShuffleNet 0.5x (lite interpreter)")
+    p.add_argument("--quick", action="store_true", help="0.5x, AlexNet, megvii-style 0.5x, ShuffleNetV2 0.5x at 224 and 480x640, 5 rounds")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        sizes = [parse_size(s) for s in args.sizes] if args.sizes else list(SIZES)
-        keys = args.models
-        repeats = args.repeats
-        if args.quick:
-            sizes = [parse_size(s) for s in args.sizes] if args.sizes else [(224, 224), (480, 640)]
-            keys = keys or ["sn0.5", "sn2", "alexnet", "mobilenet", "megvii0.5"]
-            repeats = min(repeats, 5)
-        if args.threads < 1:
-            raise MobileError(f"--threads must be >= 1, got {args.threads}")
-        out = Path(args.out)
-        t0 = time.time()
-        result = run_benchmark(keys, sizes, args.runtimes, args.threads, args.warmup, repeats,
-                               args.max_seconds_per_size, Path(args.export_dir) if args.export_dir else out / "exported",
-                               input_layout=args.input_layout)
-        if args.profile:
-            result["profile"] = {}
-            torch.set_num_threads(args.threads)
-            for key in ("sn0.5", "megvii0.5", "alexnet"):
-                path = result["models"].get(key, {}).get("files", {}).get("ptl")
-                if path:
-                    run = _lite_runner(Path(path))
-                    result["profile"][result["models"][key]["label"]] = {
-                        f"{h}x{w}": profile_ops(run, torch.randn(1, 3, h, w)) for h, w in sizes
-                    }
-        result["wall_s"] = time.time() - t0
-        command = "python mobile/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        result["command"] = command.strip()
-        write_json_atomic(result, out / "benchmark.json")
-        md = markdown(result, result["command"])
-        write_text_atomic(md, out / "benchmark.md")
-        png = plot(result, out / "benchmark.png")
-        print(md)
-        print(f"[bench] wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}" + (f", {png}" if png else "") + f" in {result['wall_s']:.0f} s")
-        return 0
-    except (MobileError, ValueError) as e:
-        print(f"benchmark: error: {e}", file=sys.stderr)
-        return 2
+    sizes = [parse_size(s) for s in args.sizes] if args.sizes else list(SIZES)
+    keys = args.models
+    repeats = args.repeats
+    if args.quick:
+        sizes = [parse_size(s) for s in args.sizes] if args.sizes else [(224, 224), (480, 640)]
+        keys = keys or ["sn0.5", "alexnet", "megvii0.5", "tv_v2_0.5"]
+        repeats = min(repeats, 5)
+    if args.threads < 1:
+        raise MobileError(f"--threads must be >= 1, got {args.threads}")
+    if repeats < 1 or args.warmup < 0:
+        raise MobileError(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {args.warmup}")
+    _check_keys(keys)
+    out = writable_dir(args.out)
+    export_dir = writable_dir(args.export_dir, "--export-dir") if args.export_dir else out / "exported"
+    t0 = time.time()
+    result = run_benchmark(keys, sizes, args.runtimes, args.threads, args.warmup, repeats,
+                           args.max_seconds_per_size, export_dir, input_layout=args.input_layout)
+    path = result["models"].get("sn0.5", {}).get("files", {}).get("ptl")
+    if args.profile and path:
+        prev = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+        try:
+            result["profile"] = profile_shufflenet(Path(path), create_model(SN["0.5"]), sizes, args.input_layout)
+        finally:
+            torch.set_num_threads(prev)
+    result["wall_s"] = time.time() - t0
+    command = "python mobile/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    result["command"] = command.strip()
+    write_json_atomic(result, out / "benchmark.json")
+    md = markdown(result, result["command"])
+    write_text_atomic(md, out / "benchmark.md")
+    png = plot(result, out / "benchmark.png")
+    print(md)
+    print(f"[bench] wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}" + (f", {png}" if png else "") + f" in {result['wall_s']:.0f} s")
+    return 0
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """Console script ``shufflenet-bench`` and ``mobile/benchmark.py``: :func:`main` through :func:`run_cli`."""
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(cli())

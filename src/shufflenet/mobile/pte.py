@@ -5,6 +5,12 @@ as they are). ExecuTorch programs have static shapes here, so every ``--input-si
 ``<stem>_<H>x<W>.pte``; one sidecar ``<stem>.pte.json`` describes them all. Each program is loaded back with
 ``executorch.runtime`` and compared with eager on random and real images before anything is written.
 
+Speed: a ShuffleNet is lowered in its XNNPACK-friendly equivalent form (:mod:`.rewrite`: the shortcut
+pool as a depthwise conv, the head as a keepdim mean), so the XNNPACK partitioner takes the *whole* network
+as one delegate, and the program's input is NHWC (``dim_order`` channels_last; ``--memory-format``), so the
+delegate needs no layout conversion at its boundary. ExecuTorch reads an input buffer in the program's
+dim order whatever the tensor's strides: :func:`pte_runner` converts the input to that layout.
+
 ExecuTorch serializes XNNPACK subgraphs with the ``flatc`` console script that its wheel installs into the
 environment's ``bin``; when that folder is not on ``PATH`` (a venv used without activation) it is found next
 to ``sys.executable``, or set ``FLATC_EXECUTABLE``.
@@ -24,16 +30,20 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..fileio import tmp_sibling, write_json_atomic
-from .export import (
+from ..fileio import sha256_file, tmp_sibling, write_json_atomic
+from .images import resolve_images
+from .rewrite import CameraInput, for_runtime
+from .source import MobileError, ModelSource
+from .verify import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     flatten_outputs,
+    frame_reference,
+    images_note,
+    make_frame_inputs,
     make_inputs,
-    sha256_file,
     verify_runtime,
 )
-from .source import MobileError, ModelSource
 
 __all__ = ["ExecutorchUnavailableError", "executorch_available", "executorch_version", "export_pte", "pte_runner",
            "lower_to_pte"]
@@ -83,7 +93,7 @@ def _require_executorch() -> None:
 
 
 def lower_to_pte(model: torch.nn.Module, example: Tensor) -> Tuple[bytes, List[str]]:
-    """``torch.export`` at the example's static shape, XNNPACK-lower, serialize; returns (bytes, op list)."""
+    """``torch.export`` at the example's static shape and layout, XNNPACK-lower, serialize; (bytes, op list)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
@@ -130,17 +140,29 @@ def set_threads(threads: int) -> None:
         pass
 
 
-def pte_runner(paths: Dict[Tuple[int, int], os.PathLike], threads: Optional[int] = None) -> Callable[[Tensor], Any]:
-    """A callable over the static-shape (batch 1) programs of one model: picks the program by H x W, loops over N."""
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+#: Operators of a program that XNNPACK runs entirely.
+DELEGATE_OPS = {"executorch_call_delegate", "getitem"}
+
+
+def pte_runner(paths: Dict[Tuple[int, int], os.PathLike], threads: Optional[int] = None,
+               memory_format: Any = "channels_last", camera: bool = False) -> Callable[[Tensor], Any]:
+    """A callable over the static-shape (batch 1) programs of one model: picks the program by H x W, loops
+    over N, and hands ExecuTorch the input in the layout the program was exported with (``memory_format``:
+    one name, or ``{(H, W): name}`` as in the sidecar's ``files[*].memory_format``). ``camera``: inputs are
+    ``N x H x W x 3`` frames."""
     if threads is not None:
         set_threads(threads)
     methods = {tuple(k): _load_method(Path(p)) for k, p in paths.items()}
+    fmts = {k: MEMORY_FORMATS[memory_format[k] if isinstance(memory_format, dict) else memory_format] for k in methods}
 
     def run(x: Tensor) -> Any:
-        key = tuple(x.shape[-2:])
+        key = tuple(x.shape[1:3] if camera else x.shape[-2:])
         if key not in methods:
             raise MobileError(f"no .pte program for input size {key[0]}x{key[1]} (have {sorted(methods)})")
-        return _per_sample(lambda xi: methods[key].execute([xi.contiguous()]))(x)
+        method, fmt = methods[key], fmts[key]
+        prep = (lambda xi: xi.contiguous()) if camera else (lambda xi: xi.contiguous(memory_format=fmt))
+        return _per_sample(lambda xi: method.execute([prep(xi)]))(x)
 
     return run
 
@@ -149,29 +171,43 @@ def export_pte(
     source: ModelSource,
     out_dir: os.PathLike,
     sizes: Sequence[Tuple[int, int]] = ((224, 224),),
-    image_dir: Optional[os.PathLike] = None,
+    images: Any = "auto",
     n_real: int = 2,
     atol: float = DEFAULT_ATOL,
     rtol: float = DEFAULT_RTOL,
     basename: Optional[str] = None,
     quantize_fn: Optional[Callable] = None,
+    memory_format: str = "auto",
+    rewrite: bool = True,
+    camera: bool = False,
     log: Callable[[str], None] = print,
 ) -> Tuple[Dict[Tuple[int, int], Path], Dict[str, Any]]:
     """Export one verified ``.pte`` per size (batch 1) + a ``<stem>.pte.json`` sidecar; all or nothing.
 
     ``quantize_fn(model, example) -> module`` (int8, :func:`shufflenet.mobile.quantize.pt2e_int8_for_pte`)
-    makes a converted PT2E module per size; the program is lowered from it and must reproduce it.
+    makes a converted PT2E module per size; the program is lowered from it and must reproduce it. Otherwise
+    the program is lowered from the runtime's equivalent form (``rewrite``) and must reproduce
+    ``source.model``. ``memory_format``: the program's input layout (``"auto"``: channels_last when XNNPACK takes
+the whole program, else contiguous, which the portable kernels outside the delegate need); ``camera``:
+``uint8`` NHWC frames in.
     """
     _require_executorch()
+    if memory_format not in (*MEMORY_FORMATS, "auto"):
+        raise MobileError(f"--memory-format must be auto or one of {sorted(MEMORY_FORMATS)}, got {memory_format!r}")
+    if camera and quantize_fn is not None:
+        raise MobileError("--camera-input is for fp32 exports (not with --quantize int8)")
     sizes = [tuple(int(v) for v in s) for s in sizes]
     if not sizes:
         raise MobileError("at least one --input-size is needed")
+    files = images if isinstance(images, (list, tuple)) else resolve_images(images)
     basename = basename or source.name.replace("/", "_")
     out_dir = Path(out_dir)
     model = source.model.eval()
+    net = for_runtime(model, "pte") if rewrite and quantize_fn is None else model
+    form = CameraInput(net, source.mean, source.std) if camera else net
     tmps: Dict[Tuple[int, int], Path] = {}
     checks: List[Dict[str, Any]] = []
-    files: Dict[str, Dict[str, Any]] = {}
+    files_out: Dict[str, Dict[str, Any]] = {}
     ops: set = set()
     outputs: Optional[List[List[int]]] = None
     try:
@@ -179,39 +215,69 @@ def export_pte(
             tag = f"{size[0]}x{size[1]}"
             final = out_dir / f"{basename}_{tag}.pte"
             log(f"[export] {source.name} @ {tag}: torch.export -> XNNPACK partitioner -> .pte ...")
-            example = torch.randn(1, 3, *size)
-            ref_fn = quantize_fn(model, example) if quantize_fn is not None else model
-            data, size_ops = lower_to_pte(ref_fn, example)
+            if camera:
+                inputs = make_frame_inputs([size], files, n_real)
+                example = inputs[0].tensor
+                ref_fn = frame_reference(model, source.mean, source.std)
+                lowered = form
+                prep = lambda x: x.contiguous()  # noqa: E731
+                fmt_name = "contiguous"
+                data, size_ops = lower_to_pte(lowered, example)
+            else:
+                inputs = make_inputs([size], files, n_real, mean=source.mean, std=source.std)
+                fmt_name = memory_format if memory_format != "auto" else (
+                    "channels_last" if quantize_fn is None else "contiguous")
+                example = torch.randn(1, 3, *size).contiguous(memory_format=MEMORY_FORMATS[fmt_name])
+                ref_fn = quantize_fn(model, example) if quantize_fn is not None else model
+                lowered = ref_fn if quantize_fn is not None else form
+                data, size_ops = lower_to_pte(lowered, example)
+                if memory_format == "auto" and set(size_ops) - DELEGATE_OPS:  # portable kernels want NCHW
+                    fmt_name = "contiguous"
+                    example = example.contiguous()
+                    ref_fn = quantize_fn(model, example) if quantize_fn is not None else model
+                    lowered = ref_fn if quantize_fn is not None else form
+                    data, size_ops = lower_to_pte(lowered, example)
+                fmt = MEMORY_FORMATS[fmt_name]
+                prep = lambda x, fmt=fmt: x.contiguous(memory_format=fmt)  # noqa: E731
             tmp = tmp_sibling(final)
             tmps[size] = tmp
             tmp.write_bytes(data)
             method = _load_method(tmp)
-
-            inputs = make_inputs([size], image_dir, n_real, mean=source.mean, std=source.std)
-            rows = verify_runtime(_per_sample(ref_fn), _per_sample(lambda x, m=method: m.execute([x.contiguous()])),
+            rows = verify_runtime(_per_sample(ref_fn), _per_sample(lambda x, m=method: m.execute([prep(x)])),
                                   inputs, atol, rtol, runtime="ExecuTorch runtime")
             for r in rows:
                 log(f"[verify] {tag} {r['input']:<18} max|diff| {r['max_abs_diff']:.2e} <= bound {r['bound']:.2e}  ok")
             checks += rows
             if outputs is None:  # output shapes at the first size, from that size's reference (static shapes)
                 with torch.no_grad():
-                    outputs = [list(t.shape) for t in flatten_outputs(ref_fn(torch.randn(1, 3, *size)))]
+                    outputs = [list(t.shape) for t in flatten_outputs(ref_fn(example))]
             ops |= set(size_ops)
-            files[tag] = {"file": final.name, "sha256": sha256_file(tmp), "size_bytes": tmp.stat().st_size}
+            files_out[tag] = {"file": final.name, "sha256": sha256_file(tmp), "size_bytes": tmp.stat().st_size,
+                              "memory_format": fmt_name,
+                              "outside_delegate": sorted(set(size_ops) - DELEGATE_OPS)}
+        input_desc: Dict[str, Any] = {"sizes_hw_verified": [list(s) for s in sizes], "shape": "1 x 3 x H x W (static per file)",
+                                      "dtype": "float32",
+                                      "memory_format": sorted({f["memory_format"] for f in files_out.values()})[0]
+                                      if len({f["memory_format"] for f in files_out.values()}) == 1 else "per file",
+                                      "normalization": source.normalization}
+        if camera:
+            input_desc.update(shape="1 x H x W x 3 camera frame, RGB (static per file)", dtype="uint8",
+                              memory_format="contiguous",
+                              normalization={"color": "RGB", "scale": "0-255 uint8 pixels; mean/std folded into the stem",
+                                             "mean": list(source.mean), "std": list(source.std)})
         sidecar = {
             "format": "shufflenet-mobile/1",
             "runtime": "ExecuTorch (executorch.runtime / Module API) with the XNNPACK backend",
             "model": source.name,
             "task": source.task,
             "source": source.origin,
-            "files": files,
-            "input": {"sizes_hw_verified": [list(s) for s in sizes], "shape": "1 x 3 x H x W (static per file)",
-                      "dtype": "float32", "normalization": source.normalization},
+            "files": files_out,
+            "input": input_desc,
             "outputs": outputs,
             "operators": sorted(ops),
+            "rewrite": "runtime-specific equivalent form (shufflenet.mobile.rewrite)" if net is not model else None,
             "quantization": "int8 PT2E XNNPACKQuantizer (static, per-channel weights)" if quantize_fn else None,
-            "verification": {"atol": atol, "rtol": rtol, "image_dir": str(image_dir) if image_dir else None,
-                             "checks": checks},
+            "verification": {"atol": atol, "rtol": rtol, **images_note(files), "checks": checks},
             "exported_with": {"torch": torch.__version__, "executorch": executorch_version(),
                               "python": platform.python_version(), "arch": platform.machine()},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -227,6 +293,6 @@ def export_pte(
         for tmp in tmps.values():
             if tmp.exists():
                 tmp.unlink()
-    total = sum(f["size_bytes"] for f in files.values())
+    total = sum(f["size_bytes"] for f in files_out.values())
     log(f"[export] wrote {len(finals)} .pte file(s) ({total / 1e6:.2f} MB) + {basename}.pte.json in {out_dir}")
     return finals, sidecar

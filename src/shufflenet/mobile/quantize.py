@@ -8,8 +8,9 @@
   per-channel weights -> calibrate -> ``convert_pt2e``), lowered to XNNPACK; the program must reproduce the
   converted PT2E reference module (quantize/dequantize ops in fp32) within the same kind of bound.
 
-Calibration images default to the CIFAR-10 slice's *train* split of ``../shared/data`` (evaluation uses
-the test split), sampled evenly over the classes.
+Calibration images default to the package's sample photos (:func:`shufflenet.paths.sample_images_dir`: a
+handful of real photos, so the default works on any machine); for a calibration that represents a dataset,
+pass ``--calib-images DIR`` (e.g. the train split of the data the model was trained on), sampled evenly.
 """
 
 from __future__ import annotations
@@ -23,20 +24,17 @@ from typing import Any, Callable, Tuple
 import torch
 from torch import Tensor, nn
 
-from .images import list_images, load_images, shared_data_dir
+from ..paths import sample_images_dir
+from .images import list_images, load_images
 from .source import MobileError, ModelSource
 
-__all__ = ["resolve_calib_dir", "calibration_batch", "quantize_fx_int8", "pt2e_int8_for_pte", "int8_tolerance"]
+__all__ = ["resolve_calib_dir", "calibration_batch", "quantize_fx_int8", "pt2e_int8_for_pte"]
 
 
 def resolve_calib_dir(spec: Any = "auto") -> Path:
-    """``"auto"``: the CIFAR-10 train split of the shared data; else an existing folder of images."""
+    """``"auto"``: the package's sample photos; else an existing folder of images."""
     if spec in (None, "auto"):
-        root = shared_data_dir()
-        cand = root / "cifar10" / "train" if root else None
-        if cand is None or not cand.is_dir():
-            raise MobileError("int8 calibration needs real images: pass --calib-images DIR (no ../shared/data/cifar10/train found)")
-        return cand
+        return sample_images_dir()
     path = Path(spec)
     if not path.is_dir():
         raise MobileError(f"--calib-images {path}: no such folder")
@@ -117,12 +115,3 @@ def pt2e_int8_for_pte(
             return convert_pt2e(prepared)
 
     return quantize_fn
-
-
-def int8_tolerance(model: nn.Module, steps: float = 1.0) -> float:
-    """``steps`` x the output quantization scale of an FX-converted model (its last ``quantize`` op)."""
-    scale = None
-    for name, buf in model.named_buffers():
-        if name.endswith("scale") or name.endswith("_scale_0"):
-            scale = float(buf.reshape(-1)[0])
-    return steps * scale if scale is not None else 0.0

@@ -1,29 +1,27 @@
-"""Where an exported model comes from: a registered name, a package weights file or a Lightning ``.ckpt``.
+"""Where an exported model comes from, and the wing's error class.
 
 :func:`load_model` turns the first positional argument of ``mobile/export.py`` into an eval-mode
-``nn.Module`` plus the facts the sidecar needs (name, normalization). Everything is built through the
-ground floor (``shufflenet.create_model`` / ``shufflenet.weights``); nothing here defines a network.
+``nn.Module`` plus the facts the sidecar needs (name, normalization): a registered name is built with
+``create_model``; any file goes through the project's one reader (:func:`shufflenet.weights.read_weights`)
+and :func:`shufflenet.models.model_from_weights`. Nothing here defines a network or sniffs a format.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
-import torch
 from torch import nn
 
-from ..models import create_model, get_spec, list_models
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ShuffleNetError
-from ..models.registry import UnknownModelError
-from ..weights.io import WeightsError, extract_state_dict, load_state_dict_strict, read_checkpoint
+from ..models import create_model, get_spec, list_models, model_from_weights
+from ..weights.io import read_weights
 
-__all__ = ["ModelSource", "load_model", "MobileError", "IMAGENET_MEAN", "IMAGENET_STD"]
-
-#: The preprocessing of every model in this project (RGB in [0, 1], then torchvision's mean/std).
+__all__ = ["ModelSource", "load_model", "MobileError", "writable_dir"]
 
 
 class MobileError(ShuffleNetError, RuntimeError):
@@ -56,86 +54,49 @@ class ModelSource:
         }
 
 
-def _num_classes_in(sd: Mapping[str, torch.Tensor]) -> Optional[int]:
-    for key in ("fc.weight", "classifier.weight", "classifier.6.weight", "head.fc.weight"):
-        if key in sd and sd[key].ndim == 2:
-            return int(sd[key].shape[0])
-    return None
+def load_model(spec: str, arch: Optional[str] = None, num_classes: Optional[int] = None) -> ModelSource:
+    """Build the model named by ``spec``: a registered name, or any file :func:`read_weights` reads.
 
-
-def _arch_in_hparams(obj: Mapping[str, Any]) -> Optional[str]:
-    """A registered name stored anywhere in a Lightning checkpoint's hyper-parameters (nested dicts too)."""
-    names = set(list_models())
-    stack = [obj.get("hyper_parameters") or {}]
-    while stack:
-        cur = stack.pop()
-        if isinstance(cur, Mapping):
-            for k, v in cur.items():
-                if isinstance(v, str) and v in names:
-                    return v
-                if isinstance(v, Mapping):
-                    stack.append(v)
-    return None
-
-
-def load_model(
-    spec: str,
-    arch: Optional[str] = None,
-    num_classes: Optional[int] = None,
-) -> ModelSource:
-    """Build the model named by ``spec``: a registered name, or a weights/checkpoint file.
-
-    * registered name (``shufflenet_v1_x0_5_g3``, ``alexnet``, ...): randomly initialised unless a
-      weights file is given instead; ``num_classes`` overrides the classifier width.
-    * package weights file (``save_weights``): its ``arch`` and ``config`` rebuild the network.
-    * Lightning ``.ckpt`` of this project (backbone under ``model.``) or a plain state dict: the
-      architecture comes from ``arch``, the checkpoint's hyper-parameters, or an error that says to pass
-      ``--arch``; the class count is read from the classifier weight.
+    * registered name (``shufflenet_v1_x0_5_g3``, ``alexnet``, ...): randomly initialised;
+      ``num_classes`` overrides the classifier width.
+    * a file (package weights file, converted public checkpoint, Lightning ``.ckpt``, plain state dict):
+      the network it holds (its stored config, else ``arch`` or the name it records), loaded strictly.
     """
     path = Path(spec)
     looks_like_file = path.suffix in (".pt", ".pth", ".ckpt", ".bin") or os.sep in spec or path.exists()
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
     if not looks_like_file:
-        try:
-            get_spec(spec)
-        except UnknownModelError as e:
-            raise MobileError(str(e)) from None
-        kwargs = {} if num_classes is None else {"num_classes": num_classes}
-        model = create_model(spec, **kwargs)
-        return ModelSource(model.eval(), spec, "registry (random init: pass a weights file for trained weights)")
-
-    try:
-        obj = read_checkpoint(path)
-    except WeightsError as e:
-        raise MobileError(str(e)) from None
-    if not isinstance(obj, Mapping):
-        raise MobileError(f"{path}: expected a weights dict, got {type(obj).__name__}")
-    try:
-        sd = extract_state_dict(obj, str(path))
-    except WeightsError as e:
-        raise MobileError(str(e)) from None
-    if any(k.startswith("model.") for k in sd):
-        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-    name = arch or obj.get("arch") or _arch_in_hparams(obj)
-    config = obj.get("config") if isinstance(obj.get("config"), Mapping) else None
-    if name is None and config is None:
+        get_spec(spec)  # UnknownModelError (a ShuffleNetError) names the valid ones
+        return ModelSource(create_model(spec, **kwargs).eval(), spec,
+                           "registry (random init: pass a weights file for trained weights)")
+    wf = read_weights(path, use="auto")
+    name = arch or wf.arch
+    if name is None and not (wf.config and "groups" in wf.config):
         raise MobileError(
-            f"{path}: the file does not say which architecture it holds (no 'arch' key, no registered name in "
-            f"its hyper-parameters); pass --arch NAME (one of: {', '.join(list_models())})"
+            f"{path}: the file does not say which architecture it holds ({wf.kind}, no stored config or name); "
+            f"pass --arch NAME (one of: {', '.join(list_models())})"
         )
-    try:
-        if config is not None and (arch is None or arch == obj.get("arch")):
-            from ..models import ShuffleNetV1
+    model = model_from_weights(wf, arch, **kwargs)
+    if name is None:
+        cfg = wf.config or {}
+        name = f"shufflenet_v1(custom: g={cfg.get('groups')}, s={cfg.get('width_mult')})"
+    return ModelSource(model.eval(), name, str(path), extra={"weights_meta": dict(wf.meta)})
 
-            model = ShuffleNetV1(**dict(config))
-            name = name or f"shufflenet_v1(custom: g={config.get('groups')}, s={config.get('width_mult')})"
-        else:
-            get_spec(name)
-            n = num_classes or _num_classes_in(sd)
-            model = create_model(name, **({} if n is None else {"num_classes": n}))
-        load_state_dict_strict(model, sd, str(path))
-    except (WeightsError, UnknownModelError) as e:
-        raise MobileError(str(e)) from None
-    except TypeError as e:
-        raise MobileError(f"{path}: its 'config' does not build a ShuffleNetV1 ({e})") from None
-    meta = obj.get("meta") if isinstance(obj.get("meta"), Mapping) else {}
-    return ModelSource(model.eval(), name, str(path), extra={"weights_meta": dict(meta)})
+
+def writable_dir(path: os.PathLike, flag: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can be an output folder: one clear error if it names a file, lies
+    under a file, or sits where this process cannot write. Nothing is created here (the exporters create the
+    folder when they write); the check writes and removes one probe file in the nearest existing folder."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MobileError(f"{flag} {path}: is a file, not a folder")
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise MobileError(f"{flag} {path}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise MobileError(f"{flag} {path}: cannot write in {existing} ({e.strerror or e})") from None
+    return path

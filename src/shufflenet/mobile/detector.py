@@ -1,0 +1,79 @@
+"""Detector export: the detection wing's traceable detector (its public API only) to a verified ``.ptl``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..errors import ShuffleNetError
+from .images import load_images, resolve_images
+from .ptl import export_ptl, require_xnnpack
+from .source import MobileError, ModelSource
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyInput
+
+__all__ = ["detector_inputs", "export_detector"]
+
+
+def detector_inputs(sizes: Sequence[Tuple[int, int]], images: Optional[Sequence[os.PathLike]], n_real: int = 2,
+                    seed: int = 0) -> List[VerifyInput]:
+    """One random and ``n_real`` real single images per size, as detectron2 takes them: (3, H, W) BGR 0-255."""
+    gen = torch.Generator().manual_seed(seed)
+    files = list(images or [])[: max(0, n_real)]
+    out = []
+    for size in sizes:
+        out.append(VerifyInput("random", size, torch.rand(3, *size, generator=gen) * 255))
+        for f in files:
+            rgb01 = load_images([f], size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))[0]
+            out.append(VerifyInput(f"real ({Path(f).name})", size, rgb01.flip(0) * 255))
+    return out
+
+
+def export_detector(
+    config: str,
+    out_dir: os.PathLike,
+    sizes: Sequence[Tuple[int, int]],
+    weights: Optional[str] = None,
+    images: Any = "auto",
+    n_real: int = 2,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    bytecode_version: Optional[int] = None,
+    basename: Optional[str] = None,
+    log: Callable[[str], None] = print,
+) -> Tuple[Path, Dict[str, Any]]:
+    """``build_detector(config, weights=...)`` -> ``traceable_detector`` -> ``trace_detector`` (traced ==
+    eager, checked by the detection wing) -> ``optimize_for_mobile`` -> lite interpreter, verified here
+    against the eager detector on random and real images at every size: same number of detections, boxes
+    and scores within the bound, identical classes."""
+    require_xnnpack()
+    try:
+        from ..detection import build_detector
+        from ..detection.export import trace_detector, traceable_detector
+    except ImportError as e:
+        raise MobileError(f"--detector needs the detection wing (detectron2): {e}") from None
+    sizes = [tuple(s) for s in sizes]
+    files = images if isinstance(images, (list, tuple)) else resolve_images(images)
+    try:
+        model, cfg = build_detector(config, opts=["MODEL.DEVICE", "cpu"], weights=weights)
+        module = traceable_detector(model)
+        inputs = detector_inputs(sizes, files, n_real)
+        log(f"[export] detector {config}: torch.jit.trace (detection wing's trace_detector) ...")
+        traced = trace_detector(module, inputs[0].tensor, [i.tensor for i in inputs[1:]])
+    except (ValueError, RuntimeError, KeyError, FileNotFoundError) as e:  # detectron2's own config/build errors
+        if isinstance(e, ShuffleNetError):
+            raise
+        raise MobileError(f"detector {config}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    name = Path(config).stem
+    spec = {"color": "BGR", "scale": "0-255 (no mean/std: the model normalizes inside)",
+            "resize": f"shortest edge to INPUT.MIN_SIZE_TEST={cfg.INPUT.MIN_SIZE_TEST}, longest <= "
+                      f"INPUT.MAX_SIZE_TEST={cfg.INPUT.MAX_SIZE_TEST} before the call; boxes are in that image's pixels",
+            "layout": "3 x H x W float32, one image per call"}
+    src = ModelSource(module, name, f"detector config {config}" + (f" + weights {weights}" if weights else " (random init)"),
+                      task="detection", input_spec=spec,
+                      extra={"outputs": "boxes [N, 4] (x0, y0, x1, y1), scores [N], classes [N]"})
+    return export_ptl(src, out_dir, sizes, images=files, n_real=n_real, atol=atol, rtol=rtol,
+                      bytecode_version=bytecode_version, basename=basename or name, channels_last=False,
+                      scripted=(traced, "trace"), inputs=inputs, log=log)

@@ -1,0 +1,115 @@
+"""Fault tests of the mobile CLIs (issue 10): bad --out, interrupted and killed exports, input errors.
+
+Each is fast (no export runs to completion except where noted) and checks what a user sees: one `error:`
+line, exit status 2, and no file or temporary file left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import shufflenet
+from shufflenet.mobile import ptl as mptl
+from shufflenet.mobile.cli import cli
+from shufflenet.mobile.source import ModelSource
+
+from conftest import _randomize_bn
+
+TINY = "shufflenet_v1_x0_25_g3"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _one_error_line(capsys, expected):
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert expected in err, err
+
+
+def test_out_naming_a_file_is_one_error_line(tmp_path, capsys):
+    target = tmp_path / "exported"
+    target.write_text("not a folder")
+    assert cli([TINY, "--input-size", "32", "--out", str(target)]) == 2
+    _one_error_line(capsys, "is a file, not a folder")
+    assert target.read_text() == "not a folder"
+    assert cli([TINY, "--input-size", "32", "--out", str(target / "sub")]) == 2  # a folder under a file
+    _one_error_line(capsys, "is a file, not a folder")
+
+
+def test_out_where_nothing_can_be_written_is_one_error_line(capsys):
+    # /proc refuses new files even for root (a chmod'ed folder would not stop root)
+    assert cli([TINY, "--input-size", "32", "--out", "/proc/shufflenet-export"]) == 2
+    _one_error_line(capsys, "cannot write")
+
+
+def test_benchmark_and_aarch64_bad_out_and_input(tmp_path, capsys):
+    from shufflenet.mobile import aarch64, benchmark
+
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert benchmark.cli(["--models", "sn0.5", "--out", str(f)]) == 2
+    _one_error_line(capsys, "is a file, not a folder")
+    assert aarch64.cli(["prepare", str(tmp_path / "c"), "--models", "no_such_model"]) == 2
+    _one_error_line(capsys, "unknown model name 'no_such_model'")
+    assert aarch64.cli(["prepare", str(f), "--models", TINY]) == 2
+    _one_error_line(capsys, "is a file, not a folder")
+    assert aarch64.cli(["prepare", str(tmp_path / "c"), "--input-size", "8"]) == 2
+    _one_error_line(capsys, "input size '8' is not valid")
+    assert not (tmp_path / "c").exists()
+
+
+def test_interrupted_export_leaves_no_file_and_no_temporary(tmp_path, monkeypatch):
+    """Ctrl-C during verification: the exception propagates, and neither the .ptl nor its temp file stays."""
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mptl, "verify_runtime", interrupt)
+    torch.manual_seed(0)
+    src = ModelSource(_randomize_bn(shufflenet.create_model(TINY, num_classes=10)), TINY, "test")
+    with pytest.raises(KeyboardInterrupt):
+        mptl.export_ptl(src, tmp_path, [(32, 32)], images=None, log=lambda s: None)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_leftover_of_a_killed_export_is_removed_by_the_next_one(tmp_path):
+    """kill -9 mid-export leaves a hidden temp file; the next export of the same name removes it."""
+    out = tmp_path / "out"
+    code = (
+        "import os, signal, sys\n"
+        "from shufflenet.mobile import ptl\n"
+        "real = ptl.verify_runtime\n"
+        "def die(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "ptl.verify_runtime = die\n"
+        "from shufflenet.mobile.cli import cli\n"
+        f"sys.exit(cli([{TINY!r}, '--input-size', '32', '--images', 'none', '--out', {str(out)!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    leftovers = [p.name for p in out.iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(f".{TINY}.ptl.") and leftovers[0].endswith(".tmp")
+    assert cli([TINY, "--input-size", "32", "--images", "none", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [f"{TINY}.json", f"{TINY}.ptl"]
+
+
+def test_images_flag_that_finds_no_images_says_so(tmp_path, capsys):
+    empty = tmp_path / "photos"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no pictures here")
+    assert cli([TINY, "--input-size", "32", "--images", str(empty), "--out", str(tmp_path / "o")]) == 2
+    _one_error_line(capsys, "no images")
+    assert not (tmp_path / "o").exists()
+
+
+def test_console_script_entry_points_exist():
+    from shufflenet.mobile import aarch64, benchmark, cli as cli_mod
+
+    for mod in (cli_mod, benchmark, aarch64):
+        assert callable(mod.cli)
+    assert os.path.isfile(REPO / "mobile" / "export.py")
