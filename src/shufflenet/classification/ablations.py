@@ -358,7 +358,7 @@ def _diff_claim(text: str, better: Row, worse: Row, stats: Dict[str, _Stat]) -> 
     gain = (b.mean - a.mean) if None not in (a.mean, b.mean) else None
     se = math.sqrt(a.se() ** 2 + b.se() ** 2) if None not in (a.se(), b.se()) else None
     return {"claim": text, "better": better.name, "worse": worse.name, "paper_gain": paper_gain,
-            "measured_gain": gain, "noise_se": se, "verdict": judge(gain, se)}
+            "measured_gain": gain, "noise_se": se, "verdict": judge(gain, se), "seed_counts": [a.n, b.n]}
 
 
 def claims_for(table: str, rows: Sequence[Row], stats: Dict[str, _Stat]) -> List[Dict[str, Any]]:
@@ -392,7 +392,8 @@ def claims_for(table: str, rows: Sequence[Row], stats: Dict[str, _Stat]) -> List
                 se = math.sqrt(c3["noise_se"] ** 2 + c8["noise_se"] ** 2) if None not in (c3["noise_se"], c8["noise_se"]) else None
                 claims.append({"claim": f"{grp}: the shuffle gain is larger at g=8 than at g=3",
                                "better": pairs[8][True].name, "worse": pairs[3][True].name, "paper_gain": p,
-                               "measured_gain": m, "noise_se": se, "verdict": judge(m, se)})
+                               "measured_gain": m, "noise_se": se, "verdict": judge(m, se),
+                               "seed_counts": c3["seed_counts"] + c8["seed_counts"]})
         else:
             shuffle = next((r for r in members if r.unit == "shufflenet"), None)
             if shuffle is None:
@@ -454,16 +455,31 @@ def summarize(table: str, rows: Sequence[Row], runs: Dict[Tuple[str, int], Dict[
                           "same": paper == [x for x in measured if x in paper] and len(measured) == len(members),
                           "kendall_tau": _kendall_tau(paper, measured)})
     run_list = [runs[(r.name, s)] for s in seeds for r in rows if (r.name, s) in runs]
+    # Seed noise pooled over every row of the table (the rows share the recipe and budget): with two or
+    # three seeds a single row's std is itself very uncertain, the pooled one much less so.
+    dof = sum(st.n - 1 for st in stats.values() if st.std is not None)
+    pooled = (math.sqrt(sum((st.n - 1) * st.std ** 2 for st in stats.values() if st.std is not None) / dof)
+              if dof > 0 else None)
+    claims = claims_for(table, rows, stats)
+    for c in claims:
+        counts = c.get("seed_counts") or []
+        se = (pooled * math.sqrt(sum(1.0 / n for n in counts))
+              if pooled is not None and counts and all(n > 0 for n in counts) else None)
+        c["noise_se_pooled"] = se
+        c["verdict_pooled"] = judge(c["measured_gain"], se)
     return {
         "table": table,
         "settings": settings,
         "seeds": list(seeds),
         "noise_rule": f"a claim is 'reproduced' when the measured gain exceeds {NOISE_SIGMAS:g} standard errors of "
                       f"the difference (unpaired, sample std over seeds), 'not reproduced' when it is that far "
-                      f"below 0, else 'within noise'",
+                      f"below 0, else 'within noise'; 'verdict_pooled' applies the same rule with the seed std "
+                      f"pooled over all rows of the table",
         "rows": row_out,
         "orderings": orderings,
-        "claims": claims_for(table, rows, stats),
+        "pooled_seed_std": pooled,
+        "pooled_seed_std_dof": dof,
+        "claims": claims,
         "runs": run_list,
         "total_train_wall_s": round(sum(x["train_wall_s"] for x in run_list), 1),
         "total_wall_s": round(sum(x["wall_s"] for x in run_list), 1),
@@ -500,12 +516,15 @@ def results_markdown(res: Dict[str, Any]) -> str:
                      f"{' < '.join(o['measured']) or '-'} -> {'same' if o['same'] else 'different'}"
                      + (f" (Kendall tau {o['kendall_tau']:+.2f})" if o["kendall_tau"] is not None else ""))
     lines += ["", "## The paper's claims", "",
-              "| claim | paper gain (points) | measured gain (points) | noise (1 se) | verdict |",
-              "|---|---:|---:|---:|---|"]
+              "| claim | paper gain (points) | measured gain (points) | noise (1 se) | verdict | noise, pooled std (1 se) | verdict, pooled std |",
+              "|---|---:|---:|---:|---|---:|---|"]
     for c in res["claims"]:
         lines.append(f"| {c['claim']} | {_fmt(c['paper_gain'])} | {_fmt(c['measured_gain'], '.2f')} | "
-                     f"{_fmt(c['noise_se'], '.2f')} | {c['verdict']} |")
-    lines += ["", f"Rule: {res['noise_rule']}.", "",
+                     f"{_fmt(c['noise_se'], '.2f')} | {c['verdict']} | {_fmt(c.get('noise_se_pooled'), '.2f')} | "
+                     f"{c.get('verdict_pooled', '-')} |")
+    pooled = res.get("pooled_seed_std")
+    lines += ["", f"Rule: {res['noise_rule']}. Pooled seed std: {_fmt(pooled, '.2f')} points "
+              f"({res.get('pooled_seed_std_dof', 0)} degrees of freedom).", "",
               f"Training wall time {res['total_train_wall_s']:.0f} s over {len(res['runs'])} runs "
               f"({'complete' if res['complete'] else 'incomplete'}).", ""]
     return "\n".join(lines)
