@@ -256,6 +256,31 @@ def test_best_ckpt_exists_without_validation_and_no_noise(data, tmp_path):
         assert noise not in text, (noise, text[-3000:])
 
 
+def test_resume_from_an_end_of_epoch_checkpoint_is_exact(data, tmp_path, monkeypatch):
+    """A run killed just after the checkpoint written at an epoch's end (after its validation) resumes to the
+    uninterrupted weights: Lightning's epoch counter runs one ahead there, which used to skip an epoch's data."""
+    from shufflenet.classification.callbacks import StopOnSignal
+    from shufflenet.classification.errors import TrainingInterrupted
+
+    args = args_for(data, "--save_every_n_steps", "100", "--trainer.deterministic", "true", "--export", "false",
+                    steps=6)  # 16 images, batch 8: 2 steps an epoch, a checkpoint after each epoch's validation
+    assert cli([*args, "--run_dir", str(tmp_path / "ref")]) == 0
+
+    def die_after_step_3(self, trainer, *rest):  # like kill -9 at step 3: last.ckpt is step 2's (epoch end)
+        if trainer.global_step == 3:
+            raise TrainingInterrupted(signal.SIGKILL, 3)
+
+    monkeypatch.setattr(StopOnSignal, "on_train_batch_end", die_after_step_3)
+    assert cli([*args, "--run_dir", str(tmp_path / "run")]) == EXIT_INTERRUPTED
+    assert state(tmp_path / "run")["global_step"] == 2
+    monkeypatch.undo()
+    assert cli([*args, "--run_dir", str(tmp_path / "run"), "--ckpt_path", "last"]) == 0
+    a, b = state(tmp_path / "ref"), state(tmp_path / "run")
+    assert a["global_step"] == b["global_step"] == 6
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+
+
 # --- 8. signals and the kill loop ------------------------------------------------------------------------------------------
 def _wait_for_change(path: Path, proc: subprocess.Popen, old: float, timeout: float = 120) -> bool:
     deadline = time.time() + timeout
@@ -268,11 +293,13 @@ def _wait_for_change(path: Path, proc: subprocess.Popen, old: float, timeout: fl
 
 def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
     """Five interruptions in a row (kill -9, SIGTERM, SIGINT, SIGUSR1 mixed) at random moments, each followed by
-    ``--ckpt_path last``; the final weights (and EMA) equal an uninterrupted run's bit for bit."""
+    ``--ckpt_path last``; the final weights (and EMA) equal an uninterrupted run's bit for bit. The signals go to
+    the process group (main process and data worker), as SLURM's and a terminal's do."""
     data = make_tree(tmp_path / "data", per_class=6, val_per_class=1)  # 24 images: 3 batches of 8 an epoch
     common = [sys.executable, str(TRAIN), *args_for(data, "--save_every_n_steps", "5", "--trainer.deterministic",
                                                     "true", "--model.ema", "true", "--model.ema_decay", "0.9",
                                                     "--export", "false", steps=60)]
+    common[common.index("--data.num_workers") + 1] = "1"  # a data worker, as in real runs
     e = env(tmp_path)
     ref = subprocess.Popen([*common, "--run_dir", str(tmp_path / "ref")], env=e, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
@@ -284,11 +311,13 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
     for i, sig in enumerate(plan):
         args = [*common, "--run_dir", str(run)] + (["--ckpt_path", "last"] if i else [])
         old = last.stat().st_mtime_ns if last.exists() else None
-        proc = subprocess.Popen(args, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(args, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         if not _wait_for_change(last, proc, old):
             break  # finished (or failed) before this kill
         time.sleep(rng.uniform(0.0, 0.3))
-        proc.send_signal(sig)
+        # to the whole process group, data worker included, as SLURM and Ctrl-C do
+        os.killpg(proc.pid, sig)
         out, err = proc.communicate(timeout=120)
         if proc.returncode == 0:
             break  # the run ended before the signal arrived

@@ -249,6 +249,21 @@ def collate(batch: Sequence[Tuple[Optional[torch.Tensor], int, Tuple[str, ...]]]
     return images, targets, skipped
 
 
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGTERM / SIGINT / SIGUSR1.
+
+    SLURM signals every process of a job and Ctrl-C the whole process group; a worker that died of the signal
+    would make the main process fail at once, before it can save the current step. The main process decides
+    when to stop (:class:`~shufflenet.classification.callbacks.StopOnSignal`); its workers end with it.
+    """
+    import signal
+
+    for name in ("SIGTERM", "SIGINT", "SIGUSR1"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_IGN)
+
+
 class ResumableSampler(DistributedSampler):
     """DistributedSampler that yields ``(epoch, index)`` keys and can start mid-epoch.
 
@@ -262,11 +277,19 @@ class ResumableSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
                          drop_last=drop_last)
         self._resume: Optional[Tuple[int, int]] = None
+        #: Where the epoch comes from when set (the DataModule: finished training batches // batches per epoch).
+        #: Lightning's own epoch counter runs one ahead after resuming from a checkpoint written at the end of
+        #: an epoch (after its validation), which would skip a whole epoch's permutation.
+        self.epoch_fn: Optional[Any] = None
 
     def resume(self, epoch: int, consumed: int) -> None:
         self._resume = (int(epoch), int(consumed))
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:  # type: ignore[override]
+        if self.epoch_fn is not None:
+            epoch = self.epoch_fn()
+            if epoch is not None:
+                self.epoch = int(epoch)
         indices = list(super().__iter__())
         if self._resume is not None and self._resume[0] == self.epoch:
             indices = indices[self._resume[1]:]
@@ -375,6 +398,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             drop_last=drop_last,
             num_workers=workers,
             collate_fn=collate,
+            worker_init_fn=ignore_stop_signals if workers > 0 else None,
             persistent_workers=bool(self.hparams.persistent_workers and workers > 0),
             pin_memory=bool(self.hparams.pin_memory and torch.cuda.is_available()),
         )
@@ -391,6 +415,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
             )
         self._sampler = ResumableSampler(self.train_set, num_replicas=world, rank=rank, seed=self.hparams.seed,
                                          shuffle=True, drop_last=True)
+        self._sampler.epoch_fn = self._epoch_of_next_batch
         if self._resume is not None:
             # Lightning creates the iterator before it sets the sampler's epoch, so set it here.
             if self._resume_check != self.batches_per_epoch():
@@ -403,6 +428,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 self._sampler.resume(epoch, skip * self.batch_size)
             self._resume = None
         return self._loader(self.train_set, sampler=self._sampler, drop_last=True)
+
+    def _epoch_of_next_batch(self) -> Optional[int]:
+        """The epoch the next training batch belongs to: finished training batches // batches per epoch (every
+        epoch has the same number of batches: ``drop_last``). ``None`` outside ``fit``."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit" or self.train_set is None:
+            return None
+        return int(trainer.fit_loop.epoch_loop.batch_progress.total.processed) // max(1, self.batches_per_epoch())
 
     def batches_per_epoch(self) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
