@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from ..paths import cache_dir
 from .config import DetectionError
 
 __all__ = [
@@ -222,8 +223,8 @@ def check_trainable(name: str, dicts: Sequence[dict]) -> None:
 
 
 def demo_root() -> Path:
-    base = os.environ.get("SHUFFLENET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "shufflenet")
-    return Path(base) / _DEMO_VERSION
+    """Where the demo data lives: the project's one cache folder (:func:`shufflenet.paths.cache_dir`)."""
+    return cache_dir(_DEMO_VERSION)
 
 
 def _render_image(rng: random.Random, size: int) -> Tuple["object", List[dict]]:
