@@ -36,7 +36,7 @@ def quick(tmp_path_factory):
 def test_quick_json_table_and_chart(quick):
     result, table, out = quick
     train = result["train"]
-    precisions = ["fp32", "bf16"] if BF16 else ["fp32"]
+    precisions = ["fp32", "bf16", "bf16dw"] if BF16 else ["fp32"]
     expected = {f"{m}/{p}/{layout}/eager" for m in ("v1", "v2") for p in precisions
                 for layout in ("nchw", "channels_last")} | {"v1/fp32/channels_last/compiled"}
     assert set(train["variants"]) == expected
@@ -60,6 +60,14 @@ def test_quick_json_table_and_chart(quick):
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_render_reprints_a_saved_result(quick, tmp_path, capsys):
+    result, table, out = quick
+    png = tmp_path / "again.png"
+    assert bm.main(["--render", str(out), "--png", str(png)]) == 0
+    assert capsys.readouterr().out.strip() == table.split("\n\nresults:")[0].strip()
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_faster_paths_compute_the_same_loss_and_update(quick):
     """channels_last, bf16 autocast and torch.compile: same first loss and same loss change over one SGD update as
     eager fp32 NCHW (from the same weights and batch), within the precision's tolerance."""
@@ -73,6 +81,18 @@ def test_faster_paths_compute_the_same_loss_and_update(quick):
         assert r["same_loss"], (key, r["loss_rel_diff_vs_eager_fp32"], r["update_rel_diff_vs_eager_fp32"])
         assert r["tolerances"] == {"loss": bm.LOSS_RTOL[r["precision"]], "update": bm.UPDATE_RTOL[r["precision"]]}
     assert variants["v1/fp32/channels_last/compiled"]["loss_rel_diff_vs_eager_fp32"] < 1e-4
+
+
+def test_bf16dw_keeps_keys_and_runs_depthwise_in_fp32():
+    """The bf16dw policy: every depthwise conv (and only those) computes in fp32 under autocast, same keys."""
+    model = bm.model_builders(quick=True)["v1"][1]()
+    keys = list(model.state_dict())
+    dw = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == m.in_channels > 1]
+    assert bm.depthwise_in_fp32(model) == len(dw) == 3 and list(model.state_dict()) == keys
+    x = torch.randn(2, dw[0].in_channels, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert dw[0](x).dtype == torch.float32
+        assert model.stage2[0].gconv2[0](torch.randn(2, model.stage2[0].gconv2[0].in_channels, 8, 8)).dtype == torch.bfloat16
 
 
 def test_checker_flags_a_path_that_does_not_update(monkeypatch):
@@ -126,6 +146,7 @@ def test_lightning_module_speed_options_keep_function_and_keys():
     (["--layouts", "nhwc"], "unknown layout"),
     (["--sources", "/nonexistent/folder"], "expected 'photos', 'cifar' or a folder"),
     (["--rounds", "0"], "--rounds must be >= 1"),
+    (["--render", "/nonexistent/bench.json"], "not a benchmark result"),
 ])
 def test_bad_input_is_one_error_line_before_any_work(tmp_path, capsys, argv, message):
     out = tmp_path / "b.json"
