@@ -177,6 +177,12 @@ def test_channels_last_inference_is_the_same_function(randomize_bn):
     assert nhwc.roi_heads.stage4[0].gconv1[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert len(a) == len(b) > 0 and torch.equal(a.pred_classes, b.pred_classes)
     assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-2) and torch.allclose(a.scores, b.scores, atol=1e-4)
+    # RoIs through stage 4 in chunks (MODEL.SHUFFLENET.ROI_CHUNK_TEST): the same detections as all at once
+    assert nhwc.roi_heads.roi_chunk == 50
+    nhwc.roi_heads.roi_chunk = 7
+    with torch.no_grad():
+        c = nhwc([{"image": image}])[0]["instances"]
+    assert torch.equal(a.pred_classes, c.pred_classes) and torch.allclose(a.scores, c.scores, atol=1e-5)
     nhwc.train()
     assert all(m.weight.is_contiguous() for m in nhwc.modules() if isinstance(m, torch.nn.Conv2d))
 

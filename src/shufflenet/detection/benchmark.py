@@ -187,17 +187,25 @@ def run_benchmark(
                 fmt = cfg.INPUT.FORMAT
                 imgs = _load_images(files, repeats + warmup, short, long, fmt)
                 fused = fuse_for_inference(copy.deepcopy(model)) if set(runtimes) - {"eager"} else None
+                traced, trace_note = None, ""
+                if {"traced", "ptl"} & set(runtimes):  # traced once, checked against eager, for both runtimes
+                    bgr = [_to_bgr(i, fmt) for i in imgs]
+                    try:
+                        traced = trace_detector(traceable_detector(fused), bgr[0], bgr[1:2])
+                    except (ExportError, RuntimeError) as e:
+                        trace_note = f"trace failed: {str(e).splitlines()[0][:200]}"
+                        progress(f"{name} @ {short} / {k}: {trace_note}")
                 for runtime in runtimes:
                     fn = None
                     note = ""
                     if runtime in ("traced", "ptl"):
-                        bgr = [_to_bgr(i, fmt) for i in imgs]
-                        try:
-                            traced = trace_detector(traceable_detector(fused), bgr[0], bgr[1:2])
-                            fn = traced if runtime == "traced" else _lite(traced)
-                        except (ExportError, RuntimeError) as e:
-                            note = f"{runtime} failed: {str(e).splitlines()[0][:200]}"
-                            progress(f"{name} @ {short} / {k}: {note}")
+                        note = trace_note
+                        if traced is not None:
+                            try:
+                                fn = traced if runtime == "traced" else _lite(traced)
+                            except RuntimeError as e:
+                                note = f"{runtime} failed: {str(e).splitlines()[0][:200]}"
+                                progress(f"{name} @ {short} / {k}: {note}")
                     runs[(name, short, k, runtime)] = dict(model=fused if runtime == "fused" else model, fn=fn, images=imgs, fmt=fmt, times=[],
                                                            stages=[], rois=None, note=note)
     with torch.no_grad():

@@ -55,6 +55,9 @@ def add_shufflenet_config(cfg: CN) -> CN:
                                      stage 4 on channels-last tensors: the same function, ~1.7x faster
                                      on one CPU thread (oneDNN's grouped / depthwise convolutions).
                                      Training is unchanged. Default True.
+    MODEL.SHUFFLENET.ROI_CHUNK_TEST  eval mode runs the C4 RoI head's stage 4 on this many RoIs at a time
+                                     (activations stay in the CPU caches: ~1.6x faster at 300 RoIs on one
+                                     thread; the same result). 0: all at once. Not while tracing. Default 50.
     MODEL.SHUFFLENET.OUT_FEATURES    backbone outputs among "stem" (stride 4), "stage2" (8),
                                      "stage3" (16), "stage4" (32). C4: ["stage3"]; FPN: stages 2-4.
     """
@@ -67,6 +70,7 @@ def add_shufflenet_config(cfg: CN) -> CN:
     cfg.MODEL.SHUFFLENET.FREEZE_AT = -1  # deprecated alias; MODEL.BACKBONE.FREEZE_AT is the key
     cfg.MODEL.SHUFFLENET.OUT_FEATURES = ["stage3"]
     cfg.MODEL.SHUFFLENET.CHANNELS_LAST = True
+    cfg.MODEL.SHUFFLENET.ROI_CHUNK_TEST = 50
     return cfg
 
 
