@@ -424,16 +424,23 @@ def format_table(result: Dict[str, Any]) -> str:
     lines.append("| setting (precision/layout/mode) | v1 img/s/core | v2 img/s/core | v1/v2 | v1 wall img/s | "
                  "v2 wall img/s | loss/update rel. diff vs eager fp32 (v1, v2) |")
     lines.append("|---|---:|---:|---:|---:|---:|---|")
-    for setting, ratio in train["ratios_v1_over_v2"].items():
-        a, b = train["variants"][f"v1/{setting}"], train["variants"][f"v2/{setting}"]
+    settings = list(dict.fromkeys(k.split("/", 1)[1] for k in train["variants"]))
+    for setting in settings:
+        a, b = train["variants"].get(f"v1/{setting}"), train["variants"].get(f"v2/{setting}")
+        ratio = train["ratios_v1_over_v2"].get(setting)
 
-        def eq(r: Dict[str, Any]) -> str:
+        def eq(r: Optional[Dict[str, Any]]) -> str:
+            if r is None:
+                return "-"
             d, u = r.get("loss_rel_diff_vs_eager_fp32"), r.get("update_rel_diff_vs_eager_fp32")
             return "ref" if setting == "fp32/nchw/eager" else ("?" if d is None else
                                                                f"{d:.0e}/{u:.0e} {'ok' if r['same_loss'] else 'DIFFERS'}")
-        lines.append(f"| {setting} | {a['images_per_s_per_core']:.1f} | {b['images_per_s_per_core']:.1f} | "
-                     f"{ratio:.2f} | {a['images_per_s_wall']:.1f} | {b['images_per_s_wall']:.1f} | "
-                     f"{eq(a)}, {eq(b)} |")
+
+        def num(r: Optional[Dict[str, Any]], key: str) -> str:
+            return "-" if r is None else f"{r[key]:.1f}"
+        lines.append(f"| {setting} | {num(a, 'images_per_s_per_core')} | {num(b, 'images_per_s_per_core')} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}'} | {num(a, 'images_per_s_wall')} | "
+                     f"{num(b, 'images_per_s_wall')} | {eq(a)}, {eq(b)} |")
     best = train["best"]
     if "ratio_v1_over_v2" in best:
         lines.append("")
