@@ -382,16 +382,21 @@ def loader_throughput(root: Path, workers: int, batch_size: int = 32, size: int 
     dm.setup("fit")
     loader = dm.train_dataloader()
     it = iter(loader)
-    next(it)  # worker start-up is not throughput
-    n, t0 = 0, time.perf_counter()
-    for _ in range(batches):
-        try:
-            x, _, _ = next(it)
-        except StopIteration:
-            it = iter(loader)
-            x, _, _ = next(it)
-        n += x.shape[0]
-    dt = time.perf_counter() - t0
+    try:
+        next(it)  # worker start-up is not throughput
+        n, t0 = 0, time.perf_counter()
+        for _ in range(batches):
+            try:
+                x, _, _ = next(it)
+            except StopIteration:
+                it = iter(loader)
+                x, _, _ = next(it)
+            n += x.shape[0]
+        dt = time.perf_counter() - t0
+    finally:  # stop the workers now: an unfinished iterator left them running until exit (one run hung there)
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
     return {"images_per_s_wall": n / dt, "images": n, "workers": workers, "batch_size": batch_size}
 
 
