@@ -1,6 +1,6 @@
 """Converters for the public ShuffleNet v1 checkpoints give the original network's logits.
 
-The original networks are re-built here from ``../shared/reference/checkpoint_layouts.md`` (small reference
+The original networks are re-built here from their published layouts (docs/weights.md; small reference
 modules with the original key names, shuffle placement/permutation and input convention), given random
 weights and random BN statistics, saved in the original file format, converted, and compared on a real
 CIFAR-10 image (resized) that each network receives in its own input convention.
