@@ -129,7 +129,8 @@ def test_overfit_two_images_ap_rises(tmp_path, coco_root):
     that earlier in-process tests leave behind (thread count, RNG streams) changes the run. Calibration,
     300 iterations with step decay, seeds 0/1 x torch threads 1/2: AP50 100 in all four, AP 20-80, from a
     start of AP <= 2.5 and AP50 <= 12.6. (100 iterations at a constant lr 0.02 gave AP 15-45 and AP50 50-84
-    over the same grid: too close to any bound.)
+    over the same grid: too close to any bound.) With the training sampler seeded from SEED (both detectron2
+    installs alike) on tests/data/coco, one run (seed 0, 1 thread): AP 0.0 -> 26.8, AP50 0.0 -> 83.5.
     """
     code = ("import json, sys; import test_detection_train as t; "
             "print('RESULT ' + json.dumps(t._overfit_two_images(sys.argv[1], sys.argv[2])))")
