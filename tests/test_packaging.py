@@ -83,16 +83,20 @@ def test_wheel_installs_and_its_console_scripts_run_outside_the_repo(tmp_path):
                           check=True, capture_output=True, text=True).stdout.strip()
     # the test venv's packages (torch, timm, ...) after the new venv's own site-packages
     (Path(site) / "_test_stack.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SHUFFLENET_DATA")}
+    # --force-reinstall: pip would otherwise take the test venv's (editable) shufflenet, visible through the
+    # path entry above, as already installed
     subprocess.run([sys.executable, "-m", "pip", "--python", str(vpy), "install", "--quiet", "--no-deps",
-                    "--no-index", str(wheel)], check=True)
+                    "--no-index", "--force-reinstall", str(wheel)], check=True, env=env)
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SHUFFLENET_DATA")}
-    probe = subprocess.run(
+    run = subprocess.run(
         [str(vpy), "-c", "import shufflenet, shufflenet.paths as p; print(shufflenet.__file__); "
          "print(len(list(p.configs_dir('detection').glob('*.yaml')))); print(len(p.sample_images()))"],
-        cwd=outside, env=env, check=True, capture_output=True, text=True).stdout.split()
+        cwd=outside, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    probe = run.stdout.split()
     assert probe[0].startswith(str(venv)), f"imported {probe[0]}, not the installed wheel"
     assert int(probe[1]) >= 10 and int(probe[2]) >= 3
 
