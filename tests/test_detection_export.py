@@ -56,7 +56,8 @@ def test_traced_detector_matches_eager_on_real_images(config, fuse, tmp_path):
                 a = unfused.inference([{"image": image}], do_postprocess=False)[0]
                 b = model.inference([{"image": image}], do_postprocess=False)[0]
                 assert len(a) == len(b) > 0 and torch.equal(a.pred_classes, b.pred_classes)
-                assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-2)
+                # float32 rounding of the folded convs, on coordinates of ~100-250 px
+                assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-2, rtol=1e-4)
                 assert torch.allclose(a.scores, b.scores, atol=1e-4)
     assert len({tuple(i.shape) for i in images}) >= 2  # checks run on sizes other than the traced one
     traced = trace_detector(model, images[0], images[1:])
