@@ -18,7 +18,7 @@ from typing import IO, Any, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["atomic_write", "tmp_sibling", "remove_stale_tmp", "sha256_file", "write_json_atomic", "write_text_atomic"]
+__all__ = ["atomic_write", "pid_alive", "tmp_sibling", "remove_stale_tmp", "sha256_file", "write_json_atomic", "write_text_atomic"]
 
 
 def _umask_mode() -> int:
@@ -28,7 +28,8 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (a pid we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -51,7 +52,7 @@ def remove_stale_tmp(final: PathLike) -> int:
     prefix = f".{final.name}."
     for tmp in final.parent.glob(f".{final.name}.*.tmp"):
         pid_text = tmp.name[len(prefix):].split(".", 1)[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _pid_alive(int(pid_text)):
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or pid_alive(int(pid_text)):
             continue
         with contextlib.suppress(OSError):
             tmp.unlink()

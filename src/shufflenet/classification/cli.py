@@ -57,7 +57,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from ..errors import EXIT_INTERRUPTED, run_cli
-from ..fileio import remove_stale_tmp, tmp_sibling, write_text_atomic
+from ..fileio import pid_alive, remove_stale_tmp, tmp_sibling, write_text_atomic
 from ..paths import configs_dir
 from ..weights import read_checkpoint
 from .callbacks import AtomicCheckpointIO, FinishTraining, RunSummary, StopOnSignal
@@ -185,16 +185,6 @@ def resolve_run_dir(run_dir: Optional[str], output_root: str, name: str, ckpt_pa
             raise ClassificationError(f"cannot write to the run folder {path}: {e.strerror or e}") from None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
-
-
 class RunLock:
     """``<run>/.lock`` (pid, host, start time) held while a run writes its folder.
 
@@ -222,7 +212,7 @@ class RunLock:
                     holder = {}
                 pid, host = holder.get("pid"), holder.get("host")
                 same_host = host == socket.gethostname()
-                if isinstance(pid, int) and same_host and (pid == os.getpid() or not _pid_alive(pid)) or not holder:
+                if isinstance(pid, int) and same_host and (pid == os.getpid() or not pid_alive(pid)) or not holder:
                     print(f"taking over the stale lock {self.path} (pid {pid} is gone)", file=sys.stderr, flush=True)
                     with contextlib.suppress(FileNotFoundError):
                         self.path.unlink()
