@@ -533,7 +533,7 @@ def _convert(
     elif found == "mmpretrain" and key in MMPRETRAIN_PUBLISHED:
         published = {"by": "OpenMMLab mmpretrain", **MMPRETRAIN_PUBLISHED[key]}
     meta = {
-        "converter": "shufflenet.weights.convert",
+        "converter": "shufflenet.convert",
         "source": source_name,
         "sha256": sha,
         "layout": found,
