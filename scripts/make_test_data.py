@@ -97,8 +97,7 @@ def make_coco(src: Path, dst: Path) -> dict:
         for im in images:
             shutil.copyfile(src / f"{split}2017" / im["file_name"], dst / f"{split}2017" / im["file_name"])
         (dst / "annotations" / name).write_text(json.dumps(content, separators=(",", ":")) + "\n")
-        counts[split] = (len(images), len(content["annotations"]),
-                         sum(a["iscrowd"] for a in content["annotations"]))
+        counts[split] = (len(images), len(content["annotations"]), sum(a["iscrowd"] for a in content["annotations"]))
     if (src / "LICENSE.repo").is_file():
         shutil.copyfile(src / "LICENSE.repo", dst / "LICENSE.repo")
     return counts
@@ -153,8 +152,11 @@ def make_photos(src: Path, dst: Path) -> list:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--source", default=os.environ.get("SHUFFLENET_DATA"),
-                   help="data folder with cifar10/ and tiny_coco/ (default: $SHUFFLENET_DATA)")
+    p.add_argument(
+        "--source",
+        default=os.environ.get("SHUFFLENET_DATA"),
+        help="data folder with cifar10/ and tiny_coco/ (default: $SHUFFLENET_DATA)",
+    )
     p.add_argument("--repo", type=Path, default=REPO, help="repository root to write into (default: this one)")
     p.add_argument("--train-per-class", type=int, default=150)
     p.add_argument("--test-per-class", type=int, default=30)
@@ -165,8 +167,7 @@ def main(argv=None) -> int:
     for sub in ("cifar10/train", "cifar10/test", "tiny_coco/annotations"):
         if not (src / sub).is_dir():
             p.error(f"{src / sub}: no such folder")
-    n = make_cifar(src / "cifar10", args.repo / "tests" / "data" / "cifar10", args.train_per_class,
-                   args.test_per_class)
+    n = make_cifar(src / "cifar10", args.repo / "tests" / "data" / "cifar10", args.train_per_class, args.test_per_class)
     print(f"cifar10: {n} images")
     for split, (ni, na, nc) in make_coco(src / "tiny_coco", args.repo / "tests" / "data" / "coco").items():
         print(f"coco {split}2017: {ni} images, {na} annotations ({nc} crowd)")

@@ -27,7 +27,6 @@ from shufflenet.classification import (
     train_transform,
 )
 from shufflenet.classification.demo import DEMO_CLASSES, ensure_demo_dataset, render
-
 from shufflenet.paths import configs_dir
 
 CONFIGS = configs_dir("classification")  # package data (the top-level configs/ is a link to it)
@@ -78,8 +77,11 @@ def test_bad_images_are_converted_or_skipped(tmp_path, caplog):
     dm = ImageFolderDataModule(str(root), batch_size=4, num_workers=0, image_size=16, resize_size=24)
     dm.setup("fit")
     with caplog.at_level("WARNING"):
-        for batch in torch.utils.data.DataLoader(dm.train_set, batch_size=5, collate_fn=__import__(
-                "shufflenet.classification.data", fromlist=["collate"]).collate):
+        for batch in torch.utils.data.DataLoader(
+            dm.train_set,
+            batch_size=5,
+            collate_fn=__import__("shufflenet.classification.data", fromlist=["collate"]).collate,
+        ):
             x, y = dm.on_after_batch_transfer(batch, 0)
             assert x.shape[0] == y.shape[0] == 5
     assert sorted(Path(p).name for p in dm.skipped) == ["corrupt.jpg", "truncated.jpg"]
@@ -119,13 +121,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys, repo_root):
 
     (tmp_path / "flat").mkdir()
     out = ["--output_root", str(tmp_path / "out")]
-    proc = subprocess.run([sys.executable, str(repo_root / "classification" / "train.py"), "--data.root",
-                           str(tmp_path / "missing"), *out], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(repo_root / "classification" / "train.py"),
+            "--data.root",
+            str(tmp_path / "missing"),
+            *out,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == f"error: data root {tmp_path / 'missing'} does not exist"
     cases = [
         (["--data.root", str(tmp_path / "flat")], "not in ImageNet layout"),
-        (["--model.arch", "shufflenet_v1_x1_0_g5", "--data.root", str(make_tree(tmp_path / "ok"))], "unknown model name"),
+        (
+            ["--model.arch", "shufflenet_v1_x1_0_g5", "--data.root", str(make_tree(tmp_path / "ok"))],
+            "unknown model name",
+        ),
     ]
     for args, message in cases:
         assert cli([*args, *out]) == 2
@@ -221,8 +236,15 @@ def test_bn_recalibration_under_a_plain_trainer(tmp_path):
         pl.seed_everything(0, verbose=False)
         dm = ImageFolderDataModule(str(root), batch_size=4, num_workers=0, image_size=24, resize_size=32)
         m = ImageClassifier("shufflenet_v1_x0_25_g3", num_classes=3, bn_recalibration_batches=batches)
-        trainer = pl.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
+        trainer = pl.Trainer(
+            max_steps=5,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+        )
         trainer.fit(m, datamodule=dm)
         return m, trainer
 
@@ -244,9 +266,15 @@ ROW_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.stem not in ("base",
 def test_every_paper_row_has_a_config():
     names = {p.stem for p in ROW_CONFIGS}
     expected = {f"shufflenet_v1_x{w}_g{g}" for w in ("1_0", "0_5", "0_25") for g in (1, 2, 3, 4, 8)}
-    expected |= {"shufflenet_v1_x1_5_g3", "shufflenet_v1_x2_0_g3", "shufflenet_v1_x2_0_g3_se",
-                 "shufflenet_v1_x0_5_g3_shallow", "mobilenet_v1_x1_0", "shufflenet_v1_x1_0_g3_noshuffle",
-                 "shufflenet_v1_x1_0_g8_noshuffle"}
+    expected |= {
+        "shufflenet_v1_x1_5_g3",
+        "shufflenet_v1_x2_0_g3",
+        "shufflenet_v1_x2_0_g3_se",
+        "shufflenet_v1_x0_5_g3_shallow",
+        "mobilenet_v1_x1_0",
+        "shufflenet_v1_x1_0_g3_noshuffle",
+        "shufflenet_v1_x1_0_g8_noshuffle",
+    }
     assert expected <= names
 
 
@@ -257,9 +285,22 @@ def test_configs_parse_and_build(tmp_path):
     root = str(make_tree(tmp_path / "ds", classes=tuple("abcdefghij"), per_class=1, splits=("train", "val")))
     built = {}
     for cfg in ROW_CONFIGS:
-        cli = make_cli(["--config", str(cfg), "--config", str(CONFIGS / "public_recipe.yaml"), "--data.root", root,
-                        "--trainer.logger", "false", "--run_dir", str(tmp_path / "run")],
-                       base_config=CONFIGS / "base.yaml", run=False)
+        cli = make_cli(
+            [
+                "--config",
+                str(cfg),
+                "--config",
+                str(CONFIGS / "public_recipe.yaml"),
+                "--data.root",
+                root,
+                "--trainer.logger",
+                "false",
+                "--run_dir",
+                str(tmp_path / "run"),
+            ],
+            base_config=CONFIGS / "base.yaml",
+            run=False,
+        )
         m = cli.model
         assert m.hparams.arch == cfg.stem and m.hparams.lr == 0.5 and m.hparams.weight_decay == 4e-5
         assert m.hparams.ema and m.hparams.label_smoothing == 0.1 and m.hparams.no_weight_decay_bn_bias
@@ -278,8 +319,23 @@ def test_evaluate_package_weights_and_class_mismatch(tmp_path, capsys):
     model = create_model("shufflenet_v1_x0_25_g3", num_classes=3)
     save_weights(model, tmp_path / "w.pth", arch="shufflenet_v1_x0_25_g3")
     out = tmp_path / "r.json"
-    rc = evaluate_main(["--checkpoint", str(tmp_path / "w.pth"), "--data.root", str(root), "--image_size", "24",
-                        "--resize_size", "32", "--num_workers", "0", "--out", str(out), "--no-progress"])
+    rc = evaluate_main(
+        [
+            "--checkpoint",
+            str(tmp_path / "w.pth"),
+            "--data.root",
+            str(root),
+            "--image_size",
+            "24",
+            "--resize_size",
+            "32",
+            "--num_workers",
+            "0",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["num_images"] == 9 and 0 <= res["top1"] <= res["top5"] <= 1
@@ -292,8 +348,9 @@ def test_evaluate_package_weights_and_class_mismatch(tmp_path, capsys):
         pred = torch.stack([model(ds[i][0][None]).argmax(1)[0] for i in range(len(ds))])
     assert res["top1"] == pytest.approx(float((pred == torch.tensor(ds.targets)).float().mean()))
     # another number of classes: one clear message
-    save_weights(create_model("shufflenet_v1_x0_25_g3", num_classes=7), tmp_path / "w7.pth",
-                 arch="shufflenet_v1_x0_25_g3")
+    save_weights(
+        create_model("shufflenet_v1_x0_25_g3", num_classes=7), tmp_path / "w7.pth", arch="shufflenet_v1_x0_25_g3"
+    )
     rc = evaluate_main(["--checkpoint", str(tmp_path / "w7.pth"), "--data.root", str(root), "--num_workers", "0"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and err.startswith("error: ") and "has 7 classes" in err and "3 class folders" in err

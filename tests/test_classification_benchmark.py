@@ -37,8 +37,9 @@ def test_quick_json_table_and_chart(quick):
     result, table, out = quick
     train = result["train"]
     precisions = ["fp32", "bf16", "bf16dw"] if BF16 else ["fp32"]
-    expected = {f"{m}/{p}/{layout}/eager" for m in ("v1", "v2") for p in precisions
-                for layout in ("nchw", "channels_last")} | {"v1/fp32/channels_last/compiled"}
+    expected = {
+        f"{m}/{p}/{layout}/eager" for m in ("v1", "v2") for p in precisions for layout in ("nchw", "channels_last")
+    } | {"v1/fp32/channels_last/compiled"}
     assert set(train["variants"]) == expected
     for key, r in train["variants"].items():
         assert len(r["cpu_s"]) == len(r["wall_s"]) == result["config"]["rounds"] == 2
@@ -92,7 +93,10 @@ def test_bf16dw_keeps_keys_and_runs_depthwise_in_fp32():
     x = torch.randn(2, dw[0].in_channels, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert dw[0](x).dtype == torch.float32
-        assert model.stage2[0].gconv2[0](torch.randn(2, model.stage2[0].gconv2[0].in_channels, 8, 8)).dtype == torch.bfloat16
+        assert (
+            model.stage2[0].gconv2[0](torch.randn(2, model.stage2[0].gconv2[0].in_channels, 8, 8)).dtype
+            == torch.bfloat16
+        )
 
 
 def test_checker_flags_a_path_that_does_not_update(monkeypatch):
@@ -141,13 +145,16 @@ def test_lightning_module_speed_options_keep_function_and_keys():
     torch.testing.assert_close(losses[1][1], losses[0][1], rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--precisions", "fp16"], "unknown precision"),
-    (["--layouts", "nhwc"], "unknown layout"),
-    (["--sources", "/nonexistent/folder"], "expected 'photos', 'cifar' or a folder"),
-    (["--rounds", "0"], "--rounds must be >= 1"),
-    (["--render", "/nonexistent/bench.json"], "not a benchmark result"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--precisions", "fp16"], "unknown precision"),
+        (["--layouts", "nhwc"], "unknown layout"),
+        (["--sources", "/nonexistent/folder"], "expected 'photos', 'cifar' or a folder"),
+        (["--rounds", "0"], "--rounds must be >= 1"),
+        (["--render", "/nonexistent/bench.json"], "not a benchmark result"),
+    ],
+)
 def test_bad_input_is_one_error_line_before_any_work(tmp_path, capsys, argv, message):
     out = tmp_path / "b.json"
     assert run_cli(bm.main, argv + ["--out", str(out)]) == 2

@@ -24,9 +24,24 @@ EVALUATE = REPO / "classification" / "evaluate.py"
 pytestmark = pytest.mark.slow
 
 # A tiny, fast setup shared by the fault tests: 0.25x g3 at 32 px, one thread.
-TINY = ["--model.arch", "shufflenet_v1_x0_25_g3", "--data.image_size", "32", "--data.resize_size", "32",
-        "--data.num_workers", "0", "--num_threads", "1", "--trainer.enable_progress_bar", "false",
-        "--trainer.logger", "false", "--model.lr_reference_batch", "16"]
+TINY = [
+    "--model.arch",
+    "shufflenet_v1_x0_25_g3",
+    "--data.image_size",
+    "32",
+    "--data.resize_size",
+    "32",
+    "--data.num_workers",
+    "0",
+    "--num_threads",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.logger",
+    "false",
+    "--model.lr_reference_batch",
+    "16",
+]
 
 
 def env(tmp: Path) -> dict:
@@ -59,8 +74,9 @@ def metrics(run: Path) -> dict:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, str(TRAIN)], cwd=tmp, env=env(tmp), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN)], cwd=tmp, env=env(tmp), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp, proc, run_folder(proc.stdout)
 
@@ -70,8 +86,14 @@ def test_no_argument_run(demo_run):
     assert "no arguments: training the demo" in proc.stdout
     assert run.parent.parent == (tmp / "outputs" / "classification").resolve() and run.parent.name == "demo"
     assert "Epoch 3: 100%" in proc.stdout  # the progress bar (Lightning writes it to stdout)
-    for rel in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "csv/metrics.csv", "metrics.json", "curves.png",
-                "model.pth"):
+    for rel in (
+        "checkpoints/last.ckpt",
+        "checkpoints/best.ckpt",
+        "csv/metrics.csv",
+        "metrics.json",
+        "curves.png",
+        "model.pth",
+    ):
         assert (run / rel).is_file(), rel
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     m = metrics(run)
@@ -109,15 +131,30 @@ def test_evaluate_run_outputs(demo_run, tmp_path, capsys):
 def test_checkpoint_with_other_number_of_classes(demo_run, tmp_path):
     tmp, _, run = demo_run
     three = make_tree(tmp_path / "three", per_class=2, classes=("a", "b", "c"))
-    proc = subprocess.run([sys.executable, str(EVALUATE), "--checkpoint", str(run / "checkpoints/last.ckpt"),
-                           "--data.root", str(three)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(EVALUATE), "--checkpoint", str(run / "checkpoints/last.ckpt"), "--data.root", str(three)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "has 10 classes" in proc.stderr
     # resuming training from it on a 3-class dataset
     from shufflenet.classification.cli import cli
 
-    rc = cli(["--data.root", str(three), "--ckpt_path", str(run / "checkpoints/last.ckpt"), "--run_dir",
-               str(tmp_path / "r"), "--data.batch_size", "2", *TINY])
+    rc = cli(
+        [
+            "--data.root",
+            str(three),
+            "--ckpt_path",
+            str(run / "checkpoints/last.ckpt"),
+            "--run_dir",
+            str(tmp_path / "r"),
+            "--data.batch_size",
+            "2",
+            *TINY,
+        ]
+    )
     assert rc == 2
 
 
@@ -134,16 +171,45 @@ def _train_on_cifar(source: Path, tmp_path: Path, per_class: int, steps: int) ->
             for f in sorted((source / split / cls).iterdir())[:n]:
                 (d / f.name).symlink_to(f)
     run = tmp_path / "run"
-    rc = main(["--data.root", str(root), "--run_dir", str(run), "--model.arch", "shufflenet_v1_x0_5_g3",
-               "--data.image_size", "32", "--data.resize_size", "32", "--data.crop_scale", "[0.5, 1.0]",
-               "--data.batch_size", "64", "--data.num_workers", "1", "--num_threads", "1",
-               "--model.lr_reference_batch", "64", "--model.warmup_steps", "20", "--trainer.max_steps", str(steps),
-               "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"])
+    rc = main(
+        [
+            "--data.root",
+            str(root),
+            "--run_dir",
+            str(run),
+            "--model.arch",
+            "shufflenet_v1_x0_5_g3",
+            "--data.image_size",
+            "32",
+            "--data.resize_size",
+            "32",
+            "--data.crop_scale",
+            "[0.5, 1.0]",
+            "--data.batch_size",
+            "64",
+            "--data.num_workers",
+            "1",
+            "--num_threads",
+            "1",
+            "--model.lr_reference_batch",
+            "64",
+            "--model.warmup_steps",
+            "20",
+            "--trainer.max_steps",
+            str(steps),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger",
+            "false",
+        ]
+    )
     assert rc == 0
     m = metrics(run)
     assert m["data_root"] == str(root) and m["num_classes"] == 10
-    print(f"CIFAR-10 {per_class}/class, {steps} steps: val top-1 {m['last_val']['val/top1']:.4f} "
-          f"(best {m['best_val']['val/top1']:.4f})")
+    print(
+        f"CIFAR-10 {per_class}/class, {steps} steps: val top-1 {m['last_val']['val/top1']:.4f} "
+        f"(best {m['best_val']['val/top1']:.4f})"
+    )
     return m
 
 
@@ -169,18 +235,38 @@ def _final_state(run: Path) -> dict:
 
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     data = make_tree(tmp_path / "data", per_class=16, val_per_class=1)  # 160 images: 10 batches of 16
-    common = [sys.executable, str(TRAIN), "--data.root", str(data), "--data.batch_size", "16",
-              "--trainer.max_steps", "40", "--save_every_n_steps", "7", "--trainer.deterministic", "true",
-              "--model.ema", "true", "--model.ema_decay", "0.9", "--export", "false", *TINY]
+    common = [
+        sys.executable,
+        str(TRAIN),
+        "--data.root",
+        str(data),
+        "--data.batch_size",
+        "16",
+        "--trainer.max_steps",
+        "40",
+        "--save_every_n_steps",
+        "7",
+        "--trainer.deterministic",
+        "true",
+        "--model.ema",
+        "true",
+        "--model.ema_decay",
+        "0.9",
+        "--export",
+        "false",
+        *TINY,
+    ]
     e = env(tmp_path)
-    ref = subprocess.run([*common, "--run_dir", str(tmp_path / "ref")], env=e, capture_output=True, text=True,
-                         timeout=300)
+    ref = subprocess.run(
+        [*common, "--run_dir", str(tmp_path / "ref")], env=e, capture_output=True, text=True, timeout=300
+    )
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     # Kill as soon as the first mid-epoch checkpoint (step 7 of a 10-batch epoch) exists.
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
-    proc = subprocess.Popen([*common, "--run_dir", str(tmp_path / "killed")], env=e, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*common, "--run_dir", str(tmp_path / "killed")], env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 240
     while not last.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -190,8 +276,13 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert 0 < step < 40 and step % 10 != 0, step  # a mid-epoch checkpoint of an unfinished run
 
-    resumed = subprocess.run([*common, "--run_dir", str(tmp_path / "killed"), "--ckpt_path", "last"], env=e,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [*common, "--run_dir", str(tmp_path / "killed"), "--ckpt_path", "last"],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _final_state(tmp_path / "ref"), _final_state(tmp_path / "killed")
     assert a["global_step"] == b["global_step"] == 40
@@ -200,18 +291,43 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
     # the metric history survives the resume too
-    assert [r["step"] for r in metrics(tmp_path / "ref")["history"]["val"]] == \
-        [r["step"] for r in metrics(tmp_path / "killed")["history"]["val"]]
+    assert [r["step"] for r in metrics(tmp_path / "ref")["history"]["val"]] == [
+        r["step"] for r in metrics(tmp_path / "killed")["history"]["val"]
+    ]
 
 
 def test_ddp_two_processes_keep_replicas_identical(tmp_path):
     data = make_tree(tmp_path / "data", per_class=8, val_per_class=1)
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, str(TRAIN), "--data.root", str(data), "--data.batch_size", "8",
-                           "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-                           "--trainer.max_steps", "6", "--trainer.log_every_n_steps", "1", "--model.ema", "true",
-                           "--run_dir", str(run), *TINY],
-                          env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(TRAIN),
+            "--data.root",
+            str(data),
+            "--data.batch_size",
+            "8",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.max_steps",
+            "6",
+            "--trainer.log_every_n_steps",
+            "1",
+            "--model.ema",
+            "true",
+            "--run_dir",
+            str(run),
+            *TINY,
+        ],
+        env=env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     m = metrics(run)
     assert m["world_size"] == 2 and m["global_step"] == 6
@@ -232,8 +348,9 @@ def test_bad_images_inside_a_training_set_are_skipped_and_counted(tmp_path, caps
     (data / "train" / "circle" / "truncated.png").write_bytes(good[: len(good) // 3])
     (data / "val" / "ring" / "corrupt.jpg").write_bytes(b"garbage" * 50)
     run = tmp_path / "run"
-    rc = main(["--data.root", str(data), "--data.batch_size", "8", "--trainer.max_steps", "10", "--run_dir", str(run),
-               *TINY])
+    rc = main(
+        ["--data.root", str(data), "--data.batch_size", "8", "--trainer.max_steps", "10", "--run_dir", str(run), *TINY]
+    )
     assert rc == 0
     m = metrics(run)
     assert m["num_skipped_images"] == 2

@@ -69,9 +69,13 @@ def test_no_shufflenet_entry_is_left_unmapped():
 @pytest.mark.parametrize(
     "name,mflops",
     [
-        ("shufflenet_v1_x1_0_g1", 143.1), ("shufflenet_v1_x1_0_g2", 140.8), ("shufflenet_v1_x1_0_g3", 137.5),
-        ("shufflenet_v1_x1_0_g4", 134.3), ("shufflenet_v1_x1_0_g8", 138.4),
-        ("shufflenet_v1_x1_5_g3", 292.4), ("shufflenet_v1_x2_0_g3", 524.0),
+        ("shufflenet_v1_x1_0_g1", 143.1),
+        ("shufflenet_v1_x1_0_g2", 140.8),
+        ("shufflenet_v1_x1_0_g3", 137.5),
+        ("shufflenet_v1_x1_0_g4", 134.3),
+        ("shufflenet_v1_x1_0_g8", 138.4),
+        ("shufflenet_v1_x1_5_g3", 292.4),
+        ("shufflenet_v1_x2_0_g3", 524.0),
     ],
 )
 def test_count_matches_an_independent_hook_count(report, name, mflops):

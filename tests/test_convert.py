@@ -31,10 +31,14 @@ F32_RTOL = 1e-5  # float32 forward passes: rounding differs between the two layo
 
 # megvii's published sizes: (g, width) -> [stem, stage2, stage3, stage4]
 MEGVII_WIDTHS = {
-    (3, 0.5): [12, 120, 240, 480], (3, 1.0): [24, 240, 480, 960],
-    (3, 1.5): [24, 360, 720, 1440], (3, 2.0): [48, 480, 960, 1920],
-    (8, 0.5): [16, 192, 384, 768], (8, 1.0): [24, 384, 768, 1536],
-    (8, 1.5): [24, 576, 1152, 2304], (8, 2.0): [48, 768, 1536, 3072],
+    (3, 0.5): [12, 120, 240, 480],
+    (3, 1.0): [24, 240, 480, 960],
+    (3, 1.5): [24, 360, 720, 1440],
+    (3, 2.0): [48, 480, 960, 1920],
+    (8, 0.5): [16, 192, 384, 768],
+    (8, 1.0): [24, 384, 768, 1536],
+    (8, 1.5): [24, 576, 1152, 2304],
+    (8, 2.0): [48, 768, 1536, 3072],
 }
 
 
@@ -51,8 +55,11 @@ class MegviiBlock(nn.Module):
         self.stride, self.group = stride, group
         outputs = oup - inp if stride == 2 else oup
         self.branch_main_1 = nn.Sequential(
-            conv(inp, mid, 1, groups=1 if first_group else group), nn.BatchNorm2d(mid), nn.ReLU(),
-            conv(mid, mid, 3, stride, groups=mid), nn.BatchNorm2d(mid),
+            conv(inp, mid, 1, groups=1 if first_group else group),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(),
+            conv(mid, mid, 3, stride, groups=mid),
+            nn.BatchNorm2d(mid),
         )
         self.branch_main_2 = nn.Sequential(conv(mid, outputs, 1, groups=group), nn.BatchNorm2d(outputs))
         self.branch_proj = nn.AvgPool2d(3, 2, 1) if stride == 2 else None
@@ -80,7 +87,9 @@ class MegviiShuffleNetV1(nn.Module):
         for s, (oup, reps) in enumerate(zip(outs, [4, 8, 4])):
             for i in range(reps):
                 blocks.append(
-                    MegviiBlock(inp, oup, group, first_group=(s == 0 and i == 0), mid=oup // 4, stride=2 if i == 0 else 1)
+                    MegviiBlock(
+                        inp, oup, group, first_group=(s == 0 and i == 0), mid=oup // 4, stride=2 if i == 0 else 1
+                    )
                 )
                 inp = oup
         self.features = nn.Sequential(*blocks)
@@ -140,7 +149,9 @@ class MMBackbone(nn.Module):
         for s, (cout, reps) in enumerate(zip(outs, [4, 8, 4])):
             units = []
             for i in range(reps):
-                units.append(MMShuffleUnit(cin, cout, groups, first_block=(s == 0 and i == 0), stride=2 if i == 0 else 1))
+                units.append(
+                    MMShuffleUnit(cin, cout, groups, first_block=(s == 0 and i == 0), stride=2 if i == 0 else 1)
+                )
                 cin = cout
             self.layers.append(nn.Sequential(*units))
         self.out_channels = cin
@@ -268,8 +279,14 @@ def _compare(ref, to_ref, model, img):
 # (g, width, input size): 224 where the 7x7 pool / published eval size matters; odd sizes also check the
 # bottom/right border, where megvii's zero padding meets the image.
 MEGVII_CASES = [
-    (3, 0.5, 224), (3, 1.0, 224), (3, 1.5, 97), (3, 2.0, 65),
-    (8, 0.5, 224), (8, 1.0, 224), (8, 1.5, 97), (8, 2.0, 65),
+    (3, 0.5, 224),
+    (3, 1.0, 224),
+    (3, 1.5, 97),
+    (3, 2.0, 65),
+    (8, 0.5, 224),
+    (8, 1.0, 224),
+    (8, 1.5, 97),
+    (8, 2.0, 65),
 ]
 
 
@@ -279,8 +296,10 @@ def test_megvii_converted_logits_match(tmp_path, g, width, size):
     model, meta = convert_megvii(path)
     img = cifar_images(size, n=1, offset=3)
     diff, diff32, want = _compare(ref, to_megvii, model, img)
-    print(f"\nCONVERT megvii g={g} {width}x input {size}: max|logit diff| = {diff:.2e} float64, {diff32:.2e} "
-          f"float32 (logits up to {want.abs().max().item():.1f}, shuffle_inverse={meta['shuffle_inverse']})")
+    print(
+        f"\nCONVERT megvii g={g} {width}x input {size}: max|logit diff| = {diff:.2e} float64, {diff32:.2e} "
+        f"float32 (logits up to {want.abs().max().item():.1f}, shuffle_inverse={meta['shuffle_inverse']})"
+    )
     assert diff < TOL and diff32 < F32_RTOL * want.abs().max()
     assert want.abs().max() > 1.0  # not a degenerate network
     # The permutation decision: megvii's shuffle fits the paper's for g=3 and for g=8 only at 2.0x.
@@ -362,9 +381,14 @@ def test_exact_megvii_file_loads_by_name_with_its_input_shift(tmp_path):
 def test_unconverted_public_checkpoint_names_the_converter(tmp_path, megvii_sd):
     path = tmp_path / "snetv1_group3_1.0x.pth.tar"
     torch.save({"state_dict": dict(megvii_sd)}, path)
-    for call in (lambda: create_model("shufflenet_v1_x1_0_g3", weights=path), lambda: create_model(None, weights=path),
-                 lambda: load_weights(create_model("shufflenet_v1_x1_0_g3"), path)):
-        with pytest.raises(WeightsError, match=r"megvii ShuffleNet-Series checkpoint, not yet converted.*python -m shufflenet.convert"):
+    for call in (
+        lambda: create_model("shufflenet_v1_x1_0_g3", weights=path),
+        lambda: create_model(None, weights=path),
+        lambda: load_weights(create_model("shufflenet_v1_x1_0_g3"), path),
+    ):
+        with pytest.raises(
+            WeightsError, match=r"megvii ShuffleNet-Series checkpoint, not yet converted.*python -m shufflenet.convert"
+        ):
             call()
 
 
@@ -381,8 +405,10 @@ def test_approx_border_is_exact_inside_and_loads_by_name(tmp_path):
         inner = (want - got)[..., 1:, 1:].abs().max().item()
         border = (want - got).abs().max().item()
         logit = (ref(to_megvii(img)) - model(to_ours(img))).abs().max().item()
-    print(f"\nCONVERT megvii g=3 1.0x approx border, input 64: stem interior {inner:.1e}, "
-          f"stem border {border:.1e}, logits {logit:.1e}")
+    print(
+        f"\nCONVERT megvii g=3 1.0x approx border, input 64: stem interior {inner:.1e}, "
+        f"stem border {border:.1e}, logits {logit:.1e}"
+    )
     assert inner < 1e-4 * want.abs().max()
     assert border > 1e-2  # the residual is real: this is why input_shift exists
 

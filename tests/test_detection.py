@@ -11,13 +11,13 @@ import torch
 
 pytest.importorskip("detectron2")
 
-from shufflenet import ShuffleUnit, create_model, save_weights  # noqa: E402
-
-import shufflenet.detection as det  # noqa: E402  (applies the compat layer)
 from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY  # noqa: E402
-from detectron2.utils.events import EventStorage  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+import shufflenet.detection as det  # noqa: E402  (applies the compat layer)
+from shufflenet import ShuffleUnit, create_model, save_weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "shufflenet_v1_x0_25_g3"
@@ -34,9 +34,8 @@ def test_compat_shims_make_detectron2_importable():
     from PIL import Image
 
     assert hasattr(Image, "LINEAR")
-    import detectron2.layers  # noqa: F401  (imports detectron2._C users)
     import detectron2.export  # noqa: F401
-
+    import detectron2.layers  # noqa: F401  (imports detectron2._C users)
     from detectron2.export import TracingAdapter  # noqa: F401
 
     if not det.HAS_COMPILED_OPS:
@@ -119,8 +118,9 @@ def test_c4_detector_structure_and_shapes():
         out = model([{"image": torch.randint(0, 255, (3, 150, 200)).float()}])
     assert out[0]["instances"].image_size == (150, 200)
     model.train()
-    inst = Instances((160, 224), gt_boxes=Boxes(torch.tensor([[10.0, 20.0, 100.0, 140.0]])),
-                     gt_classes=torch.tensor([3]))
+    inst = Instances(
+        (160, 224), gt_boxes=Boxes(torch.tensor([[10.0, 20.0, 100.0, 140.0]])), gt_classes=torch.tensor([3])
+    )
     with EventStorage(0):
         losses = model([{"image": torch.rand(3, 160, 224) * 255, "instances": inst}])
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
@@ -133,7 +133,7 @@ def test_roi_head_runs_the_package_stage4_module():
     """The RoI head output equals the package network's stage4 applied to the pooled features."""
     model, _ = det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS)
     net = create_model(TINY, num_classes=0)
-    sd = {k[len("roi_heads.stage4."):]: v for k, v in model.state_dict().items() if k.startswith("roi_heads.stage4.")}
+    sd = {k[len("roi_heads.stage4.") :]: v for k, v in model.state_dict().items() if k.startswith("roi_heads.stage4.")}
     net.stage4.load_state_dict(sd)
     net.eval()
     x = torch.randn(3, net.stage_out_channels[1], 14, 14)
@@ -176,7 +176,9 @@ def test_channels_last_inference_is_the_same_function(randomize_bn):
     assert feats.is_contiguous(memory_format=torch.channels_last)
     assert nhwc.roi_heads.stage4[0].gconv1[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert len(a) == len(b) > 0 and torch.equal(a.pred_classes, b.pred_classes)
-    assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-2) and torch.allclose(a.scores, b.scores, atol=1e-4)
+    assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-2) and torch.allclose(
+        a.scores, b.scores, atol=1e-4
+    )
     # RoIs through stage 4 in chunks (MODEL.SHUFFLENET.ROI_CHUNK_TEST): the same detections as all at once
     assert nhwc.roi_heads.roi_chunk == 50
     nhwc.roi_heads.roi_chunk = 7
@@ -246,7 +248,7 @@ def test_configs_match_the_paper_settings():
             ("", ("coco_2014_train", "coco_2014_valminusminival"), ("coco_2014_minival",)),
             ("coco2017_", ("coco_2017_train",), ("coco_2017_val",)),
         ):
-            cfg = det.get_detection_cfg((prefix + name[len("coco_"):] if prefix else name) + ".yaml")
+            cfg = det.get_detection_cfg((prefix + name[len("coco_") :] if prefix else name) + ".yaml")
             assert cfg.MODEL.SHUFFLENET.NAME == arch
             assert cfg.INPUT.MIN_SIZE_TRAIN == (short,) and cfg.INPUT.MIN_SIZE_TEST == short
             assert cfg.INPUT.MAX_SIZE_TRAIN == long and cfg.INPUT.MAX_SIZE_TEST == long
@@ -275,7 +277,10 @@ def test_unknown_config_lists_available():
 def test_cli_unknown_config_is_one_line_error():
     proc = subprocess.run(
         [sys.executable, str(REPO / "detection" / "train_net.py"), "--config", "coco_shufflenet3x.yaml"],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown detection config 'coco_shufflenet3x.yaml'")
@@ -302,7 +307,7 @@ def _assert_transferred(model, net, prefix_backbone="backbone.", stage4_prefix="
     for key, value in src.items():
         if key.startswith("fc.") or key.endswith("num_batches_tracked"):
             continue
-        target = (stage4_prefix + key[len("stage4."):]) if key.startswith("stage4.") else prefix_backbone + key
+        target = (stage4_prefix + key[len("stage4.") :]) if key.startswith("stage4.") else prefix_backbone + key
         assert torch.equal(sd[target], value), key
         checked += 1
     assert checked > 100
@@ -348,8 +353,11 @@ def test_transfer_rejects_foreign_and_missing_files(tmp_path):
     from test_convert import megvii_case  # megvii's own layout, random weights (tests/test_convert.py)
 
     _, path = megvii_case(tmp_path, 3, 0.5, seed=2)
-    with pytest.raises(det.DetectionError, match=r"megvii ShuffleNet-Series checkpoint, not yet converted.*"
-                                                 r"python -m shufflenet.convert"):
+    with pytest.raises(
+        det.DetectionError,
+        match=r"megvii ShuffleNet-Series checkpoint, not yet converted.*"
+        r"python -m shufflenet.convert",
+    ):
         det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(path))
     with pytest.raises(det.DetectionError, match="no such"):
         det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(tmp_path / "absent.pth"))
@@ -423,8 +431,15 @@ def test_transfer_from_lightning_checkpoint(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     data = torch.utils.data.TensorDataset(torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,)))
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     module = Classifier()
     trainer.fit(module, torch.utils.data.DataLoader(data, batch_size=4))
     trainer.save_checkpoint(tmp_path / "last.ckpt")

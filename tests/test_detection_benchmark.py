@@ -18,9 +18,30 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_benchmark_writes_json_table_and_plot(tmp_path, capsys):
     """Per-stage eager times, the fused and traced paths, on the package's sample photos by default."""
-    rc = cli(["--models", "ShuffleNet 1x (g=3)", "--sizes", "300", "--proposals", "100", "--repeats", "2",
-              "--warmup", "0", "--runtimes", "eager", "fused", "traced", "--threads", "1", "--out", str(tmp_path),
-              "MODEL.SHUFFLENET.NAME", "shufflenet_v1_x0_25_g3"])
+    rc = cli(
+        [
+            "--models",
+            "ShuffleNet 1x (g=3)",
+            "--sizes",
+            "300",
+            "--proposals",
+            "100",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--runtimes",
+            "eager",
+            "fused",
+            "traced",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path),
+            "MODEL.SHUFFLENET.NAME",
+            "shufflenet_v1_x0_25_g3",
+        ]
+    )
     assert rc == 0
     result = json.loads((tmp_path / "benchmark.json").read_text())
     rows = {r["runtime"]: r for r in result["metrics"]}

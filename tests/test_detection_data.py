@@ -14,10 +14,11 @@ import torch
 
 pytest.importorskip("detectron2")
 
-import shufflenet.detection as det  # noqa: E402
-from shufflenet.detection import data as ddata  # noqa: E402
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog, get_detection_dataset_dicts  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
+
+import shufflenet.detection as det  # noqa: E402
+from shufflenet.detection import data as ddata  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COCO = REPO / "tests" / "data" / "coco"  # the conftest's coco_root (module-level: used in helpers below)
@@ -65,7 +66,10 @@ def test_missing_dataset_folder_names_detectron2_datasets_and_layout(tmp_path, m
 def test_cli_missing_dataset_folder(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "detection" / "train_net.py"), "--config", "coco_shufflenet1x_300"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
         env={**__import__("os").environ, "DETECTRON2_DATASETS": str(tmp_path / "nowhere")},
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -105,12 +109,21 @@ def test_annotation_file_without_annotations(tmp_path, val_json):
     assert len(DatasetCatalog.get("tiny_no_boxes")) == 2
     from detectron2.evaluation import COCOEvaluator
 
-    ev = COCOEvaluator("tiny_no_boxes", tasks=("bbox",), distributed=False, output_dir=str(tmp_path / "ev"),
-                       use_fast_impl=det.HAS_COMPILED_OPS)
+    ev = COCOEvaluator(
+        "tiny_no_boxes",
+        tasks=("bbox",),
+        distributed=False,
+        output_dir=str(tmp_path / "ev"),
+        use_fast_impl=det.HAS_COMPILED_OPS,
+    )
     ev.reset()
     d = DatasetCatalog.get("tiny_no_boxes")[0]
-    inst = Instances((d["height"], d["width"]), pred_boxes=Boxes(torch.tensor([[0.0, 0.0, 50.0, 50.0]])),
-                     scores=torch.tensor([0.9]), pred_classes=torch.tensor([0]))
+    inst = Instances(
+        (d["height"], d["width"]),
+        pred_boxes=Boxes(torch.tensor([[0.0, 0.0, 50.0, 50.0]])),
+        scores=torch.tensor([0.9]),
+        pred_classes=torch.tensor([0]),
+    )
     ev.process([{"image_id": d["image_id"]}], [{"instances": inst}])
     res = ev.evaluate()
     assert math.isnan(res["bbox"]["AP"])
@@ -156,15 +169,25 @@ def test_coco_evaluator_on_real_val2017_ground_truth_as_predictions(tmp_path, mo
 
     monkeypatch.setenv("DETECTRON2_DATASETS", str(coco_datasets_root))
     ddata.prepare_datasets(_cfg(test=["coco_2017_val"]), training=False)
-    ev = COCOEvaluator("coco_2017_val", tasks=("bbox",), distributed=False, output_dir=str(tmp_path / "ev"),
-                       use_fast_impl=det.HAS_COMPILED_OPS)
+    ev = COCOEvaluator(
+        "coco_2017_val",
+        tasks=("bbox",),
+        distributed=False,
+        output_dir=str(tmp_path / "ev"),
+        use_fast_impl=det.HAS_COMPILED_OPS,
+    )
     ev.reset()
     for d in DatasetCatalog.get("coco_2017_val"):
         anns = [a for a in d["annotations"] if not a.get("iscrowd", 0)]
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                              for a in anns]).reshape(-1, 4)
-        inst = Instances((d["height"], d["width"]), pred_boxes=Boxes(boxes), scores=torch.ones(len(anns)),
-                         pred_classes=torch.tensor([a["category_id"] for a in anns], dtype=torch.long))
+        boxes = torch.tensor(
+            [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]
+        ).reshape(-1, 4)
+        inst = Instances(
+            (d["height"], d["width"]),
+            pred_boxes=Boxes(boxes),
+            scores=torch.ones(len(anns)),
+            pred_classes=torch.tensor([a["category_id"] for a in anns], dtype=torch.long),
+        )
         ev.process([{"image_id": d["image_id"]}], [{"instances": inst}])
     res = ev.evaluate()["bbox"]
     assert res["AP"] > 99.0 and res["AP50"] > 99.0

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import copy
+import os
 from pathlib import Path
 
 import numpy as np
@@ -46,16 +46,30 @@ def test_traced_detector_matches_eager_on_real_images(config, fuse, tmp_path, re
         import sys
 
         env = dict(os.environ, SHUFFLENET_TEST_ISOLATED="1")
-        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid],
-                             cwd=request.config.rootpath, env=env, capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid],
+            cwd=request.config.rootpath,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert run.returncode == 0, run.stdout[-4000:]
         return
     torch.manual_seed(0)
     model, cfg = det.build_detector(
         config,
-        opts=["MODEL.SHUFFLENET.NAME", "shufflenet_v1_x0_25_g3", "INPUT.MIN_SIZE_TEST", "160",
-              "INPUT.MAX_SIZE_TEST", "256", "MODEL.RPN.POST_NMS_TOPK_TEST", "50",
-              "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"],  # random heads: keep low scores, so N > 0
+        opts=[
+            "MODEL.SHUFFLENET.NAME",
+            "shufflenet_v1_x0_25_g3",
+            "INPUT.MIN_SIZE_TEST",
+            "160",
+            "INPUT.MAX_SIZE_TEST",
+            "256",
+            "MODEL.RPN.POST_NMS_TOPK_TEST",
+            "50",
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+            "0.0",
+        ],  # random heads: keep low scores, so N > 0
     )
     if fuse:  # frozen BN folded into the convolutions (fuse_for_inference): same detections as unfused
         _frozen_bn_random(model)

@@ -18,8 +18,9 @@ import torch
 
 pytest.importorskip("detectron2")
 
-import shufflenet.detection as det  # noqa: E402,F401  (applies the compat layer)
 from detectron2.engine import DefaultTrainer, TrainerBase  # noqa: E402
+
+import shufflenet.detection as det  # noqa: E402,F401  (applies the compat layer)
 from shufflenet import create_model, save_weights  # noqa: E402
 from shufflenet.detection.engine import cli  # noqa: E402
 
@@ -27,14 +28,38 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = "shufflenet_v1_x0_25_g3"
 CONFIG = ["--config", "coco2017_shufflenet1x_300"]
 FAST = [
-    "MODEL.SHUFFLENET.NAME", TINY, "MODEL.DEVICE", "cpu",
-    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "1",
-    "DATALOADER.NUM_WORKERS", "0",
-    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "192",
-    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "MODEL.RPN.POST_NMS_TOPK_TEST", "20",
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "8", "SEED", "0",
+    "MODEL.SHUFFLENET.NAME",
+    TINY,
+    "MODEL.DEVICE",
+    "cpu",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.BASE_LR",
+    "0.01",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "192",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "192",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "100",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "20",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+    "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
+    "8",
+    "SEED",
+    "0",
 ]
 
 
@@ -65,8 +90,15 @@ def test_bad_weights_are_one_line_before_any_output(tmp_path, capfd):
     assert cli([*CONFIG, *FAST, "OUTPUT_DIR", str(out), "MODEL.WEIGHTS", str(half)]) == 2
     _one_error_line(capfd, "half.pth", "MODEL.SHUFFLENET")
     # an unconverted public checkpoint: the converter command
-    torch.save({"state_dict": {"module.first_conv.0.weight": torch.zeros(1),
-                               "module.features.0.branch_main_1.0.weight": torch.zeros(1)}}, tmp_path / "m.pth.tar")
+    torch.save(
+        {
+            "state_dict": {
+                "module.first_conv.0.weight": torch.zeros(1),
+                "module.features.0.branch_main_1.0.weight": torch.zeros(1),
+            }
+        },
+        tmp_path / "m.pth.tar",
+    )
     assert cli([*CONFIG, *FAST, "OUTPUT_DIR", str(out), "MODEL.WEIGHTS", str(tmp_path / "m.pth.tar")]) == 2
     _one_error_line(capfd, "megvii", "python -m shufflenet.convert")
     assert not out.exists()  # no run folder, no 0-byte metrics.json
@@ -76,9 +108,20 @@ def test_bad_weights_through_the_script_no_dump(tmp_path):
     """The shipped script: one line on stderr, exit 2, nothing on stdout (no ~660-line env/config dump)."""
     (tmp_path / "empty.pth").write_bytes(b"")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "detection" / "train_net.py"), *CONFIG, *FAST,
-         "OUTPUT_DIR", str(tmp_path / "run"), "MODEL.WEIGHTS", str(tmp_path / "empty.pth")],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        [
+            sys.executable,
+            str(REPO / "detection" / "train_net.py"),
+            *CONFIG,
+            *FAST,
+            "OUTPUT_DIR",
+            str(tmp_path / "run"),
+            "MODEL.WEIGHTS",
+            str(tmp_path / "empty.pth"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: MODEL.WEIGHTS: ")
@@ -136,8 +179,19 @@ def test_no_detections_say_why_and_unwritable_results(tmp_path, capfd):
     weights = save_weights(create_model(TINY, num_classes=10), tmp_path / "w.pth", arch=TINY)
     eval_only = [*CONFIG, "--eval-only", *FAST, "MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(tmp_path / "run")]
     # Nothing scores above 1.0: the model detects nothing.
-    assert cli([*eval_only[:2], "--results-json", str(tmp_path / "r.json"), *eval_only[2:],
-                "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0"]) == 0
+    assert (
+        cli(
+            [
+                *eval_only[:2],
+                "--results-json",
+                str(tmp_path / "r.json"),
+                *eval_only[2:],
+                "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+                "1.0",
+            ]
+        )
+        == 0
+    )
     out, err = capfd.readouterr()
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["metrics"]["coco_2017_val"]["AP"] is None
@@ -147,8 +201,19 @@ def test_no_detections_say_why_and_unwritable_results(tmp_path, capfd):
     assert f"warning: {note}" in err
     # --results-json naming a folder: the table is printed first, then one error line, exit 2.
     (tmp_path / "folder.json").mkdir()
-    assert cli([*eval_only[:2], "--results-json", str(tmp_path / "folder.json"), *eval_only[2:],
-                "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "1.0"]) == 2
+    assert (
+        cli(
+            [
+                *eval_only[:2],
+                "--results-json",
+                str(tmp_path / "folder.json"),
+                *eval_only[2:],
+                "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+                "1.0",
+            ]
+        )
+        == 2
+    )
     out, err = capfd.readouterr()
     assert "| coco_2017_val |" in out
     assert err.strip().splitlines()[-1].startswith(f"error: --results-json {tmp_path / 'folder.json'}: cannot write")
@@ -162,8 +227,23 @@ def test_crash_in_the_first_iteration_leaves_no_empty_metrics_json(tmp_path, coc
         f.write_bytes(b"not a jpeg")  # listed and present (so the early checks pass), unreadable when loaded
     out = tmp_path / "run"
     with pytest.raises(Exception, match="cannot identify image file"):
-        cli([*CONFIG, "--register-coco", "broken", str(coco_root / "annotations" / "instances_train2017.json"),
-             str(images), *FAST, "DATASETS.TRAIN", "('broken',)", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "2",
-             "OUTPUT_DIR", str(out)])
+        cli(
+            [
+                *CONFIG,
+                "--register-coco",
+                "broken",
+                str(coco_root / "annotations" / "instances_train2017.json"),
+                str(images),
+                *FAST,
+                "DATASETS.TRAIN",
+                "('broken',)",
+                "DATASETS.TEST",
+                "()",
+                "SOLVER.MAX_ITER",
+                "2",
+                "OUTPUT_DIR",
+                str(out),
+            ]
+        )
     assert (out / "config.yaml").is_file()  # the run did start ...
     assert not (out / "metrics.json").exists()  # ... and left no empty metrics.json behind

@@ -16,9 +16,10 @@ import torch
 
 pytest.importorskip("detectron2")
 
+from detectron2.utils.env import seed_all_rng  # noqa: E402
+
 import shufflenet.detection as det  # noqa: E402
 from shufflenet import create_model, save_weights  # noqa: E402
-from detectron2.utils.env import seed_all_rng  # noqa: E402
 from shufflenet.detection.engine import COCO_METRICS, Trainer, main, summary_metrics  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,16 +29,38 @@ pytestmark = pytest.mark.slow
 
 # Small and fast on 2 CPU cores: tiny width, short side 128, few proposals and RoIs.
 FAST = [
-    "MODEL.SHUFFLENET.NAME", TINY,
-    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "2",
-    "DATALOADER.NUM_WORKERS", "0",
-    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "192",
-    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "100", "MODEL.RPN.POST_NMS_TOPK_TEST", "20",
-    "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", "8",
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",  # keep low-score boxes: AP is a finite number
-    "SEED", "0",
+    "MODEL.SHUFFLENET.NAME",
+    TINY,
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.BASE_LR",
+    "0.01",
+    "SOLVER.WARMUP_ITERS",
+    "2",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "192",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "192",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "100",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "20",
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+    "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
+    "8",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",  # keep low-score boxes: AP is a finite number
+    "SEED",
+    "0",
 ]
 
 
@@ -83,8 +106,17 @@ def test_train_from_classification_checkpoint_then_eval_and_resume(tmp_path, mon
     assert not torch.equal(trained["roi_heads.stage4.0.gconv1.0.weight"], src["stage4.0.gconv1.0.weight"])
 
     # --eval-only with the trained weights writes the same table to the requested file.
-    rc = main([*config, "--eval-only", "--results-json", str(tmp_path / "eval.json"), *common,
-               "MODEL.WEIGHTS", str(out / "model_final.pth")])
+    rc = main(
+        [
+            *config,
+            "--eval-only",
+            "--results-json",
+            str(tmp_path / "eval.json"),
+            *common,
+            "MODEL.WEIGHTS",
+            str(out / "model_final.pth"),
+        ]
+    )
     assert rc == 0
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert ev["eval_only"] is True
@@ -108,10 +140,31 @@ def _overfit_two_images(tmp: str, coco: str) -> dict:
     det.register_coco("tiny_overfit_two", tmp_path / "two.json", coco / "train2017")
     cfg = det.get_detection_cfg(
         "coco_shufflenet1x_300",
-        [*FAST, "DATASETS.TRAIN", "('tiny_overfit_two',)", "DATASETS.TEST", "('tiny_overfit_two',)",
-         "MODEL.BACKBONE.FREEZE_AT", "0", "MODEL.SHUFFLENET.NORM", "BN", "SOLVER.BASE_LR", "0.01",
-         "SOLVER.WARMUP_ITERS", "5", "SOLVER.MAX_ITER", "300", "SOLVER.STEPS", "(210, 270)",
-         "SOLVER.CHECKPOINT_PERIOD", "1000", "INPUT.RANDOM_FLIP", "none", "OUTPUT_DIR", str(tmp_path / "run")],
+        [
+            *FAST,
+            "DATASETS.TRAIN",
+            "('tiny_overfit_two',)",
+            "DATASETS.TEST",
+            "('tiny_overfit_two',)",
+            "MODEL.BACKBONE.FREEZE_AT",
+            "0",
+            "MODEL.SHUFFLENET.NORM",
+            "BN",
+            "SOLVER.BASE_LR",
+            "0.01",
+            "SOLVER.WARMUP_ITERS",
+            "5",
+            "SOLVER.MAX_ITER",
+            "300",
+            "SOLVER.STEPS",
+            "(210, 270)",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "1000",
+            "INPUT.RANDOM_FLIP",
+            "none",
+            "OUTPUT_DIR",
+            str(tmp_path / "run"),
+        ],
     )
     seed_all_rng(0)  # default_setup (which applies SEED) is not called here
     trainer = Trainer(cfg)
@@ -132,11 +185,17 @@ def test_overfit_two_images_ap_rises(tmp_path, coco_root):
     over the same grid: too close to any bound.) With the training sampler seeded from SEED (both detectron2
     installs alike) on tests/data/coco, one run (seed 0, 1 thread): AP 0.0 -> 26.8, AP50 0.0 -> 83.5.
     """
-    code = ("import json, sys; import test_detection_train as t; "
-            "print('RESULT ' + json.dumps(t._overfit_two_images(sys.argv[1], sys.argv[2])))")
+    code = (
+        "import json, sys; import test_detection_train as t; "
+        "print('RESULT ' + json.dumps(t._overfit_two_images(sys.argv[1], sys.argv[2])))"
+    )
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path), str(coco_root)], capture_output=True, text=True, timeout=600,
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
+        [sys.executable, "-c", code, str(tmp_path), str(coco_root)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.rsplit("RESULT ", 1)[1])
@@ -149,13 +208,34 @@ def test_two_process_launch_on_cpu(tmp_path, coco_root):
     """``--num-gpus 2`` without CUDA: two gloo processes (compat layer) train a few iterations."""
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "detection" / "train_net.py"), "--config", "coco_shufflenet1x_300",
-         "--num-gpus", "2", "--dist-url", "auto",
-         "--register-coco", "tiny_train", str(coco_root / "annotations" / "instances_train2017.json"),
-         str(coco_root / "train2017"),
-         *FAST, "DATASETS.TRAIN", "('tiny_train',)", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", "2",
-         "OUTPUT_DIR", str(out)],
-        capture_output=True, text=True, timeout=400, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            str(REPO / "detection" / "train_net.py"),
+            "--config",
+            "coco_shufflenet1x_300",
+            "--num-gpus",
+            "2",
+            "--dist-url",
+            "auto",
+            "--register-coco",
+            "tiny_train",
+            str(coco_root / "annotations" / "instances_train2017.json"),
+            str(coco_root / "train2017"),
+            *FAST,
+            "DATASETS.TRAIN",
+            "('tiny_train',)",
+            "DATASETS.TEST",
+            "()",
+            "SOLVER.MAX_ITER",
+            "2",
+            "OUTPUT_DIR",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (out / "log.txt").read_text()

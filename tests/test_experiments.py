@@ -15,9 +15,32 @@ ROWS = ["shufflenet_v1_x0_25_g3", "shufflenet_v1_x0_25_g3_noshuffle"]
 
 
 def _argv(root, out, *extra):
-    return ["table3", "--data.root", str(root), "--steps", "5", "--seeds", "2", "--batch-size", "16",
-            "--image-size", "32", "--width", "0.25", "--rows", *ROWS, "--out", str(out), "--num-workers", "0",
-            "--threads", "1", "--accelerator", "cpu", *extra]
+    return [
+        "table3",
+        "--data.root",
+        str(root),
+        "--steps",
+        "5",
+        "--seeds",
+        "2",
+        "--batch-size",
+        "16",
+        "--image-size",
+        "32",
+        "--width",
+        "0.25",
+        "--rows",
+        *ROWS,
+        "--out",
+        str(out),
+        "--num-workers",
+        "0",
+        "--threads",
+        "1",
+        "--accelerator",
+        "cpu",
+        *extra,
+    ]
 
 
 def _progress(text):
@@ -33,7 +56,12 @@ def test_table3_outputs_resume_and_settings(tmp_path, cifar_root, capsys):
     assert main(_argv(cifar_root, out)) == 0
     lines = _progress(capsys.readouterr().out)
     # one line per finished run, interleaved: every row for seed 0, then every row for seed 1
-    assert [(name, int(seed)) for _, _, name, seed, _ in lines] == [(ROWS[0], 0), (ROWS[1], 0), (ROWS[0], 1), (ROWS[1], 1)]
+    assert [(name, int(seed)) for _, _, name, seed, _ in lines] == [
+        (ROWS[0], 0),
+        (ROWS[1], 0),
+        (ROWS[0], 1),
+        (ROWS[1], 1),
+    ]
     assert [int(i) for i, _, _, _, _ in lines] == [1, 2, 3, 4] and {n for _, n, _, _, _ in lines} == {"4"}
 
     res = json.loads((out / "results.json").read_text())
@@ -93,15 +121,18 @@ def test_table3_outputs_resume_and_settings(tmp_path, cifar_root, capsys):
     assert _mtimes(out) == after
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["table3", "--data.root", "{tmp}/missing", "--steps", "5"], "does not exist"),
-    (["table9", "--data.root", "{root}", "--steps", "5"], "unknown table 'table9'"),
-    (["table3", "--data.root", "{root}", "--steps", "5", "--rows", "shufflenet_v1_x9_g3"], "unknown row"),
-    (["table2", "--data.root", "{root}", "--steps", "5", "--width", "0.75"], "no 0.75x row"),
-    (["table4", "--data.root", "{root}", "--steps", "5", "--width", "20"], "no 20 MFLOPs row"),
-    (["table3", "--data.root", "{root}", "--steps", "0"], "--steps must be >= 1"),
-    (["table3", "--steps", "5"], "--data.root"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["table3", "--data.root", "{tmp}/missing", "--steps", "5"], "does not exist"),
+        (["table9", "--data.root", "{root}", "--steps", "5"], "unknown table 'table9'"),
+        (["table3", "--data.root", "{root}", "--steps", "5", "--rows", "shufflenet_v1_x9_g3"], "unknown row"),
+        (["table2", "--data.root", "{root}", "--steps", "5", "--width", "0.75"], "no 0.75x row"),
+        (["table4", "--data.root", "{root}", "--steps", "5", "--width", "20"], "no 20 MFLOPs row"),
+        (["table3", "--data.root", "{root}", "--steps", "0"], "--steps must be >= 1"),
+        (["table3", "--steps", "5"], "--data.root"),
+    ],
+)
 def test_bad_input_is_one_error_line(tmp_path, cifar_root, capsys, argv, says):
     argv = [a.format(tmp=tmp_path, root=cifar_root) for a in argv] + ["--out", str(tmp_path / "out")]
     assert main(argv) == 2

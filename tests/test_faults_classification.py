@@ -33,10 +33,28 @@ EVALUATE = REPO / "classification" / "evaluate.py"
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--model.arch", "shufflenet_v1_x0_25_g3", "--data.image_size", "32", "--data.resize_size", "32",
-        "--data.num_workers", "0", "--num_threads", "1", "--trainer.enable_progress_bar", "false",
-        "--trainer.logger", "false", "--model.lr_reference_batch", "16", "--trainer.enable_model_summary", "false",
-        "--trainer.num_sanity_val_steps", "0"]
+TINY = [
+    "--model.arch",
+    "shufflenet_v1_x0_25_g3",
+    "--data.image_size",
+    "32",
+    "--data.resize_size",
+    "32",
+    "--data.num_workers",
+    "0",
+    "--num_threads",
+    "1",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.logger",
+    "false",
+    "--model.lr_reference_batch",
+    "16",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.num_sanity_val_steps",
+    "0",
+]
 
 
 def make_tree(root: Path, per_class: int = 4, val_per_class: int = 1, classes=DEMO_CLASSES[:4], size: int = 32) -> Path:
@@ -67,8 +85,7 @@ def last_error(capsys) -> str:
 
 
 def args_for(data: Path, *extra: str, steps: int = 4, batch: int = 8) -> list:
-    return ["--data.root", str(data), "--data.batch_size", str(batch), "--trainer.max_steps", str(steps), *TINY,
-            *extra]
+    return ["--data.root", str(data), "--data.batch_size", str(batch), "--trainer.max_steps", str(steps), *TINY, *extra]
 
 
 def state(run: Path) -> dict:
@@ -102,8 +119,22 @@ def test_resume_with_other_settings_is_refused_except_the_allowed_keys(data, tmp
     run = tmp_path / "run"
     assert cli(args_for(data, "--run_dir", str(run))) == 0
     capsys.readouterr()
-    assert cli(args_for(data, "--run_dir", str(run), "--model.weight_decay", "0.001", "--data.batch_size", "4",
-                        "--ckpt_path", "last")) == 2
+    assert (
+        cli(
+            args_for(
+                data,
+                "--run_dir",
+                str(run),
+                "--model.weight_decay",
+                "0.001",
+                "--data.batch_size",
+                "4",
+                "--ckpt_path",
+                "last",
+            )
+        )
+        == 2
+    )
     err = last_error(capsys)
     assert err.startswith(f"error: {run} was started with other settings:")
     assert "model.weight_decay: 4e-05 -> 0.001" in err and "data.batch_size: 8 -> 4" in err
@@ -144,8 +175,10 @@ def test_bad_checkpoints_and_unwritable_outputs_are_one_error_line(data, tmp_pat
     assert cli(args_for(data, "--run_dir", str(run), "--ckpt_path", "last")) == 2
     assert "cannot be read as a torch weights file" in last_error(capsys)
     last.write_bytes(good)
-    for ckpt, message in ((tmp_path / "missing.ckpt", "no such weights file"),
-                          (run / "model.pth", "not a Lightning training checkpoint")):
+    for ckpt, message in (
+        (tmp_path / "missing.ckpt", "no such weights file"),
+        (run / "model.pth", "not a Lightning training checkpoint"),
+    ):
         assert cli(args_for(data, "--output_root", str(tmp_path / "o"), "--ckpt_path", str(ckpt))) == 2
         assert message in last_error(capsys)
     (tmp_path / "a_file").write_text("x")
@@ -207,8 +240,22 @@ def test_oversized_and_bomb_images_are_skipped_and_counted(data, tmp_path, capsy
     out = tmp_path / "eval.json"
     from shufflenet.classification.evaluate import cli as evaluate_cli
 
-    assert evaluate_cli(["--checkpoint", str(run / "model.pth"), "--data.root", str(root), "--num_workers", "0",
-                         "--out", str(out), "--no-progress"]) == 0
+    assert (
+        evaluate_cli(
+            [
+                "--checkpoint",
+                str(run / "model.pth"),
+                "--data.root",
+                str(root),
+                "--num_workers",
+                "0",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["num_images"] == 4 and res["num_skipped_images"] == 1  # 5 files, the huge one skipped
 
@@ -224,10 +271,24 @@ def test_evaluate_counts_each_image_once_and_prints_before_writing(data, tmp_pat
     shutil.copytree(data, root)
     for name in ("bad1.png", "bad2.png"):
         (root / "val" / DEMO_CLASSES[2] / name).write_bytes(b"not an image" * 20)
-    save_weights(create_model("shufflenet_v1_x0_25_g3", num_classes=4), tmp_path / "w.pth",
-                 arch="shufflenet_v1_x0_25_g3")
-    base = ["--checkpoint", str(tmp_path / "w.pth"), "--data.root", str(root), "--num_workers", "0", "--no-progress",
-            "--image_size", "32", "--resize_size", "32", "--batch_size", "3"]
+    save_weights(
+        create_model("shufflenet_v1_x0_25_g3", num_classes=4), tmp_path / "w.pth", arch="shufflenet_v1_x0_25_g3"
+    )
+    base = [
+        "--checkpoint",
+        str(tmp_path / "w.pth"),
+        "--data.root",
+        str(root),
+        "--num_workers",
+        "0",
+        "--no-progress",
+        "--image_size",
+        "32",
+        "--resize_size",
+        "32",
+        "--batch_size",
+        "3",
+    ]
     assert evaluate_cli([*base, "--out", str(tmp_path / "r.json")]) == 0
     res = json.loads((tmp_path / "r.json").read_text())
     assert res["num_images"] == 4 and res["num_skipped_images"] == 2  # 6 files: 4 read, 2 skipped, none twice
@@ -245,14 +306,25 @@ def test_best_ckpt_exists_without_validation_and_no_noise(data, tmp_path):
     args = args_for(data, "--run_dir", str(run), steps=3, batch=2)  # 8 batches an epoch
     args[args.index("--trainer.logger") + 1] = "true"  # TensorBoard + CSV, as a user runs it
     args[args.index("--data.num_workers") + 1] = "64"  # more than the machine has: capped, not warned about
-    proc = subprocess.run([sys.executable, str(TRAIN), *args, "--trainer.log_every_n_steps", "50"],
-                          env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(TRAIN), *args, "--trainer.log_every_n_steps", "50"],
+        env=env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "checkpoints" / "best.ckpt").is_file()  # 3 steps < one epoch: no validation ran in training
     assert "best.ckpt is a copy of last.ckpt" in proc.stdout
     text = proc.stdout + proc.stderr
-    for noise in ("Tip:", "weights_only", "smaller than the logging interval", "does not have many workers",
-                  "Previous log files", "Warning"):
+    for noise in (
+        "Tip:",
+        "weights_only",
+        "smaller than the logging interval",
+        "does not have many workers",
+        "Previous log files",
+        "Warning",
+    ):
         assert noise not in text, (noise, text[-3000:])
 
 
@@ -262,8 +334,9 @@ def test_resume_from_an_end_of_epoch_checkpoint_is_exact(data, tmp_path, monkeyp
     from shufflenet.classification.callbacks import StopOnSignal
     from shufflenet.classification.errors import TrainingInterrupted
 
-    args = args_for(data, "--save_every_n_steps", "100", "--trainer.deterministic", "true", "--export", "false",
-                    steps=6)  # 16 images, batch 8: 2 steps an epoch, a checkpoint after each epoch's validation
+    args = args_for(
+        data, "--save_every_n_steps", "100", "--trainer.deterministic", "true", "--export", "false", steps=6
+    )  # 16 images, batch 8: 2 steps an epoch, a checkpoint after each epoch's validation
     assert cli([*args, "--run_dir", str(tmp_path / "ref")]) == 0
 
     def die_after_step_3(self, trainer, *rest):  # like kill -9 at step 3: last.ckpt is step 2's (epoch end)
@@ -296,13 +369,29 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
     ``--ckpt_path last``; the final weights (and EMA) equal an uninterrupted run's bit for bit. The signals go to
     the process group (main process and data worker), as SLURM's and a terminal's do."""
     data = make_tree(tmp_path / "data", per_class=6, val_per_class=1)  # 24 images: 3 batches of 8 an epoch
-    common = [sys.executable, str(TRAIN), *args_for(data, "--save_every_n_steps", "5", "--trainer.deterministic",
-                                                    "true", "--model.ema", "true", "--model.ema_decay", "0.9",
-                                                    "--export", "false", steps=60)]
+    common = [
+        sys.executable,
+        str(TRAIN),
+        *args_for(
+            data,
+            "--save_every_n_steps",
+            "5",
+            "--trainer.deterministic",
+            "true",
+            "--model.ema",
+            "true",
+            "--model.ema_decay",
+            "0.9",
+            "--export",
+            "false",
+            steps=60,
+        ),
+    ]
     common[common.index("--data.num_workers") + 1] = "1"  # a data worker, as in real runs
     e = env(tmp_path)
-    ref = subprocess.Popen([*common, "--run_dir", str(tmp_path / "ref")], env=e, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    ref = subprocess.Popen(
+        [*common, "--run_dir", str(tmp_path / "ref")], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
     rng = random.Random(0)
@@ -311,8 +400,9 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
     for i, sig in enumerate(plan):
         args = [*common, "--run_dir", str(run)] + (["--ckpt_path", "last"] if i else [])
         old = last.stat().st_mtime_ns if last.exists() else None
-        proc = subprocess.Popen(args, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         if not _wait_for_change(last, proc, old):
             break  # finished (or failed) before this kill
         time.sleep(rng.uniform(0.0, 0.3))
@@ -331,8 +421,9 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
             assert json.loads((run / "metrics.json").read_text())["interrupted"]["step"] == step
     print("interruptions (signal, exit status, step of last.ckpt):", seen)
     assert len(seen) >= 4, seen
-    final = subprocess.run([*common, "--run_dir", str(run), "--ckpt_path", "last"], env=e, capture_output=True,
-                           text=True, timeout=300)
+    final = subprocess.run(
+        [*common, "--run_dir", str(run), "--ckpt_path", "last"], env=e, capture_output=True, text=True, timeout=300
+    )
     assert final.returncode == 0, final.stderr[-3000:]
     ref_out, ref_err = ref.communicate(timeout=300)
     assert ref.returncode == 0, ref_err[-3000:]

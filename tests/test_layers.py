@@ -12,12 +12,20 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "shufflenet"
 
 # Floor of each top-level part of the package; a module may import its own floor or lower ones.
 FLOORS = {
-    "constants": 0, "errors": 0, "fileio": 0, "paths": 0, "resources": 0, "configs": 0,
+    "constants": 0,
+    "errors": 0,
+    "fileio": 0,
+    "paths": 0,
+    "resources": 0,
+    "configs": 0,
     "weights": 1,
     "models": 2,
     "shufflenet": 3,  # the package root re-exports floors 0-2
-    "convert": 4, "complexity": 4,
-    "classification": 5, "detection": 5, "mobile": 5,
+    "convert": 4,
+    "complexity": 4,
+    "classification": 5,
+    "detection": 5,
+    "mobile": 5,
     "experiments": 6,
 }
 # Wings never import each other, except what DESIGN.md allows: mobile exports detectors built by the
@@ -109,7 +117,7 @@ def test_no_import_cycle():
         stack.append(node)
         for nxt in sorted(edges[node]):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, stack)
         stack.pop()

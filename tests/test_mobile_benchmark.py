@@ -14,8 +14,27 @@ from shufflenet.mobile.benchmark import cli, main
 def test_quick_benchmark_writes_table_json_and_chart(tmp_path, capsys):
     threads = torch.get_num_threads()
     out = tmp_path / "bench"
-    rc = main(["--quick", "--models", "sn0.5", "megvii0.5", "alexnet", "--sizes", "64x96", "--repeats", "2",
-               "--warmup", "1", "--runtimes", "eager", "ptl", "--out", str(out), "--profile"])
+    rc = main(
+        [
+            "--quick",
+            "--models",
+            "sn0.5",
+            "megvii0.5",
+            "alexnet",
+            "--sizes",
+            "64x96",
+            "--repeats",
+            "2",
+            "--warmup",
+            "1",
+            "--runtimes",
+            "eager",
+            "ptl",
+            "--out",
+            str(out),
+            "--profile",
+        ]
+    )
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     assert torch.get_num_threads() == threads  # the process's setting is restored
@@ -57,8 +76,12 @@ def test_quick_benchmark_writes_table_json_and_chart(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "argv, expected",
-    [(["--models", "resnet50"], "unknown benchmark model"), (["--threads", "0"], "--threads must be >= 1"),
-     (["--sizes", "7"], "input size '7' is not valid"), (["--repeats", "0"], "--repeats must be >= 1")],
+    [
+        (["--models", "resnet50"], "unknown benchmark model"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--sizes", "7"], "input size '7' is not valid"),
+        (["--repeats", "0"], "--repeats must be >= 1"),
+    ],
 )
 def test_benchmark_bad_arguments(argv, expected, tmp_path, capsys):
     rc = cli(argv + ["--out", str(tmp_path / "b")])

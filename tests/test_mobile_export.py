@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import _randomize_bn
 from torch import nn
 
 import shufflenet
@@ -21,8 +22,6 @@ from shufflenet.mobile.images import list_images, load_images
 from shufflenet.mobile.ptl import XnnpackUnavailableError, export_ptl
 from shufflenet.mobile.source import ModelSource, load_model
 from shufflenet.mobile.verify import VerificationError
-
-from conftest import _randomize_bn
 
 TEST_DATA = Path(__file__).resolve().parent / "data"
 CIFAR_TEST = TEST_DATA / "cifar10" / "test"
@@ -161,8 +160,9 @@ def test_bytecode_backport_still_verifies(tmp_path):
     from torch.jit.mobile import _get_model_bytecode_version
 
     model = _tiny()
-    ptl, side = export_ptl(ModelSource(model, TINY, "test"), tmp_path, [(32, 32)], images=CIFAR_TEST,
-                           bytecode_version=7, log=_quiet)
+    ptl, side = export_ptl(
+        ModelSource(model, TINY, "test"), tmp_path, [(32, 32)], images=CIFAR_TEST, bytecode_version=7, log=_quiet
+    )
     assert _get_model_bytecode_version(str(ptl)) == 7
     assert side["bytecode_version"] == 7 and side["bytecode_version_written"] > 7
     assert all(c["ok"] for c in side["verification"]["checks"])

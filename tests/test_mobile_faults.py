@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import _randomize_bn
 
 import shufflenet
 from shufflenet.mobile import ptl as mptl
 from shufflenet.mobile.cli import cli
 from shufflenet.mobile.source import ModelSource
-
-from conftest import _randomize_bn
 
 TINY = "shufflenet_v1_x0_25_g3"
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +64,7 @@ def test_benchmark_and_aarch64_bad_out_and_input(tmp_path, capsys):
 
 def test_interrupted_export_leaves_no_file_and_no_temporary(tmp_path, monkeypatch):
     """Ctrl-C during verification: the exception propagates, and neither the .ptl nor its temp file stays."""
+
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
@@ -108,7 +108,8 @@ def test_images_flag_that_finds_no_images_says_so(tmp_path, capsys):
 
 
 def test_console_script_entry_points_exist():
-    from shufflenet.mobile import aarch64, benchmark, cli as cli_mod
+    from shufflenet.mobile import aarch64, benchmark
+    from shufflenet.mobile import cli as cli_mod
 
     for mod in (cli_mod, benchmark, aarch64):
         assert callable(mod.cli)

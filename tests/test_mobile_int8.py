@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
+from test_mobile_export import CIFAR_TEST, TINY, _cifar, _lite, _quiet, _tiny
 
 from shufflenet.mobile.ptl import export_ptl
 from shufflenet.mobile.quantize import calibration_batch, quantize_fx_int8, resolve_calib_dir
 from shufflenet.mobile.source import MobileError, ModelSource
 from shufflenet.mobile.verify import INT8_ATOL, INT8_RTOL
 from shufflenet.paths import sample_images_dir
-
-from test_mobile_export import CIFAR_TEST, TINY, _cifar, _lite, _quiet, _tiny
 
 CIFAR_TRAIN = CIFAR_TEST.parent / "train"
 
@@ -26,8 +24,16 @@ def test_int8_ptl_verifies_against_its_reference_and_is_smaller(tmp_path):
     assert any("quantized" in type(m).__module__ for m in q.model.modules())  # really converted
     f32_path, f32_side = export_ptl(fp32, tmp_path / "fp32", [(32, 32)], images=None, log=_quiet)
     prev = torch.backends.quantized.engine
-    i8_path, i8_side = export_ptl(q, tmp_path / "int8", [(32, 32), (48, 48)], images=CIFAR_TEST, atol=INT8_ATOL,
-                                  rtol=INT8_RTOL, quantized_engine="qnnpack", log=_quiet)
+    i8_path, i8_side = export_ptl(
+        q,
+        tmp_path / "int8",
+        [(32, 32), (48, 48)],
+        images=CIFAR_TEST,
+        atol=INT8_ATOL,
+        rtol=INT8_RTOL,
+        quantized_engine="qnnpack",
+        log=_quiet,
+    )
     assert torch.backends.quantized.engine == prev  # restored
     assert i8_side["size_bytes"] < 0.7 * f32_side["size_bytes"]  # tiny model: bytecode is a fixed share
     assert any(op.startswith("quantized::conv2d") for op in i8_side["operators"])

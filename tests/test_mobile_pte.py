@@ -7,13 +7,12 @@ import json
 
 import pytest
 import torch
+from test_mobile_export import CIFAR_TEST, TINY, _cifar, _quiet, _tiny
 
 from shufflenet.mobile import pte as mpte
 from shufflenet.mobile.cli import cli
 from shufflenet.mobile.source import ModelSource
 from shufflenet.mobile.verify import INT8_ATOL, INT8_RTOL, VerificationError
-
-from test_mobile_export import CIFAR_TEST, TINY, _cifar, _quiet, _tiny
 
 
 def test_pte_without_executorch_is_one_clear_error(tmp_path, monkeypatch, capsys):
@@ -31,8 +30,9 @@ needs_executorch = pytest.mark.skipif(not mpte.executorch_available(), reason="e
 def fp32_pte(tmp_path_factory):
     """One fp32 export at two sizes, shared by the tests below (each lowering takes seconds)."""
     model, out = _tiny(), tmp_path_factory.mktemp("pte")
-    paths, side = mpte.export_pte(ModelSource(model, TINY, "test"), out, [(32, 32), (40, 56)],
-                                  images=CIFAR_TEST, log=_quiet)
+    paths, side = mpte.export_pte(
+        ModelSource(model, TINY, "test"), out, [(32, 32), (40, 56)], images=CIFAR_TEST, log=_quiet
+    )
     return model, out, paths, side
 
 
@@ -41,7 +41,8 @@ def fp32_pte(tmp_path_factory):
 def test_pte_export_verifies_each_size(fp32_pte):
     model, tmp_path, paths, side = fp32_pte
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"{TINY}_32x32.pte", f"{TINY}_40x56.pte", f"{TINY}.pte.json"])
+        [f"{TINY}_32x32.pte", f"{TINY}_40x56.pte", f"{TINY}.pte.json"]
+    )
     on_disk = json.loads((tmp_path / f"{TINY}.pte.json").read_text())
     assert on_disk["files"]["40x56"]["sha256"] == hashlib.sha256(paths[(40, 56)].read_bytes()).hexdigest()
     assert on_disk["operators"] == ["executorch_call_delegate", "getitem"]  # one XNNPACK delegate: the whole net
@@ -52,7 +53,9 @@ def test_pte_export_verifies_each_size(fp32_pte):
         x = _cifar(2, size)
         with torch.no_grad():  # NCHW and NHWC tensors alike: the runner hands ExecuTorch the program's layout
             torch.testing.assert_close(run(x), model(x), atol=1e-4, rtol=1e-5)
-            torch.testing.assert_close(run(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-4, rtol=1e-5)
+            torch.testing.assert_close(
+                run(x.contiguous(memory_format=torch.channels_last)), model(x), atol=1e-4, rtol=1e-5
+            )
 
 
 @needs_executorch
@@ -78,8 +81,9 @@ def test_pte_int8_pt2e_verifies_and_is_smaller(tmp_path, fp32_pte):
 
     src = ModelSource(_tiny(), TINY, "test")
     qfn = pt2e_int8_for_pte(src, CIFAR_TEST.parent / "train", 16, (32, 32))
-    paths, side = mpte.export_pte(src, tmp_path / "q", [(32, 32)], images=CIFAR_TEST, quantize_fn=qfn,
-                                  atol=INT8_ATOL, rtol=INT8_RTOL, log=_quiet)
+    paths, side = mpte.export_pte(
+        src, tmp_path / "q", [(32, 32)], images=CIFAR_TEST, quantize_fn=qfn, atol=INT8_ATOL, rtol=INT8_RTOL, log=_quiet
+    )
     assert side["quantization"].startswith("int8")
     assert side["files"]["32x32"]["size_bytes"] < 0.7 * f32["files"]["32x32"]["size_bytes"]
     assert all(c["ok"] for c in side["verification"]["checks"])

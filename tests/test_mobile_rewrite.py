@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import _randomize_bn
 
 import shufflenet
 from shufflenet.mobile.rewrite import (
@@ -19,8 +20,6 @@ from shufflenet.mobile.rewrite import (
     shuffle_permutation,
 )
 from shufflenet.mobile.verify import frame_reference
-
-from conftest import _randomize_bn
 
 
 def _net(name="shufflenet_v1_x0_25_g3", **kw):
@@ -43,14 +42,23 @@ def test_shuffle_permutation_matches_channel_shuffle():
     assert sorted(perm.tolist()) == list(range(12)) and perm.tolist() != list(range(12))
 
 
-@pytest.mark.parametrize("opts", [
-    RewriteOptions(),
-    RewriteOptions(shortcut="pool", maxpool="slices", head="keepdim", shuffle_after_dw=False, branch_relu=False),
-    RewriteOptions(shortcut="dwconv", maxpool="pool", head="mean", shuffle_after_dw=True, branch_relu=True),
-])
-@pytest.mark.parametrize("name, kw", [("shufflenet_v1_x0_25_g3", {}), ("shufflenet_v1_x0_5_g8", {}),
-                                      ("shufflenet_v1_x0_25_g3", {"shuffle": False}),
-                                      ("shufflenet_v1_x0_25_g3", {"shuffle_inverse": True, "input_shift": [0.1, -0.2, 0.3]})])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        RewriteOptions(),
+        RewriteOptions(shortcut="pool", maxpool="slices", head="keepdim", shuffle_after_dw=False, branch_relu=False),
+        RewriteOptions(shortcut="dwconv", maxpool="pool", head="mean", shuffle_after_dw=True, branch_relu=True),
+    ],
+)
+@pytest.mark.parametrize(
+    "name, kw",
+    [
+        ("shufflenet_v1_x0_25_g3", {}),
+        ("shufflenet_v1_x0_5_g8", {}),
+        ("shufflenet_v1_x0_25_g3", {"shuffle": False}),
+        ("shufflenet_v1_x0_25_g3", {"shuffle_inverse": True, "input_shift": [0.1, -0.2, 0.3]}),
+    ],
+)
 def test_rewritten_network_computes_the_same_function(opts, name, kw):
     model = _net(name, **kw)
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -18,7 +18,7 @@ def test_channel_shuffle_is_the_papers_permutation():
     assert y == expected
     # every output group of n consecutive channels holds channels from every input group
     for k in range(g):
-        assert {int(c) // n for c in y[k * n:(k + 1) * n]} == set(range(g))
+        assert {int(c) // n for c in y[k * n : (k + 1) * n]} == set(range(g))
 
 
 def test_channel_shuffle_inverse_and_gradients():
@@ -45,7 +45,7 @@ def _branch_dependence(unit, groups, channels):
     dep = torch.zeros(groups, groups, dtype=torch.bool)
     for i in range(groups):
         xp = x.clone()
-        xp[:, i * n:(i + 1) * n] += 1.0 + torch.rand(1, n, 6, 6)
+        xp[:, i * n : (i + 1) * n] += 1.0 + torch.rand(1, n, 6, 6)
         diff = (branch(xp) - base).abs().view(1, groups, n, 6, 6).amax(dim=(0, 2, 3, 4))
         dep[i] = diff > 1e-6
     return dep
@@ -117,7 +117,10 @@ def test_bad_configs_say_why():
         ShuffleNetV1(groups=8, stem_channels=12)
     with pytest.raises(InvalidConfigError, match="width_mult must be > 0"):
         ShuffleNetV1(groups=3, width_mult=0)
-    with pytest.raises(InvalidConfigError, match=r"groups=8, width_mult=0.02 is impossible: .*smallest valid width_mult for groups=8 is 0.04"):
+    with pytest.raises(
+        InvalidConfigError,
+        match=r"groups=8, width_mult=0.02 is impossible: .*smallest valid width_mult for groups=8 is 0.04",
+    ):
         ShuffleNetV1(groups=8, width_mult=0.02)
     ShuffleNetV1(groups=8, width_mult=0.04, num_classes=2).eval()(torch.randn(1, 3, 32, 32))  # the suggestion builds
 
@@ -125,7 +128,9 @@ def test_bad_configs_say_why():
 def test_registry_names_and_errors():
     names = shufflenet.list_models("shufflenet_v1_*")
     assert "shufflenet_v1_x1_0_g3" in names and "shufflenet_v1_x2_0_g3_se" in names
-    with pytest.raises(KeyError, match="unknown model name 'shufflenet_v1_x1_g3'.*Valid names: .*shufflenet_v1_x1_0_g3"):
+    with pytest.raises(
+        KeyError, match="unknown model name 'shufflenet_v1_x1_g3'.*Valid names: .*shufflenet_v1_x1_0_g3"
+    ):
         create_model("shufflenet_v1_x1_g3")
     m = create_model("shufflenet_v1_x0_5_g8", num_classes=7)
     assert m.stage_out_channels == (192, 384, 768) and m.fc.out_features == 7
@@ -158,7 +163,9 @@ def test_weights_roundtrip_and_mismatch(tmp_path):
     m2 = shufflenet_v1(groups=3, width_mult=0.5, num_classes=10, weights=str(path))
     for k, v in m.state_dict().items():
         assert torch.equal(v, m2.state_dict()[k])
-    with pytest.raises(shufflenet.WeightsError, match=r"key 'fc.weight' has shape \(10, 480\) in the checkpoint but \(1000, 480\)"):
+    with pytest.raises(
+        shufflenet.WeightsError, match=r"key 'fc.weight' has shape \(10, 480\) in the checkpoint but \(1000, 480\)"
+    ):
         shufflenet_v1(groups=3, width_mult=0.5, weights=str(path))
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(shufflenet.WeightsError, match="bad.pth: cannot be read"):

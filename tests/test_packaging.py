@@ -67,8 +67,22 @@ def test_wheel_installs_and_its_console_scripts_run_outside_the_repo(tmp_path):
     import zipfile
 
     wheel_dir = tmp_path / "wheel"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "-w", str(wheel_dir), str(ROOT)], check=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(wheel_dir),
+            str(ROOT),
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
     (wheel,) = wheel_dir.glob("shufflenet-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "shufflenet/configs/detection/coco_shufflenet2x.yaml" in names
@@ -79,34 +93,71 @@ def test_wheel_installs_and_its_console_scripts_run_outside_the_repo(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     vpy = venv / "bin" / "python"
-    site = subprocess.run([str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # the test venv's packages (torch, timm, ...) after the new venv's own site-packages
     (Path(site) / "_test_stack.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SHUFFLENET_DATA")}
     # --force-reinstall: pip would otherwise take the test venv's (editable) shufflenet, visible through the
     # path entry above, as already installed
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(vpy), "install", "--quiet", "--no-deps",
-                    "--no-index", "--force-reinstall", str(wheel)], check=True, env=env)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(vpy),
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--force-reinstall",
+            str(wheel),
+        ],
+        check=True,
+        env=env,
+    )
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     run = subprocess.run(
-        [str(vpy), "-c", "import shufflenet, shufflenet.paths as p; print(shufflenet.__file__); "
-         "print(len(list(p.configs_dir('detection').glob('*.yaml')))); print(len(p.sample_images()))"],
-        cwd=outside, env=env, capture_output=True, text=True)
+        [
+            str(vpy),
+            "-c",
+            "import shufflenet, shufflenet.paths as p; print(shufflenet.__file__); "
+            "print(len(list(p.configs_dir('detection').glob('*.yaml')))); print(len(p.sample_images()))",
+        ],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     probe = run.stdout.split()
     assert probe[0].startswith(str(venv)), f"imported {probe[0]}, not the installed wheel"
     assert int(probe[1]) >= 10 and int(probe[2]) >= 3
 
-    flops = subprocess.run([str(venv / "bin" / "shufflenet-flops"), "--models", "shufflenet_v1_x0_5_g3",
-                            "--json", "flops.json"], cwd=outside, env=env, capture_output=True, text=True)
+    flops = subprocess.run(
+        [str(venv / "bin" / "shufflenet-flops"), "--models", "shufflenet_v1_x0_5_g3", "--json", "flops.json"],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert flops.returncode == 0, flops.stderr[-2000:]
     report = __import__("json").loads((outside / "flops.json").read_text())
     assert report["all_within_bounds"] and "shufflenet_v1_x0_5_g3" in flops.stdout
 
-    bad = subprocess.run([str(venv / "bin" / "shufflenet-convert"), str(outside / "missing.pth"), "--out",
-                          "x.pth"], cwd=outside, env=env, capture_output=True, text=True)
+    bad = subprocess.run(
+        [str(venv / "bin" / "shufflenet-convert"), str(outside / "missing.pth"), "--out", "x.pth"],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
     assert not (outside / "x.pth").exists()

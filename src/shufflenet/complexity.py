@@ -24,17 +24,17 @@ import json
 import re
 import sys
 import warnings
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
-from .models import create_model, get_spec, list_models, paper_tables
+from .constants import width_tag
 from .errors import ShuffleNetError, run_cli
 from .fileio import write_json_atomic
-from .constants import width_tag
+from .models import create_model, get_spec, list_models, paper_tables
 
 __all__ = [
     "COUNTED_OPS",
@@ -108,12 +108,12 @@ def _widths(model: nn.Module) -> Dict[str, Any]:
     if hasattr(model, "stem_channels") and hasattr(model, "stage_out_channels"):
         out["stem_channels"] = int(model.stem_channels)
         out["stage_out_channels"] = [int(c) for c in model.stage_out_channels]
-    if hasattr(model, "mid_channels") and isinstance(getattr(model, "mid_channels"), (tuple, list)):
+    if hasattr(model, "mid_channels") and isinstance(model.mid_channels, (tuple, list)):
         out["mid_channels"] = [int(c) for c in model.mid_channels]
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _measure_cached(name: str) -> Dict[str, Any]:
     spec = get_spec(name)
     model = create_model(name)
@@ -253,8 +253,10 @@ def complexity_report(pattern: str = "*", progress: bool = False) -> Dict[str, A
             counted_ops=sorted(COUNTED_OPS),
             input="1x3x224x224",
             unit="MFLOPs = 1e6 multiply-adds",
-            tolerance_pct={"per-model (Tables 1, 5, 6, 8)": PER_MODEL_TOLERANCE_PCT,
-                           "per-row (Tables 2, 4)": ROW_TOLERANCE_PCT},
+            tolerance_pct={
+                "per-model (Tables 1, 5, 6, 8)": PER_MODEL_TOLERANCE_PCT,
+                "per-row (Tables 2, 4)": ROW_TOLERANCE_PCT,
+            },
         ),
         models=models,
         paper_entries=entries,
@@ -287,32 +289,71 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequenc
 def format_report(report: Dict[str, Any]) -> str:
     out = []
     rows = [
-        [e["table"], e["label"], e["name"], _fmt(e["paper_mflops"], "g"), _fmt(e["mflops"], ".1f"),
-         _fmt(e["diff_pct"], "+.1f"), f"{e['tolerance_pct']:g}", _fmt(e["params_m"], ".2f"),
-         "ok" if e["within_bound"] else "OUT"]
+        [
+            e["table"],
+            e["label"],
+            e["name"],
+            _fmt(e["paper_mflops"], "g"),
+            _fmt(e["mflops"], ".1f"),
+            _fmt(e["diff_pct"], "+.1f"),
+            f"{e['tolerance_pct']:g}",
+            _fmt(e["params_m"], ".2f"),
+            "ok" if e["within_bound"] else "OUT",
+        ]
         for e in report["paper_entries"]
     ]
     out.append("Paper entries (Tables 1, 2, 4, 5, 6, 8) vs measured conv+FC multiply-adds at 224x224")
-    out.append(_table(
-        ["table", "paper model", "name", "paper MFLOPs", "MFLOPs", "diff %", "bound %", "params M", ""],
-        rows, [False, False, False, True, True, True, True, True, False]))
+    out.append(
+        _table(
+            ["table", "paper model", "name", "paper MFLOPs", "MFLOPs", "diff %", "bound %", "params M", ""],
+            rows,
+            [False, False, False, True, True, True, True, True, False],
+        )
+    )
     if report["not_registered"]:
-        out.append("not built by this project: " + ", ".join(
-            f"{e['label']} (Table {e['table']}, {e['paper_mflops']:g})" for e in report["not_registered"]))
+        out.append(
+            "not built by this project: "
+            + ", ".join(f"{e['label']} (Table {e['table']}, {e['paper_mflops']:g})" for e in report["not_registered"])
+        )
     out.append("")
     out.append("Registered models")
     rows = [
-        [m["name"], _fmt(m["groups"]), _fmt(m["width_mult"], "g"), _widths_text(m), f"{m['mflops']:.1f}",
-         f"{m['params_m']:.2f}", _fmt(m["paper_mflops"], "g"), _fmt(m["diff_pct"], "+.1f"), _fmt(m["paper_err"])]
+        [
+            m["name"],
+            _fmt(m["groups"]),
+            _fmt(m["width_mult"], "g"),
+            _widths_text(m),
+            f"{m['mflops']:.1f}",
+            f"{m['params_m']:.2f}",
+            _fmt(m["paper_mflops"], "g"),
+            _fmt(m["diff_pct"], "+.1f"),
+            _fmt(m["paper_err"]),
+        ]
         for m in report["models"]
     ]
-    out.append(_table(
-        ["name", "g", "width", "stem | stage widths", "MFLOPs", "params M", "paper MFLOPs", "diff %", "paper err %"],
-        rows, [False, True, True, False, True, True, True, True, True]))
+    out.append(
+        _table(
+            [
+                "name",
+                "g",
+                "width",
+                "stem | stage widths",
+                "MFLOPs",
+                "params M",
+                "paper MFLOPs",
+                "diff %",
+                "paper err %",
+            ],
+            rows,
+            [False, True, True, False, True, True, True, True, True],
+        )
+    )
     n_out = sum(not e["within_bound"] for e in report["paper_entries"])
     out.append("")
-    out.append(f"{len(report['paper_entries'])} paper entries compared, "
-               + ("all within bounds" if n_out == 0 else f"{n_out} OUT OF BOUNDS"))
+    out.append(
+        f"{len(report['paper_entries'])} paper entries compared, "
+        + ("all within bounds" if n_out == 0 else f"{n_out} OUT OF BOUNDS")
+    )
     return "\n".join(out)
 
 
@@ -345,8 +386,10 @@ def fit_skeleton_widths(unit: str, target_mflops: float, stem: Optional[int] = N
     from .models.baselines import SKELETON_UNITS, skeleton
 
     if unit not in SKELETON_UNITS:
-        raise ComplexityError(f"unknown skeleton unit {unit!r}; valid: {', '.join(SKELETON_UNITS)} "
-                         f"(Xception-like is ShuffleNet g=1, no search needed)")
+        raise ComplexityError(
+            f"unknown skeleton unit {unit!r}; valid: {', '.join(SKELETON_UNITS)} "
+            f"(Xception-like is ShuffleNet g=1, no search needed)"
+        )
     stem = stem if stem is not None else (24 if target_mflops >= 100 else 12)
     # Stage widths (c, 2c, 4c); ResNet's 1:4 bottleneck needs every width divisible by 4. Any c otherwise:
     # ResNeXt's bottleneck is rounded to its 16 groups, so its complexity moves in uneven steps with c.
@@ -356,8 +399,13 @@ def fit_skeleton_widths(unit: str, target_mflops: float, stem: Optional[int] = N
     while True:
         widths = [c2, 2 * c2, 4 * c2]
         mflops = count_macs(skeleton(unit, widths, stem)) / 1e6
-        cand = dict(unit=unit, stem_channels=stem, stage_out_channels=widths, mflops=round(mflops, 3),
-                    diff_pct=_diff_pct(mflops, target_mflops))
+        cand = dict(
+            unit=unit,
+            stem_channels=stem,
+            stage_out_channels=widths,
+            mflops=round(mflops, 3),
+            diff_pct=_diff_pct(mflops, target_mflops),
+        )
         if best is None or abs(cand["diff_pct"]) < abs(best["diff_pct"]):
             best = cand
         if mflops > target_mflops:
@@ -375,8 +423,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--models", default="*", metavar="PATTERN", help="glob over registered names (default: all)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     parser.add_argument("--markdown", action="store_true", help="print the model-zoo table in Markdown only")
-    parser.add_argument("--fit-skeleton", nargs=2, metavar=("UNIT", "MFLOPS"),
-                        help="search Table-4 stage widths for UNIT (vgg, resnet, resnext) at MFLOPS")
+    parser.add_argument(
+        "--fit-skeleton",
+        nargs=2,
+        metavar=("UNIT", "MFLOPS"),
+        help="search Table-4 stage widths for UNIT (vgg, resnet, resnext) at MFLOPS",
+    )
     args = parser.parse_args(argv)
 
     def write_json(obj: Any) -> None:

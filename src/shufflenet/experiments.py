@@ -33,20 +33,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m shufflenet.experiments",
         description="Train the rows of one of the paper's ablation tables with the same budget and several "
-                    "seeds (interleaved, resumable); write results.json/.md/.png beside the paper's numbers.",
+        "seeds (interleaved, resumable); write results.json/.md/.png beside the paper's numbers.",
     )
     p.add_argument("table", help="table2 (groups), table3 (channel shuffle) or table4 (units at equal complexity)")
-    p.add_argument("--data.root", "--data-root", dest="data_root", required=True,
-                   help="ImageNet-layout folder: train/<class>/*, val/<class>/* (or test/)")
+    p.add_argument(
+        "--data.root",
+        "--data-root",
+        dest="data_root",
+        required=True,
+        help="ImageNet-layout folder: train/<class>/*, val/<class>/* (or test/)",
+    )
     p.add_argument("--steps", type=int, required=True, help="optimizer steps per run (the same for every row)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per row: 0 .. N-1 (default 3)")
-    p.add_argument("--rows", nargs="+", default=None, metavar="NAME",
-                   help="only these rows (model names or glob patterns, e.g. 'shufflenet_v1_x0_25_g8*')")
-    p.add_argument("--width", nargs="+", type=float, default=None,
-                   help="table2/3: width multipliers (default 0.25 0.5); table4: MFLOPs rows (default 13 38)")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="only these rows (model names or glob patterns, e.g. 'shufflenet_v1_x0_25_g8*')",
+    )
+    p.add_argument(
+        "--width",
+        nargs="+",
+        type=float,
+        default=None,
+        help="table2/3: width multipliers (default 0.25 0.5); table4: MFLOPs rows (default 13 38)",
+    )
     p.add_argument("--image-size", type=int, default=32, help="training and evaluation crop (default 32)")
-    p.add_argument("--resize-size", type=int, default=None,
-                   help="evaluation resize of the short side (default: the crop at <= 64 px, else x 256/224)")
+    p.add_argument(
+        "--resize-size",
+        type=int,
+        default=None,
+        help="evaluation resize of the short side (default: the crop at <= 64 px, else x 256/224)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="batch size; the lr is scaled to it (default 64)")
     p.add_argument("--out", default=None, help="output folder (default outputs/experiments/<table>)")
     p.add_argument("--threads", type=int, default=1, help="torch compute threads (default 1)")
@@ -83,9 +102,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: unknown table {args.table!r}; choose one of {', '.join(TABLES)}", file=sys.stderr, flush=True)
         return 2
     exp = Experiment(
-        table=args.table, data_root=args.data_root, steps=args.steps, seeds=args.seeds, rows=args.rows,
-        widths=args.width, image_size=args.image_size, resize_size=args.resize_size, batch_size=args.batch_size,
-        out=args.out, threads=args.threads, num_workers=args.num_workers, accelerator=args.accelerator,
+        table=args.table,
+        data_root=args.data_root,
+        steps=args.steps,
+        seeds=args.seeds,
+        rows=args.rows,
+        widths=args.width,
+        image_size=args.image_size,
+        resize_size=args.resize_size,
+        batch_size=args.batch_size,
+        out=args.out,
+        threads=args.threads,
+        num_workers=args.num_workers,
+        accelerator=args.accelerator,
         print_fn=lambda line: print(line, flush=True),
     )
     try:

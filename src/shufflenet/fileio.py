@@ -18,7 +18,15 @@ from typing import IO, Any, Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["atomic_write", "pid_alive", "tmp_sibling", "remove_stale_tmp", "sha256_file", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "atomic_write",
+    "pid_alive",
+    "tmp_sibling",
+    "remove_stale_tmp",
+    "sha256_file",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 def _umask_mode() -> int:
@@ -51,7 +59,7 @@ def remove_stale_tmp(final: PathLike) -> int:
         return 0
     prefix = f".{final.name}."
     for tmp in final.parent.glob(f".{final.name}.*.tmp"):
-        pid_text = tmp.name[len(prefix):].split(".", 1)[0]
+        pid_text = tmp.name[len(prefix) :].split(".", 1)[0]
         if not pid_text.isdigit() or int(pid_text) == os.getpid() or pid_alive(int(pid_text)):
             continue
         with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ Imports Lightning, timm and torchmetrics; wraps models from :mod:`shufflenet.mod
 See docs/classification.md.
 """
 
+from .callbacks import FinishTraining, RunSummary, StopOnSignal, recalibrate_bn
 from .data import (
     DEFAULT_CROP_SCALE,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -22,7 +23,6 @@ from .data import (
     load_rgb,
     train_transform,
 )
-from .callbacks import FinishTraining, RunSummary, StopOnSignal, recalibrate_bn
 from .errors import CheckpointMismatchError, ClassificationError, DataError, TrainingInterrupted
 from .module import ImageClassifier
 

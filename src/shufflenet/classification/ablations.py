@@ -67,8 +67,13 @@ DEFAULT_WIDTHS = {"table2": (0.25, 0.5), "table3": (0.25, 0.5), "table4": (13.0,
 #: errors of that difference (unpaired, sample std over seeds).
 NOISE_SIGMAS = 2.0
 UNITS = ("vgg", "resnet", "xception", "resnext")
-UNIT_LABELS = {"vgg": "VGG-like", "resnet": "ResNet", "xception": "Xception-like", "resnext": "ResNeXt",
-               "shufflenet": "ShuffleNet"}
+UNIT_LABELS = {
+    "vgg": "VGG-like",
+    "resnet": "ResNet",
+    "xception": "Xception-like",
+    "resnext": "ResNeXt",
+    "shufflenet": "ShuffleNet",
+}
 #: Settings that make runs comparable; a rerun in the same --out must agree on all of them.
 SETTING_KEYS = ("table", "steps", "batch_size", "image_size", "resize_size", "data_root", "recipe")
 
@@ -82,14 +87,14 @@ class AblationError(ClassificationError):
 class Row:
     """One row of a table: a registered model and what the paper says about it."""
 
-    name: str                     # registered model name
-    label: str                    # the paper's words, e.g. "0.25x g=3 no shuffle"
-    group: str                    # rows compared with each other, e.g. "0.25x" or "13 MFLOPs"
+    name: str  # registered model name
+    label: str  # the paper's words, e.g. "0.25x g=3 no shuffle"
+    group: str  # rows compared with each other, e.g. "0.25x" or "13 MFLOPs"
     paper_mflops: Optional[float]
     paper_err: Optional[float]
     groups: Optional[int] = None  # g of a ShuffleNet row
     shuffle: Optional[bool] = None
-    unit: Optional[str] = None    # table 4: vgg / resnet / xception / resnext / shufflenet
+    unit: Optional[str] = None  # table 4: vgg / resnet / xception / resnext / shufflenet
 
 
 def _tables() -> Dict[str, Any]:
@@ -139,28 +144,48 @@ def table_rows(table: str, widths: Optional[Sequence[float]] = None) -> List[Row
                 for g in (1, 2, 3, 4, 8):
                     name = f"shufflenet_v1_x{tag}_g{g}"
                     spec = _spec(name)
-                    rows.append(Row(name, f"ShuffleNet {wl} (g={g})", wl, spec.paper_mflops,
-                                    t2["rows"][wl]["err"][t2["columns"].index(f"g={g}")], groups=g, shuffle=True))
+                    rows.append(
+                        Row(
+                            name,
+                            f"ShuffleNet {wl} (g={g})",
+                            wl,
+                            spec.paper_mflops,
+                            t2["rows"][wl]["err"][t2["columns"].index(f"g={g}")],
+                            groups=g,
+                            shuffle=True,
+                        )
+                    )
             else:
                 entries = [r for r in t3 if r["model"] == wl]
                 if not entries:
-                    raise AblationError(f"table3 has no {wl} rows; the paper's widths: "
-                                        f"{', '.join(sorted({r['model'] for r in t3}))}")
+                    raise AblationError(
+                        f"table3 has no {wl} rows; the paper's widths: {', '.join(sorted({r['model'] for r in t3}))}"
+                    )
                 for r in entries:
                     g = int(r["g"])
                     for shuffle in (True, False):
                         name = f"shufflenet_v1_x{tag}_g{g}" + ("" if shuffle else "_noshuffle")
                         spec = _spec(name)
-                        rows.append(Row(name, f"ShuffleNet {wl} (g={g}){'' if shuffle else ' no shuffle'}", wl,
-                                        t2["rows"][wl]["mflops"] if wl in t2["rows"] else spec.paper_mflops,
-                                        r["err_shuffle" if shuffle else "err_no_shuffle"], groups=g, shuffle=shuffle))
+                        rows.append(
+                            Row(
+                                name,
+                                f"ShuffleNet {wl} (g={g}){'' if shuffle else ' no shuffle'}",
+                                wl,
+                                t2["rows"][wl]["mflops"] if wl in t2["rows"] else spec.paper_mflops,
+                                r["err_shuffle" if shuffle else "err_no_shuffle"],
+                                groups=g,
+                                shuffle=shuffle,
+                            )
+                        )
     else:
         t4 = tables["table4_units_at_equal_complexity"]
         for m in widths:
             key = f"{m:g}"
             if key not in t4["rows"]:
-                raise AblationError(f"table4 has no {key} MFLOPs row; the paper's complexities: "
-                                    f"{', '.join(t4['rows'])} (give them with --width)")
+                raise AblationError(
+                    f"table4 has no {key} MFLOPs row; the paper's complexities: "
+                    f"{', '.join(t4['rows'])} (give them with --width)"
+                )
             prow = t4["rows"][key]
             grp = f"{key} MFLOPs"
             for unit in UNITS:
@@ -175,9 +200,18 @@ def table_rows(table: str, widths: Optional[Sequence[float]] = None) -> List[Row
             w, g = float(match.group(1)), int(match.group(2))
             name = f"shufflenet_v1_x{_width_tag(w)}_g{g}"
             _spec(name)
-            rows.append(Row(name, f"ShuffleNet {w:g}x (g={g}) ({key} MFLOPs)", grp, float(m),
-                            prow["err"][t4["columns"].index("ShuffleNet")], groups=g, shuffle=True,
-                            unit="shufflenet"))
+            rows.append(
+                Row(
+                    name,
+                    f"ShuffleNet {w:g}x (g={g}) ({key} MFLOPs)",
+                    grp,
+                    float(m),
+                    prow["err"][t4["columns"].index("ShuffleNet")],
+                    groups=g,
+                    shuffle=True,
+                    unit="shufflenet",
+                )
+            )
     return rows
 
 
@@ -205,8 +239,10 @@ def _base_config_path() -> Path:
             return path
     except Exception:  # noqa: BLE001 - fall back to the repository's copy below
         pass
-    for path in (Path(__file__).resolve().parents[1] / "configs" / "classification" / "base.yaml",
-                 Path(__file__).resolve().parents[3] / "configs" / "classification" / "base.yaml"):
+    for path in (
+        Path(__file__).resolve().parents[1] / "configs" / "classification" / "base.yaml",
+        Path(__file__).resolve().parents[3] / "configs" / "classification" / "base.yaml",
+    ):
         if path.is_file():
             return path
     raise AblationError("configs/classification/base.yaml (the paper's recipe) is missing from the package")
@@ -257,8 +293,9 @@ def run_path(out: Path, row: str, seed: int) -> Path:
     return out / "runs" / f"{row}_s{seed}.json"
 
 
-def train_one(row: Row, seed: int, settings: Dict[str, Any], num_workers: int = 1,
-              accelerator: str = "auto") -> Dict[str, Any]:
+def train_one(
+    row: Row, seed: int, settings: Dict[str, Any], num_workers: int = 1, accelerator: str = "auto"
+) -> Dict[str, Any]:
     """Train ``row`` with ``seed`` for ``settings['steps']`` steps and validate once; returns the run record."""
     import pytorch_lightning as pl
     import torch
@@ -271,15 +308,27 @@ def train_one(row: Row, seed: int, settings: Dict[str, Any], num_workers: int = 
         logging.getLogger(name).setLevel(logging.WARNING)  # one progress line per run is printed by run_table
     pl.seed_everything(seed, workers=True, verbose=False)
     dm = ImageFolderDataModule(
-        root=settings["data_root"], batch_size=settings["batch_size"], num_workers=num_workers,
-        image_size=settings["image_size"], resize_size=settings["resize_size"], seed=seed,
-        persistent_workers=False, **recipe["data"],
+        root=settings["data_root"],
+        batch_size=settings["batch_size"],
+        num_workers=num_workers,
+        image_size=settings["image_size"],
+        resize_size=settings["resize_size"],
+        seed=seed,
+        persistent_workers=False,
+        **recipe["data"],
     )
     model = ImageClassifier(arch=row.name, num_classes=dm.num_classes, **recipe["model"])
     trainer = pl.Trainer(
-        accelerator=accelerator, devices=1, max_steps=settings["steps"], logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, check_val_every_n_epoch=10**9, deterministic=False,
+        accelerator=accelerator,
+        devices=1,
+        max_steps=settings["steps"],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=10**9,
+        deterministic=False,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*(does not have many workers|LeafSpec|GPU available).*")
@@ -357,8 +406,16 @@ def _diff_claim(text: str, better: Row, worse: Row, stats: Dict[str, _Stat]) -> 
     paper_gain = (worse.paper_err - better.paper_err) if None not in (better.paper_err, worse.paper_err) else None
     gain = (b.mean - a.mean) if None not in (a.mean, b.mean) else None
     se = math.sqrt(a.se() ** 2 + b.se() ** 2) if None not in (a.se(), b.se()) else None
-    return {"claim": text, "better": better.name, "worse": worse.name, "paper_gain": paper_gain,
-            "measured_gain": gain, "noise_se": se, "verdict": judge(gain, se), "seed_counts": [a.n, b.n]}
+    return {
+        "claim": text,
+        "better": better.name,
+        "worse": worse.name,
+        "paper_gain": paper_gain,
+        "measured_gain": gain,
+        "noise_se": se,
+        "verdict": judge(gain, se),
+        "seed_counts": [a.n, b.n],
+    }
 
 
 def claims_for(table: str, rows: Sequence[Row], stats: Dict[str, _Stat]) -> List[Dict[str, Any]]:
@@ -388,12 +445,28 @@ def claims_for(table: str, rows: Sequence[Row], stats: Dict[str, _Stat]) -> List
             if 3 in gains and 8 in gains:
                 c3, c8 = gains[3], gains[8]
                 p = (c8["paper_gain"] - c3["paper_gain"]) if None not in (c3["paper_gain"], c8["paper_gain"]) else None
-                m = (c8["measured_gain"] - c3["measured_gain"]) if None not in (c3["measured_gain"], c8["measured_gain"]) else None
-                se = math.sqrt(c3["noise_se"] ** 2 + c8["noise_se"] ** 2) if None not in (c3["noise_se"], c8["noise_se"]) else None
-                claims.append({"claim": f"{grp}: the shuffle gain is larger at g=8 than at g=3",
-                               "better": pairs[8][True].name, "worse": pairs[3][True].name, "paper_gain": p,
-                               "measured_gain": m, "noise_se": se, "verdict": judge(m, se),
-                               "seed_counts": c3["seed_counts"] + c8["seed_counts"]})
+                m = (
+                    (c8["measured_gain"] - c3["measured_gain"])
+                    if None not in (c3["measured_gain"], c8["measured_gain"])
+                    else None
+                )
+                se = (
+                    math.sqrt(c3["noise_se"] ** 2 + c8["noise_se"] ** 2)
+                    if None not in (c3["noise_se"], c8["noise_se"])
+                    else None
+                )
+                claims.append(
+                    {
+                        "claim": f"{grp}: the shuffle gain is larger at g=8 than at g=3",
+                        "better": pairs[8][True].name,
+                        "worse": pairs[3][True].name,
+                        "paper_gain": p,
+                        "measured_gain": m,
+                        "noise_se": se,
+                        "verdict": judge(m, se),
+                        "seed_counts": c3["seed_counts"] + c8["seed_counts"],
+                    }
+                )
         else:
             shuffle = next((r for r in members if r.unit == "shufflenet"), None)
             if shuffle is None:
@@ -425,8 +498,13 @@ def _kendall_tau(a: Sequence[str], b: Sequence[str]) -> Optional[float]:
     return (concordant - discordant) / (n * (n - 1) / 2)
 
 
-def summarize(table: str, rows: Sequence[Row], runs: Dict[Tuple[str, int], Dict[str, Any]],
-              settings: Dict[str, Any], seeds: Sequence[int]) -> Dict[str, Any]:
+def summarize(
+    table: str,
+    rows: Sequence[Row],
+    runs: Dict[Tuple[str, int], Dict[str, Any]],
+    settings: Dict[str, Any],
+    seeds: Sequence[int],
+) -> Dict[str, Any]:
     """``results.json``: per-run records, per-row statistics, orderings and claims."""
     stats: Dict[str, _Stat] = {}
     row_out = []
@@ -434,37 +512,56 @@ def summarize(table: str, rows: Sequence[Row], runs: Dict[Tuple[str, int], Dict[
         errs = [runs[(r.name, s)]["val_top1_err"] for s in seeds if (r.name, s) in runs]
         mean, std = _mean_std(errs)
         stats[r.name] = _Stat(mean, std, len(errs))
-        ips = [runs[(r.name, s)]["images_per_s"] for s in seeds if (r.name, s) in runs and runs[(r.name, s)]["images_per_s"]]
-        row_out.append({
-            **asdict(r),
-            "seeds": [s for s in seeds if (r.name, s) in runs],
-            "errs": errs,
-            "mean_err": mean,
-            "std_err": std,
-            "n_seeds": len(errs),
-            "mean_images_per_s": (sum(ips) / len(ips)) if ips else None,
-            "mean_train_wall_s": (sum(runs[(r.name, s)]["train_wall_s"] for s in seeds if (r.name, s) in runs)
-                                  / len(errs)) if errs else None,
-        })
+        ips = [
+            runs[(r.name, s)]["images_per_s"]
+            for s in seeds
+            if (r.name, s) in runs and runs[(r.name, s)]["images_per_s"]
+        ]
+        row_out.append(
+            {
+                **asdict(r),
+                "seeds": [s for s in seeds if (r.name, s) in runs],
+                "errs": errs,
+                "mean_err": mean,
+                "std_err": std,
+                "n_seeds": len(errs),
+                "mean_images_per_s": (sum(ips) / len(ips)) if ips else None,
+                "mean_train_wall_s": (
+                    sum(runs[(r.name, s)]["train_wall_s"] for s in seeds if (r.name, s) in runs) / len(errs)
+                )
+                if errs
+                else None,
+            }
+        )
     orderings = []
     for grp in dict.fromkeys(r.group for r in rows):
         members = [r for r in rows if r.group == grp]
         paper = _ordering(members, lambda r: r.paper_err)
         measured = _ordering(members, lambda r: stats[r.name].mean)
-        orderings.append({"group": grp, "paper": paper, "measured": measured,
-                          "same": paper == [x for x in measured if x in paper] and len(measured) == len(members),
-                          "kendall_tau": _kendall_tau(paper, measured)})
+        orderings.append(
+            {
+                "group": grp,
+                "paper": paper,
+                "measured": measured,
+                "same": paper == [x for x in measured if x in paper] and len(measured) == len(members),
+                "kendall_tau": _kendall_tau(paper, measured),
+            }
+        )
     run_list = [runs[(r.name, s)] for s in seeds for r in rows if (r.name, s) in runs]
     # Seed noise pooled over every row of the table (the rows share the recipe and budget): with two or
     # three seeds a single row's std is itself very uncertain, the pooled one much less so.
     dof = sum(st.n - 1 for st in stats.values() if st.std is not None)
-    pooled = (math.sqrt(sum((st.n - 1) * st.std ** 2 for st in stats.values() if st.std is not None) / dof)
-              if dof > 0 else None)
+    pooled = (
+        math.sqrt(sum((st.n - 1) * st.std**2 for st in stats.values() if st.std is not None) / dof) if dof > 0 else None
+    )
     claims = claims_for(table, rows, stats)
     for c in claims:
         counts = c.get("seed_counts") or []
-        se = (pooled * math.sqrt(sum(1.0 / n for n in counts))
-              if pooled is not None and counts and all(n > 0 for n in counts) else None)
+        se = (
+            pooled * math.sqrt(sum(1.0 / n for n in counts))
+            if pooled is not None and counts and all(n > 0 for n in counts)
+            else None
+        )
         c["noise_se_pooled"] = se
         c["verdict_pooled"] = judge(c["measured_gain"], se)
     return {
@@ -472,9 +569,9 @@ def summarize(table: str, rows: Sequence[Row], runs: Dict[Tuple[str, int], Dict[
         "settings": settings,
         "seeds": list(seeds),
         "noise_rule": f"a claim is 'reproduced' when the measured gain exceeds {NOISE_SIGMAS:g} standard errors of "
-                      f"the difference (unpaired, sample std over seeds), 'not reproduced' when it is that far "
-                      f"below 0, else 'within noise'; 'verdict_pooled' applies the same rule with the seed std "
-                      f"pooled over all rows of the table",
+        f"the difference (unpaired, sample std over seeds), 'not reproduced' when it is that far "
+        f"below 0, else 'within noise'; 'verdict_pooled' applies the same rule with the seed std "
+        f"pooled over all rows of the table",
         "rows": row_out,
         "orderings": orderings,
         "pooled_seed_std": pooled,
@@ -507,26 +604,41 @@ def results_markdown(res: Dict[str, Any]) -> str:
     for r in res["rows"]:
         mean = _fmt(r["mean_err"], ".2f")
         pm = f"{mean} ± {_fmt(r['std_err'], '.2f')}" if r["std_err"] is not None else mean
-        lines.append(f"| `{r['name']}` ({r['label']}) | {_fmt(r['paper_mflops'], 'g')} | {_fmt(r['paper_err'])} | "
-                     f"{pm} | {r['n_seeds']} | {', '.join(f'{e:.2f}' for e in r['errs']) or '-'} | "
-                     f"{_fmt(r['mean_images_per_s'], '.0f')} |")
+        lines.append(
+            f"| `{r['name']}` ({r['label']}) | {_fmt(r['paper_mflops'], 'g')} | {_fmt(r['paper_err'])} | "
+            f"{pm} | {r['n_seeds']} | {', '.join(f'{e:.2f}' for e in r['errs']) or '-'} | "
+            f"{_fmt(r['mean_images_per_s'], '.0f')} |"
+        )
     lines += ["", "## Orderings (best first)", ""]
     for o in res["orderings"]:
-        lines.append(f"* {o['group']}: paper {' < '.join(o['paper']) or '-'}; measured "
-                     f"{' < '.join(o['measured']) or '-'} -> {'same' if o['same'] else 'different'}"
-                     + (f" (Kendall tau {o['kendall_tau']:+.2f})" if o["kendall_tau"] is not None else ""))
-    lines += ["", "## The paper's claims", "",
-              "| claim | paper gain (points) | measured gain (points) | noise (1 se) | verdict | noise, pooled std (1 se) | verdict, pooled std |",
-              "|---|---:|---:|---:|---|---:|---|"]
+        lines.append(
+            f"* {o['group']}: paper {' < '.join(o['paper']) or '-'}; measured "
+            f"{' < '.join(o['measured']) or '-'} -> {'same' if o['same'] else 'different'}"
+            + (f" (Kendall tau {o['kendall_tau']:+.2f})" if o["kendall_tau"] is not None else "")
+        )
+    lines += [
+        "",
+        "## The paper's claims",
+        "",
+        "| claim | paper gain (points) | measured gain (points) | noise (1 se) | verdict | noise, pooled std (1 se) | verdict, pooled std |",
+        "|---|---:|---:|---:|---|---:|---|",
+    ]
     for c in res["claims"]:
-        lines.append(f"| {c['claim']} | {_fmt(c['paper_gain'])} | {_fmt(c['measured_gain'], '.2f')} | "
-                     f"{_fmt(c['noise_se'], '.2f')} | {c['verdict']} | {_fmt(c.get('noise_se_pooled'), '.2f')} | "
-                     f"{c.get('verdict_pooled', '-')} |")
+        lines.append(
+            f"| {c['claim']} | {_fmt(c['paper_gain'])} | {_fmt(c['measured_gain'], '.2f')} | "
+            f"{_fmt(c['noise_se'], '.2f')} | {c['verdict']} | {_fmt(c.get('noise_se_pooled'), '.2f')} | "
+            f"{c.get('verdict_pooled', '-')} |"
+        )
     pooled = res.get("pooled_seed_std")
-    lines += ["", f"Rule: {res['noise_rule']}. Pooled seed std: {_fmt(pooled, '.2f')} points "
-              f"({res.get('pooled_seed_std_dof', 0)} degrees of freedom).", "",
-              f"Training wall time {res['total_train_wall_s']:.0f} s over {len(res['runs'])} runs "
-              f"({'complete' if res['complete'] else 'incomplete'}).", ""]
+    lines += [
+        "",
+        f"Rule: {res['noise_rule']}. Pooled seed std: {_fmt(pooled, '.2f')} points "
+        f"({res.get('pooled_seed_std_dof', 0)} degrees of freedom).",
+        "",
+        f"Training wall time {res['total_train_wall_s']:.0f} s over {len(res['runs'])} runs "
+        f"({'complete' if res['complete'] else 'incomplete'}).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -543,20 +655,47 @@ def plot_results(res: Dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.5))
     xs = range(len(rows))
     for i, r in enumerate(rows):
-        ax.scatter([i] * len(r["errs"]), r["errs"], s=14, color="tab:blue", alpha=0.55, zorder=3,
-                   label="measured, per seed" if i == 0 else None)
+        ax.scatter(
+            [i] * len(r["errs"]),
+            r["errs"],
+            s=14,
+            color="tab:blue",
+            alpha=0.55,
+            zorder=3,
+            label="measured, per seed" if i == 0 else None,
+        )
         if r["mean_err"] is not None:
-            ax.errorbar([i], [r["mean_err"]], yerr=[r["std_err"] or 0.0], fmt="o", color="tab:blue", capsize=5,
-                        markersize=8, markerfacecolor="white", zorder=4, label="measured mean ± std" if i == 0 else None)
+            ax.errorbar(
+                [i],
+                [r["mean_err"]],
+                yerr=[r["std_err"] or 0.0],
+                fmt="o",
+                color="tab:blue",
+                capsize=5,
+                markersize=8,
+                markerfacecolor="white",
+                zorder=4,
+                label="measured mean ± std" if i == 0 else None,
+            )
         if r["paper_err"] is not None:
-            ax.scatter([i], [r["paper_err"]], marker="x", s=60, color="tab:red", zorder=5,
-                       label="paper (ImageNet)" if i == 0 else None)
+            ax.scatter(
+                [i],
+                [r["paper_err"]],
+                marker="x",
+                s=60,
+                color="tab:red",
+                zorder=5,
+                label="paper (ImageNet)" if i == 0 else None,
+            )
     ax.set_xticks(list(xs))
     ax.set_xticklabels([r["label"] for r in rows], rotation=35, ha="right", fontsize=8)
     ax.set_ylabel("top-1 error (%)")
     s = res["settings"]
-    ax.set_title(f"{res['table']}: {s['steps']} steps x batch {s['batch_size']}, {s['image_size']} px, "
-                 f"{len(res['seeds'])} seeds", fontsize=10)
+    ax.set_title(
+        f"{res['table']}: {s['steps']} steps x batch {s['batch_size']}, {s['image_size']} px, "
+        f"{len(res['seeds'])} seeds",
+        fontsize=10,
+    )
     ax.grid(axis="y", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     if handles:
@@ -600,7 +739,9 @@ class Experiment:
 
 def _fmt_time(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def run_table(exp: Experiment, train_fn: Optional[Callable[..., Dict[str, Any]]] = None) -> Dict[str, Any]:
@@ -652,9 +793,11 @@ def run_table(exp: Experiment, train_fn: Optional[Callable[..., Dict[str, Any]]]
             except json.JSONDecodeError:  # pragma: no cover - atomic writes make this a foreign file
                 p.unlink()
     todo = [(r, s) for r, s in plan if (r.name, s) not in runs]
-    exp.print_fn(f"{exp.table}: {len(rows)} rows x {len(seeds)} seeds = {len(plan)} runs of {exp.steps} steps "
-                 f"(batch {exp.batch_size}, {exp.image_size} px); {len(plan) - len(todo)} already done, "
-                 f"{len(todo)} to run; output {out}")
+    exp.print_fn(
+        f"{exp.table}: {len(rows)} rows x {len(seeds)} seeds = {len(plan)} runs of {exp.steps} steps "
+        f"(batch {exp.batch_size}, {exp.image_size} px); {len(plan) - len(todo)} already done, "
+        f"{len(todo)} to run; output {out}"
+    )
     done_times: List[float] = []
     for i, (r, s) in enumerate(todo, 1):
         rec = train_fn(r, s, settings, num_workers=exp.num_workers, accelerator=exp.accelerator)
@@ -662,9 +805,11 @@ def run_table(exp: Experiment, train_fn: Optional[Callable[..., Dict[str, Any]]]
         runs[(r.name, s)] = rec
         done_times.append(rec["wall_s"])
         eta = (sum(done_times) / len(done_times)) * (len(todo) - i)
-        exp.print_fn(f"[{len(plan) - len(todo) + i}/{len(plan)}] {r.name} seed {s}: val top-1 err "
-                     f"{rec['val_top1_err']:.2f} % (paper {_fmt(r.paper_err)}), {rec['wall_s']:.0f} s, "
-                     f"{rec['images_per_s'] or 0:.0f} images/s, ETA {_fmt_time(eta)}")
+        exp.print_fn(
+            f"[{len(plan) - len(todo) + i}/{len(plan)}] {r.name} seed {s}: val top-1 err "
+            f"{rec['val_top1_err']:.2f} % (paper {_fmt(r.paper_err)}), {rec['wall_s']:.0f} s, "
+            f"{rec['images_per_s'] or 0:.0f} images/s, ETA {_fmt_time(eta)}"
+        )
         write_results(out, summarize(exp.table, rows, runs, settings, seeds))
     res = summarize(exp.table, rows, runs, settings, seeds)
     write_results(out, res)

@@ -30,7 +30,6 @@ import argparse
 import collections
 import itertools
 import json
-import math
 import os
 import platform
 import shutil
@@ -53,8 +52,17 @@ from ..paths import sample_images
 from .data import ImageFolderDataModule, ImageFolderDataset, load_rgb, train_transform
 from .errors import ClassificationError
 
-__all__ = ["Variant", "TrainRunner", "benchmark_training", "profile_step", "data_pipeline", "make_jpegs",
-           "format_table", "main", "cli"]
+__all__ = [
+    "Variant",
+    "TrainRunner",
+    "benchmark_training",
+    "profile_step",
+    "data_pipeline",
+    "make_jpegs",
+    "format_table",
+    "main",
+    "cli",
+]
 
 PRECISIONS = ("fp32", "bf16", "bf16dw")
 LAYOUTS = ("nchw", "channels_last")
@@ -106,8 +114,10 @@ def model_builders(quick: bool = False) -> Dict[str, Tuple[str, Callable[[], nn.
     """``{short name: (description, builder)}`` of the two models compared."""
     if quick:
         return {
-            "v1": ("ShuffleNet v1 0.5x g3, 1 unit/stage (quick)",
-                   lambda: create_model("shufflenet_v1_x0_5_g3", stage_repeats=(1, 1, 1))),
+            "v1": (
+                "ShuffleNet v1 0.5x g3, 1 unit/stage (quick)",
+                lambda: create_model("shufflenet_v1_x0_5_g3", stage_repeats=(1, 1, 1)),
+            ),
             "v2": ("torchvision ShuffleNetV2 0.5x, 1 unit/stage (quick)", lambda: _v2("x0_5", True)),
         }
     return {
@@ -135,8 +145,16 @@ class Variant:
 class TrainRunner:
     """One variant's model, optimizer and fixed batch; :meth:`step` = one SGD training step (returns the loss)."""
 
-    def __init__(self, variant: Variant, build: Callable[[], nn.Module], batch_size: int, size: int,
-                 device: str = "cpu", lr: float = 0.01, seed: int = 0) -> None:
+    def __init__(
+        self,
+        variant: Variant,
+        build: Callable[[], nn.Module],
+        batch_size: int,
+        size: int,
+        device: str = "cpu",
+        lr: float = 0.01,
+        seed: int = 0,
+    ) -> None:
         self.variant = variant
         self.device = torch.device(device)
         torch.manual_seed(seed)  # same initial weights for every variant of a model
@@ -176,23 +194,35 @@ def _load() -> float:
         return float("nan")
 
 
-def variants_for(models: Sequence[str], precisions: Sequence[str], layouts: Sequence[str],
-                 modes: Sequence[str], compiled_layouts: Sequence[str],
-                 compiled_precisions: Sequence[str] = PRECISIONS) -> List[Variant]:
+def variants_for(
+    models: Sequence[str],
+    precisions: Sequence[str],
+    layouts: Sequence[str],
+    modes: Sequence[str],
+    compiled_layouts: Sequence[str],
+    compiled_precisions: Sequence[str] = PRECISIONS,
+) -> List[Variant]:
     out = []
     for precision, mode in itertools.product(precisions, modes):
         if mode == "compiled" and precision not in compiled_precisions:
             continue
-        for layout in (layouts if mode == "eager" else compiled_layouts):
+        for layout in layouts if mode == "eager" else compiled_layouts:
             for m in models:
                 out.append(Variant(m, precision, layout, mode))
     return out
 
 
-def benchmark_training(variants: Sequence[Variant], builders: Dict[str, Tuple[str, Callable[[], nn.Module]]],
-                       batch_size: int, size: int, rounds: int, steps: int, device: str = "cpu",
-                       log: Callable[[str], None] = lambda s: None,
-                       runners: Optional[Dict[str, TrainRunner]] = None) -> Dict[str, Any]:
+def benchmark_training(
+    variants: Sequence[Variant],
+    builders: Dict[str, Tuple[str, Callable[[], nn.Module]]],
+    batch_size: int,
+    size: int,
+    rounds: int,
+    steps: int,
+    device: str = "cpu",
+    log: Callable[[str], None] = lambda s: None,
+    runners: Optional[Dict[str, TrainRunner]] = None,
+) -> Dict[str, Any]:
     """Interleaved timing of ``variants``: returns ``{"variants": {key: result}, "ratios_v1_over_v2", "best",
     "rounds"}``; the warm runners are left in ``runners`` (a dict) if given."""
     runners = {} if runners is None else runners
@@ -204,13 +234,19 @@ def benchmark_training(variants: Sequence[Variant], builders: Dict[str, Tuple[st
         runner.sync()
         warm = time.perf_counter() - t0
         runners[v.key] = runner
-        results[v.key] = {**asdict(v), "description": builders[v.model][0], "warmup_losses": losses,
-                          "warmup_s": warm, "cpu_s": [], "wall_s": []}
+        results[v.key] = {
+            **asdict(v),
+            "description": builders[v.model][0],
+            "warmup_losses": losses,
+            "warmup_s": warm,
+            "cpu_s": [],
+            "wall_s": [],
+        }
         log(f"  warm-up {v.key}: {warm:.1f} s, losses {losses[0]:.5f} {losses[1]:.5f}")
     round_info = []
     keys = list(runners)
     for r in range(rounds):
-        order = keys[r % len(keys):] + keys[:r % len(keys)]  # rotate: no variant always runs first
+        order = keys[r % len(keys) :] + keys[: r % len(keys)]  # rotate: no variant always runs first
         load0 = _load()
         for key in order:
             runner = runners[key]
@@ -229,8 +265,10 @@ def benchmark_training(variants: Sequence[Variant], builders: Dict[str, Tuple[st
         res["median_step_cpu_s"], res["median_step_wall_s"] = cpu, wall
     judge_equivalence(results)
     ratios: Dict[str, float] = {}
-    settings = sorted({Variant(**{k: r[k] for k in ("model", "precision", "layout", "mode")}).setting
-                       for r in results.values()}, key=lambda s: [i for i, v in enumerate(variants) if v.setting == s][0])
+    settings = sorted(
+        {Variant(**{k: r[k] for k in ("model", "precision", "layout", "mode")}).setting for r in results.values()},
+        key=lambda s: [i for i, v in enumerate(variants) if v.setting == s][0],
+    )
     for s in settings:
         a, b = results.get(f"v1/{s}"), results.get(f"v2/{s}")
         if a and b:
@@ -240,8 +278,10 @@ def benchmark_training(variants: Sequence[Variant], builders: Dict[str, Tuple[st
         mine = [r for r in results.values() if r["model"] == m]
         if mine:
             top = max(mine, key=lambda r: r["images_per_s_per_core"])
-            best[m] = {"setting": f"{top['precision']}/{top['layout']}/{top['mode']}",
-                       "images_per_s_per_core": top["images_per_s_per_core"]}
+            best[m] = {
+                "setting": f"{top['precision']}/{top['layout']}/{top['mode']}",
+                "images_per_s_per_core": top["images_per_s_per_core"],
+            }
     if "v1" in best and "v2" in best:
         best["ratio_v1_over_v2"] = best["v1"]["images_per_s_per_core"] / best["v2"]["images_per_s_per_core"]
     return {"variants": results, "ratios_v1_over_v2": ratios, "best": best, "rounds": round_info}
@@ -257,8 +297,10 @@ def judge_equivalence(results: Dict[str, Dict[str, Any]]) -> None:
         res["loss_rel_diff_vs_eager_fp32"] = abs(a1 - b1) / max(abs(b1), 1e-12)
         res["update_rel_diff_vs_eager_fp32"] = abs((a2 - a1) - (b2 - b1)) / max(abs(b2 - b1), 1e-12)
         res["tolerances"] = {"loss": LOSS_RTOL[res["precision"]], "update": UPDATE_RTOL[res["precision"]]}
-        res["same_loss"] = (res["loss_rel_diff_vs_eager_fp32"] <= LOSS_RTOL[res["precision"]]
-                            and res["update_rel_diff_vs_eager_fp32"] <= UPDATE_RTOL[res["precision"]])
+        res["same_loss"] = (
+            res["loss_rel_diff_vs_eager_fp32"] <= LOSS_RTOL[res["precision"]]
+            and res["update_rel_diff_vs_eager_fp32"] <= UPDATE_RTOL[res["precision"]]
+        )
 
 
 # --- profile ----------------------------------------------------------------------------------------------
@@ -329,15 +371,18 @@ def make_jpegs(out: Path, source: str, per_class: int, size: int) -> Tuple[Path,
             (out / "val" / p.stem).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(p, out / "val" / p.stem / f"0{p.suffix}")
         sizes = sorted({Image.open(p).size for p in photos})
-        return out, f"{len(photos)} package sample photos x {per_class} copies ({sizes[0][0]}-{sizes[-1][0]} x " \
-                    f"{sizes[0][1]}-{sizes[-1][1]} px JPEG)"
+        return (
+            out,
+            f"{len(photos)} package sample photos x {per_class} copies ({sizes[0][0]}-{sizes[-1][0]} x "
+            f"{sizes[0][1]}-{sizes[-1][1]} px JPEG)",
+        )
     if source == "cifar":
         src = REPO_CIFAR / "train"
         if not src.is_dir():
             raise BenchmarkError(f"{src} not found (a source checkout's tests/data/cifar10); use --source photos")
         for cls in sorted(p.name for p in src.iterdir() if p.is_dir()):
             files = sorted((src / cls).iterdir())
-            for split, chosen in (("train", files[:per_class]), ("val", files[per_class:per_class + 1])):
+            for split, chosen in (("train", files[:per_class]), ("val", files[per_class : per_class + 1])):
                 d = out / split / cls
                 d.mkdir(parents=True, exist_ok=True)
                 for f in chosen:
@@ -371,14 +416,27 @@ def decode_augment_rate(root: Path, size: int, images: int) -> Dict[str, float]:
             augment += c2 - c1
     finally:
         torch.set_num_threads(threads)
-    return {"images": n, "decode_per_s": n / max(decode, 1e-9), "augment_per_s": n / max(augment, 1e-9),
-            "decode_augment_per_s_per_worker": n / max(decode + augment, 1e-9)}
+    return {
+        "images": n,
+        "decode_per_s": n / max(decode, 1e-9),
+        "augment_per_s": n / max(augment, 1e-9),
+        "decode_augment_per_s_per_worker": n / max(decode + augment, 1e-9),
+    }
 
 
-def loader_throughput(root: Path, workers: int, batch_size: int = 32, size: int = 224, batches: int = 20) -> Dict[str, float]:
+def loader_throughput(
+    root: Path, workers: int, batch_size: int = 32, size: int = 224, batches: int = 20
+) -> Dict[str, float]:
     """Wall-clock images/s of the training DataLoader (:class:`ImageFolderDataModule`) with ``workers`` workers."""
-    dm = ImageFolderDataModule(str(root), batch_size=batch_size, num_workers=workers, image_size=size,
-                               resize_size=max(size, 256), persistent_workers=False, pin_memory=False)
+    dm = ImageFolderDataModule(
+        str(root),
+        batch_size=batch_size,
+        num_workers=workers,
+        image_size=size,
+        resize_size=max(size, 256),
+        persistent_workers=False,
+        pin_memory=False,
+    )
     dm.setup("fit")
     loader = dm.train_dataloader()
     it = iter(loader)
@@ -400,8 +458,15 @@ def loader_throughput(root: Path, workers: int, batch_size: int = 32, size: int 
     return {"images_per_s_wall": n / dt, "images": n, "workers": workers, "batch_size": batch_size}
 
 
-def data_pipeline(sources: Sequence[str], workers: Sequence[int], per_class: int, jpeg_size: int, size: int,
-                  batch_size: int, log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
+def data_pipeline(
+    sources: Sequence[str],
+    workers: Sequence[int],
+    per_class: int,
+    jpeg_size: int,
+    size: int,
+    batch_size: int,
+    log: Callable[[str], None] = lambda s: None,
+) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for source in sources:
@@ -410,8 +475,9 @@ def data_pipeline(sources: Sequence[str], workers: Sequence[int], per_class: int
             res: Dict[str, Any] = {"description": desc, **decode_augment_rate(root, size, images=0)}
             n_images = sum(1 for _ in (root / "train").glob("*/*"))
             for w in workers:
-                res[f"loader_workers={w}"] = loader_throughput(root, w, batch_size, size,
-                                                               batches=max(2, min(20, n_images // batch_size - 1)))
+                res[f"loader_workers={w}"] = loader_throughput(
+                    root, w, batch_size, size, batches=max(2, min(20, n_images // batch_size - 1))
+                )
             out[source if source in ("photos", "cifar") else "folder"] = res
     return out
 
@@ -422,12 +488,16 @@ def format_table(result: Dict[str, Any]) -> str:
     lines = []
     loads = [x for r in train["rounds"] for x in (r["load_start"], r["load_end"])]
     cfg = result["config"]
-    lines.append(f"training: batch {cfg['batch_size']} at {cfg['size']}x{cfg['size']}, {cfg['threads']} thread(s), "
-                 f"median of {cfg['rounds']} interleaved rounds x {cfg['steps']} step(s); load (1-min avg) during the "
-                 f"rounds {min(loads):.1f}-{max(loads):.1f} on {result['machine']['cpus']} CPUs")
+    lines.append(
+        f"training: batch {cfg['batch_size']} at {cfg['size']}x{cfg['size']}, {cfg['threads']} thread(s), "
+        f"median of {cfg['rounds']} interleaved rounds x {cfg['steps']} step(s); load (1-min avg) during the "
+        f"rounds {min(loads):.1f}-{max(loads):.1f} on {result['machine']['cpus']} CPUs"
+    )
     lines.append("")
-    lines.append("| setting (precision/layout/mode) | v1 img/s/core | v2 img/s/core | v1/v2 | v1 wall img/s | "
-                 "v2 wall img/s | loss/update rel. diff vs eager fp32 (v1, v2) |")
+    lines.append(
+        "| setting (precision/layout/mode) | v1 img/s/core | v2 img/s/core | v1/v2 | v1 wall img/s | "
+        "v2 wall img/s | loss/update rel. diff vs eager fp32 (v1, v2) |"
+    )
     lines.append("|---|---:|---:|---:|---:|---:|---|")
     settings = list(dict.fromkeys(k.split("/", 1)[1] for k in train["variants"]))
     for setting in settings:
@@ -438,29 +508,41 @@ def format_table(result: Dict[str, Any]) -> str:
             if r is None:
                 return "-"
             d, u = r.get("loss_rel_diff_vs_eager_fp32"), r.get("update_rel_diff_vs_eager_fp32")
-            return "ref" if setting == "fp32/nchw/eager" else ("?" if d is None else
-                                                               f"{d:.0e}/{u:.0e} {'ok' if r['same_loss'] else 'DIFFERS'}")
+            return (
+                "ref"
+                if setting == "fp32/nchw/eager"
+                else ("?" if d is None else f"{d:.0e}/{u:.0e} {'ok' if r['same_loss'] else 'DIFFERS'}")
+            )
 
         def num(r: Optional[Dict[str, Any]], key: str) -> str:
             return "-" if r is None else f"{r[key]:.1f}"
-        lines.append(f"| {setting} | {num(a, 'images_per_s_per_core')} | {num(b, 'images_per_s_per_core')} | "
-                     f"{'-' if ratio is None else f'{ratio:.2f}'} | {num(a, 'images_per_s_wall')} | "
-                     f"{num(b, 'images_per_s_wall')} | {eq(a)}, {eq(b)} |")
+
+        lines.append(
+            f"| {setting} | {num(a, 'images_per_s_per_core')} | {num(b, 'images_per_s_per_core')} | "
+            f"{'-' if ratio is None else f'{ratio:.2f}'} | {num(a, 'images_per_s_wall')} | "
+            f"{num(b, 'images_per_s_wall')} | {eq(a)}, {eq(b)} |"
+        )
     best = train["best"]
     if "ratio_v1_over_v2" in best:
         lines.append("")
-        lines.append(f"fastest v1: {best['v1']['setting']} {best['v1']['images_per_s_per_core']:.1f} img/s/core; "
-                     f"fastest v2: {best['v2']['setting']} {best['v2']['images_per_s_per_core']:.1f}; "
-                     f"ratio {best['ratio_v1_over_v2']:.2f}")
+        lines.append(
+            f"fastest v1: {best['v1']['setting']} {best['v1']['images_per_s_per_core']:.1f} img/s/core; "
+            f"fastest v2: {best['v2']['setting']} {best['v2']['images_per_s_per_core']:.1f}; "
+            f"ratio {best['ratio_v1_over_v2']:.2f}"
+        )
     compiled = [r for r in train["variants"].values() if r["mode"] == "compiled"]
     if compiled:
-        lines.append("compile + 2 warm-up steps (wall s): " + ", ".join(
-            f"{r['model']}/{r['precision']}/{r['layout']} {r['warmup_s']:.0f}" for r in compiled))
+        lines.append(
+            "compile + 2 warm-up steps (wall s): "
+            + ", ".join(f"{r['model']}/{r['precision']}/{r['layout']} {r['warmup_s']:.0f}" for r in compiled)
+        )
     if result.get("profile"):
         lines.append("")
         names = list(result["profile"])
-        cats = sorted({c for p in result["profile"].values() for c in p},
-                      key=lambda c: -max(p.get(c, 0.0) for p in result["profile"].values()))
+        cats = sorted(
+            {c for p in result["profile"].values() for c in p},
+            key=lambda c: -max(p.get(c, 0.0) for p in result["profile"].values()),
+        )
         lines.append("| self CPU ms per step (torch.profiler) | " + " | ".join(names) + " |")
         lines.append("|---|" + "---:|" * len(names))
         for c in cats:
@@ -469,20 +551,28 @@ def format_table(result: Dict[str, Any]) -> str:
     if result.get("data"):
         lines.append("")
         fastest = max(r["images_per_s_per_core"] for r in train["variants"].values())
-        lines.append("| data pipeline (train transform, RandomResizedCrop) | decode/s | augment/s | "
-                     "decode+augment img/s per worker | workers per training core |")
+        lines.append(
+            "| data pipeline (train transform, RandomResizedCrop) | decode/s | augment/s | "
+            "decode+augment img/s per worker | workers per training core |"
+        )
         lines.append("|---|---:|---:|---:|---:|")
         for src, r in result["data"].items():
-            lines.append(f"| {r['description']} | {r['decode_per_s']:.0f} | {r['augment_per_s']:.0f} | "
-                         f"{r['decode_augment_per_s_per_worker']:.0f} | "
-                         f"{fastest / r['decode_augment_per_s_per_worker']:.2f} |")
+            lines.append(
+                f"| {r['description']} | {r['decode_per_s']:.0f} | {r['augment_per_s']:.0f} | "
+                f"{r['decode_augment_per_s_per_worker']:.0f} | "
+                f"{fastest / r['decode_augment_per_s_per_worker']:.2f} |"
+            )
         for src, r in result["data"].items():
             for k, v in r.items():
                 if k.startswith("loader_workers="):
-                    lines.append(f"  loader ({src}, {k.split('=')[1]} workers, wall clock): "
-                                 f"{v['images_per_s_wall']:.0f} images/s")
-        lines.append(f"  ('workers per training core' = fastest training variant's {fastest:.1f} img/s/core / "
-                     f"one worker's decode+augment rate)")
+                    lines.append(
+                        f"  loader ({src}, {k.split('=')[1]} workers, wall clock): "
+                        f"{v['images_per_s_wall']:.0f} images/s"
+                    )
+        lines.append(
+            f"  ('workers per training core' = fastest training variant's {fastest:.1f} img/s/core / "
+            f"one worker's decode+augment rate)"
+        )
     return "\n".join(lines)
 
 
@@ -506,8 +596,10 @@ def plot(result: Dict[str, Any], path: Path) -> None:
     ax.set_xticklabels([s.replace("/", "\n") for s in settings], fontsize=8)
     ax.set_ylabel("training images/s per core")
     cfg = result["config"]
-    ax.set_title(f"batch {cfg['batch_size']} at {cfg['size']}px, {cfg['threads']} thread(s); "
-                 f"ratio v1/v2 under each bar group", fontsize=9)
+    ax.set_title(
+        f"batch {cfg['batch_size']} at {cfg['size']}px, {cfg['threads']} thread(s); ratio v1/v2 under each bar group",
+        fontsize=9,
+    )
     for i, s in enumerate(settings):
         ax.text(i, 0, f"{train['ratios_v1_over_v2'][s]:.2f}x", ha="center", va="bottom", fontsize=8, color="white")
     ax.legend(fontsize=8)
@@ -529,10 +621,18 @@ def machine_info(threads: int, device: str) -> Dict[str, Any]:
                     break
     except OSError:  # pragma: no cover - not on Linux
         pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
-            "avx512_bf16": "avx512_bf16" in flags.split(), "amx_bf16": "amx_bf16" in flags.split(),
-            "mkldnn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()), "threads": threads,
-            "device": device, "torch": torch.__version__, "load_at_start": _load()}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "avx512_bf16": "avx512_bf16" in flags.split(),
+        "amx_bf16": "amx_bf16" in flags.split(),
+        "mkldnn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "threads": threads,
+        "device": device,
+        "torch": torch.__version__,
+        "load_at_start": _load(),
+    }
 
 
 def _choices(values: Sequence[str], allowed: Sequence[str], what: str) -> List[str]:
@@ -543,36 +643,65 @@ def _choices(values: Sequence[str], allowed: Sequence[str], what: str) -> List[s
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="classification/benchmark.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="classification/benchmark.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="tiny models at 64x64, batch 8, 2 rounds (CI check)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the training loop")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median over rounds)")
     p.add_argument("--steps", type=int, default=2, help="timed training steps per variant per round")
-    p.add_argument("--precisions", nargs="+", default=list(PRECISIONS),
-                   help="fp32, bf16 (autocast) and/or bf16dw (autocast, depthwise convs kept in fp32)")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        default=list(PRECISIONS),
+        help="fp32, bf16 (autocast) and/or bf16dw (autocast, depthwise convs kept in fp32)",
+    )
     p.add_argument("--compiled-precisions", nargs="+", default=["fp32", "bf16"], help="precisions also compiled")
     p.add_argument("--layouts", nargs="+", default=list(LAYOUTS), help="eager layouts: nchw and/or channels_last")
     p.add_argument("--modes", nargs="+", default=list(MODES), help="eager and/or compiled")
     p.add_argument("--compiled-layouts", nargs="+", default=["channels_last"], help="layouts of the compiled variants")
     p.add_argument("--device", default="cpu", help="torch device of the training loop (cpu; cuda untested here)")
     p.add_argument("--profile", action="store_true", help="per-layer-type CPU profile of one step per model")
-    p.add_argument("--profile-settings", nargs="+", default=["fp32/nchw/eager", "fp32/channels_last/eager",
-                                                             "bf16/channels_last/eager", "bf16/channels_last/compiled"],
-                   help="precision/layout/mode settings to profile (of those timed)")
-    p.add_argument("--sources", nargs="+", default=["photos", "cifar"],
-                   help="JPEG sources of the data benchmark: photos, cifar, or ImageFolder directories")
-    p.add_argument("--workers", type=int, nargs="*", default=None,
-                   help="DataLoader worker counts timed by wall clock (default 0 2; --quick: 0)")
+    p.add_argument(
+        "--profile-settings",
+        nargs="+",
+        default=[
+            "fp32/nchw/eager",
+            "fp32/channels_last/eager",
+            "bf16/channels_last/eager",
+            "bf16/channels_last/compiled",
+        ],
+        help="precision/layout/mode settings to profile (of those timed)",
+    )
+    p.add_argument(
+        "--sources",
+        nargs="+",
+        default=["photos", "cifar"],
+        help="JPEG sources of the data benchmark: photos, cifar, or ImageFolder directories",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="*",
+        default=None,
+        help="DataLoader worker counts timed by wall clock (default 0 2; --quick: 0)",
+    )
     p.add_argument("--images", type=int, default=32, help="JPEGs per class for the data benchmark")
     p.add_argument("--jpeg-size", type=int, default=400, help="side of the upscaled CIFAR JPEGs")
     p.add_argument("--no-data", action="store_true", help="skip the data pipeline part")
     p.add_argument("--out", type=Path, default=Path("outputs/classification/benchmark.json"))
     p.add_argument("--png", type=Path, default=None, help="bar chart (default: --out with .png)")
-    p.add_argument("--render", type=Path, default=None, metavar="JSON",
-                   help="measure nothing: print the table (and write --png) of a saved result, verdicts re-judged")
+    p.add_argument(
+        "--render",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="measure nothing: print the table (and write --png) of a saved result, verdicts re-judged",
+    )
     args = p.parse_args(argv)
     if args.render is not None:
         try:
@@ -608,7 +737,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.no_data:
         for s in args.sources:
             if s not in ("photos", "cifar") and not (Path(s) / "train").is_dir():
-                raise BenchmarkError(f"--sources {s}: expected 'photos', 'cifar' or a folder with train/<class>/<image>")
+                raise BenchmarkError(
+                    f"--sources {s}: expected 'photos', 'cifar' or a folder with train/<class>/<image>"
+                )
     if args.quick and "compiled" in modes:  # one small compile is enough to check the path
         compiled_layouts = compiled_layouts[:1]
 
@@ -622,15 +753,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         variants = [v for v in variants if v.mode == "eager" or (v.model == "v1" and v.precision == precisions[0])]
     result: Dict[str, Any] = {
         "machine": machine_info(args.threads, args.device),
-        "config": {"batch_size": args.batch_size, "size": args.size, "rounds": args.rounds, "steps": args.steps,
-                   "threads": args.threads, "quick": args.quick, "models": {k: v[0] for k, v in builders.items()},
-                   "command": " ".join(["classification/benchmark.py", *(argv if argv is not None else sys.argv[1:])])},
+        "config": {
+            "batch_size": args.batch_size,
+            "size": args.size,
+            "rounds": args.rounds,
+            "steps": args.steps,
+            "threads": args.threads,
+            "quick": args.quick,
+            "models": {k: v[0] for k, v in builders.items()},
+            "command": " ".join(["classification/benchmark.py", *(argv if argv is not None else sys.argv[1:])]),
+        },
     }
-    log(f"training benchmark: {len(variants)} variants, {args.rounds} rounds x {args.steps} step(s), "
-        f"batch {args.batch_size} at {args.size}, {args.threads} thread(s), load {_load():.1f}")
+    log(
+        f"training benchmark: {len(variants)} variants, {args.rounds} rounds x {args.steps} step(s), "
+        f"batch {args.batch_size} at {args.size}, {args.threads} thread(s), load {_load():.1f}"
+    )
     runners: Dict[str, TrainRunner] = {}
-    result["train"] = benchmark_training(variants, builders, args.batch_size, args.size, args.rounds, args.steps,
-                                         args.device, log, runners)
+    result["train"] = benchmark_training(
+        variants, builders, args.batch_size, args.size, args.rounds, args.steps, args.device, log, runners
+    )
     if args.profile:
         result["profile"] = {}
         for setting in args.profile_settings:
@@ -640,8 +781,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     result["profile"][f"{m} {setting}"] = profile_step(runners[f"{m}/{setting}"])
     runners.clear()
     if not args.no_data:
-        result["data"] = data_pipeline(args.sources, args.workers, args.images, args.jpeg_size, args.size,
-                                       args.batch_size, log)
+        result["data"] = data_pipeline(
+            args.sources, args.workers, args.images, args.jpeg_size, args.size, args.batch_size, log
+        )
     result["machine"]["load_at_end"] = _load()
     write_json_atomic(result, args.out)
     png = args.png or args.out.with_suffix(".png")

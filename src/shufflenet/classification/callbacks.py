@@ -115,8 +115,9 @@ def plot_curves(history: Dict[str, List[Dict[str, float]]], path: Path, title: s
         ax_acc.plot(steps, [100 * r["val/top1"] for r in val], "o-", label="val top-1")
         ax_acc.plot(steps, [100 * r["val/top5"] for r in val], "s--", label="val top-5")
     if train and "top1" in train[0]:
-        ax_acc.plot([r["step"] for r in train], [100 * r["top1"] for r in train], lw=0.8, alpha=0.5,
-                    label="train top-1 (batch)")
+        ax_acc.plot(
+            [r["step"] for r in train], [100 * r["top1"] for r in train], lw=0.8, alpha=0.5, label="train top-1 (batch)"
+        )
     ax_loss.set(xlabel="step", ylabel="cross-entropy", title="loss")
     ax_acc.set(xlabel="step", ylabel="accuracy (%)", title="accuracy", ylim=(0, 100))
     for ax in (ax_loss, ax_acc):
@@ -189,10 +190,13 @@ class RunSummary(pl.Callback):
         if self.run_dir is None:
             self.run_dir = Path(trainer.default_root_dir)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
-        if step % max(1, trainer.log_every_n_steps) != 0 or (self.history["train"] and self.history["train"][-1]["step"] == step):
+        if step % max(1, trainer.log_every_n_steps) != 0 or (
+            self.history["train"] and self.history["train"][-1]["step"] == step
+        ):
             return
         m = trainer.callback_metrics
         row = {"step": step, "epoch": trainer.current_epoch}
@@ -250,7 +254,9 @@ class RunSummary(pl.Callback):
 
 
 @torch.no_grad()
-def validate_weights(model: nn.Module, batches: Iterable[Any], num_classes: int, device: torch.device) -> Dict[str, float]:
+def validate_weights(
+    model: nn.Module, batches: Iterable[Any], num_classes: int, device: torch.device
+) -> Dict[str, float]:
     """Top-1/top-5 accuracy and mean cross-entropy of ``model`` (eval mode) over ``(x, y, ...)`` batches.
 
     Every process evaluates every batch it is given (no cross-process reduction): the DDP replicas are
@@ -304,7 +310,9 @@ class FinishTraining(pl.Callback):
         if last is not None:
             trainer.save_checkpoint(last, weights_only=False)
 
-        n = int(self.num_batches if self.num_batches is not None else pl_module.hparams.get("bn_recalibration_batches", 0))
+        n = int(
+            self.num_batches if self.num_batches is not None else pl_module.hparams.get("bn_recalibration_batches", 0)
+        )
         target = pl_module.eval_model() if hasattr(pl_module, "eval_model") else pl_module
         device = pl_module.device
         dm = trainer.datamodule
@@ -349,8 +357,12 @@ class FinishTraining(pl.Callback):
                 "ema": getattr(pl_module, "model_ema", None) is not None,
                 "classes": list(getattr(dm, "classes", []) or []),
                 "val": extra.get("final_val") or s.get("last_val"),
-                "eval_transform": {"image_size": dm.hparams.get("image_size"), "resize_size": dm.hparams.get("resize_size")}
-                if dm is not None else None,
+                "eval_transform": {
+                    "image_size": dm.hparams.get("image_size"),
+                    "resize_size": dm.hparams.get("resize_size"),
+                }
+                if dm is not None
+                else None,
             }
             save_weights(target, run_dir / "model.pth", arch=pl_module.hparams.get("arch"), meta=meta)
             extra["exported_weights"] = str(run_dir / "model.pth")
@@ -389,8 +401,11 @@ class StopOnSignal(pl.Callback):
     def _handler(self, signum: int, frame: Any) -> None:
         if self.received is None:
             self.received = signum
-            print(f"\nreceived {signal.Signals(signum).name}: stopping after the current step (saving a checkpoint)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\nreceived {signal.Signals(signum).name}: stopping after the current step (saving a checkpoint)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -413,8 +428,9 @@ class StopOnSignal(pl.Callback):
         self.received = None
         self._install()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         stop = self.received is not None
         if trainer.world_size > 1:
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
@@ -426,9 +442,11 @@ class StopOnSignal(pl.Callback):
             trainer.save_checkpoint(self.checkpoint, weights_only=False)
         summary = _find(trainer, RunSummary)
         if summary is not None:
-            summary.extra["interrupted"] = {"signal": signal.Signals(self.received).name if self.received else "peer",
-                                            "step": trainer.global_step,
-                                            "checkpoint": str(self.checkpoint) if self.checkpoint else None}
+            summary.extra["interrupted"] = {
+                "signal": signal.Signals(self.received).name if self.received else "peer",
+                "step": trainer.global_step,
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            }
             summary.write(trainer, pl_module)
         raise TrainingInterrupted(self.received or signal.SIGTERM, trainer.global_step, self.checkpoint)
 
@@ -441,8 +459,11 @@ class StopOnSignal(pl.Callback):
             # Lightning stopped on its own (its SIGTERM during a validation): no checkpoint of this step
             summary = _find(trainer, RunSummary)
             if summary is not None:
-                summary.extra["interrupted"] = {"signal": signal.Signals(self.received).name,
-                                                "step": trainer.global_step, "checkpoint": None}
+                summary.extra["interrupted"] = {
+                    "signal": signal.Signals(self.received).name,
+                    "step": trainer.global_step,
+                    "checkpoint": None,
+                }
                 summary.write(trainer, pl_module)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

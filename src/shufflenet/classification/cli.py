@@ -67,8 +67,16 @@ from .module import ImageClassifier
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClassificationCLI", "main", "cli", "resolve_run_dir", "RunLock", "RESUME_MAY_CHANGE", "SUBCOMMANDS",
-           "AppendingCSVLogger"]
+__all__ = [
+    "ClassificationCLI",
+    "main",
+    "cli",
+    "resolve_run_dir",
+    "RunLock",
+    "RESUME_MAY_CHANGE",
+    "SUBCOMMANDS",
+    "AppendingCSVLogger",
+]
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 _RUN_DIR_ENV = "SHUFFLENET_CLASSIFICATION_RUN_DIR"  # hands rank 0's run folder to DDP worker processes
@@ -77,10 +85,25 @@ _RUN_DIR_ENV = "SHUFFLENET_CLASSIFICATION_RUN_DIR"  # hands rank 0's run folder 
 #: dotted key: ``trainer.max_steps`` etc. lengthen or shorten a run without changing its steps; the rest
 #: only change where and how a run is logged or fed, never the numbers it computes.
 RESUME_MAY_CHANGE = (
-    "ckpt_path", "run_dir", "output_root", "config", "num_threads", "save_every_n_steps", "export",
-    "trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.min_steps", "trainer.min_epochs",
-    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-    "trainer.default_root_dir", "data.num_workers", "data.persistent_workers", "data.pin_memory",
+    "ckpt_path",
+    "run_dir",
+    "output_root",
+    "config",
+    "num_threads",
+    "save_every_n_steps",
+    "export",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.max_time",
+    "trainer.min_steps",
+    "trainer.min_epochs",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.default_root_dir",
+    "data.num_workers",
+    "data.persistent_workers",
+    "data.pin_memory",
 )
 
 
@@ -105,6 +128,7 @@ def flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
 
 def settings_differ(recorded: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
     """Keys (outside :data:`RESUME_MAY_CHANGE`) whose values differ, as ``key: old -> new``."""
+
     def free(key: str) -> bool:
         return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
 
@@ -129,8 +153,14 @@ def read_settings(run_dir: Path) -> Optional[Dict[str, Any]]:
         raise ClassificationError(f"{path}: cannot read the run's recorded settings ({e})") from None
 
 
-def resolve_run_dir(run_dir: Optional[str], output_root: str, name: str, ckpt_path: Optional[str],
-                    settings: Optional[Dict[str, Any]] = None, reserve: bool = True) -> Path:
+def resolve_run_dir(
+    run_dir: Optional[str],
+    output_root: str,
+    name: str,
+    ckpt_path: Optional[str],
+    settings: Optional[Dict[str, Any]] = None,
+    reserve: bool = True,
+) -> Path:
     """The run folder: ``run_dir``, or the run to resume (``ckpt_path='last'``), or a new ``version_N``.
 
     With ``ckpt_path='last'`` and no ``run_dir``: the newest ``version_N`` whose recorded settings equal
@@ -198,10 +228,15 @@ class RunLock:
         self.held = False
 
     def _record(self) -> str:
-        return json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                           "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return json.dumps(
+            {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -222,7 +257,9 @@ class RunLock:
                     f"{holder.get('started')}); wait for it to end, or choose another --run_dir"
                 ) from None
             except OSError as e:
-                raise ClassificationError(f"cannot write to the run folder {self.path.parent}: {e.strerror or e}") from None
+                raise ClassificationError(
+                    f"cannot write to the run folder {self.path.parent}: {e.strerror or e}"
+                ) from None
             with os.fdopen(fd, "w") as f:
                 f.write(self._record())
             self.held = True
@@ -293,17 +330,31 @@ class ClassificationCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.add_argument("--run_dir", type=Optional[str], default=None,
-                            help="Run folder (default: <output_root>/<demo|model.arch>/version_<N>).")
-        parser.add_argument("--output_root", type=str, default="outputs/classification",
-                            help="Parent of the default run folders.")
-        parser.add_argument("--save_every_n_steps", type=int, default=1000,
-                            help="Also write checkpoints/last.ckpt every N optimizer steps (mid-epoch resume).")
-        parser.add_argument("--num_threads", type=Optional[int], default=None,
-                            help="torch.set_num_threads for this process (default: PyTorch's choice). 1 is often "
-                                 "fastest for small models on a busy CPU; data workers use the other cores.")
-        parser.add_argument("--export", type=bool, default=True,
-                            help="Write the final weights (EMA if used) as <run_dir>/model.pth.")
+        parser.add_argument(
+            "--run_dir",
+            type=Optional[str],
+            default=None,
+            help="Run folder (default: <output_root>/<demo|model.arch>/version_<N>).",
+        )
+        parser.add_argument(
+            "--output_root", type=str, default="outputs/classification", help="Parent of the default run folders."
+        )
+        parser.add_argument(
+            "--save_every_n_steps",
+            type=int,
+            default=1000,
+            help="Also write checkpoints/last.ckpt every N optimizer steps (mid-epoch resume).",
+        )
+        parser.add_argument(
+            "--num_threads",
+            type=Optional[int],
+            default=None,
+            help="torch.set_num_threads for this process (default: PyTorch's choice). 1 is often "
+            "fastest for small models on a busy CPU; data workers use the other cores.",
+        )
+        parser.add_argument(
+            "--export", type=bool, default=True, help="Write the final weights (EMA if used) as <run_dir>/model.pth."
+        )
 
     def _settings(self) -> Dict[str, Any]:
         """The merged configuration of this start, flattened (what config.yaml records)."""
@@ -358,10 +409,23 @@ class ClassificationCLI(LightningCLI):
         finish.run_dir, finish.export = run_dir, bool(cfg.get("export", True))
         callbacks = list(trainer_cfg.get("callbacks") or [])
         callbacks += [
-            ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="val/top1", mode="max", save_top_k=1,
-                            save_last=True, auto_insert_metric_name=False, enable_version_counter=False),
-            ModelCheckpoint(dirpath=str(ckpt_dir), save_top_k=0, save_last=True, enable_version_counter=False,
-                            every_n_train_steps=max(1, int(cfg.get("save_every_n_steps") or 1))),
+            ModelCheckpoint(
+                dirpath=str(ckpt_dir),
+                filename="best",
+                monitor="val/top1",
+                mode="max",
+                save_top_k=1,
+                save_last=True,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
+            ),
+            ModelCheckpoint(
+                dirpath=str(ckpt_dir),
+                save_top_k=0,
+                save_last=True,
+                enable_version_counter=False,
+                every_n_train_steps=max(1, int(cfg.get("save_every_n_steps") or 1)),
+            ),
         ]
         if kwargs.get("logger", logger) not in (None, False):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -393,8 +457,11 @@ class ClassificationCLI(LightningCLI):
             if last.is_file():
                 ckpt = last
             else:
-                print(f"--ckpt_path last: {run_dir} has no checkpoint yet (stopped before its first one): "
-                      f"starting it from step 0", flush=True)
+                print(
+                    f"--ckpt_path last: {run_dir} has no checkpoint yet (stopped before its first one): "
+                    f"starting it from step 0",
+                    flush=True,
+                )
         elif ckpt_arg:
             ckpt = Path(ckpt_arg).expanduser()
             inside = ckpt.resolve().parent.parent == run_dir.resolve()
@@ -462,8 +529,9 @@ def format_summary(s: Dict[str, Any]) -> str:
         f"{'best validation':<22}{pct(best, 'val/top1'):>9}{pct(best, 'val/top5'):>9}{(best or {}).get('step', '-'):>8}",
     ]
     if final:
-        lines.append(f"{'after BN recalibration':<22}{pct(final, 'val/top1'):>9}{pct(final, 'val/top5'):>9}"
-                     f"{s['global_step']:>8}")
+        lines.append(
+            f"{'after BN recalibration':<22}{pct(final, 'val/top1'):>9}{pct(final, 'val/top5'):>9}{s['global_step']:>8}"
+        )
     lines += [
         f"model {s.get('arch')}, {s.get('num_classes')} classes (chance {chance:.1f} %), {s['global_step']} steps",
         f"skipped unreadable images: {s.get('num_skipped_images', 0)}"
@@ -483,8 +551,11 @@ class _DropTips(logging.Filter):
 
 
 def _quiet_lightning() -> None:
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-                 "lightning_utilities.core.rank_zero"):
+    for name in (
+        "pytorch_lightning.utilities.rank_zero",
+        "lightning_fabric.utilities.rank_zero",
+        "lightning_utilities.core.rank_zero",
+    ):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropTips) for f in logger.filters):
             logger.addFilter(_DropTips())
@@ -545,8 +616,12 @@ def _remove_failed_start(state: _RunState) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def main(argv: Optional[Sequence[str]] = None, base_config: Optional[Path] = None,
-         demo_config: Optional[Path] = None, prog: str = "python classification/train.py") -> int:
+def main(
+    argv: Optional[Sequence[str]] = None,
+    base_config: Optional[Path] = None,
+    demo_config: Optional[Path] = None,
+    prog: str = "python classification/train.py",
+) -> int:
     """Entry point of ``classification/train.py``; returns the exit status (0, 143 when interrupted).
 
     Bad input raises a :class:`~shufflenet.errors.ShuffleNetError` (``cli()`` prints it as one ``error:``

@@ -82,28 +82,34 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def train_transform(image_size: int = 224, crop_scale: Sequence[float] = DEFAULT_CROP_SCALE,
-                    hflip: float = 0.5) -> T.Compose:
+def train_transform(
+    image_size: int = 224, crop_scale: Sequence[float] = DEFAULT_CROP_SCALE, hflip: float = 0.5
+) -> T.Compose:
     """RandomResizedCrop(image_size, crop_scale) + horizontal flip + ImageNet normalization."""
-    return T.Compose([
-        T.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=InterpolationMode.BILINEAR,
-                            antialias=True),
-        T.RandomHorizontalFlip(hflip),
-        T.ToImage(),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(
+                image_size, scale=tuple(crop_scale), interpolation=InterpolationMode.BILINEAR, antialias=True
+            ),
+            T.RandomHorizontalFlip(hflip),
+            T.ToImage(),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def eval_transform(image_size: int = 224, resize_size: int = 256) -> T.Compose:
     """The paper's single-crop protocol: resize the short side to ``resize_size``, center crop ``image_size``."""
-    return T.Compose([
-        T.Resize(resize_size, interpolation=InterpolationMode.BILINEAR, antialias=True),
-        T.CenterCrop(image_size),
-        T.ToImage(),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return T.Compose(
+        [
+            T.Resize(resize_size, interpolation=InterpolationMode.BILINEAR, antialias=True),
+            T.CenterCrop(image_size),
+            T.ToImage(),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def load_rgb(path: Union[str, Path], max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
@@ -188,9 +194,15 @@ class ImageFolderDataset(Dataset):
     ``(None, label, skipped_paths)`` (evaluation: :func:`collate` drops it, so no image counts twice).
     """
 
-    def __init__(self, split_dir: Union[str, Path], transform: Any = None, seed: int = 0,
-                 classes: Optional[Sequence[str]] = None, max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
-                 replace_unreadable: bool = True) -> None:
+    def __init__(
+        self,
+        split_dir: Union[str, Path],
+        transform: Any = None,
+        seed: int = 0,
+        classes: Optional[Sequence[str]] = None,
+        max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
+        replace_unreadable: bool = True,
+    ) -> None:
         self.root = Path(split_dir)
         self.classes, self.samples = _scan(self.root)
         if classes is not None and list(classes) != self.classes:
@@ -238,7 +250,9 @@ class ImageFolderDataset(Dataset):
         return img, label, tuple(skipped)
 
 
-def collate(batch: Sequence[Tuple[Optional[torch.Tensor], int, Tuple[str, ...]]]) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+def collate(
+    batch: Sequence[Tuple[Optional[torch.Tensor], int, Tuple[str, ...]]],
+) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
     """Stack a batch; samples without an image (skipped in evaluation) are dropped."""
     kept = [b for b in batch if b[0] is not None]
     skipped = [s for b in batch for s in b[2]]
@@ -272,10 +286,16 @@ class ResumableSampler(DistributedSampler):
     the next pass over ``epoch`` skip the ``n`` indices this rank already consumed.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0,
-                 shuffle: bool = True, drop_last: bool = False) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
-                         drop_last=drop_last)
+    def __init__(
+        self,
+        dataset: Dataset,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
         self._resume: Optional[Tuple[int, int]] = None
         #: Where the epoch comes from when set (the DataModule: finished training batches // batches per epoch).
         #: Lightning's own epoch counter runs one ahead after resuming from a checkpoint written at the end of
@@ -292,7 +312,7 @@ class ResumableSampler(DistributedSampler):
                 self.epoch = int(epoch)
         indices = list(super().__iter__())
         if self._resume is not None and self._resume[0] == self.epoch:
-            indices = indices[self._resume[1]:]
+            indices = indices[self._resume[1] :]
             self._resume = None
         return iter([(self.epoch, i) for i in indices])
 
@@ -376,16 +396,26 @@ class ImageFolderDataModule(pl.LightningDataModule):
         train_dir, val_dir = find_split_dirs(self.resolved_root())
         hp = self.hparams
         if stage in (None, "fit") and self.train_set is None:
-            self.train_set = ImageFolderDataset(train_dir, train_transform(hp.image_size, hp.crop_scale, hp.hflip),
-                                                seed=hp.seed, max_image_pixels=hp.max_image_pixels)
+            self.train_set = ImageFolderDataset(
+                train_dir,
+                train_transform(hp.image_size, hp.crop_scale, hp.hflip),
+                seed=hp.seed,
+                max_image_pixels=hp.max_image_pixels,
+            )
             self._classes = self.train_set.classes
         if self.val_set is None:
-            self.val_set = ImageFolderDataset(val_dir, eval_transform(hp.image_size, hp.resize_size),
-                                              classes=self.classes, max_image_pixels=hp.max_image_pixels,
-                                              replace_unreadable=False)
+            self.val_set = ImageFolderDataset(
+                val_dir,
+                eval_transform(hp.image_size, hp.resize_size),
+                classes=self.classes,
+                max_image_pixels=hp.max_image_pixels,
+                replace_unreadable=False,
+            )
 
     # --- loaders -------------------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, sampler: Any = None, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, sampler: Any = None, shuffle: bool = False, drop_last: bool = False
+    ) -> DataLoader:
         workers = min(int(self.num_workers), available_cpus())
         if workers < self.num_workers and not getattr(self, "_capped_logged", False):
             log.info("data.num_workers=%d capped at %d (the CPU cores available)", self.num_workers, workers)
@@ -413,15 +443,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 f"{self.train_set.root} has {len(self.train_set)} images, fewer than one global batch "
                 f"({self.batch_size} x {world} processes); lower data.batch_size"
             )
-        self._sampler = ResumableSampler(self.train_set, num_replicas=world, rank=rank, seed=self.hparams.seed,
-                                         shuffle=True, drop_last=True)
+        self._sampler = ResumableSampler(
+            self.train_set, num_replicas=world, rank=rank, seed=self.hparams.seed, shuffle=True, drop_last=True
+        )
         self._sampler.epoch_fn = self._epoch_of_next_batch
         if self._resume is not None:
             # Lightning creates the iterator before it sets the sampler's epoch, so set it here.
             if self._resume_check != self.batches_per_epoch():
-                log.warning("the checkpoint was written with %d batches per epoch, this run has %d: the data "
-                            "order after resuming differs from an uninterrupted run", self._resume_check,
-                            self.batches_per_epoch())
+                log.warning(
+                    "the checkpoint was written with %d batches per epoch, this run has %d: the data "
+                    "order after resuming differs from an uninterrupted run",
+                    self._resume_check,
+                    self.batches_per_epoch(),
+                )
             epoch, skip = divmod(self._resume, self.batches_per_epoch())
             self._sampler.set_epoch(epoch)
             if skip:

@@ -37,7 +37,16 @@ IMAGE_SIZE = 48
 TRAIN_PER_CLASS = 200
 VAL_PER_CLASS = 50
 DEMO_CLASSES = (
-    "circle", "ring", "square", "triangle", "star", "cross", "hexagon", "stripes", "checkerboard", "dots",
+    "circle",
+    "ring",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "hexagon",
+    "stripes",
+    "checkerboard",
+    "dots",
 )
 
 
@@ -145,8 +154,9 @@ def render(label: int, seed: int, size: int = IMAGE_SIZE) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
 
 
-def _generate(root: Path, train_per_class: int, val_per_class: int, size: int,
-              progress: Optional[Callable[[str], None]] = None) -> None:
+def _generate(
+    root: Path, train_per_class: int, val_per_class: int, size: int, progress: Optional[Callable[[str], None]] = None
+) -> None:
     for split, count, offset in (("train", train_per_class, 0), ("val", val_per_class, 1_000_000)):
         for label, name in enumerate(DEMO_CLASSES):
             folder = root / split / name
@@ -158,9 +168,13 @@ def _generate(root: Path, train_per_class: int, val_per_class: int, size: int,
             progress(f"  {split}: {count * len(DEMO_CLASSES)} images")
 
 
-def ensure_demo_dataset(root: Optional[Path] = None, train_per_class: int = TRAIN_PER_CLASS,
-                        val_per_class: int = VAL_PER_CLASS, size: int = IMAGE_SIZE,
-                        progress: Optional[Callable[[str], None]] = print) -> Path:
+def ensure_demo_dataset(
+    root: Optional[Path] = None,
+    train_per_class: int = TRAIN_PER_CLASS,
+    val_per_class: int = VAL_PER_CLASS,
+    size: int = IMAGE_SIZE,
+    progress: Optional[Callable[[str], None]] = print,
+) -> Path:
     """Generate the demo dataset into ``root`` (default :func:`demo_root`) unless it is already there."""
     root = Path(root) if root is not None else demo_root()
     marker = root / "DONE"

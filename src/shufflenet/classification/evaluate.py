@@ -46,8 +46,13 @@ def load_classifier(path: str, arch: Optional[str] = None, weights: str = "auto"
     if wf.kind != "lightning" and weights == "ema":
         raise ClassificationError(f"{path}: --weights ema applies to a Lightning checkpoint; this is a {wf.kind} file")
     model = model_from_weights(wf, name=arch if wf.config is None else None)
-    info: Dict[str, Any] = {"checkpoint": str(path), "kind": wf.kind, "weights": wf.weights,
-                            "arch": arch or wf.arch, "num_classes": _num_classes(model)}
+    info: Dict[str, Any] = {
+        "checkpoint": str(path),
+        "kind": wf.kind,
+        "weights": wf.weights,
+        "arch": arch or wf.arch,
+        "num_classes": _num_classes(model),
+    }
     if wf.kind == "lightning":
         dm = wf.hparams.get("datamodule") or {}
         info.update(image_size=dm.get("image_size"), resize_size=dm.get("resize_size"))
@@ -80,15 +85,27 @@ def evaluate(model: nn.Module, loader: DataLoader, num_classes: int, progress: b
             p, _, reason = entry.partition(": ")
             skipped.setdefault(p, reason)
         if progress:
-            print(f"\r  {n}/{len(loader.dataset)} images, top-1 {100 * float(top1.compute()):.2f} %",
-                  end="", file=sys.stderr, flush=True)
+            print(
+                f"\r  {n}/{len(loader.dataset)} images, top-1 {100 * float(top1.compute()):.2f} %",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
     if progress:
         print(file=sys.stderr)
     if n == 0:
         raise ClassificationError(f"{loader.dataset.root}: none of its {len(loader.dataset)} images could be read")
     a1, a5 = float(top1.compute()), float(top5.compute())
-    return {"top1": a1, "top5": a5, "top1_err": 1 - a1, "top5_err": 1 - a5, "num_images": n,
-            "seconds": time.perf_counter() - t0, "skipped_images": skipped, "num_skipped_images": len(skipped)}
+    return {
+        "top1": a1,
+        "top5": a5,
+        "top1_err": 1 - a1,
+        "top5_err": 1 - a5,
+        "num_images": n,
+        "seconds": time.perf_counter() - t0,
+        "skipped_images": skipped,
+        "num_skipped_images": len(skipped),
+    }
 
 
 def paper_row(arch: Optional[str], result: Mapping[str, Any]) -> str:
@@ -102,8 +119,10 @@ def paper_row(arch: Optional[str], result: Mapping[str, Any]) -> str:
     name = spec.description if spec and spec.description else (arch or "model")
     mflops = f"{spec.paper_mflops:g} MFLOPs" if spec and spec.paper_mflops else "- MFLOPs"
     paper = f"{spec.paper_err:g}" if spec and spec.paper_err is not None else "-"
-    return (f"| Model | Complexity | top-1 err (%) | top-5 err (%) | paper top-1 err (%) |\n"
-            f"| {name} | {mflops} | {100 * result['top1_err']:.2f} | {100 * result['top5_err']:.2f} | {paper} |")
+    return (
+        f"| Model | Complexity | top-1 err (%) | top-5 err (%) | paper top-1 err (%) |\n"
+        f"| {name} | {mflops} | {100 * result['top1_err']:.2f} | {100 * result['top5_err']:.2f} | {paper} |"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,15 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data.root", dest="root", required=True, help="ImageNet-layout folder (val/<class>/* or test/)")
     p.add_argument("--split", default=None, help="folder under the root to evaluate (default: val, else test)")
     p.add_argument("--arch", default=None, help="registered model name (needed for a plain state dict)")
-    p.add_argument("--weights", choices=("auto", "model", "ema"), default="auto",
-                   help="which copy of a Lightning checkpoint to evaluate (auto: EMA when present)")
+    p.add_argument(
+        "--weights",
+        choices=("auto", "model", "ema"),
+        default="auto",
+        help="which copy of a Lightning checkpoint to evaluate (auto: EMA when present)",
+    )
     p.add_argument("--image_size", type=int, default=None, help="center crop (default: the run's, else 224)")
     p.add_argument("--resize_size", type=int, default=None, help="short-side resize (default: the run's, else 256)")
     p.add_argument("--batch_size", type=int, default=100)
     p.add_argument("--num_workers", type=int, default=2)
-    p.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
-                   help="images with more pixels (read from the header, before decoding) are skipped and counted "
-                        f"(default {DEFAULT_MAX_IMAGE_PIXELS:,})")
+    p.add_argument(
+        "--max_image_pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="images with more pixels (read from the header, before decoding) are skipped and counted "
+        f"(default {DEFAULT_MAX_IMAGE_PIXELS:,})",
+    )
     p.add_argument("--out", default=None, help="JSON file (default: <checkpoint>.eval.json)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
@@ -147,8 +174,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _, split_dir = find_split_dirs(root)
     image_size = args.image_size or info.get("image_size") or 224
     resize_size = args.resize_size or info.get("resize_size") or 256
-    dataset = ImageFolderDataset(split_dir, eval_transform(image_size, resize_size),
-                                 max_image_pixels=args.max_image_pixels, replace_unreadable=False)
+    dataset = ImageFolderDataset(
+        split_dir,
+        eval_transform(image_size, resize_size),
+        max_image_pixels=args.max_image_pixels,
+        replace_unreadable=False,
+    )
     if len(dataset.classes) != info["num_classes"]:
         raise CheckpointMismatchError(
             f"{args.checkpoint} has {info['num_classes']} classes but {split_dir} has {len(dataset.classes)} "
@@ -162,16 +193,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     workers = min(args.num_workers, available_cpus())
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=workers, collate_fn=collate)
     result = evaluate(model, loader, info["num_classes"], progress=args.progress)
-    out = {**{k: v for k, v in info.items() if k != "classes"}, "data": str(split_dir),
-           "protocol": f"resize {resize_size}, center crop {image_size}", **result}
+    out = {
+        **{k: v for k, v in info.items() if k != "classes"},
+        "data": str(split_dir),
+        "protocol": f"resize {resize_size}, center crop {image_size}",
+        **result,
+    }
     print(paper_row(info.get("arch"), result))
-    print(f"top-1 {100 * result['top1']:.2f} %  top-5 {100 * result['top5']:.2f} %  on {result['num_images']} images "
-          f"({out['protocol']}); skipped unreadable: {result['num_skipped_images']}", flush=True)
+    print(
+        f"top-1 {100 * result['top1']:.2f} %  top-5 {100 * result['top5']:.2f} %  on {result['num_images']} images "
+        f"({out['protocol']}); skipped unreadable: {result['num_skipped_images']}",
+        flush=True,
+    )
     try:
         write_json_atomic(out, out_path)
     except OSError as e:
-        raise ClassificationError(f"cannot write the results to {out_path}: {e.strerror or e} (the result is "
-                                  f"printed above; pass --out to write them elsewhere)") from None
+        raise ClassificationError(
+            f"cannot write the results to {out_path}: {e.strerror or e} (the result is "
+            f"printed above; pass --out to write them elsewhere)"
+        ) from None
     print(f"results: {out_path}")
     return 0
 

@@ -85,10 +85,13 @@ class ImageClassifier(pl.LightningModule):
     ) -> None:
         super().__init__()
         for name, value, ok in (
-            ("lr", lr, lr > 0), ("lr_reference_batch", lr_reference_batch, lr_reference_batch > 0),
-            ("momentum", momentum, 0 <= momentum < 1), ("weight_decay", weight_decay, weight_decay >= 0),
+            ("lr", lr, lr > 0),
+            ("lr_reference_batch", lr_reference_batch, lr_reference_batch > 0),
+            ("momentum", momentum, 0 <= momentum < 1),
+            ("weight_decay", weight_decay, weight_decay >= 0),
             ("label_smoothing", label_smoothing, 0 <= label_smoothing < 1),
-            ("ema_decay", ema_decay, 0 < ema_decay < 1), ("warmup_steps", warmup_steps, warmup_steps >= 0),
+            ("ema_decay", ema_decay, 0 < ema_decay < 1),
+            ("warmup_steps", warmup_steps, warmup_steps >= 0),
             ("num_classes", num_classes, num_classes >= 1),
         ):
             if not ok:
@@ -136,7 +139,6 @@ class ImageClassifier(pl.LightningModule):
         # on_train_batch_end then holds weights and EMA of the same step).
         if self.model_ema is not None:
             self.model_ema.update(self.model, step=self.global_step)
-
 
     def configure_callbacks(self) -> Any:
         """:class:`FinishTraining` when BN recalibration is asked for and the Trainer has no such callback."""
@@ -191,18 +193,26 @@ class ImageClassifier(pl.LightningModule):
         )
         total = self.total_steps()
         warmup = min(hp.warmup_steps, total - 1)
-        decay = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0,
-                                                  total_iters=total - warmup)
+        decay = torch.optim.lr_scheduler.LinearLR(
+            optimizer, start_factor=1.0, end_factor=0.0, total_iters=total - warmup
+        )
         if warmup > 0:
-            ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0,
-                                                     total_iters=warmup)
+            ramp = torch.optim.lr_scheduler.LinearLR(
+                optimizer, start_factor=1.0 / (warmup + 1), end_factor=1.0, total_iters=warmup
+            )
             scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
         else:
             scheduler = decay
         if self.trainer.is_global_zero:
-            log.info("lr %.4g (= %g x global batch %d / %d), linear decay to 0 over %d steps%s", lr, hp.lr,
-                     self.global_batch_size(), hp.lr_reference_batch, total,
-                     f" after {warmup} warmup steps" if warmup else "")
+            log.info(
+                "lr %.4g (= %g x global batch %d / %d), linear decay to 0 over %d steps%s",
+                lr,
+                hp.lr,
+                self.global_batch_size(),
+                hp.lr_reference_batch,
+                total,
+                f" after {warmup} warmup steps" if warmup else "",
+            )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- checkpoints --------------------------------------------------------------------------------

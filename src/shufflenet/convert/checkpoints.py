@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +46,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..errors import run_cli
 from ..constants import IMAGENET_MEAN, IMAGENET_STD, width_tag
+from ..errors import run_cli
 from ..fileio import sha256_file
 from ..models.registry import UnknownModelError, get_spec
 from ..models.shufflenet import TABLE1_STAGE_WIDTHS, InvalidConfigError, ShuffleNetV1, stage_widths
@@ -72,8 +71,14 @@ __all__ = [
 
 #: Published numbers, for the meta of converted files: (groups, width) -> top-1 error % and MFLOPs.
 MEGVII_PUBLISHED = {
-    (3, 2.0): (25.9, 524), (3, 1.5): (28.4, 292), (3, 1.0): (32.2, 138), (3, 0.5): (42.7, 38),
-    (8, 2.0): (27.1, 522), (8, 1.5): (29.0, 290), (8, 1.0): (32.0, 138), (8, 0.5): (41.2, 40),
+    (3, 2.0): (25.9, 524),
+    (3, 1.5): (28.4, 292),
+    (3, 1.0): (32.2, 138),
+    (3, 0.5): (42.7, 38),
+    (8, 2.0): (27.1, 522),
+    (8, 1.5): (29.0, 290),
+    (8, 1.0): (32.0, 138),
+    (8, 0.5): (41.2, 40),
 }
 MMPRETRAIN_PUBLISHED = {(3, 1.0): dict(top1_err=100 - 68.13, top5_err=100 - 87.81, params_m=1.87, mflops=146)}
 
@@ -105,8 +110,12 @@ LAYOUTS: Dict[str, Layout] = {
         stem_conv="first_conv.0",
         stem_bn="first_conv.1",
         unit_parts=dict(
-            conv1="branch_main_1.0", bn1="branch_main_1.1", dw="branch_main_1.3", bn2="branch_main_1.4",
-            conv2="branch_main_2.0", bn3="branch_main_2.1",
+            conv1="branch_main_1.0",
+            bn1="branch_main_1.1",
+            dw="branch_main_1.3",
+            bn2="branch_main_1.4",
+            conv2="branch_main_2.0",
+            bn3="branch_main_2.1",
         ),
         fc="classifier.0",
         fc_bias=False,
@@ -126,9 +135,12 @@ LAYOUTS: Dict[str, Layout] = {
         stem_conv="backbone.conv1.conv",
         stem_bn="backbone.conv1.bn",
         unit_parts=dict(
-            conv1="g_conv_1x1_compress.conv", bn1="g_conv_1x1_compress.bn",
-            dw="depthwise_conv3x3_bn.conv", bn2="depthwise_conv3x3_bn.bn",
-            conv2="g_conv_1x1_expand.conv", bn3="g_conv_1x1_expand.bn",
+            conv1="g_conv_1x1_compress.conv",
+            bn1="g_conv_1x1_compress.bn",
+            dw="depthwise_conv3x3_bn.conv",
+            bn2="depthwise_conv3x3_bn.bn",
+            conv2="g_conv_1x1_expand.conv",
+            bn3="g_conv_1x1_expand.bn",
         ),
         fc="head.fc",
         fc_bias=True,
@@ -230,15 +242,14 @@ class SourceConfig:
 
 def detect_layout(state_dict: Mapping[str, Any]) -> str:
     """``"megvii"`` or ``"mmpretrain"`` from the key names (a ``module.`` prefix is allowed)."""
-    keys = [k[len("module."):] if k.startswith("module.") else k for k in state_dict]
+    keys = [k[len("module.") :] if k.startswith("module.") else k for k in state_dict]
     if any(k.startswith("first_conv.") for k in keys) and any(k.startswith("features.") for k in keys):
         return "megvii"
     if any(k.startswith("backbone.conv1.") for k in keys) and any(k.startswith("backbone.layers.") for k in keys):
         return "mmpretrain"
     expected = "; ".join(f"{name}: {', '.join(lay.patterns)}" for name, lay in LAYOUTS.items())
     raise WeightsError(
-        f"unknown checkpoint layout (first keys: {list(state_dict)[:4]}); expected the key patterns of "
-        f"{expected}"
+        f"unknown checkpoint layout (first keys: {list(state_dict)[:4]}); expected the key patterns of {expected}"
     )
 
 
@@ -370,9 +381,7 @@ def _grouped_to_dense_columns(weight: Tensor, groups: int, column_index: Tensor)
     return torch.gather(weight.flatten(1), 1, idx).view_as(weight)
 
 
-def _fold_input(
-    weight: Tensor, layout: Layout
-) -> Tuple[Tensor, List[float]]:
+def _fold_input(weight: Tensor, layout: Layout) -> Tuple[Tensor, List[float]]:
     """Stem weights for the project's input, and the shift that makes ``x + shift`` proportional to theirs.
 
     Source input channel for our RGB channel ``c``: ``src = c`` (RGB) or ``2 - c`` (BGR), with
@@ -428,9 +437,7 @@ def _state_dict_from(src: Source) -> Tuple[Dict[str, Tensor], str, Optional[str]
     return extract_state_dict(src, "state dict"), "<state dict>", None
 
 
-def _convert(
-    src: Source, layout_name: str, exact_border: bool = True
-) -> Tuple[ShuffleNetV1, Dict[str, Any]]:
+def _convert(src: Source, layout_name: str, exact_border: bool = True) -> Tuple[ShuffleNetV1, Dict[str, Any]]:
     sd, source_name, sha = _state_dict_from(src)
     source = source_name
     found = detect_layout(sd)
@@ -438,7 +445,7 @@ def _convert(
         raise WeightsError(f"{source}: asked for the {layout_name} layout but the keys are {found}'s")
     layout = LAYOUTS[found]
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
         source = f"{source} (keys named without their 'module.' prefix)"
     cfg = _read_config(sd, layout, source)
     _check_shapes(sd, cfg, layout, source)
@@ -513,9 +520,7 @@ def _convert(
         bn_into(new, f"{ours}.gconv1.1", p + parts["bn1"], a)
         new[f"{ours}.dwconv.0.weight"] = sd[p + parts["dw"] + ".weight"][at_k]
         bn_into(new, f"{ours}.dwconv.1", p + parts["bn2"], at_k)
-        new[f"{ours}.gconv2.0.weight"] = _grouped_to_dense_columns(
-            sd[p + parts["conv2"] + ".weight"], g, pos_src[at_k]
-        )
+        new[f"{ours}.gconv2.0.weight"] = _grouped_to_dense_columns(sd[p + parts["conv2"] + ".weight"], g, pos_src[at_k])
         bn_into(new, f"{ours}.gconv2.1", p + parts["bn3"])
     fc_w = sd[layout.fc + ".weight"]
     new["fc.weight"] = fc_w
@@ -546,16 +551,17 @@ def _convert(
         "num_classes": cfg.num_classes,
         "shuffle_inverse": inverse,
         "shuffle": (
-            "checkpoint's own permutation (shuffle_inverse=True); count matrices differ in "
-            + ", ".join(not_rewritable)
+            "checkpoint's own permutation (shuffle_inverse=True); count matrices differ in " + ", ".join(not_rewritable)
             if inverse
             else "paper's permutation (checkpoint's shuffle rewritten exactly)"
         ),
         "input_shift": input_shift,
         "exact": bool(exact_border or not needs_shift),
         "border": (
-            "exact (input_shift)" if input_shift is not None
-            else "exact (no mean offset)" if not needs_shift
+            "exact (input_shift)"
+            if input_shift is not None
+            else "exact (no mean offset)"
+            if not needs_shift
             else "approximate: mean offset folded into the stem BN, top/left border differs"
         ),
         "arch": arch,

@@ -70,15 +70,26 @@ STAGES = ("backbone", "rpn", "roi_head")
 
 
 def _build(config: str, short: int, long: int, proposals: int, extra: Sequence[str] = ()):
-    opts = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", str(short), "INPUT.MAX_SIZE_TEST", str(long),
-            "MODEL.WEIGHTS", "", "MODEL.RPN.POST_NMS_TOPK_TEST", str(proposals), *extra]
+    opts = [
+        "MODEL.DEVICE",
+        "cpu",
+        "INPUT.MIN_SIZE_TEST",
+        str(short),
+        "INPUT.MAX_SIZE_TEST",
+        str(long),
+        "MODEL.WEIGHTS",
+        "",
+        "MODEL.RPN.POST_NMS_TOPK_TEST",
+        str(proposals),
+        *extra,
+    ]
     if config.startswith("model_zoo:"):
         from detectron2 import model_zoo
         from detectron2.config import get_cfg
         from detectron2.modeling import build_model
 
         cfg = get_cfg()
-        cfg.merge_from_file(model_zoo.get_config_file(config[len("model_zoo:"):]))
+        cfg.merge_from_file(model_zoo.get_config_file(config[len("model_zoo:") :]))
         try:
             cfg.merge_from_list(opts)
         except (KeyError, ValueError, AssertionError) as e:
@@ -115,8 +126,13 @@ def _stages(model, image: torch.Tensor, clock: Callable[[], float] = time.perf_c
     t2 = clock()
     model.roi_heads(images, features, proposals, None)
     t3 = clock()
-    return {"backbone": (t1 - t0) * 1e3, "rpn": (t2 - t1) * 1e3, "roi_head": (t3 - t2) * 1e3,
-            "total": (t3 - t0) * 1e3, "rois": len(proposals[0])}
+    return {
+        "backbone": (t1 - t0) * 1e3,
+        "rpn": (t2 - t1) * 1e3,
+        "roi_head": (t3 - t2) * 1e3,
+        "total": (t3 - t0) * 1e3,
+        "rois": len(proposals[0]),
+    }
 
 
 def image_files(folder: Optional[Path]) -> List[Path]:
@@ -206,8 +222,16 @@ def run_benchmark(
                             except RuntimeError as e:
                                 note = f"{runtime} failed: {str(e).splitlines()[0][:200]}"
                                 progress(f"{name} @ {short} / {k}: {note}")
-                    runs[(name, short, k, runtime)] = dict(model=fused if runtime == "fused" else model, fn=fn, images=imgs, fmt=fmt, times=[],
-                                                           stages=[], rois=None, note=note)
+                    runs[(name, short, k, runtime)] = dict(
+                        model=fused if runtime == "fused" else model,
+                        fn=fn,
+                        images=imgs,
+                        fmt=fmt,
+                        times=[],
+                        stages=[],
+                        rois=None,
+                        note=note,
+                    )
     with torch.no_grad():
         for r in range(warmup + repeats):
             for (name, short, k, runtime), run in runs.items():
@@ -226,21 +250,32 @@ def run_benchmark(
                     continue
                 if r >= warmup:
                     run["times"].append(ms)
-                progress(f"[{'warmup' if r < warmup else f'repeat {r - warmup + 1}/{repeats}'}] {name} @ {short}, "
-                         f"{k} proposals, {runtime}: {ms:.0f} ms ({tuple(img.shape[1:])})")
+                progress(
+                    f"[{'warmup' if r < warmup else f'repeat {r - warmup + 1}/{repeats}'}] {name} @ {short}, "
+                    f"{k} proposals, {runtime}: {ms:.0f} ms ({tuple(img.shape[1:])})"
+                )
     rows = []
     for (name, short, k, runtime), run in runs.items():
-        row = dict(model=name, short_side=short, max_side=sizes[short], proposals=k, runtime=runtime,
-                   ms_per_image=statistics.median(run["times"]) if run["times"] else None,
-                   ms_all=[round(t, 1) for t in run["times"]])
+        row = dict(
+            model=name,
+            short_side=short,
+            max_side=sizes[short],
+            proposals=k,
+            runtime=runtime,
+            ms_per_image=statistics.median(run["times"]) if run["times"] else None,
+            ms_all=[round(t, 1) for t in run["times"]],
+        )
         if runtime in ("eager", "fused"):
             row["rois_per_image"] = run["rois"]
             row.update({f"{s}_ms": statistics.median(st[s] for st in run["stages"]) for s in STAGES})
         if run["note"]:
             row["note"] = run["note"]
         rows.append(row)
-    ref = {(r["short_side"], r["proposals"]): r["ms_per_image"] for r in rows
-           if r["model"].startswith("R50") and r["runtime"] == "eager"}
+    ref = {
+        (r["short_side"], r["proposals"]): r["ms_per_image"]
+        for r in rows
+        if r["model"].startswith("R50") and r["runtime"] == "eager"
+    }
     for r in rows:
         base = ref.get((r["short_side"], r["proposals"]))
         r["ratio_to_r50_c4_eager"] = r["ms_per_image"] / base if base and r["ms_per_image"] else None
@@ -271,8 +306,11 @@ def format_table(result: Dict) -> str:
         ms = f"{r['ms_per_image']:.0f}" if r["ms_per_image"] is not None else r.get("note", "-")
         stages = [f"{r[s + '_ms']:.0f}" if r.get(s + "_ms") is not None else "" for s in STAGES]
         ratio = f"{r['ratio_to_r50_c4_eager']:.3f}" if r["ratio_to_r50_c4_eager"] is not None else "-"
-        lines.append(f"| {r['model']} | {r['short_side']}/{r['max_side']} | {r['proposals']} | {r['runtime']} | {ms} | "
-                     + " | ".join(stages) + f" | {ratio} |")
+        lines.append(
+            f"| {r['model']} | {r['short_side']}/{r['max_side']} | {r['proposals']} | {r['runtime']} | {ms} | "
+            + " | ".join(stages)
+            + f" | {ratio} |"
+        )
     return "\n".join(lines)
 
 
@@ -295,14 +333,33 @@ def plot(result: Dict, path: Path) -> Optional[Path]:
     for i, name in enumerate(names):
         bottom = [0.0] * len(groups)
         for stage in STAGES:
-            vals = [next((r[stage + "_ms"] for r in rows if r["model"] == name and (r["short_side"], r["proposals"]) == g),
-                         0.0) for g in groups]
-            ax.bar([j + i * width for j in range(len(groups))], vals, width, bottom=bottom, color=colors[stage],
-                   edgecolor="white", label=stage if i == 0 else None)
+            vals = [
+                next(
+                    (r[stage + "_ms"] for r in rows if r["model"] == name and (r["short_side"], r["proposals"]) == g),
+                    0.0,
+                )
+                for g in groups
+            ]
+            ax.bar(
+                [j + i * width for j in range(len(groups))],
+                vals,
+                width,
+                bottom=bottom,
+                color=colors[stage],
+                edgecolor="white",
+                label=stage if i == 0 else None,
+            )
             bottom = [b + v for b, v in zip(bottom, vals)]
         for j, b in enumerate(bottom):
-            ax.text(j + i * width, b, name.split(" (")[0].replace("ShuffleNet ", "SN "), ha="center", va="bottom",
-                    fontsize=6, rotation=90)
+            ax.text(
+                j + i * width,
+                b,
+                name.split(" (")[0].replace("ShuffleNet ", "SN "),
+                ha="center",
+                va="bottom",
+                fontsize=6,
+                rotation=90,
+            )
     ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(groups))])
     ax.set_xticklabels([f"{s}px, {k} proposals" for s, k in groups], fontsize=8)
     ax.set_ylabel(f"ms / image (median, {result['clock']} clock), eager")
@@ -321,19 +378,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per model, size, proposals and runtime")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     parser.add_argument("--sizes", type=int, nargs="+", default=sorted(SIZES), choices=sorted(SIZES))
-    parser.add_argument("--proposals", type=int, nargs="+", default=list(PROPOSALS),
-                        help="test-time proposals after NMS (MODEL.RPN.POST_NMS_TOPK_TEST); default 1000 300")
+    parser.add_argument(
+        "--proposals",
+        type=int,
+        nargs="+",
+        default=list(PROPOSALS),
+        help="test-time proposals after NMS (MODEL.RPN.POST_NMS_TOPK_TEST); default 1000 300",
+    )
     parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="MODEL",
-                        help=f"subset of: {', '.join(MODELS)}")
-    parser.add_argument("--images", type=Path, default=None,
-                        help="folder of photos (default: the package's sample photos, shufflenet/resources/images)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(MODELS),
+        choices=list(MODELS),
+        metavar="MODEL",
+        help=f"subset of: {', '.join(MODELS)}",
+    )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="folder of photos (default: the package's sample photos, shufflenet/resources/images)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default=None,
-                        help="wall (perf_counter) or thread (the thread's CPU time; default with --threads 1)")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default=None,
+        help="wall (perf_counter) or thread (the thread's CPU time; default with --threads 1)",
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/detection/benchmark"), help="output folder")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                        help="detectron2 config overrides for every model, e.g. MODEL.ROI_HEADS.NMS_THRESH_TEST 0.5")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="detectron2 config overrides for every model, e.g. MODEL.ROI_HEADS.NMS_THRESH_TEST 0.5",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         raise DetectionError("--repeats must be >= 1 and --warmup >= 0")

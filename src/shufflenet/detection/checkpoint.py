@@ -27,9 +27,8 @@ from typing import Any, Dict, List, Optional
 from urllib.parse import urlparse
 
 import torch
-from torch import nn
-
 from detectron2.checkpoint import DetectionCheckpointer
+from torch import nn
 
 from ..weights import WeightsError, WeightsFile, read_weights
 from .config import DetectionError
@@ -69,8 +68,10 @@ def weights_path(weights: str) -> str:
 
 def _is_detector_state_dict(keys: List[str]) -> bool:
     """A bare detectron2 model state dict (no ``{"model": ...}`` wrapper): detectron2 wraps it itself."""
-    return bool(keys) and not any(k.split(".", 1)[0] in _CLASSIFIER_MODULES + ("fc",) for k in keys) and any(
-        k.startswith(("backbone.", "proposal_generator.", "roi_heads.")) for k in keys
+    return (
+        bool(keys)
+        and not any(k.split(".", 1)[0] in _CLASSIFIER_MODULES + ("fc",) for k in keys)
+        and any(k.startswith(("backbone.", "proposal_generator.", "roi_heads.")) for k in keys)
     )
 
 
@@ -102,7 +103,7 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
         self._log_report(report)
         return {"model": mapped, "__author__": f"shufflenet ({wf.kind})", "transfer_report": report}
 
-    def _map_classification(self, wf: WeightsFile) -> "tuple[Dict[str, torch.Tensor], Dict[str, Any]]":
+    def _map_classification(self, wf: WeightsFile) -> tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
         state_dict, filename, kind = wf.state_dict, str(wf.path), wf.kind
         model = _unwrap(self.model)
         key_map = classification_key_map(model)
@@ -158,7 +159,9 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
                 )
             mapped[target] = value
         prefixes = tuple(p + "." for p in key_map.values())
-        missing = [k for k in own if k.startswith(prefixes) and k not in mapped and not k.endswith("num_batches_tracked")]
+        missing = [
+            k for k in own if k.startswith(prefixes) and k not in mapped and not k.endswith("num_batches_tracked")
+        ]
         shift = next((v for k, v in mapped.items() if k.endswith(".input_shift")), None)
         report = {
             "source": str(filename),

@@ -110,9 +110,7 @@ def resolve_config(name_or_path: str) -> Path:
     )
 
 
-def get_detection_cfg(
-    config: Optional[str] = None, opts: Optional[Sequence[str]] = None, freeze: bool = True
-) -> CN:
+def get_detection_cfg(config: Optional[str] = None, opts: Optional[Sequence[str]] = None, freeze: bool = True) -> CN:
     """detectron2 ``get_cfg()`` + ShuffleNet keys, merged with a config (name or path) and ``opts``.
 
     ``MODEL.DEVICE`` falls back to "cpu" when CUDA is not available.

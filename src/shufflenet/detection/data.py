@@ -157,8 +157,7 @@ def _check_builtin(name: str) -> None:
     missing = [str(p) for p in (json_file, image_root) if not p.exists()]
     if missing:
         raise DatasetError(
-            f"dataset {name!r} (detectron2 builtin) not found: missing {' and '.join(missing)}.\n"
-            + coco_layout_help()
+            f"dataset {name!r} (detectron2 builtin) not found: missing {' and '.join(missing)}.\n" + coco_layout_help()
         )
     _register(name, str(json_file), str(image_root), {})  # $DETECTRON2_DATASETS as it is now, checked loader
 
@@ -227,7 +226,7 @@ def demo_root() -> Path:
     return cache_dir(_DEMO_VERSION)
 
 
-def _render_image(rng: random.Random, size: int) -> Tuple["object", List[dict]]:
+def _render_image(rng: random.Random, size: int) -> Tuple[object, List[dict]]:
     from PIL import Image, ImageDraw, ImageFilter
 
     top = tuple(rng.randint(0, 255) for _ in range(3))
@@ -288,9 +287,7 @@ def _write_split(folder: Path, split: str, count: int, seed: int, size: int) -> 
         images.append({"id": i + 1, "file_name": file_name, "width": size, "height": size})
         for a in anns:
             w, h = a["bbox"][2], a["bbox"][3]
-            annotations.append(
-                {**a, "id": len(annotations) + 1, "image_id": i + 1, "area": float(w * h), "iscrowd": 0}
-            )
+            annotations.append({**a, "id": len(annotations) + 1, "image_id": i + 1, "area": float(w * h), "iscrowd": 0})
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(DEMO_CLASSES)]
     (folder / "annotations").mkdir(exist_ok=True)
     with open(folder / "annotations" / f"{split}.json", "w") as f:

@@ -295,8 +295,9 @@ def detection_counts(results: Mapping[str, Any], dataset_names: Sequence[str] = 
     return {d: dict(r["detections"]) for d, r in results.items() if isinstance(r, Mapping) and "detections" in r}
 
 
-def explain_undefined(metrics: Mapping[str, Mapping[str, float]], counts: Mapping[str, Mapping[str, int]],
-                      cfg: CfgNode) -> Dict[str, str]:
+def explain_undefined(
+    metrics: Mapping[str, Mapping[str, float]], counts: Mapping[str, Mapping[str, int]], cfg: CfgNode
+) -> Dict[str, str]:
     """Why a dataset's AP is undefined (NaN -> null in the JSON), in words: no detections, or no ground truth."""
     notes = {}
     for dataset, m in metrics.items():
@@ -353,8 +354,12 @@ def _report(cfg: CfgNode, args, results: Mapping[str, Any]) -> Dict[str, Dict[st
         print(format_results_table(metrics))
         for note in notes.values():
             print(f"warning: {note}", file=sys.stderr, flush=True)
-        extra = {"config": args.config or args.config_file, "weights": cfg.MODEL.WEIGHTS,
-                 "eval_only": bool(args.eval_only), "detections": counts}
+        extra = {
+            "config": args.config or args.config_file,
+            "weights": cfg.MODEL.WEIGHTS,
+            "eval_only": bool(args.eval_only),
+            "detections": counts,
+        }
         if notes:
             extra["notes"] = notes
         try:

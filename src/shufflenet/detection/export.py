@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
-
 from detectron2.export.torchscript_patch import patch_builtin_len
+from torch import Tensor, nn
 
 from ..fileio import atomic_write
 from .config import DetectionError

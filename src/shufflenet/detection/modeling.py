@@ -22,8 +22,6 @@ import logging
 from typing import Dict, List, Sequence
 
 import torch
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY, Backbone
@@ -31,6 +29,7 @@ from detectron2.modeling.backbone.fpn import FPN, LastLevelP6P7
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.roi_heads import ROIHeads
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+from torch import nn
 
 from .. import InvalidConfigError, ShuffleNetV1, UnknownModelError, create_model
 from .config import DetectionError
@@ -77,7 +76,9 @@ def freeze_at(cfg) -> int:
     if alias >= 0:
         logger.warning(
             "MODEL.SHUFFLENET.FREEZE_AT=%d is deprecated and overrides MODEL.BACKBONE.FREEZE_AT=%d; "
-            "set MODEL.BACKBONE.FREEZE_AT instead", alias, cfg.MODEL.BACKBONE.FREEZE_AT,
+            "set MODEL.BACKBONE.FREEZE_AT instead",
+            alias,
+            cfg.MODEL.BACKBONE.FREEZE_AT,
         )
         return alias
     return int(cfg.MODEL.BACKBONE.FREEZE_AT)
@@ -137,8 +138,17 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
             bias = bn.bias - bn.running_mean * scale
             if conv.bias is not None:
                 bias = bias + conv.bias * scale
-            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                              conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+            fused = nn.Conv2d(
+                conv.in_channels,
+                conv.out_channels,
+                conv.kernel_size,
+                conv.stride,
+                conv.padding,
+                conv.dilation,
+                conv.groups,
+                bias=True,
+                padding_mode=conv.padding_mode,
+            )
             fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
             fused.bias.copy_(bias)
             fused.requires_grad_(False)
@@ -215,17 +225,15 @@ class ShuffleNetBackbone(Backbone):
         apply_norm(self, norm)
         self.freeze(freeze_at)
 
-    def train(self, mode: bool = True) -> "ShuffleNetBackbone":
+    def train(self, mode: bool = True) -> ShuffleNetBackbone:
         super().train(mode)
         if self.channels_last:  # eval: NHWC weights for the NHWC activations; training: as built
             _conv_weights_layout(self, not mode)
         return self
 
-    def freeze(self, freeze_at: int = 0) -> "ShuffleNetBackbone":
+    def freeze(self, freeze_at: int = 0) -> ShuffleNetBackbone:
         """Freeze the stem (``freeze_at >= 1``) and stages 2..``freeze_at`` (parameters and BN)."""
-        parts = ([self.conv1] if freeze_at >= 1 else []) + [
-            getattr(self, f"stage{k}") for k in range(2, freeze_at + 1)
-        ]
+        parts = ([self.conv1] if freeze_at >= 1 else []) + [getattr(self, f"stage{k}") for k in range(2, freeze_at + 1)]
         for part in parts:
             for p in part.parameters():
                 p.requires_grad_(False)
@@ -263,9 +271,7 @@ class ShuffleNetBackbone(Backbone):
 
 def _check_cfg(cfg) -> None:
     if cfg.MODEL.SHUFFLENET.NORM not in _NORMS:
-        raise DetectionError(
-            f"MODEL.SHUFFLENET.NORM={cfg.MODEL.SHUFFLENET.NORM!r}; expected one of {list(_NORMS)}"
-        )
+        raise DetectionError(f"MODEL.SHUFFLENET.NORM={cfg.MODEL.SHUFFLENET.NORM!r}; expected one of {list(_NORMS)}")
 
 
 @BACKBONE_REGISTRY.register()
@@ -281,8 +287,9 @@ def build_shufflenet_c4_backbone(cfg, input_shape: ShapeSpec) -> ShuffleNetBackb
             "ShuffleNetROIHeads); use build_shufflenet_fpn_backbone for stage4 features"
         )
     net = build_shufflenet(cfg)
-    return ShuffleNetBackbone(net, out_features, freeze_at(cfg), cfg.MODEL.SHUFFLENET.NORM,
-                              cfg.MODEL.SHUFFLENET.CHANNELS_LAST)
+    return ShuffleNetBackbone(
+        net, out_features, freeze_at(cfg), cfg.MODEL.SHUFFLENET.NORM, cfg.MODEL.SHUFFLENET.CHANNELS_LAST
+    )
 
 
 @BACKBONE_REGISTRY.register()
@@ -291,7 +298,10 @@ def build_shufflenet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     _check_cfg(cfg)
     net = build_shufflenet(cfg)
     bottom_up = ShuffleNetBackbone(
-        net, cfg.MODEL.SHUFFLENET.OUT_FEATURES, freeze_at(cfg), cfg.MODEL.SHUFFLENET.NORM,
+        net,
+        cfg.MODEL.SHUFFLENET.OUT_FEATURES,
+        freeze_at(cfg),
+        cfg.MODEL.SHUFFLENET.NORM,
         cfg.MODEL.SHUFFLENET.CHANNELS_LAST,
     )
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
@@ -365,7 +375,7 @@ class ShuffleNetROIHeads(ROIHeads):
             outs.append(self.stage4(part).mean(dim=(2, 3)))
         return torch.cat(outs)
 
-    def train(self, mode: bool = True) -> "ShuffleNetROIHeads":
+    def train(self, mode: bool = True) -> ShuffleNetROIHeads:
         super().train(mode)
         if self.channels_last:  # eval: NHWC weights for the NHWC RoI features; training: as built
             _conv_weights_layout(self.stage4, not mode)
@@ -424,4 +434,3 @@ class ShuffleNetROIHeads(ROIHeads):
             return [], self.box_predictor.losses(predictions, proposals)
         instances, _ = self.box_predictor.inference(predictions, proposals)
         return instances, {}
-

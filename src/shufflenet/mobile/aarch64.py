@@ -46,8 +46,15 @@ def prepare(out: Path, models: Sequence[str], sizes: Sequence[str], backport_to:
                 expected = [lite(x) for x in inputs]
             atomic_torch_save(inputs, out / f"{stem}.inputs.pt")
             atomic_torch_save(expected, out / f"{stem}.expected.pt")
-            cases.append({"ptl": ptl.name, "inputs": f"{stem}.inputs.pt", "expected": f"{stem}.expected.pt",
-                          "atol": DEFAULT_ATOL, "rtol": DEFAULT_RTOL})
+            cases.append(
+                {
+                    "ptl": ptl.name,
+                    "inputs": f"{stem}.inputs.pt",
+                    "expected": f"{stem}.expected.pt",
+                    "atol": DEFAULT_ATOL,
+                    "rtol": DEFAULT_RTOL,
+                }
+            )
     write_json_atomic(cases, out / "cases.json")
     write_text_atomic(Path(__file__).with_name("device_check.py").read_text(), out / "device_check.py")
     print(f"[host] {len(cases)} cases in {out}")

@@ -43,8 +43,8 @@ from ..fileio import atomic_write, write_json_atomic, write_text_atomic
 from ..models import create_model, list_models, paper_tables
 from ..models.shufflenet import ShuffleNetV1, ShuffleUnit
 from .images import parse_size
-from .ptl import export_ptl, host_info
 from .pte import executorch_available, executorch_version, export_pte, pte_runner
+from .ptl import export_ptl, host_info
 from .source import MobileError, ModelSource, writable_dir
 
 warnings.filterwarnings("ignore", message=".*Lite Interpreter is deprecated.*")
@@ -128,7 +128,9 @@ def bench_models() -> List[BenchModel]:
         BenchModel("sn1", "ShuffleNet 1x (g=3)", "ShuffleNet 1x (g=3)", _registered(SN["1"]), SN["1"]),
         BenchModel("sn2", "ShuffleNet 2x (g=3)", "ShuffleNet 2x (g=3)", _registered(SN["2"]), SN["2"]),
         BenchModel("alexnet", "AlexNet", "AlexNet", _registered("alexnet"), "alexnet"),
-        BenchModel("mobilenet", "1.0 MobileNet-224", "1.0 MobileNet-224", _registered("mobilenet_v1_x1_0"), "mobilenet_v1_x1_0"),
+        BenchModel(
+            "mobilenet", "1.0 MobileNet-224", "1.0 MobileNet-224", _registered("mobilenet_v1_x1_0"), "mobilenet_v1_x1_0"
+        ),
         BenchModel("megvii0.5", "megvii-style 0.5x (peer)", None, _megvii(SN["0.5"]), peer=True),
         BenchModel("megvii1", "megvii-style 1x (peer)", None, _megvii(SN["1"]), peer=True),
         BenchModel("megvii2", "megvii-style 2x (peer)", None, _megvii(SN["2"]), peer=True),
@@ -139,7 +141,12 @@ def bench_models() -> List[BenchModel]:
 
 #: Ratios of the fastest runtime's medians, as (numerator key, denominator key, label, target or None).
 RATIOS = [
-    ("alexnet", "sn0.5", "AlexNet / ShuffleNet 0.5x (paper headline ~13x)", {"224x224": 10.0, "480x640": 7.0, "720x1280": 6.0}),
+    (
+        "alexnet",
+        "sn0.5",
+        "AlexNet / ShuffleNet 0.5x (paper headline ~13x)",
+        {"224x224": 10.0, "480x640": 7.0, "720x1280": 6.0},
+    ),
     ("mobilenet", "sn2", "MobileNet 1.0 / ShuffleNet 2x", None),
     ("sn1", "sn0.5", "ShuffleNet 1x / 0.5x", None),
     ("sn2", "sn0.5", "ShuffleNet 2x / 0.5x", None),
@@ -205,8 +212,19 @@ def run_benchmark(
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run_benchmark(keys, sizes, runtimes, threads, warmup, repeats, max_seconds_per_size, export_dir,
-                              verify_real, input_layout, log)
+        return _run_benchmark(
+            keys,
+            sizes,
+            runtimes,
+            threads,
+            warmup,
+            repeats,
+            max_seconds_per_size,
+            export_dir,
+            verify_real,
+            input_layout,
+            log,
+        )
     finally:
         torch.set_num_threads(prev_threads)
 
@@ -220,8 +238,9 @@ def _check_keys(keys: Optional[Sequence[str]]) -> List[BenchModel]:
     return [m for m in models if keys is None or m.key in keys]
 
 
-def _run_benchmark(keys, sizes, runtimes, threads, warmup, repeats, max_seconds_per_size, export_dir, verify_real,
-                   input_layout, log):
+def _run_benchmark(
+    keys, sizes, runtimes, threads, warmup, repeats, max_seconds_per_size, export_dir, verify_real, input_layout, log
+):
     torch.manual_seed(0)
     models = _check_keys(keys)
     runtimes = list(runtimes)
@@ -240,16 +259,20 @@ def _run_benchmark(keys, sizes, runtimes, threads, warmup, repeats, max_seconds_
             runners[(bm.key, "eager")] = _eager_runner(model)
         src = ModelSource(model, bm.registered or bm.key, "benchmark (random init)")
         if "ptl" in runtimes:
-            path, _ = export_ptl(src, export_dir, sizes, images="auto", n_real=verify_real,
-                                 basename=f"bench_{bm.key}", log=quiet)
+            path, _ = export_ptl(
+                src, export_dir, sizes, images="auto", n_real=verify_real, basename=f"bench_{bm.key}", log=quiet
+            )
             log(f"[bench] exported + verified {bm.label} -> {path}")
             runners[(bm.key, "ptl")] = _lite_runner(path)
             files[bm.key]["ptl"] = str(path)
         if "pte" in runtimes:
-            paths, side = export_pte(src, export_dir, sizes, images="auto", n_real=verify_real,
-                                     basename=f"bench_{bm.key}", log=quiet)
-            log(f"[bench] exported + verified {bm.label} -> {', '.join(str(p) for p in paths.values())} "
-                f"(ops outside XNNPACK: {[o for o in side['operators'] if o not in ('executorch_call_delegate', 'getitem')]})")
+            paths, side = export_pte(
+                src, export_dir, sizes, images="auto", n_real=verify_real, basename=f"bench_{bm.key}", log=quiet
+            )
+            log(
+                f"[bench] exported + verified {bm.label} -> {', '.join(str(p) for p in paths.values())} "
+                f"(ops outside XNNPACK: {[o for o in side['operators'] if o not in ('executorch_call_delegate', 'getitem')]})"
+            )
             formats = {tuple(int(v) for v in tag.split("x")): f["memory_format"] for tag, f in side["files"].items()}
             runners[(bm.key, "pte")] = pte_runner(paths, threads=threads, memory_format=formats)
             files[bm.key]["pte"] = [str(p) for p in paths.values()]
@@ -277,29 +300,58 @@ def _run_benchmark(keys, sizes, runtimes, threads, warmup, repeats, max_seconds_
                 cpu[k].append((time.process_time() - c) * 1e3)
                 wall[k].append((time.perf_counter() - w) * 1e3)
             rounds += 1
-            log(f"[bench] {tag:>9} round {rounds}/{repeats}: " + ", ".join(
-                f"{k[0]}/{k[1]} {v[-1]:.1f}" for k, v in cpu.items()) + " ms")
+            log(
+                f"[bench] {tag:>9} round {rounds}/{repeats}: "
+                + ", ".join(f"{k[0]}/{k[1]} {v[-1]:.1f}" for k, v in cpu.items())
+                + " ms"
+            )
             if time.perf_counter() - start > max_seconds_per_size and rounds >= 3:
                 log(f"[bench] {tag}: time budget reached after {rounds} rounds")
                 break
         for (key, rt), ts in cpu.items():
             done += 1
             ws = wall[(key, rt)]
-            cell = {"median_ms": statistics.median(ts), "p90_ms": _pct(ts, 0.9), "min_ms": min(ts), "n": len(ts),
-                    "runs_ms": ts, "wall_median_ms": statistics.median(ws), "wall_runs_ms": ws}
+            cell = {
+                "median_ms": statistics.median(ts),
+                "p90_ms": _pct(ts, 0.9),
+                "min_ms": min(ts),
+                "n": len(ts),
+                "runs_ms": ts,
+                "wall_median_ms": statistics.median(ws),
+                "wall_runs_ms": ws,
+            }
             cells.setdefault(key, {}).setdefault(rt, {})[tag] = cell
             label = next(m.label for m in models if m.key == key)
-            log(f"[bench {done:>3}/{total}] {tag:>9} {label:<38} {rt:<5} median {cell['median_ms']:8.2f} ms  "
-                f"p90 {cell['p90_ms']:8.2f} ms  wall median {cell['wall_median_ms']:8.2f} ms  (n={len(ts)})")
+            log(
+                f"[bench {done:>3}/{total}] {tag:>9} {label:<38} {rt:<5} median {cell['median_ms']:8.2f} ms  "
+                f"p90 {cell['p90_ms']:8.2f} ms  wall median {cell['wall_median_ms']:8.2f} ms  (n={len(ts)})"
+            )
 
     result = {
         "host": host_info(threads),
         "executorch": executorch_version(),
-        "settings": {"threads": threads, "input_layout": input_layout, "warmup": warmup, "repeats": repeats,
-                     "sizes": [list(s) for s in sizes], "runtimes": runtimes, "interleaved": True, "batch": 1,
-                     "clock": "process CPU time per call (time.process_time); wall time in wall_median_ms"},
-        "models": {m.key: {"label": m.label, "paper_row": m.paper_row, "registered": m.registered, "peer": m.peer,
-                           "files": files[m.key], "macs": macs[m.key]} for m in models},
+        "settings": {
+            "threads": threads,
+            "input_layout": input_layout,
+            "warmup": warmup,
+            "repeats": repeats,
+            "sizes": [list(s) for s in sizes],
+            "runtimes": runtimes,
+            "interleaved": True,
+            "batch": 1,
+            "clock": "process CPU time per call (time.process_time); wall time in wall_median_ms",
+        },
+        "models": {
+            m.key: {
+                "label": m.label,
+                "paper_row": m.paper_row,
+                "registered": m.registered,
+                "peer": m.peer,
+                "files": files[m.key],
+                "macs": macs[m.key],
+            }
+            for m in models
+        },
         "paper": {"platform": paper_tables()["table8_arm_latency_ms"]["platform"], "ms": paper_ms()},
         "cells": cells,
     }
@@ -314,8 +366,11 @@ def fastest(result: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, Any]]]:
     out: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for key, per_rt in result["cells"].items():
         for tag in {t for c in per_rt.values() for t in c}:
-            best = min(((rt, c[tag]["median_ms"]) for rt, c in per_rt.items() if tag in c and rt != "eager"),
-                       key=lambda kv: kv[1], default=None)
+            best = min(
+                ((rt, c[tag]["median_ms"]) for rt, c in per_rt.items() if tag in c and rt != "eager"),
+                key=lambda kv: kv[1],
+                default=None,
+            )
             if best is None:  # eager only
                 best = min(((rt, c[tag]["median_ms"]) for rt, c in per_rt.items() if tag in c), key=lambda kv: kv[1])
             out.setdefault(key, {})[tag] = {"runtime": best[0], "median_ms": best[1]}
@@ -350,8 +405,16 @@ def ratios(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     for num, den, label, target in RATIOS:
         if num not in models or den not in models:
             continue
-        row: Dict[str, Any] = {"ratio": label, "num": num, "den": den, "paper": {}, "measured": {}, "fastest": {},
-                               "target": {}, "met": {}}
+        row: Dict[str, Any] = {
+            "ratio": label,
+            "num": num,
+            "den": den,
+            "paper": {},
+            "measured": {},
+            "fastest": {},
+            "target": {},
+            "met": {},
+        }
         pn, pd = models[num]["paper_row"], models[den]["paper_row"]
         for tag in sizes:
             if pn and pd and tag in all_sizes:
@@ -394,9 +457,17 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
     ]
     if command:
         lines += ["", f"Command: `{command}`"]
-    lines += ["", "Median ms per runtime; **bold** = the fastest runtime, which the ratios and MAC/s use:", "",
-              "| model | " + " | ".join(f"{rt} {s}" for s in sizes for rt in rts) + " | paper ms (" + ", ".join(sizes) + ") |",
-              "|---|" + "---:|" * (len(sizes) * len(rts)) + "---|"]
+    lines += [
+        "",
+        "Median ms per runtime; **bold** = the fastest runtime, which the ratios and MAC/s use:",
+        "",
+        "| model | "
+        + " | ".join(f"{rt} {s}" for s in sizes for rt in rts)
+        + " | paper ms ("
+        + ", ".join(sizes)
+        + ") |",
+        "|---|" + "---:|" * (len(sizes) * len(rts)) + "---|",
+    ]
     for key, m in result["models"].items():
         p = result["paper"]["ms"].get(m["paper_row"] or "", None)
         pstr = ", ".join(f"{p[all_sizes.index(s)]:g}" if s in all_sizes else "-" for s in sizes) if p else "-"
@@ -408,23 +479,40 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
                 v = f"{c['median_ms']:.1f}" if c else "-"
                 vals.append(f"**{v}**" if c and rt == best else v)
         lines.append(f"| {m['label']} | " + " | ".join(vals) + f" | {pstr} |")
-    lines += ["", "Efficiency (fastest runtime): GMAC/s and share of AlexNet's MAC/s at the same size "
-              "(the paper's implementation: ShuffleNet 0.5x at ~64 % of AlexNet's at 224):", "",
-              "| model | MMACs @224 | " + " | ".join(f"GMAC/s {s} | vs AlexNet {s}" for s in sizes) + " |",
-              "|---|---:|" + "---:|---:|" * len(sizes)]
+    lines += [
+        "",
+        "Efficiency (fastest runtime): GMAC/s and share of AlexNet's MAC/s at the same size "
+        "(the paper's implementation: ShuffleNet 0.5x at ~64 % of AlexNet's at 224):",
+        "",
+        "| model | MMACs @224 | " + " | ".join(f"GMAC/s {s} | vs AlexNet {s}" for s in sizes) + " |",
+        "|---|---:|" + "---:|---:|" * len(sizes),
+    ]
     for key, m in result["models"].items():
         eff = result["efficiency"].get(key, {})
         m224 = m["macs"].get("224x224")
         cols = []
         for s in sizes:
             e = eff.get(s)
-            cols += [f"{e['gmac_per_s']:.2f}" if e else "-",
-                     f"{100 * e['share_of_alexnet']:.0f} %" if e and "share_of_alexnet" in e else "-"]
-        lines.append(f"| {m['label']} | {m224 / 1e6:.0f} | " + " | ".join(cols) + " |" if m224 else
-                     f"| {m['label']} | - | " + " | ".join(cols) + " |")
-    lines += ["", "Ratios of the fastest runtimes' medians (paper; measured; target of issue 11, met?):", "",
-              "| ratio | " + " | ".join(f"paper {s}" for s in sizes) + " | " + " | ".join(f"measured {s}" for s in sizes)
-              + " | target |", "|---|" + "---:|" * (2 * len(sizes)) + "---|"]
+            cols += [
+                f"{e['gmac_per_s']:.2f}" if e else "-",
+                f"{100 * e['share_of_alexnet']:.0f} %" if e and "share_of_alexnet" in e else "-",
+            ]
+        lines.append(
+            f"| {m['label']} | {m224 / 1e6:.0f} | " + " | ".join(cols) + " |"
+            if m224
+            else f"| {m['label']} | - | " + " | ".join(cols) + " |"
+        )
+    lines += [
+        "",
+        "Ratios of the fastest runtimes' medians (paper; measured; target of issue 11, met?):",
+        "",
+        "| ratio | "
+        + " | ".join(f"paper {s}" for s in sizes)
+        + " | "
+        + " | ".join(f"measured {s}" for s in sizes)
+        + " | target |",
+        "|---|" + "---:|" * (2 * len(sizes)) + "---|",
+    ]
     for r in result["ratios"]:
         ps = [f"{r['paper'][s]:.1f}x" if s in r["paper"] else "-" for s in sizes]
         ms = []
@@ -437,15 +525,29 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
             tgt = f">= {next(iter(r['target'].values())):g}"
         lines.append(f"| {r['ratio']} | " + " | ".join(ps) + " | " + " | ".join(ms) + f" | {tgt or '-'} |")
     if result.get("profile"):
-        lines += ["", "Per-layer-type profile of ShuffleNet 0.5x through the lite interpreter (self CPU time share, "
-                  "torch profiler, mean of 3 runs; the .pte runs as one XNNPACK delegate and has no per-op profile "
-                  "here):", "",
-                  "| layer type | " + " | ".join(result["profile"]["sizes"]) + " |",
-                  "|---|" + "---:|" * len(result["profile"]["sizes"])]
+        lines += [
+            "",
+            "Per-layer-type profile of ShuffleNet 0.5x through the lite interpreter (self CPU time share, "
+            "torch profiler, mean of 3 runs; the .pte runs as one XNNPACK delegate and has no per-op profile "
+            "here):",
+            "",
+            "| layer type | " + " | ".join(result["profile"]["sizes"]) + " |",
+            "|---|" + "---:|" * len(result["profile"]["sizes"]),
+        ]
         for cat, per in result["profile"]["rows"].items():
-            lines.append(f"| {cat} | " + " | ".join(
-                f"{per[s]['pct']:.1f} % ({per[s]['ms']:.2f} ms)" if s in per else "-" for s in result["profile"]["sizes"]) + " |")
-    lines += ["", "The machine is shared with other jobs: absolute ms are noisy; the ratios of interleaved runs are the result.", ""]
+            lines.append(
+                f"| {cat} | "
+                + " | ".join(
+                    f"{per[s]['pct']:.1f} % ({per[s]['ms']:.2f} ms)" if s in per else "-"
+                    for s in result["profile"]["sizes"]
+                )
+                + " |"
+            )
+    lines += [
+        "",
+        "The machine is shared with other jobs: absolute ms are noisy; the ratios of interleaved runs are the result.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -474,7 +576,10 @@ def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
         ax.legend(fontsize=8)
         ax2 = axes[1][j]
         rr = result["ratios"]
-        series = [("paper", [r["paper"].get(s, float("nan")) for r in rr]), ("measured", [r["fastest"].get(s, float("nan")) for r in rr])]
+        series = [
+            ("paper", [r["paper"].get(s, float("nan")) for r in rr]),
+            ("measured", [r["fastest"].get(s, float("nan")) for r in rr]),
+        ]
         w2 = 0.8 / len(series)
         for i, (lab, vals) in enumerate(series):
             ax2.bar([x + i * w2 for x in range(len(rr))], vals, w2, label=lab)
@@ -484,7 +589,9 @@ def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
         ax2.axhline(1.0, color="k", lw=0.5)
         ax2.legend(fontsize=8)
     h = result["host"]
-    fig.suptitle(f"ShuffleNet Table 8 on {h['cpu']} ({h['arch']}), {h['threads']} thread(s), torch {h['torch']}", fontsize=10)
+    fig.suptitle(
+        f"ShuffleNet Table 8 on {h['cpu']} ({h['arch']}), {h['threads']} thread(s), torch {h['torch']}", fontsize=10
+    )
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
         fig.savefig(f, dpi=110, format="png")
@@ -500,7 +607,11 @@ def conv_order(model: nn.Module) -> List[str]:
     from .rewrite import FastShuffleNet, FastShuffleUnit
 
     order = ["stem conv 3x3"]
-    units = [u for st in (model.stage2, model.stage3, model.stage4) for u in st] if isinstance(model, (FastShuffleNet, ShuffleNetV1)) else []
+    units = (
+        [u for st in (model.stage2, model.stage3, model.stage4) for u in st]
+        if isinstance(model, (FastShuffleNet, ShuffleNetV1))
+        else []
+    )
     for u in units:
         order.append("1x1 conv (first unit, dense)" if u.gconv1[0].groups == 1 else "1x1 group conv")
         order.append("depthwise 3x3 conv")
@@ -511,17 +622,28 @@ def conv_order(model: nn.Module) -> List[str]:
 
 
 _OP_TYPES = [
-    ("aten::channel_shuffle", "channel shuffle"), ("aten::native_channel_shuffle", "channel shuffle"),
-    ("aten::_add_relu", "add + ReLU"), ("aten::add", "add + ReLU"), ("aten::relu", "ReLU"),
-    ("aten::cat", "concat"), ("aten::maximum", "stem max pool"), ("aten::constant_pad_nd", "stem max pool"),
-    ("aten::max_pool2d", "stem max pool"), ("aten::max_pool2d_with_indices", "stem max pool"),
-    ("aten::avg_pool2d", "shortcut avg pool"), ("aten::mean", "global pool + FC"),
-    ("prepacked::linear_clamp_run", "global pool + FC"), ("aten::copy_", "copies (XNNPACK input padding / layout)"),
-    ("aten::contiguous", "copies (XNNPACK input padding / layout)"), ("aten::fill_", "stem max pool"),
+    ("aten::channel_shuffle", "channel shuffle"),
+    ("aten::native_channel_shuffle", "channel shuffle"),
+    ("aten::_add_relu", "add + ReLU"),
+    ("aten::add", "add + ReLU"),
+    ("aten::relu", "ReLU"),
+    ("aten::cat", "concat"),
+    ("aten::maximum", "stem max pool"),
+    ("aten::constant_pad_nd", "stem max pool"),
+    ("aten::max_pool2d", "stem max pool"),
+    ("aten::max_pool2d_with_indices", "stem max pool"),
+    ("aten::avg_pool2d", "shortcut avg pool"),
+    ("aten::mean", "global pool + FC"),
+    ("prepacked::linear_clamp_run", "global pool + FC"),
+    ("aten::copy_", "copies (XNNPACK input padding / layout)"),
+    ("aten::contiguous", "copies (XNNPACK input padding / layout)"),
+    ("aten::fill_", "stem max pool"),
 ]
 
 
-def profile_layer_types(run: Callable[[Tensor], Any], x: Tensor, convs: Sequence[str], runs: int = 3) -> Dict[str, Dict[str, float]]:
+def profile_layer_types(
+    run: Callable[[Tensor], Any], x: Tensor, convs: Sequence[str], runs: int = 3
+) -> Dict[str, Dict[str, float]]:
     """Self CPU time per layer type over ``runs`` calls of ``run(x)`` (after one warm-up); convolutions are
     told apart by their position in the execution order (``convs``, from :func:`conv_order`)."""
     from torch.autograd import profiler
@@ -567,21 +689,39 @@ def profile_shufflenet(path: Path, model: nn.Module, sizes: Sequence[Tuple[int, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mobile/benchmark.py", description="Reproduce the paper's Table 8 (latency) on this machine.")
-    p.add_argument("--models", nargs="+", default=None,
-                   help="subset of: sn0.5 sn1 sn2 alexnet mobilenet megvii0.5 megvii1 megvii2 tv_v2_0.5 tv_v2_1 (default all)")
+    p = argparse.ArgumentParser(
+        prog="mobile/benchmark.py", description="Reproduce the paper's Table 8 (latency) on this machine."
+    )
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="subset of: sn0.5 sn1 sn2 alexnet mobilenet megvii0.5 megvii1 megvii2 tv_v2_0.5 tv_v2_1 (default all)",
+    )
     p.add_argument("--sizes", nargs="+", default=None, metavar="S|HxW", help="default 224 480x640 720x1280")
     p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=("eager", "ptl", "pte"))
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as the paper)")
-    p.add_argument("--input-layout", choices=("nchw", "nhwc"), default="nhwc",
-                   help="memory layout of the timed input tensor (default nhwc: as a camera frame arrives, no model pays a layout copy)")
+    p.add_argument(
+        "--input-layout",
+        choices=("nchw", "nhwc"),
+        default="nhwc",
+        help="memory layout of the timed input tensor (default nhwc: as a camera frame arrives, no model pays a layout copy)",
+    )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=9, help="interleaved rounds per size (default 9)")
-    p.add_argument("--max-seconds-per-size", type=float, default=900.0, help="stop adding rounds at a size after this long")
+    p.add_argument(
+        "--max-seconds-per-size", type=float, default=900.0, help="stop adding rounds at a size after this long"
+    )
     p.add_argument("--out", default="outputs/mobile/benchmark", help="folder for benchmark.json/.md/.png")
     p.add_argument("--export-dir", default=None, help="where the verified .ptl/.pte go (default OUT/exported)")
-    p.add_argument("--profile", action="store_true", help="add a per-layer-type profile of ShuffleNet 0.5x (lite interpreter)")
-    p.add_argument("--quick", action="store_true", help="0.5x, AlexNet, megvii-style 0.5x, ShuffleNetV2 0.5x at 224 and 480x640, 5 rounds")
+    p.add_argument(
+        "--profile", action="store_true", help="add a per-layer-type profile of ShuffleNet 0.5x (lite interpreter)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="0.5x, AlexNet, megvii-style 0.5x, ShuffleNetV2 0.5x at 224 and 480x640, 5 rounds",
+    )
     return p
 
 
@@ -602,8 +742,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = writable_dir(args.out)
     export_dir = writable_dir(args.export_dir, "--export-dir") if args.export_dir else out / "exported"
     t0 = time.time()
-    result = run_benchmark(keys, sizes, args.runtimes, args.threads, args.warmup, repeats,
-                           args.max_seconds_per_size, export_dir, input_layout=args.input_layout)
+    result = run_benchmark(
+        keys,
+        sizes,
+        args.runtimes,
+        args.threads,
+        args.warmup,
+        repeats,
+        args.max_seconds_per_size,
+        export_dir,
+        input_layout=args.input_layout,
+    )
     path = result["models"].get("sn0.5", {}).get("files", {}).get("ptl")
     if args.profile and path:
         prev = torch.get_num_threads()
@@ -620,7 +769,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write_text_atomic(md, out / "benchmark.md")
     png = plot(result, out / "benchmark.png")
     print(md)
-    print(f"[bench] wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}" + (f", {png}" if png else "") + f" in {result['wall_s']:.0f} s")
+    print(
+        f"[bench] wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}"
+        + (f", {png}" if png else "")
+        + f" in {result['wall_s']:.0f} s"
+    )
     return 0
 
 

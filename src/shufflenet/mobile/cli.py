@@ -29,37 +29,96 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mobile/export.py",
         description="Export a model to a verified .ptl (PyTorch lite interpreter) or .pte (ExecuTorch) with a JSON sidecar.",
     )
-    p.add_argument("model", nargs="?", help="registered name (e.g. shufflenet_v1_x0_5_g3), package weights file, or Lightning .ckpt")
-    p.add_argument("--detector", default=None, metavar="CONFIG",
-                   help="export a detector instead: a config name in configs/detection/ or a path (see --weights)")
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="registered name (e.g. shufflenet_v1_x0_5_g3), package weights file, or Lightning .ckpt",
+    )
+    p.add_argument(
+        "--detector",
+        default=None,
+        metavar="CONFIG",
+        help="export a detector instead: a config name in configs/detection/ or a path (see --weights)",
+    )
     p.add_argument("--weights", default=None, help="detector weights (with --detector; default: random init)")
-    p.add_argument("--input-size", nargs="+", default=["224"], metavar="S|HxW",
-                   help="sizes to verify at (height x width), e.g. 224 480x640 720x1280 (default 224)")
+    p.add_argument(
+        "--input-size",
+        nargs="+",
+        default=["224"],
+        metavar="S|HxW",
+        help="sizes to verify at (height x width), e.g. 224 480x640 720x1280 (default 224)",
+    )
     p.add_argument("--out", default="exported", help="output folder (default: exported/)")
     p.add_argument("--name", default=None, help="file stem (default: the model name, + _int8 when quantized)")
-    p.add_argument("--format", choices=("ptl", "pte"), default="ptl", help="ptl: lite interpreter; pte: ExecuTorch + XNNPACK")
+    p.add_argument(
+        "--format", choices=("ptl", "pte"), default="ptl", help="ptl: lite interpreter; pte: ExecuTorch + XNNPACK"
+    )
     p.add_argument("--arch", default=None, help="architecture name for a checkpoint that does not store one")
-    p.add_argument("--num-classes", type=int, default=None, help="classifier width for a registered name (default: its own)")
-    p.add_argument("--memory-format", choices=("channels_last", "contiguous"), default=None,
-                   help="layout the exported model computes in / the .pte takes (default: channels_last, XNNPACK's NHWC; "
-                        "for a .pte only when XNNPACK takes the whole program)")
-    p.add_argument("--no-rewrite", dest="rewrite", action="store_false",
-                   help="convert the backbone as written instead of its runtime-specific equivalent form (slower)")
-    p.add_argument("--camera-input", action="store_true",
-                   help="the file takes uint8 N x H x W x 3 RGB frames; mean/std folded into the stem (exact at the border)")
-    p.add_argument("--method", choices=("auto", "script", "trace"), default="auto", help="TorchScript conversion (default: script, trace if scripting fails)")
-    p.add_argument("--images", default="auto",
-                   help="real images for verification: 'auto' (the package's sample photos), a folder, or 'none' (random only)")
+    p.add_argument(
+        "--num-classes", type=int, default=None, help="classifier width for a registered name (default: its own)"
+    )
+    p.add_argument(
+        "--memory-format",
+        choices=("channels_last", "contiguous"),
+        default=None,
+        help="layout the exported model computes in / the .pte takes (default: channels_last, XNNPACK's NHWC; "
+        "for a .pte only when XNNPACK takes the whole program)",
+    )
+    p.add_argument(
+        "--no-rewrite",
+        dest="rewrite",
+        action="store_false",
+        help="convert the backbone as written instead of its runtime-specific equivalent form (slower)",
+    )
+    p.add_argument(
+        "--camera-input",
+        action="store_true",
+        help="the file takes uint8 N x H x W x 3 RGB frames; mean/std folded into the stem (exact at the border)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("auto", "script", "trace"),
+        default="auto",
+        help="TorchScript conversion (default: script, trace if scripting fails)",
+    )
+    p.add_argument(
+        "--images",
+        default="auto",
+        help="real images for verification: 'auto' (the package's sample photos), a folder, or 'none' (random only)",
+    )
     p.add_argument("--n-real", type=int, default=2, help="real images per size (default 2)")
-    p.add_argument("--atol", type=float, default=None, help=f"absolute bound (default {DEFAULT_ATOL:g}; int8: {INT8_ATOL:g})")
-    p.add_argument("--rtol", type=float, default=None,
-                   help=f"times max|eager output| added to --atol (default {DEFAULT_RTOL:g}; int8: {INT8_RTOL:g})")
-    p.add_argument("--bytecode-version", type=int, default=None, help="backport the .ptl to this bytecode version (e.g. 7 for older Android runtimes)")
-    p.add_argument("--quantize", choices=("none", "int8"), default="none",
-                   help="int8 post-training static quantization calibrated on --calib-images (ptl: FX/QNNPACK; pte: PT2E/XNNPACKQuantizer)")
-    p.add_argument("--calib-images", default="auto", help="folder of real calibration images (default: the package's sample photos)")
-    p.add_argument("--calib-count", type=int, default=64, help="calibration images (default 64, or as many as the folder has)")
-    p.add_argument("--calib-size", default=None, metavar="S|HxW", help="calibration resolution (default: the first --input-size)")
+    p.add_argument(
+        "--atol", type=float, default=None, help=f"absolute bound (default {DEFAULT_ATOL:g}; int8: {INT8_ATOL:g})"
+    )
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help=f"times max|eager output| added to --atol (default {DEFAULT_RTOL:g}; int8: {INT8_RTOL:g})",
+    )
+    p.add_argument(
+        "--bytecode-version",
+        type=int,
+        default=None,
+        help="backport the .ptl to this bytecode version (e.g. 7 for older Android runtimes)",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("none", "int8"),
+        default="none",
+        help="int8 post-training static quantization calibrated on --calib-images (ptl: FX/QNNPACK; pte: PT2E/XNNPACKQuantizer)",
+    )
+    p.add_argument(
+        "--calib-images",
+        default="auto",
+        help="folder of real calibration images (default: the package's sample photos)",
+    )
+    p.add_argument(
+        "--calib-count", type=int, default=64, help="calibration images (default 64, or as many as the folder has)"
+    )
+    p.add_argument(
+        "--calib-size", default=None, metavar="S|HxW", help="calibration resolution (default: the first --input-size)"
+    )
     return p
 
 
@@ -77,9 +136,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .detector import export_detector
 
         out = writable_dir(args.out)
-        export_detector(args.detector, out, sizes, weights=args.weights, images=images, n_real=args.n_real,
-                        atol=args.atol or DEFAULT_ATOL, rtol=args.rtol or DEFAULT_RTOL,
-                        bytecode_version=args.bytecode_version, basename=args.name)
+        export_detector(
+            args.detector,
+            out,
+            sizes,
+            weights=args.weights,
+            images=images,
+            n_real=args.n_real,
+            atol=args.atol or DEFAULT_ATOL,
+            rtol=args.rtol or DEFAULT_RTOL,
+            bytecode_version=args.bytecode_version,
+            basename=args.name,
+        )
         return 0
     int8 = args.quantize == "int8"
     if int8 and args.camera_input:
@@ -101,9 +169,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             quantize_fn = pt2e_int8_for_pte(source, args.calib_images, args.calib_count, calib_size)
         out = writable_dir(args.out)
-        export_pte(source, out, sizes, images=images, n_real=args.n_real, atol=atol, rtol=rtol, basename=stem,
-                   quantize_fn=quantize_fn, memory_format=args.memory_format or "auto", rewrite=args.rewrite,
-                   camera=args.camera_input)
+        export_pte(
+            source,
+            out,
+            sizes,
+            images=images,
+            n_real=args.n_real,
+            atol=atol,
+            rtol=rtol,
+            basename=stem,
+            quantize_fn=quantize_fn,
+            memory_format=args.memory_format or "auto",
+            rewrite=args.rewrite,
+            camera=args.camera_input,
+        )
         return 0
     from .ptl import export_ptl, require_xnnpack
 
@@ -116,10 +195,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         source = quantize_fx_int8(source, calib, args.calib_count, calib_size)
         engine = "qnnpack"
     out = writable_dir(args.out)
-    export_ptl(source, out, sizes, method=args.method, images=images, n_real=args.n_real,
-               channels_last=args.memory_format != "contiguous", atol=atol, rtol=rtol,
-               bytecode_version=args.bytecode_version, basename=stem, quantized_engine=engine,
-               rewrite=args.rewrite, camera=args.camera_input)
+    export_ptl(
+        source,
+        out,
+        sizes,
+        method=args.method,
+        images=images,
+        n_real=args.n_real,
+        channels_last=args.memory_format != "contiguous",
+        atol=atol,
+        rtol=rtol,
+        bytecode_version=args.bytecode_version,
+        basename=stem,
+        quantized_engine=engine,
+        rewrite=args.rewrite,
+        camera=args.camera_input,
+    )
     return 0
 
 

@@ -17,8 +17,9 @@ from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyInput
 __all__ = ["detector_inputs", "export_detector"]
 
 
-def detector_inputs(sizes: Sequence[Tuple[int, int]], images: Optional[Sequence[os.PathLike]], n_real: int = 2,
-                    seed: int = 0) -> List[VerifyInput]:
+def detector_inputs(
+    sizes: Sequence[Tuple[int, int]], images: Optional[Sequence[os.PathLike]], n_real: int = 2, seed: int = 0
+) -> List[VerifyInput]:
     """One random and ``n_real`` real single images per size, as detectron2 takes them: (3, H, W) BGR 0-255."""
     gen = torch.Generator().manual_seed(seed)
     files = list(images or [])[: max(0, n_real)]
@@ -67,13 +68,33 @@ def export_detector(
             raise
         raise MobileError(f"detector {config}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     name = Path(config).stem
-    spec = {"color": "BGR", "scale": "0-255 (no mean/std: the model normalizes inside)",
-            "resize": f"shortest edge to INPUT.MIN_SIZE_TEST={cfg.INPUT.MIN_SIZE_TEST}, longest <= "
-                      f"INPUT.MAX_SIZE_TEST={cfg.INPUT.MAX_SIZE_TEST} before the call; boxes are in that image's pixels",
-            "layout": "3 x H x W float32, one image per call"}
-    src = ModelSource(module, name, f"detector config {config}" + (f" + weights {weights}" if weights else " (random init)"),
-                      task="detection", input_spec=spec,
-                      extra={"outputs": "boxes [N, 4] (x0, y0, x1, y1), scores [N], classes [N]"})
-    return export_ptl(src, out_dir, sizes, images=files, n_real=n_real, atol=atol, rtol=rtol,
-                      bytecode_version=bytecode_version, basename=basename or name, channels_last=False,
-                      scripted=(traced, "trace"), inputs=inputs, log=log)
+    spec = {
+        "color": "BGR",
+        "scale": "0-255 (no mean/std: the model normalizes inside)",
+        "resize": f"shortest edge to INPUT.MIN_SIZE_TEST={cfg.INPUT.MIN_SIZE_TEST}, longest <= "
+        f"INPUT.MAX_SIZE_TEST={cfg.INPUT.MAX_SIZE_TEST} before the call; boxes are in that image's pixels",
+        "layout": "3 x H x W float32, one image per call",
+    }
+    src = ModelSource(
+        module,
+        name,
+        f"detector config {config}" + (f" + weights {weights}" if weights else " (random init)"),
+        task="detection",
+        input_spec=spec,
+        extra={"outputs": "boxes [N, 4] (x0, y0, x1, y1), scores [N], classes [N]"},
+    )
+    return export_ptl(
+        src,
+        out_dir,
+        sizes,
+        images=files,
+        n_real=n_real,
+        atol=atol,
+        rtol=rtol,
+        bytecode_version=bytecode_version,
+        basename=basename or name,
+        channels_last=False,
+        scripted=(traced, "trace"),
+        inputs=inputs,
+        log=log,
+    )

@@ -30,8 +30,11 @@ def main(argv=None):
     from torch.jit.mobile import _get_model_bytecode_version, _load_for_lite_interpreter
 
     torch.set_num_threads(1)
-    print(f"[device] python {platform.python_version()} on {platform.machine()}, torch {torch.__version__} "
-          f"(import {time.time() - t0:.1f} s)", flush=True)
+    print(
+        f"[device] python {platform.python_version()} on {platform.machine()}, torch {torch.__version__} "
+        f"(import {time.time() - t0:.1f} s)",
+        flush=True,
+    )
     root = Path(argv[0])
     cases = json.loads((root / "cases.json").read_text())
     failed = 0
@@ -55,9 +58,12 @@ def main(argv=None):
         run_s = time.time() - t
         failed += not ok
         sizes = ", ".join("x".join(str(d) for d in x.shape[2:]) for x in inputs)
-        print(f"[device] {'OK  ' if ok else 'FAIL'} {case['ptl']} (bytecode v{_get_model_bytecode_version(str(ptl))}) "
-              f"at {sizes}: max|x86 - device| = {worst:.2e} (bound {bound_min:.1e}); "
-              f"load {load_s:.1f} s, {len(inputs)} runs {run_s:.1f} s [emulated: not an ARM timing]", flush=True)
+        print(
+            f"[device] {'OK  ' if ok else 'FAIL'} {case['ptl']} (bytecode v{_get_model_bytecode_version(str(ptl))}) "
+            f"at {sizes}: max|x86 - device| = {worst:.2e} (bound {bound_min:.1e}); "
+            f"load {load_s:.1f} s, {len(inputs)} runs {run_s:.1f} s [emulated: not an ARM timing]",
+            flush=True,
+        )
     print(f"[device] {len(cases) - failed}/{len(cases)} files reproduce the x86 outputs", flush=True)
     return 1 if failed else 0
 

@@ -65,8 +65,14 @@ def _latency(run: Callable[[torch.Tensor], Any], size, repeats: int = 20) -> flo
     return statistics.median(ts)
 
 
-def report(weights: Path, data: Path, out: Path, sizes=((32, 32), (224, 224)), calib_count: int = 256,
-           log: Callable[[str], None] = print) -> Dict[str, Any]:
+def report(
+    weights: Path,
+    data: Path,
+    out: Path,
+    sizes=((32, 32), (224, 224)),
+    calib_count: int = 256,
+    log: Callable[[str], None] = print,
+) -> Dict[str, Any]:
     from torch.jit.mobile import _load_for_lite_interpreter
 
     from .pte import executorch_available, export_pte, pte_runner
@@ -79,16 +85,29 @@ def report(weights: Path, data: Path, out: Path, sizes=((32, 32), (224, 224)), c
     rows: List[Dict[str, Any]] = []
 
     def add(fmt: str, precision: str, files: Sequence[Path], run: Callable, verify: str) -> None:
-        row = {"format": fmt, "precision": precision, "size_bytes": sum(p.stat().st_size for p in files),
-               "top1": _accuracy(run, xt, yt),
-               "latency_ms": {f"{h}x{w}": _latency(run, (h, w)) for h, w in sizes}, "verified_against": verify,
-               "files": [str(p) for p in files]}
+        row = {
+            "format": fmt,
+            "precision": precision,
+            "size_bytes": sum(p.stat().st_size for p in files),
+            "top1": _accuracy(run, xt, yt),
+            "latency_ms": {f"{h}x{w}": _latency(run, (h, w)) for h, w in sizes},
+            "verified_against": verify,
+            "files": [str(p) for p in files],
+        }
         rows.append(row)
-        log(f"[int8] {fmt} {precision}: top-1 {row['top1']:.4f}, {row['size_bytes'] / 1e6:.2f} MB, "
-            + ", ".join(f"{k} {v:.2f} ms" for k, v in row["latency_ms"].items()))
+        log(
+            f"[int8] {fmt} {precision}: top-1 {row['top1']:.4f}, {row['size_bytes'] / 1e6:.2f} MB, "
+            + ", ".join(f"{k} {v:.2f} ms" for k, v in row["latency_ms"].items())
+        )
 
-    rows.append({"format": "eager", "precision": "fp32", "top1": _accuracy(src.model, xt, yt),
-                 "latency_ms": {f"{h}x{w}": _latency(src.model, (h, w)) for h, w in sizes}})
+    rows.append(
+        {
+            "format": "eager",
+            "precision": "fp32",
+            "top1": _accuracy(src.model, xt, yt),
+            "latency_ms": {f"{h}x{w}": _latency(src.model, (h, w)) for h, w in sizes},
+        }
+    )
     log(f"[int8] eager fp32: top-1 {rows[0]['top1']:.4f}")
     ptl, _ = export_ptl(src, out, sizes, images=test_dir, basename="fp32", log=log)
     add("ptl", "fp32", [ptl], _load_for_lite_interpreter(str(ptl)), "eager fp32")
@@ -96,8 +115,17 @@ def report(weights: Path, data: Path, out: Path, sizes=((32, 32), (224, 224)), c
     prev = torch.backends.quantized.engine
     torch.backends.quantized.engine = "qnnpack"
     try:
-        qptl, _ = export_ptl(q, out, sizes, images=test_dir, basename="int8", atol=INT8_ATOL, rtol=INT8_RTOL,
-                             quantized_engine="qnnpack", log=log)
+        qptl, _ = export_ptl(
+            q,
+            out,
+            sizes,
+            images=test_dir,
+            basename="int8",
+            atol=INT8_ATOL,
+            rtol=INT8_RTOL,
+            quantized_engine="qnnpack",
+            log=log,
+        )
         add("ptl", "int8 (FX, qnnpack)", [qptl], _load_for_lite_interpreter(str(qptl)), "FX int8 reference")
     finally:
         torch.backends.quantized.engine = prev
@@ -105,22 +133,41 @@ def report(weights: Path, data: Path, out: Path, sizes=((32, 32), (224, 224)), c
         paths, _ = export_pte(src, out, sizes, images=test_dir, basename="fp32", log=log)
         add("pte", "fp32", list(paths.values()), pte_runner(paths, threads=1), "eager fp32")
         qfn = pt2e_int8_for_pte(src, calib, calib_count, sizes[0])
-        qpaths, _ = export_pte(src, out, sizes, images=test_dir, basename="int8", quantize_fn=qfn,
-                               atol=INT8_ATOL, rtol=INT8_RTOL, log=log)
-        add("pte", "int8 (PT2E, XNNPACKQuantizer)", list(qpaths.values()), pte_runner(qpaths, threads=1),
-            "PT2E int8 reference")
+        qpaths, _ = export_pte(
+            src, out, sizes, images=test_dir, basename="int8", quantize_fn=qfn, atol=INT8_ATOL, rtol=INT8_RTOL, log=log
+        )
+        add(
+            "pte",
+            "int8 (PT2E, XNNPACKQuantizer)",
+            list(qpaths.values()),
+            pte_runner(qpaths, threads=1),
+            "PT2E int8 reference",
+        )
     else:
         log("[int8] executorch not installed: .pte rows skipped")
-    result = {"weights": str(weights), "data": str(data), "model": src.name, "test_images": len(xt), "calibration_images": calib_count,
-              "host": host_info(1), "rows": rows}
+    result = {
+        "weights": str(weights),
+        "data": str(data),
+        "model": src.name,
+        "test_images": len(xt),
+        "calibration_images": calib_count,
+        "host": host_info(1),
+        "rows": rows,
+    }
     write_json_atomic(result, out / "int8_report.json")
-    lines = [f"# int8 vs fp32: {src.name} on {data} ({len(xt)} test images, 1 thread)", "",
-             "| format | precision | top-1 | size (MB) | " + " | ".join(f"ms @ {h}x{w}" for h, w in sizes) + " |",
-             "|---|---|---:|---:|" + "---:|" * len(sizes)]
+    lines = [
+        f"# int8 vs fp32: {src.name} on {data} ({len(xt)} test images, 1 thread)",
+        "",
+        "| format | precision | top-1 | size (MB) | " + " | ".join(f"ms @ {h}x{w}" for h, w in sizes) + " |",
+        "|---|---|---:|---:|" + "---:|" * len(sizes),
+    ]
     for r in rows:
         size = f"{r['size_bytes'] / 1e6:.2f}" if "size_bytes" in r else "-"
-        lines.append(f"| {r['format']} | {r['precision']} | {r['top1']:.4f} | {size} | "
-                     + " | ".join(f"{r['latency_ms'][f'{h}x{w}']:.2f}" for h, w in sizes) + " |")
+        lines.append(
+            f"| {r['format']} | {r['precision']} | {r['top1']:.4f} | {size} | "
+            + " | ".join(f"{r['latency_ms'][f'{h}x{w}']:.2f}" for h, w in sizes)
+            + " |"
+        )
     md = "\n".join(lines) + "\n"
     write_text_atomic(md, out / "int8_report.md")
     print(md)
@@ -130,15 +177,20 @@ def report(weights: Path, data: Path, out: Path, sizes=((32, 32), (224, 224)), c
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m shufflenet.mobile.int8_report", description=__doc__.splitlines()[0])
     p.add_argument("--weights", required=True, help="weights of a trained classifier (any file the project reads)")
-    p.add_argument("--data", default=None, help="ImageFolder root with train/ (calibration) and test/ (accuracy); "
-                                                "default $SHUFFLENET_DATA/cifar10")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="ImageFolder root with train/ (calibration) and test/ (accuracy); default $SHUFFLENET_DATA/cifar10",
+    )
     p.add_argument("--calib-count", type=int, default=256)
     p.add_argument("--out", default="outputs/mobile/int8")
     args = p.parse_args(argv)
     data = Path(args.data) if args.data else data_dir("cifar10")
     if data is None:
-        raise MobileError("--data DIR is needed (an ImageFolder with train/ and test/, e.g. tests/data/cifar10), "
-                          "or set SHUFFLENET_DATA to a folder holding cifar10/")
+        raise MobileError(
+            "--data DIR is needed (an ImageFolder with train/ and test/, e.g. tests/data/cifar10), "
+            "or set SHUFFLENET_DATA to a folder holding cifar10/"
+        )
     if not data.is_dir():
         raise MobileError(f"--data {data}: no such folder")
     weights = Path(args.weights)

@@ -45,8 +45,14 @@ from .verify import (
     verify_runtime,
 )
 
-__all__ = ["ExecutorchUnavailableError", "executorch_available", "executorch_version", "export_pte", "pte_runner",
-           "lower_to_pte"]
+__all__ = [
+    "ExecutorchUnavailableError",
+    "executorch_available",
+    "executorch_version",
+    "export_pte",
+    "pte_runner",
+    "lower_to_pte",
+]
 
 EXECUTORCH_PIN = "executorch==1.3.1"
 
@@ -145,8 +151,12 @@ MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.cont
 DELEGATE_OPS = {"executorch_call_delegate", "getitem"}
 
 
-def pte_runner(paths: Dict[Tuple[int, int], os.PathLike], threads: Optional[int] = None,
-               memory_format: Any = "channels_last", camera: bool = False) -> Callable[[Tensor], Any]:
+def pte_runner(
+    paths: Dict[Tuple[int, int], os.PathLike],
+    threads: Optional[int] = None,
+    memory_format: Any = "channels_last",
+    camera: bool = False,
+) -> Callable[[Tensor], Any]:
     """A callable over the static-shape (batch 1) programs of one model: picks the program by H x W, loops
     over N, and hands ExecuTorch the input in the layout the program was exported with (``memory_format``:
     one name, or ``{(H, W): name}`` as in the sidecar's ``files[*].memory_format``). ``camera``: inputs are
@@ -184,12 +194,12 @@ def export_pte(
 ) -> Tuple[Dict[Tuple[int, int], Path], Dict[str, Any]]:
     """Export one verified ``.pte`` per size (batch 1) + a ``<stem>.pte.json`` sidecar; all or nothing.
 
-    ``quantize_fn(model, example) -> module`` (int8, :func:`shufflenet.mobile.quantize.pt2e_int8_for_pte`)
-    makes a converted PT2E module per size; the program is lowered from it and must reproduce it. Otherwise
-    the program is lowered from the runtime's equivalent form (``rewrite``) and must reproduce
-    ``source.model``. ``memory_format``: the program's input layout (``"auto"``: channels_last when XNNPACK takes
-the whole program, else contiguous, which the portable kernels outside the delegate need); ``camera``:
-``uint8`` NHWC frames in.
+        ``quantize_fn(model, example) -> module`` (int8, :func:`shufflenet.mobile.quantize.pt2e_int8_for_pte`)
+        makes a converted PT2E module per size; the program is lowered from it and must reproduce it. Otherwise
+        the program is lowered from the runtime's equivalent form (``rewrite``) and must reproduce
+        ``source.model``. ``memory_format``: the program's input layout (``"auto"``: channels_last when XNNPACK takes
+    the whole program, else contiguous, which the portable kernels outside the delegate need); ``camera``:
+    ``uint8`` NHWC frames in.
     """
     _require_executorch()
     if memory_format not in (*MEMORY_FORMATS, "auto"):
@@ -225,8 +235,11 @@ the whole program, else contiguous, which the portable kernels outside the deleg
                 data, size_ops = lower_to_pte(lowered, example)
             else:
                 inputs = make_inputs([size], files, n_real, mean=source.mean, std=source.std)
-                fmt_name = memory_format if memory_format != "auto" else (
-                    "channels_last" if quantize_fn is None else "contiguous")
+                fmt_name = (
+                    memory_format
+                    if memory_format != "auto"
+                    else ("channels_last" if quantize_fn is None else "contiguous")
+                )
                 example = torch.randn(1, 3, *size).contiguous(memory_format=MEMORY_FORMATS[fmt_name])
                 ref_fn = quantize_fn(model, example) if quantize_fn is not None else model
                 lowered = ref_fn if quantize_fn is not None else form
@@ -243,8 +256,14 @@ the whole program, else contiguous, which the portable kernels outside the deleg
             tmps[size] = tmp
             tmp.write_bytes(data)
             method = _load_method(tmp)
-            rows = verify_runtime(_per_sample(ref_fn), _per_sample(lambda x, m=method: m.execute([prep(x)])),
-                                  inputs, atol, rtol, runtime="ExecuTorch runtime")
+            rows = verify_runtime(
+                _per_sample(ref_fn),
+                _per_sample(lambda x, m=method: m.execute([prep(x)])),
+                inputs,
+                atol,
+                rtol,
+                runtime="ExecuTorch runtime",
+            )
             for r in rows:
                 log(f"[verify] {tag} {r['input']:<18} max|diff| {r['max_abs_diff']:.2e} <= bound {r['bound']:.2e}  ok")
             checks += rows
@@ -252,19 +271,34 @@ the whole program, else contiguous, which the portable kernels outside the deleg
                 with torch.no_grad():
                     outputs = [list(t.shape) for t in flatten_outputs(ref_fn(example))]
             ops |= set(size_ops)
-            files_out[tag] = {"file": final.name, "sha256": sha256_file(tmp), "size_bytes": tmp.stat().st_size,
-                              "memory_format": fmt_name,
-                              "outside_delegate": sorted(set(size_ops) - DELEGATE_OPS)}
-        input_desc: Dict[str, Any] = {"sizes_hw_verified": [list(s) for s in sizes], "shape": "1 x 3 x H x W (static per file)",
-                                      "dtype": "float32",
-                                      "memory_format": sorted({f["memory_format"] for f in files_out.values()})[0]
-                                      if len({f["memory_format"] for f in files_out.values()}) == 1 else "per file",
-                                      "normalization": source.normalization}
+            files_out[tag] = {
+                "file": final.name,
+                "sha256": sha256_file(tmp),
+                "size_bytes": tmp.stat().st_size,
+                "memory_format": fmt_name,
+                "outside_delegate": sorted(set(size_ops) - DELEGATE_OPS),
+            }
+        input_desc: Dict[str, Any] = {
+            "sizes_hw_verified": [list(s) for s in sizes],
+            "shape": "1 x 3 x H x W (static per file)",
+            "dtype": "float32",
+            "memory_format": sorted({f["memory_format"] for f in files_out.values()})[0]
+            if len({f["memory_format"] for f in files_out.values()}) == 1
+            else "per file",
+            "normalization": source.normalization,
+        }
         if camera:
-            input_desc.update(shape="1 x H x W x 3 camera frame, RGB (static per file)", dtype="uint8",
-                              memory_format="contiguous",
-                              normalization={"color": "RGB", "scale": "0-255 uint8 pixels; mean/std folded into the stem",
-                                             "mean": list(source.mean), "std": list(source.std)})
+            input_desc.update(
+                shape="1 x H x W x 3 camera frame, RGB (static per file)",
+                dtype="uint8",
+                memory_format="contiguous",
+                normalization={
+                    "color": "RGB",
+                    "scale": "0-255 uint8 pixels; mean/std folded into the stem",
+                    "mean": list(source.mean),
+                    "std": list(source.std),
+                },
+            )
         sidecar = {
             "format": "shufflenet-mobile/1",
             "runtime": "ExecuTorch (executorch.runtime / Module API) with the XNNPACK backend",
@@ -278,9 +312,13 @@ the whole program, else contiguous, which the portable kernels outside the deleg
             "rewrite": "runtime-specific equivalent form (shufflenet.mobile.rewrite)" if net is not model else None,
             "quantization": "int8 PT2E XNNPACKQuantizer (static, per-channel weights)" if quantize_fn else None,
             "verification": {"atol": atol, "rtol": rtol, **images_note(files), "checks": checks},
-            "exported_with": {"torch": torch.__version__, "executorch": executorch_version(),
-                              "python": platform.python_version(), "arch": platform.machine()},
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "exported_with": {
+                "torch": torch.__version__,
+                "executorch": executorch_version(),
+                "python": platform.python_version(),
+                "arch": platform.machine(),
+            },
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             **({"extra": source.extra} if source.extra else {}),
         }
         finals = {}

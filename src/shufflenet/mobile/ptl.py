@@ -111,7 +111,9 @@ def to_torchscript(model: nn.Module, example: Tensor, method: str = "auto") -> T
             return torch.jit.script(model), "script"
         except Exception as e:  # TorchScript frontend errors come in several classes
             if method == "script":
-                raise MobileError(f"torch.jit.script failed for {type(model).__name__}: {str(e).splitlines()[0]}") from None
+                raise MobileError(
+                    f"torch.jit.script failed for {type(model).__name__}: {str(e).splitlines()[0]}"
+                ) from None
             errors.append(f"script: {str(e).splitlines()[0]}")
     try:
         with torch.no_grad(), warnings.catch_warnings():
@@ -131,7 +133,9 @@ def optimize(scripted: torch.jit.ScriptModule, backend: str = "CPU") -> torch.ji
         return optimize_for_mobile(scripted, backend=backend)
     except RuntimeError as e:
         if "XNNPACK" in str(e) or "xnnpack" in str(e):
-            raise XnnpackUnavailableError(f"optimize_for_mobile: {XNNPACK_FIX} (torch said: {str(e).splitlines()[0]})") from None
+            raise XnnpackUnavailableError(
+                f"optimize_for_mobile: {XNNPACK_FIX} (torch said: {str(e).splitlines()[0]})"
+            ) from None
         raise
 
 
@@ -219,8 +223,11 @@ def export_ptl(
     side = out_dir / f"{basename}.json"
     model = source.model.eval()
     if inputs is None:
-        inputs = (make_frame_inputs(sizes, files, n_real) if camera
-                  else make_inputs(sizes, files, n_real, mean=source.mean, std=source.std))
+        inputs = (
+            make_frame_inputs(sizes, files, n_real)
+            if camera
+            else make_inputs(sizes, files, n_real, mean=source.mean, std=source.std)
+        )
     reference = frame_reference(model, source.mean, source.std) if camera else model
 
     prev_engine = torch.backends.quantized.engine
@@ -254,8 +261,10 @@ def export_ptl(
         log(f"[export] verify against eager on {len(inputs)} inputs at {', '.join(f'{h}x{w}' for h, w in sizes)}")
         rows = verify_runtime(reference, lite, inputs, atol, rtol)
         for r in rows:
-            log(f"[verify] {r['size'][0]}x{r['size'][1]} {r['input']:<18} max|diff| {r['max_abs_diff']:.2e} "
-                f"<= bound {r['bound']:.2e}  ok")
+            log(
+                f"[verify] {r['size'][0]}x{r['size'][1]} {r['input']:<18} max|diff| {r['max_abs_diff']:.2e} "
+                f"<= bound {r['bound']:.2e}  ok"
+            )
         ops = sorted(set(_export_operator_list(lite)))
         with torch.no_grad():
             outputs = [list(t.shape) for t in flatten_outputs(reference(inputs[0].tensor))]
@@ -266,9 +275,16 @@ def export_ptl(
             "normalization": source.normalization,
         }
         if camera:
-            input_desc.update(shape="N x H x W x 3 (camera frame, RGB)", dtype="uint8",
-                              normalization={"color": "RGB", "scale": "0-255 uint8 pixels; mean/std folded into the stem",
-                                             "mean": list(source.mean), "std": list(source.std)})
+            input_desc.update(
+                shape="N x H x W x 3 (camera frame, RGB)",
+                dtype="uint8",
+                normalization={
+                    "color": "RGB",
+                    "scale": "0-255 uint8 pixels; mean/std folded into the stem",
+                    "mean": list(source.mean),
+                    "std": list(source.std),
+                },
+            )
         sidecar = {
             "format": "shufflenet-mobile/1",
             "file": final.name,
@@ -286,11 +302,17 @@ def export_ptl(
             "torchscript_method": used,
             "optimize_for_mobile": True,
             "rewrite": "runtime-specific equivalent form (shufflenet.mobile.rewrite)" if rewritten else None,
-            "memory_format": "channels_last" if (channels_last or camera) and source.task != "detection" else "contiguous",
+            "memory_format": "channels_last"
+            if (channels_last or camera) and source.task != "detection"
+            else "contiguous",
             "quantized_engine": quantized_engine,
             "verification": {"atol": atol, "rtol": rtol, **images_note(files), "checks": rows},
-            "exported_with": {"torch": torch.__version__, "python": platform.python_version(), "arch": platform.machine()},
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "exported_with": {
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "arch": platform.machine(),
+            },
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             **({"extra": source.extra} if source.extra else {}),
         }
         os.replace(tmp, final)
@@ -300,6 +322,8 @@ def export_ptl(
         for t in (tmp, tmp2):
             if t is not None and t.exists():
                 t.unlink()
-    log(f"[export] wrote {final} ({sidecar['size_bytes'] / 1e6:.2f} MB, bytecode v{sidecar['bytecode_version']}, "
-        f"{len(ops)} ops) + {side.name}")
+    log(
+        f"[export] wrote {final} ({sidecar['size_bytes'] / 1e6:.2f} MB, bytecode v{sidecar['bytecode_version']}, "
+        f"{len(ops)} ops) + {side.name}"
+    )
     return final, sidecar

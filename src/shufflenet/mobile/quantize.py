@@ -64,7 +64,9 @@ def quantize_fx_int8(source: ModelSource, calib_dir: os.PathLike, count: int, si
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     if "qnnpack" not in torch.backends.quantized.supported_engines:
-        raise MobileError(f"this torch build has no QNNPACK quantized engine (has {torch.backends.quantized.supported_engines})")
+        raise MobileError(
+            f"this torch build has no QNNPACK quantized engine (has {torch.backends.quantized.supported_engines})"
+        )
     batch = calibration_batch(calib_dir, count, size, source.mean, source.std)
     prev = torch.backends.quantized.engine
     torch.backends.quantized.engine = "qnnpack"
@@ -76,12 +78,16 @@ def quantize_fx_int8(source: ModelSource, calib_dir: os.PathLike, count: int, si
             _calibrate(prepared, batch)
             qmodel = convert_fx(prepared).eval()
     except Exception as e:
-        raise MobileError(f"FX int8 quantization of {source.name} failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        raise MobileError(
+            f"FX int8 quantization of {source.name} failed: {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from None
     finally:
         torch.backends.quantized.engine = prev
     extra = dict(source.extra)
-    extra["quantization"] = {"scheme": "int8 post-training static, FX graph mode, qnnpack qconfig (per-tensor)",
-                             "calibration": {"dir": str(calib_dir), "images": int(batch.shape[0]), "size": list(size)}}
+    extra["quantization"] = {
+        "scheme": "int8 post-training static, FX graph mode, qnnpack qconfig (per-tensor)",
+        "calibration": {"dir": str(calib_dir), "images": int(batch.shape[0]), "size": list(size)},
+    }
     return ModelSource(qmodel, source.name, source.origin, source.mean, source.std, source.task, extra)
 
 

@@ -45,8 +45,15 @@ from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..models.shufflenet import ChannelShuffle, ShuffleNetV1, ShuffleUnit
 from .source import MobileError
 
-__all__ = ["RewriteOptions", "RUNTIME_DEFAULTS", "for_runtime", "FastShuffleNet", "FastShuffleUnit",
-           "CameraInput", "shuffle_permutation"]
+__all__ = [
+    "RewriteOptions",
+    "RUNTIME_DEFAULTS",
+    "for_runtime",
+    "FastShuffleNet",
+    "FastShuffleUnit",
+    "CameraInput",
+    "shuffle_permutation",
+]
 
 
 @dataclass(frozen=True)
@@ -117,8 +124,7 @@ class FastShuffleUnit(nn.Module):
         self.branch_relu = bool(opts.branch_relu)
         if self.stride == 2:
             cin = unit.gconv1[0].in_channels
-            self.shortcut: nn.Module = (_avgpool_as_dwconv(cin) if opts.shortcut == "dwconv"
-                                        else nn.AvgPool2d(3, 2, 1))
+            self.shortcut: nn.Module = _avgpool_as_dwconv(cin) if opts.shortcut == "dwconv" else nn.AvgPool2d(3, 2, 1)
         else:
             self.shortcut = nn.Identity()
 
@@ -142,8 +148,12 @@ def _maxpool_slices(x: Tensor) -> Tensor:
     h, w = x.shape[-2], x.shape[-1]
     ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
     x = F.pad(x, [1, 1, 1, 1], value=float("-inf"))
-    r = torch.maximum(torch.maximum(x[:, :, :, 0:2 * wo - 1:2], x[:, :, :, 1:2 * wo:2]), x[:, :, :, 2:2 * wo + 1:2])
-    return torch.maximum(torch.maximum(r[:, :, 0:2 * ho - 1:2], r[:, :, 1:2 * ho:2]), r[:, :, 2:2 * ho + 1:2])
+    r = torch.maximum(
+        torch.maximum(x[:, :, :, 0 : 2 * wo - 1 : 2], x[:, :, :, 1 : 2 * wo : 2]), x[:, :, :, 2 : 2 * wo + 1 : 2]
+    )
+    return torch.maximum(
+        torch.maximum(r[:, :, 0 : 2 * ho - 1 : 2], r[:, :, 1 : 2 * ho : 2]), r[:, :, 2 : 2 * ho + 1 : 2]
+    )
 
 
 class FastShuffleNet(nn.Module):
@@ -152,8 +162,14 @@ class FastShuffleNet(nn.Module):
     def __init__(self, model: ShuffleNetV1, opts: RewriteOptions) -> None:
         super().__init__()
         mp = model.maxpool
-        if not (isinstance(mp, nn.MaxPool2d) and _pair(mp.kernel_size) == (3, 3) and _pair(mp.stride) == (2, 2)
-                and _pair(mp.padding) == (1, 1) and not mp.ceil_mode and _pair(mp.dilation) == (1, 1)):
+        if not (
+            isinstance(mp, nn.MaxPool2d)
+            and _pair(mp.kernel_size) == (3, 3)
+            and _pair(mp.stride) == (2, 2)
+            and _pair(mp.padding) == (1, 1)
+            and not mp.ceil_mode
+            and _pair(mp.dilation) == (1, 1)
+        ):
             raise MobileError(f"rewrite: unexpected stem pool {mp}")
         if model.global_pool not in ("avg", ""):
             raise MobileError(f"rewrite: unexpected global_pool {model.global_pool!r}")
@@ -209,7 +225,9 @@ class CameraInput(nn.Module):
     same way.
     """
 
-    def __init__(self, net: nn.Module, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+    def __init__(
+        self, net: nn.Module, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    ) -> None:
         super().__init__()
         conv = getattr(getattr(net, "conv1", None), "__getitem__", None)
         if conv is None or not isinstance(net.conv1[0], nn.Conv2d):

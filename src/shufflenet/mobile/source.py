@@ -67,8 +67,9 @@ def load_model(spec: str, arch: Optional[str] = None, num_classes: Optional[int]
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     if not looks_like_file:
         get_spec(spec)  # UnknownModelError (a ShuffleNetError) names the valid ones
-        return ModelSource(create_model(spec, **kwargs).eval(), spec,
-                           "registry (random init: pass a weights file for trained weights)")
+        return ModelSource(
+            create_model(spec, **kwargs).eval(), spec, "registry (random init: pass a weights file for trained weights)"
+        )
     wf = read_weights(path, use="auto")
     name = arch or wf.arch
     if name is None and not (wf.config and "groups" in wf.config):

@@ -75,8 +75,9 @@ def make_inputs(
     return out
 
 
-def make_frame_inputs(sizes: Sequence[Tuple[int, int]], images: Optional[Sequence[os.PathLike]] = None,
-                      n_real: int = 2, seed: int = 0) -> List[VerifyInput]:
+def make_frame_inputs(
+    sizes: Sequence[Tuple[int, int]], images: Optional[Sequence[os.PathLike]] = None, n_real: int = 2, seed: int = 0
+) -> List[VerifyInput]:
     """Camera frames (``N x H x W x 3`` uint8): one of random pixels and one of real photos per size."""
     gen = torch.Generator().manual_seed(seed)
     files = list(images or [])[: max(0, n_real)]
@@ -88,8 +89,9 @@ def make_frame_inputs(sizes: Sequence[Tuple[int, int]], images: Optional[Sequenc
     return out
 
 
-def frame_reference(model: Callable[[Tensor], Any], mean: Sequence[float] = IMAGENET_MEAN,
-                    std: Sequence[float] = IMAGENET_STD) -> Callable[[Tensor], Any]:
+def frame_reference(
+    model: Callable[[Tensor], Any], mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> Callable[[Tensor], Any]:
     """The eager model on a camera frame: ``(frame / 255 - mean) / std`` in NCHW, then ``model``."""
     m = torch.tensor([float(v) for v in mean]).view(1, 3, 1, 1)
     s = torch.tensor([float(v) for v in std]).view(1, 3, 1, 1)
@@ -124,7 +126,9 @@ def compare_outputs(ref: Any, got: Any, atol: float = DEFAULT_ATOL, rtol: float 
             "why": f"output structure differs: eager {[tuple(a.shape) for a in r]} vs exported {[tuple(b.shape) for b in g]}",
         }
     max_ref = max((a.detach().float().abs().max().item() for a in r if a.numel()), default=0.0)
-    diff = max(((a.detach().float() - b.detach().float()).abs().max().item() for a, b in zip(r, g) if a.numel()), default=0.0)
+    diff = max(
+        ((a.detach().float() - b.detach().float()).abs().max().item() for a, b in zip(r, g) if a.numel()), default=0.0
+    )
     bound = atol + rtol * max_ref
     ok = diff <= bound and diff == diff  # NaN fails
     return {"ok": bool(ok), "max_abs_diff": diff, "bound": bound, "max_abs_ref": max_ref}
@@ -146,13 +150,15 @@ def verify_runtime(
             try:
                 ref = eager(inp.tensor.clone())
             except RuntimeError as e:
-                raise MobileError(f"the eager model failed on the {where}: {str(e).splitlines()[0]}; "
-                                  f"no file was written") from None
+                raise MobileError(
+                    f"the eager model failed on the {where}: {str(e).splitlines()[0]}; no file was written"
+                ) from None
             try:
                 got = exported(inp.tensor.clone())
             except RuntimeError as e:
-                raise VerificationError(f"the {runtime} failed on the {where}: {str(e).splitlines()[0]}; "
-                                        f"no file was written") from None
+                raise VerificationError(
+                    f"the {runtime} failed on the {where}: {str(e).splitlines()[0]}; no file was written"
+                ) from None
         res = compare_outputs(ref, got, atol, rtol)
         row = {"input": inp.label, "size": list(inp.size), "batch": int(inp.tensor.shape[0]), **res}
         rows.append(row)

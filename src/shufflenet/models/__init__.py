@@ -1,5 +1,17 @@
 """Models: ShuffleNet v1 (the one backbone), the paper's comparison models, and the name registry."""
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from . import baselines  # noqa: E402,F401  registers the paper's comparison models (Tables 4-8)
+from .registry import (
+    ModelSpec,
+    UnknownModelError,
+    create_model,
+    get_spec,
+    list_models,
+    model_from_weights,
+    paper_tables,
+    register,
+)
 from .shufflenet import (
     PAPER_GROUPS,
     TABLE1_STAGE_WIDTHS,
@@ -12,18 +24,6 @@ from .shufflenet import (
     shufflenet_v1,
     stage_widths,
 )
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
-from .registry import (
-    ModelSpec,
-    UnknownModelError,
-    create_model,
-    get_spec,
-    list_models,
-    model_from_weights,
-    paper_tables,
-    register,
-)
-from . import baselines  # noqa: E402,F401  registers the paper's comparison models (Tables 4-8)
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -117,14 +117,10 @@ class BottleneckUnit(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, mid_channels: int, stride: int = 1, groups: int = 1):
         super().__init__()
         if mid_channels % groups:
-            raise InvalidConfigError(
-                f"BottleneckUnit: mid_channels={mid_channels} is not divisible by groups={groups}"
-            )
+            raise InvalidConfigError(f"BottleneckUnit: mid_channels={mid_channels} is not divisible by groups={groups}")
         self.conv1 = nn.Sequential(*_conv_bn_relu(in_channels, mid_channels, 1))
         self.conv2 = nn.Sequential(*_conv_bn_relu(mid_channels, mid_channels, 3, stride, groups))
-        self.conv3 = nn.Sequential(
-            nn.Conv2d(mid_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
-        )
+        self.conv3 = nn.Sequential(nn.Conv2d(mid_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(

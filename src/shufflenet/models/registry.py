@@ -77,9 +77,7 @@ def get_spec(name: str) -> ModelSpec:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UnknownModelError(
-            f"unknown model name {name!r}.{hint} Valid names: {', '.join(list_models())}"
-        )
+        raise UnknownModelError(f"unknown model name {name!r}.{hint} Valid names: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 
@@ -120,8 +118,10 @@ def model_from_weights(wf: WeightsFile, name: Optional[str] = None, **kwargs: An
     """
     src = str(wf.path)
     if wf.kind == "detectron2":
-        raise WeightsError(f"{src}: a detectron2 checkpoint holds a detector, not a classifier; "
-                           f"load it with detectron2 (MODEL.WEIGHTS) or export it with mobile/export.py --detector")
+        raise WeightsError(
+            f"{src}: a detectron2 checkpoint holds a detector, not a classifier; "
+            f"load it with detectron2 (MODEL.WEIGHTS) or export it with mobile/export.py --detector"
+        )
     arch = name or wf.arch
     if wf.config is not None and "groups" in wf.config:
         config = {**wf.config, **kwargs}
@@ -133,13 +133,19 @@ def model_from_weights(wf: WeightsFile, name: Optional[str] = None, **kwargs: An
             spec = get_spec(name)
             want = {k: spec.kwargs.get(k) for k in _ARCH_KEYS if k in spec.kwargs}
             have = {k: wf.config.get(k) for k in want}
-            differ = {k: (have[k], want[k]) for k in want
-                      if have[k] is not None and (list(have[k]) if isinstance(have[k], (list, tuple)) else have[k])
-                      != (list(want[k]) if isinstance(want[k], (list, tuple)) else want[k])}
+            differ = {
+                k: (have[k], want[k])
+                for k in want
+                if have[k] is not None
+                and (list(have[k]) if isinstance(have[k], (list, tuple)) else have[k])
+                != (list(want[k]) if isinstance(want[k], (list, tuple)) else want[k])
+            }
             if spec.builder is not ShuffleNetV1 or differ:
                 what = ", ".join(f"{k}={a!r} in the file, {b!r} for {name}" for k, (a, b) in differ.items())
-                raise WeightsError(f"{src}: holds a different network than {name!r} ({what or spec.family}); "
-                                   f"pass no name to build the file's own network")
+                raise WeightsError(
+                    f"{src}: holds a different network than {name!r} ({what or spec.family}); "
+                    f"pass no name to build the file's own network"
+                )
     else:
         if arch is None:
             raise WeightsError(

@@ -348,9 +348,11 @@ class ShuffleNetV1(SkeletonClassifier):
             if len(out) != 3:
                 raise InvalidConfigError(f"stage_out_channels must have 3 entries, got {out}")
             rule = {"stem": max(groups, nominal_stem(width_mult) // groups * groups)}
-        mid = [int(c) for c in mid_channels] if mid_channels is not None else [
-            nearest_multiple(c / 4, groups) for c in out
-        ]
+        mid = (
+            [int(c) for c in mid_channels]
+            if mid_channels is not None
+            else [nearest_multiple(c / 4, groups) for c in out]
+        )
         stem = int(stem_channels) if stem_channels is not None else rule["stem"]
         try:
             _check_widths(groups, stem, out, mid)

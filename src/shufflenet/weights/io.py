@@ -103,7 +103,7 @@ _PUBLIC_LAYOUTS = (
 
 def public_layout(keys: List[str]) -> Optional[str]:
     """The name of a public checkpoint layout these keys come from (megvii, mmpretrain), else ``None``."""
-    bare = [k[len("module."):] if k.startswith("module.") else k for k in keys]
+    bare = [k[len("module.") :] if k.startswith("module.") else k for k in keys]
     for name, markers in _PUBLIC_LAYOUTS:
         if all(any(k.startswith(m) for k in bare) for m in markers):
             return name
@@ -191,29 +191,47 @@ def read_weights(path: PathLike, use: str = "auto") -> WeightsFile:
         raise WeightsError(f"{path}: expected a dict of weights, got {type(obj).__name__}")
     src = str(path)
     meta = dict(obj["meta"]) if isinstance(obj.get("meta"), Mapping) else {}
-    if obj.get("format") == FORMAT or (isinstance(obj.get("format"), str) and obj["format"].startswith("shufflenet-weights")):
+    if obj.get("format") == FORMAT or (
+        isinstance(obj.get("format"), str) and obj["format"].startswith("shufflenet-weights")
+    ):
         if obj.get("format") != FORMAT:
-            raise WeightsError(f"{path}: weights format {obj['format']!r} is not {FORMAT!r} (a newer release wrote it?)")
+            raise WeightsError(
+                f"{path}: weights format {obj['format']!r} is not {FORMAT!r} (a newer release wrote it?)"
+            )
         config = dict(obj["config"]) if isinstance(obj.get("config"), Mapping) else None
-        return WeightsFile(path, "package", extract_state_dict(obj, src), arch=obj.get("arch"), config=config,
-                           meta=meta, raw=obj)
-    if "pytorch-lightning_version" in obj or "hyper_parameters" in obj or (
-        isinstance(obj.get("state_dict"), Mapping) and any(str(k).startswith("model.") for k in obj["state_dict"])
+        return WeightsFile(
+            path, "package", extract_state_dict(obj, src), arch=obj.get("arch"), config=config, meta=meta, raw=obj
+        )
+    if (
+        "pytorch-lightning_version" in obj
+        or "hyper_parameters" in obj
+        or (isinstance(obj.get("state_dict"), Mapping) and any(str(k).startswith("model.") for k in obj["state_dict"]))
     ):
         sd = extract_state_dict(obj, src)
         hp = dict(obj.get("hyper_parameters") or {})
-        model_sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-        ema_sd = {k[len("model_ema.module."):]: v for k, v in sd.items() if k.startswith("model_ema.module.")} or None
+        model_sd = {k[len("model.") :]: v for k, v in sd.items() if k.startswith("model.")}
+        ema_sd = {k[len("model_ema.module.") :]: v for k, v in sd.items() if k.startswith("model_ema.module.")} or None
         if not model_sd:
-            raise WeightsError(f"{path}: a Lightning checkpoint without the classifier's 'model.*' weights "
-                               f"(first keys: {list(sd)[:4]})")
+            raise WeightsError(
+                f"{path}: a Lightning checkpoint without the classifier's 'model.*' weights "
+                f"(first keys: {list(sd)[:4]})"
+            )
         if use == "ema" and ema_sd is None:
             raise WeightsError(f"{path}: EMA weights asked for, but the checkpoint has none (model.ema was off)")
         chosen = "ema" if (use == "ema" or (use == "auto" and ema_sd is not None)) else "model"
         dm = obj.get("datamodule_hyper_parameters") or {}
         hp["datamodule"] = dict(dm) if isinstance(dm, Mapping) else {}
-        return WeightsFile(path, "lightning", ema_sd if chosen == "ema" else model_sd, arch=hp.get("arch"),
-                           ema_state_dict=ema_sd, meta=meta, hparams=hp, weights=chosen, raw=obj)
+        return WeightsFile(
+            path,
+            "lightning",
+            ema_sd if chosen == "ema" else model_sd,
+            arch=hp.get("arch"),
+            ema_state_dict=ema_sd,
+            meta=meta,
+            hparams=hp,
+            weights=chosen,
+            raw=obj,
+        )
     if isinstance(obj.get("model"), Mapping) and _is_tensor_dict(obj["model"]):
         return WeightsFile(path, "detectron2", dict(obj["model"]), meta=meta, raw=obj)
     sd = obj.get("state_dict", obj)
