@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one setup step: a virtual environment at .venv with the pinned stack, this package (editable)
+# The one setup step: a virtual environment at .venv with the tested stack (constraints.txt), this package (editable)
 # and detectron2's Python code. Idempotent: a stamp of the files that define the environment makes a
 # second run a no-op until one of them changes. Needs only python3.11 and the package index.
 set -euo pipefail
@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 VENV=${VENV:-.venv}
 stamp="$VENV/.setup-stamp"
-want=$(cat pyproject.toml scripts/setup.sh scripts/install_detectron2.py | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh scripts/install_detectron2.py | sha256sum | cut -d' ' -f1)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
   exit 0
@@ -23,7 +23,8 @@ echo "setup: creating $VENV with $($PYTHON --version)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24" "setuptools>=70,<82" wheel
 echo "setup: installing the pinned stack (torch 2.12.0 is a large download the first time)"
-"$VENV/bin/python" -m pip install --quiet --progress-bar off -e ".[dev,detection,mobile]"
+# pyproject.toml declares ranges; constraints.txt holds the exact versions this project is tested with
+"$VENV/bin/python" -m pip install --quiet --progress-bar off -c constraints.txt -e ".[dev,detection,mobile]"
 "$VENV/bin/python" scripts/install_detectron2.py
 echo "$want" > "$stamp"
 echo "setup: done ($VENV)"

@@ -23,20 +23,35 @@ def _pins(lines):
     return pins
 
 
-def test_pyproject_and_environment_yml_pin_the_same_versions():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    deps = list(project["dependencies"])
-    for extra in ("detection", "mobile", "dev"):
-        deps += project["optional-dependencies"][extra]
-    py_pins = _pins(deps)
+def _constraints():
+    lines = [ln.strip() for ln in (ROOT / "constraints.txt").read_text().splitlines()]
+    return _pins([ln for ln in lines if ln and not ln.startswith("#")])
+
+
+def test_constraints_environment_yml_and_pyproject_agree():
+    """constraints.txt holds exact versions; environment.yml lists the same; pyproject declares ranges that each
+    pin satisfies, and only ranges (a library must not demand exact versions of a user's environment)."""
+    from packaging.requirements import Requirement
+
+    pins = _constraints()
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    yml_pins = _pins([p for p in pip_section if not p.startswith("-e")])
-    assert py_pins == yml_pins
-    assert py_pins["torch"] == "2.12.0" and py_pins["torchvision"] == "0.27.0"
+    assert _pins([p for p in pip_section if not p.startswith("-e")]) == pins
     assert "python=3.11" in env["dependencies"]
+    assert pins["torch"] == "2.12.0" and pins["torchvision"] == "0.27.0"
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared += extra
+    for line in declared:
+        req = Requirement(line)
+        name = req.name.lower().replace("_", "-")
+        assert not any(s.operator in ("==", "===") for s in req.specifier), f"pyproject pins {line!r}: use a range"
+        assert name in pins, f"{name} is declared in pyproject.toml but has no tested version in constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), f"constraints.txt {name}=={pins[name]} !~ {line}"
     # the environment is the one installed here
-    assert torch.__version__.split("+")[0] == py_pins["torch"]
+    assert torch.__version__.split("+")[0] == pins["torch"]
 
 
 def test_torch_hub_local_and_timm_know_every_name():
