@@ -4,10 +4,10 @@
     >>> model = shufflenet_v1(groups=3, width_mult=1.0)          # torchvision-style builder
     >>> model = create_model("shufflenet_v1_x0_5_g3")             # by name (also timm.create_model)
 
-Layers (each imports only from its own floor or below; see README "Layout"):
-ground floor ``constants``, ``paths``, ``errors``, ``fileio``; ``weights`` (the one reader/writer of weight
+Layers (each imports only from its own layer or a lower one; see README "Layout"):
+the core ``constants``, ``paths``, ``errors``, ``fileio``; ``weights`` (the one reader/writer of weight
 files); ``models`` (unit, network, baselines, registry); ``convert`` and ``complexity`` above the models;
-the wings ``classification`` (Lightning), ``detection`` (detectron2) and ``mobile`` (export APIs).
+the integrations ``classification`` (Lightning), ``detection`` (detectron2) and ``mobile`` (export APIs).
 """
 
 from .errors import ShuffleNetError

@@ -13,7 +13,6 @@ from .checkpoints import (
     detect_layout,
     load_converted,
     match_shuffle,
-    shuffle_index,
 )
 
 __all__ = [
@@ -25,5 +24,4 @@ __all__ = [
     "detect_layout",
     "load_converted",
     "match_shuffle",
-    "shuffle_index",
 ]

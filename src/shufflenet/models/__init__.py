@@ -2,6 +2,8 @@
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from . import baselines  # noqa: E402,F401  registers the paper's comparison models (Tables 4-8)
+from .names import parse_shufflenet_v1_name, shufflenet_v1_name
+from .paper import PaperEntry, paper_entries
 from .registry import (
     ModelSpec,
     UnknownModelError,
@@ -21,6 +23,7 @@ from .shufflenet import (
     ShuffleUnit,
     SqueezeExcite,
     channel_shuffle,
+    shuffle_permutation,
     shufflenet_v1,
     stage_widths,
 )
@@ -33,6 +36,7 @@ __all__ = [
     "ChannelShuffle",
     "InvalidConfigError",
     "ModelSpec",
+    "PaperEntry",
     "ShuffleNetV1",
     "ShuffleUnit",
     "SqueezeExcite",
@@ -42,8 +46,12 @@ __all__ = [
     "get_spec",
     "list_models",
     "model_from_weights",
+    "paper_entries",
     "paper_tables",
     "register",
+    "shuffle_permutation",
+    "shufflenet_v1_name",
+    "parse_shufflenet_v1_name",
     "shufflenet_v1",
     "stage_widths",
 ]

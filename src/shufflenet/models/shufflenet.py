@@ -36,6 +36,7 @@ from ..weights.io import load_weights
 
 __all__ = [
     "channel_shuffle",
+    "shuffle_permutation",
     "ChannelShuffle",
     "InputShift",
     "SqueezeExcite",
@@ -472,3 +473,13 @@ def shufflenet_v1(
     if weights is not None:
         load_weights(model, weights)
     return model
+
+
+def shuffle_permutation(channels: int, groups: int) -> Tensor:
+    """The permutation :func:`channel_shuffle` applies, as an index: ``channel_shuffle(x, groups)[:, k] ==
+    x[:, perm[k]]``. Read off the operation itself (so there is one definition of the shuffle), exact for any
+    channel count (float64 holds integers up to 2**53). ``shuffle_permutation(c, c // groups)`` is its inverse."""
+    if groups < 1 or channels % groups:
+        raise InvalidConfigError(f"shuffle_permutation: {channels} channels do not split into {groups} groups")
+    index = torch.arange(channels, dtype=torch.float64).view(1, channels, 1, 1)
+    return channel_shuffle(index, groups).flatten().long()
