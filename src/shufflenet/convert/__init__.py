@@ -13,6 +13,7 @@ from .checkpoints import (
     detect_layout,
     load_converted,
     match_shuffle,
+    package_weights,
     shuffle_index,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "detect_layout",
     "load_converted",
     "match_shuffle",
+    "package_weights",
     "shuffle_index",
 ]

@@ -46,12 +46,21 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD, width_tag
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import run_cli
 from ..fileio import sha256_file
+from ..models.names import shufflenet_v1_name
 from ..models.registry import UnknownModelError, get_spec
 from ..models.shufflenet import TABLE1_STAGE_WIDTHS, InvalidConfigError, ShuffleNetV1, stage_widths
-from ..weights.io import WeightsError, extract_state_dict, load_state_dict_strict, read_checkpoint, save_weights
+from ..weights.io import (
+    WeightsError,
+    extract_state_dict,
+    load_state_dict_strict,
+    read_checkpoint,
+    register_public_converter,
+    save_weights,
+    weights_dict,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -64,6 +73,7 @@ __all__ = [
     "detect_layout",
     "load_converted",
     "match_shuffle",
+    "package_weights",
     "shuffle_index",
     "main",
 ]
@@ -400,7 +410,7 @@ def _fold_input(weight: Tensor, layout: Layout) -> Tuple[Tensor, List[float]]:
 
 
 def _registry_name(groups: int, width: float) -> str:
-    return f"shufflenet_v1_x{width_tag(width)}_g{groups}"
+    return shufflenet_v1_name(groups, width)
 
 
 def _paper_entry(model: ShuffleNetV1, cfg: SourceConfig) -> Tuple[Optional[str], Dict[str, Any]]:
@@ -592,6 +602,17 @@ def convert_checkpoint(
     if format not in ("auto", *LAYOUTS):
         raise WeightsError(f"unknown checkpoint format {format!r}; expected auto, {', '.join(LAYOUTS)}")
     return _convert(src, format, exact_border)
+
+
+def package_weights(src: Source) -> Dict[str, Any]:
+    """The package weights dict of a public checkpoint (what ``python -m shufflenet.convert`` writes)."""
+    model, meta = convert_checkpoint(src)
+    return weights_dict(model, arch=meta["arch"], meta=meta)
+
+
+# The one reader of weights files (shufflenet.weights.read_weights, below the models) converts an original
+# public checkpoint on read through this function.
+register_public_converter(package_weights)
 
 
 def load_converted(path: Union[str, Path]) -> ShuffleNetV1:

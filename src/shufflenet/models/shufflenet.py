@@ -25,6 +25,7 @@ is set with ``stem_channels``.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -33,7 +34,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ShuffleNetError
-from ..weights.io import load_weights
+from ..weights.io import WeightsFile, load_state_dict_strict
+from .names import shufflenet_v1_name
+from .pretrained import ShuffleNetWeights, weights_file
 
 __all__ = [
     "channel_shuffle",
@@ -580,17 +583,54 @@ class ShuffleNetV1(SkeletonClassifier):
         return cfg
 
 
+def _builder_name(groups: int, width_mult: float, options: Dict[str, Any]) -> str:
+    """The registered name of what the builder makes (for looking up published weights)."""
+    if options.get("se"):
+        return shufflenet_v1_name(groups, width_mult, "se")
+    if options.get("shuffle") is False:
+        return shufflenet_v1_name(groups, width_mult, "noshuffle")
+    return shufflenet_v1_name(groups, width_mult)
+
+
+def _model_for(wf: WeightsFile, groups: int, width_mult: float, options: Dict[str, Any]) -> ShuffleNetV1:
+    """The network the builder's arguments describe, as stored in ``wf`` when the file has a config (a converted
+    checkpoint's ``input_shift`` / widths); a file of another network is refused with both descriptions."""
+    if "num_classes" in options and wf.num_classes is not None and options["num_classes"] != wf.num_classes:
+        raise InvalidConfigError(
+            f"num_classes={options['num_classes']}: the weights {wf.path} have {wf.num_classes} classes; load them, "
+            f"then replace the classifier: model.reset_classifier({options['num_classes']})"
+        )
+    if not (wf.config and "groups" in wf.config):
+        options.setdefault("num_classes", wf.num_classes or 1000)
+        return ShuffleNetV1(groups=groups, width_mult=width_mult, **options)
+    config = {**wf.config, **options}
+    differ = [
+        f"{k}={wf.config.get(k)!r} in the file, {v!r} asked for"
+        for k, v in (("groups", groups), ("width_mult", width_mult))
+        if wf.config.get(k) is not None and float(wf.config[k]) != float(v)
+    ]
+    if differ:
+        raise InvalidConfigError(f"{wf.path}: holds another network ({'; '.join(differ)})")
+    return ShuffleNetV1(**config)
+
+
 def shufflenet_v1(
-    groups: int = 3, width_mult: float = 1.0, weights: Optional[str] = None, progress: bool = True, **options: Any
+    groups: int = 3,
+    width_mult: float = 1.0,
+    weights: Union[None, str, os.PathLike[str], WeightsFile, ShuffleNetWeights] = None,
+    progress: bool = True,
+    **options: Any,
 ) -> ShuffleNetV1:
     """torchvision-style builder: ``shufflenet_v1(groups=3, width_mult=1.0, weights=None, **options)``.
 
-    ``weights`` is a path to a package weights file, a Lightning checkpoint of this project or a plain
-    state dict (no downloads exist for ShuffleNet v1; convert public checkpoints with
-    ``python -m shufflenet.convert``). ``options`` are :class:`ShuffleNetV1` arguments.
-    ``progress`` is accepted for torchvision compatibility.
+    ``weights``: published weights (``"DEFAULT"``, ``"IMAGENET1K_MMPRETRAIN"``, a member of
+    ``ShuffleNet_V1_X1_0_G3_Weights`` or its full name; downloaded once with a progress bar when ``progress``,
+    converted and cached, see :mod:`shufflenet.models.pretrained`) or a file: this project's weights file, a
+    Lightning checkpoint, a plain state dict, or an original public checkpoint (mmpretrain ``.pth``, megvii
+    ``.pth.tar``; converted on load). ``options`` are :class:`ShuffleNetV1` arguments.
     """
-    model = ShuffleNetV1(groups=groups, width_mult=width_mult, **options)
-    if weights is not None:
-        load_weights(model, weights)
-    return model
+    if weights is None:
+        return ShuffleNetV1(groups=groups, width_mult=width_mult, **options)
+    wf = weights_file(weights, _builder_name(groups, width_mult, options), progress=progress)
+    model = _model_for(wf, groups, width_mult, dict(options))
+    return load_state_dict_strict(model, wf.state_dict, str(wf.path))
