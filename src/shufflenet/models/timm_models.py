@@ -68,9 +68,10 @@ def pretrained_cfgs(name: str) -> Dict[str, Dict[str, Any]]:
     enum = get_model_weights(name)
     if enum is None:
         return {name: _cfg()}
-    return {
-        f"{name}.{timm_tag(w)}": _cfg(url=w.url, license=w.meta["license"].lower(), origin_url=w.meta["recipe"]) for w in enum
-    }
+    cfgs = {}
+    for w in enum:
+        cfgs[f"{name}.{timm_tag(w)}"] = _cfg(url=w.url, license=w.meta["license"].lower(), origin_url=w.meta["recipe"])
+    return cfgs
 
 
 def convert_filter(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, Any]:
@@ -105,7 +106,12 @@ def _pretrained_kwargs(name: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
             f"{name}: no published weights (published: {', '.join(n for n in _PUBLISHED)}); pass "
             f"pretrained_cfg_overlay=dict(file=PATH) or dict(hf_hub_id=REPO), or use pretrained=False"
         )
-    path = download_weights(cfg["url"], progress=True)
+    url = cfg["url"]
+    enum = get_model_weights(name)
+    if enum is not None and not (kwargs.get("pretrained_cfg_overlay") or {}).get("url"):
+        # the Weights enum is the one source of each URL (the cfg carries a copy for timm's listings)
+        url = next((w.url for w in enum if timm_tag(w) == cfg.get("tag")), url)
+    path = download_weights(url, progress=True)
     overlay = dict(kwargs.get("pretrained_cfg_overlay") or {}, file=str(path))
     return {**kwargs, "pretrained_cfg_overlay": overlay}
 
