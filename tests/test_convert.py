@@ -379,18 +379,22 @@ def test_exact_megvii_file_loads_by_name_with_its_input_shift(tmp_path):
         assert (model(to_ours(img)) - want).abs().max() < F32_RTOL * want.abs().max()
 
 
-def test_unconverted_public_checkpoint_names_the_converter(tmp_path, megvii_sd):
-    path = tmp_path / "snetv1_group3_1.0x.pth.tar"
-    torch.save({"state_dict": dict(megvii_sd)}, path)
+def test_original_public_checkpoint_is_converted_on_read(tmp_path, monkeypatch):
+    """Every loader takes the file as published: the one reader converts it (and caches the conversion)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    ref, path = megvii_case(tmp_path, 3, 1.0, seed=13)
+    img = cifar_images(64, n=1, offset=4)
+    with torch.no_grad():
+        want = ref(to_megvii(img))
     for call in (
         lambda: create_model("shufflenet_v1_x1_0_g3", weights=path),
         lambda: create_model(None, weights=path),
-        lambda: load_weights(create_model("shufflenet_v1_x1_0_g3"), path),
     ):
-        with pytest.raises(
-            WeightsError, match=r"megvii ShuffleNet-Series checkpoint, not yet converted.*python -m shufflenet.convert"
-        ):
-            call()
+        with torch.no_grad():
+            assert (call().eval()(to_ours(img)) - want).abs().max() < F32_RTOL * want.abs().max()
+    # a plain registry model has no input_shift: megvii's input space needs the file's own network
+    with pytest.raises(WeightsError, match="unexpected key 'input_shift.shift'"):
+        load_weights(create_model("shufflenet_v1_x1_0_g3"), path)
 
 
 def test_approx_border_is_exact_inside_and_loads_by_name(tmp_path):

@@ -34,7 +34,7 @@ FLOORS = {
     "configs": 0,
     "weights": 1,
     "models": 2,
-    "shufflenet": 3,  # the package root re-exports floors 0-2
+    "shufflenet": 4,  # the package root re-exports floors 0-2 and imports convert (which registers its converter)
     "convert": 4,
     "complexity": 4,
     "classification": 5,

@@ -13,6 +13,7 @@ from .checkpoints import (
     detect_layout,
     load_converted,
     match_shuffle,
+    package_weights,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "detect_layout",
     "load_converted",
     "match_shuffle",
+    "package_weights",
 ]

@@ -58,7 +58,15 @@ from ..models.shufflenet import (
     shuffle_permutation,
     stage_widths,
 )
-from ..weights.io import WeightsError, extract_state_dict, load_state_dict_strict, read_checkpoint, save_weights
+from ..weights.io import (
+    WeightsError,
+    extract_state_dict,
+    load_state_dict_strict,
+    read_checkpoint,
+    register_public_converter,
+    save_weights,
+    weights_dict,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -71,6 +79,7 @@ __all__ = [
     "detect_layout",
     "load_converted",
     "match_shuffle",
+    "package_weights",
     "main",
 ]
 
@@ -642,6 +651,17 @@ def convert_checkpoint(
     if format not in ("auto", *LAYOUTS):
         raise WeightsError(f"unknown checkpoint format {format!r}; expected auto, {', '.join(LAYOUTS)}")
     return _convert(src, format, exact_border)
+
+
+def package_weights(src: Source) -> Dict[str, Any]:
+    """The package weights dict of a public checkpoint (what ``python -m shufflenet.convert`` writes)."""
+    model, meta = convert_checkpoint(src)
+    return weights_dict(model, arch=meta["arch"], meta=meta)
+
+
+# The one reader of weights files (shufflenet.weights.read_weights, below the models) converts an original
+# public checkpoint on read through this function.
+register_public_converter(package_weights)
 
 
 def load_converted(path: Union[str, Path]) -> ShuffleNetV1:

@@ -1,9 +1,19 @@
-"""Models: ShuffleNet v1 (the one backbone), the paper's comparison models, and the name registry."""
+"""Models: ShuffleNet v1 (the one backbone), the paper's comparison models, the name registry and the
+published weights (torchvision-style ``Weights`` enums, timm pretrained cfgs)."""
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from . import baselines  # noqa: E402,F401  registers the paper's comparison models (Tables 4-8)
-from .names import parse_shufflenet_v1_name, shufflenet_v1_name
+from .names import SHUFFLENET_V1_VARIANTS, parse_shufflenet_v1_name, shufflenet_v1_name
 from .paper import PaperEntry, paper_entries
+from .pretrained import (
+    IMAGENET_CATEGORIES,
+    ShuffleNet_V1_X1_0_G3_Weights,
+    ShuffleNetWeights,
+    UnknownWeightsError,
+    get_model_weights,
+    get_weight,
+    list_pretrained,
+)
 from .registry import (
     ModelSpec,
     UnknownModelError,
@@ -29,6 +39,16 @@ from .shufflenet import (
 )
 
 __all__ = [
+    "IMAGENET_CATEGORIES",
+    "SHUFFLENET_V1_VARIANTS",
+    "ShuffleNet_V1_X1_0_G3_Weights",
+    "ShuffleNetWeights",
+    "UnknownWeightsError",
+    "get_model_weights",
+    "get_weight",
+    "list_pretrained",
+    "parse_shufflenet_v1_name",
+    "shufflenet_v1_name",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PAPER_GROUPS",

@@ -29,13 +29,15 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from torch import nn
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ShuffleNetError
 from ..paths import paper_tables
-from ..weights.io import WeightsError, WeightsFile, load_state_dict_strict, read_weights
+from ..weights.io import WeightsError, WeightsFile, load_state_dict_strict
 from .names import shufflenet_v1_name
 from .paper import PaperEntry, headline, paper_entries
+from .pretrained import weights_file
 from .shufflenet import PAPER_GROUPS, InvalidConfigError, ShuffleNetV1
+from .timm_models import TIMM_CFG as _TIMM_CFG  # noqa: F401  (the baselines' timm cfg)
+from .timm_models import register_timm
 
 __all__ = [
     "ModelSpec",
@@ -86,7 +88,7 @@ def register(spec: ModelSpec) -> ModelSpec:
         paper_err=spec.paper_err if spec.paper_err is not None else headline(entries, "err"),
     )
     _REGISTRY[spec.name] = spec
-    _register_with_timm(spec)
+    register_timm(spec)
     return spec
 
 
@@ -104,10 +106,15 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(
-    name: Optional[str] = None, weights: Union[None, str, os.PathLike, WeightsFile] = None, **kwargs: Any
+    name: Optional[str] = None,
+    weights: Union[None, str, os.PathLike, WeightsFile, Any] = None,
+    progress: bool = True,
+    **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model, optionally with weights from any file :func:`~shufflenet.weights.read_weights`
-    reads (package weights file, converted public checkpoint, Lightning ``.ckpt``, plain state dict).
+    """Build a registered model, optionally with weights: a file :func:`~shufflenet.weights.read_weights` reads
+    (package weights file, original or converted public checkpoint, Lightning ``.ckpt``, plain state dict) or
+    published weights (``"DEFAULT"``, ``"IMAGENET1K_MMPRETRAIN"``, a ``Weights`` enum member or its full name;
+    downloaded once, see :mod:`shufflenet.models.pretrained`).
 
     ``name=None`` takes the architecture from the file (its stored config or registered name). A file whose
     network differs from ``name`` is refused with both descriptions. ``features_only=True`` (with optional
@@ -116,8 +123,7 @@ def create_model(
     if weights is not None:
         if kwargs.get("features_only"):
             raise InvalidConfigError("create_model: load weights into the full model, then wrap it for features")
-        wf = weights if isinstance(weights, WeightsFile) else read_weights(weights, use="model")
-        return model_from_weights(wf, name, **kwargs)
+        return model_from_weights(weights_file(weights, name, progress=progress), name, **kwargs)
     if name is None:
         raise InvalidConfigError("create_model: give a model name or a weights file")
     spec = get_spec(name)
@@ -179,48 +185,6 @@ def model_from_weights(wf: WeightsFile, name: Optional[str] = None, **kwargs: An
             merged["num_classes"] = wf.num_classes
         model = create_model(arch, **merged)
     return load_state_dict_strict(model, wf.state_dict, src)
-
-
-def _register_with_timm(spec: ModelSpec) -> None:
-    from timm.models import build_model_with_cfg, register_model
-
-    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        if pretrained:
-            raise ValueError(
-                f"{spec.name}: no weights can be downloaded here; convert a public checkpoint "
-                f"(python -m shufflenet.convert) and pass weights=<file> to shufflenet.create_model"
-            )
-        if spec.builder is ShuffleNetV1:
-            kwargs["pretrained_cfg"] = kwargs.get("pretrained_cfg") or _TIMM_CFG
-            return build_model_with_cfg(
-                ShuffleNetV1,
-                spec.name,
-                pretrained=False,
-                feature_cfg=dict(out_indices=(1, 2, 3)),
-                **{**spec.kwargs, **kwargs},
-            )
-        return spec.builder(**{**spec.kwargs, **kwargs})
-
-    entrypoint.__name__ = spec.name
-    entrypoint.__qualname__ = spec.name
-    entrypoint.__module__ = __name__
-    entrypoint.__doc__ = spec.description
-    register_model(entrypoint)
-
-
-# ImageNet preprocessing of every model in this project: RGB, torchvision mean/std, 224 crop from 256.
-_TIMM_CFG = dict(
-    url="",
-    num_classes=1000,
-    input_size=(3, 224, 224),
-    pool_size=(7, 7),
-    crop_pct=0.875,
-    interpolation="bilinear",
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    first_conv="conv1.0",
-    classifier="fc",
-)
 
 
 def _register_shufflenets() -> None:
