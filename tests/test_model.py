@@ -163,10 +163,10 @@ def test_weights_roundtrip_and_mismatch(tmp_path):
     m2 = shufflenet_v1(groups=3, width_mult=0.5, num_classes=10, weights=str(path))
     for k, v in m.state_dict().items():
         assert torch.equal(v, m2.state_dict()[k])
-    with pytest.raises(
-        shufflenet.WeightsError, match=r"key 'fc.weight' has shape \(10, 480\) in the checkpoint but \(1000, 480\)"
-    ):
-        shufflenet_v1(groups=3, width_mult=0.5, weights=str(path))
+    # torchvision's rule: the weights decide num_classes; asking for another count says how to get it
+    assert shufflenet_v1(groups=3, width_mult=0.5, weights=str(path)).fc.out_features == 10
+    with pytest.raises(shufflenet.ShuffleNetError, match=r"num_classes=1000: .* have 10 classes.*reset_classifier"):
+        shufflenet_v1(groups=3, width_mult=0.5, num_classes=1000, weights=str(path))
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(shufflenet.WeightsError, match="bad.pth: cannot be read"):
         shufflenet_v1(groups=3, width_mult=0.5, weights=str(tmp_path / "bad.pth"))
