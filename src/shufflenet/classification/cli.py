@@ -79,8 +79,8 @@ from .callbacks import (
     StopOnSignal,
     end_of_run_callbacks,
 )
-from .data import ImageFolderDataModule
-from .errors import ClassificationError, TrainingInterrupted
+from .data import ImageFolderDataModule, find_split_dirs
+from .errors import ClassificationError, DataError, TrainingInterrupted
 from .module import ImageClassifier
 
 log = logging.getLogger(__name__)
@@ -541,6 +541,17 @@ class ClassificationCLI(LightningCLI):
         cfg = self.config[sub] if sub else self.config
         if cfg.get("num_threads"):
             torch.set_num_threads(int(cfg["num_threads"]))  # restored by main() when it returns
+        root = cfg.get("data", {}).get("root") if sub != "predict" else None
+        if root:  # the class count comes from the folders: check it before a 1-class model is built
+            train, _ = find_split_dirs(root)
+            classes = sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
+            if len(classes) == 1:
+                only = train / classes[0]
+                empty = not any(p.is_file() for p in only.rglob("*"))
+                raise DataError(
+                    f"{train} has one class folder ({classes[0]}{', which holds no images' if empty else ''}); "
+                    f"a classifier needs at least 2 classes: one subfolder per class under {train}, each with images"
+                )
 
     def _settings(self) -> Dict[str, Any]:
         """The merged configuration of this start, flattened (what config.yaml records)."""

@@ -96,10 +96,11 @@ class ImageClassifier(pl.LightningModule):
             ("label_smoothing", label_smoothing, 0 <= label_smoothing < 1),
             ("ema_decay", ema_decay, 0 < ema_decay < 1),
             ("warmup_steps", warmup_steps, warmup_steps >= 0),
-            ("num_classes", num_classes, num_classes >= 1),
         ):
             if not ok:
                 raise ClassificationError(f"model.{name}={value!r} is out of range")
+        if num_classes < 2:
+            raise ClassificationError(f"model.num_classes={num_classes!r}: a classifier needs at least 2 classes")
         self.save_hyperparameters()
         self.model = create_model(arch, num_classes=num_classes, **(model_kwargs or {}))
         self.model_ema = ModelEmaV3(self.model, decay=ema_decay, use_warmup=ema_warmup) if ema else None
