@@ -502,7 +502,6 @@ class StopOnNonFiniteLoss(pl.Callback):
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             return
-        step = trainer.global_step + 1  # the step this loss belongs to (global_step counts finished steps)
         ckpt_dir = _checkpoint_dir(trainer)
         last = ckpt_dir / "last.ckpt" if ckpt_dir is not None else None
         kept = "no checkpoint was written yet"
@@ -513,8 +512,9 @@ class StopOnNonFiniteLoss(pl.Callback):
             except Exception:  # noqa: BLE001 - the message must still come out
                 kept = f"the last checkpoint is {last}"
         raise NonFiniteLossError(
-            f"training loss is {float(loss.detach().float().mean())} at step {step} (epoch {trainer.current_epoch}); "
-            f"stopped before that step changed the weights; {kept} (lower model.lr, or check the data)"
+            f"training loss is {float(loss.detach().float().mean())} in optimizer step {trainer.global_step + 1} "
+            f"(global_step {trainer.global_step}, epoch {trainer.current_epoch}); stopped before that step changed "
+            f"the weights; {kept} (lower model.lr, or check the data)"
         )
 
 
