@@ -375,7 +375,7 @@ KILL_BEFORE_RENAME = (
     "    def replace(src, dst):\n"
     "        if str(dst).endswith('last.ckpt'):\n"
     "            seen.append(dst)\n"
-    "            if len(seen) == 3:  # the third last.ckpt (step 6): written and fsynced, not yet renamed\n"
+    "            if len(seen) == 3:  # the third last.ckpt: written and fsynced, not yet renamed\n"
     "                os.kill(os.getpid(), signal.SIGKILL)\n"
     "        return real_replace(src, dst)\n"
     "fileio.os = _Os()\n"
@@ -412,7 +412,7 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
     seen = []
-    # 0. killed between the temporary file's write and its rename (the third last.ckpt: steps 3 and 5 came first)
+    # 0. killed between the temporary file's write and its rename (the third last.ckpt of the run)
     code = f"import os, signal, sys\n{KILL_BEFORE_RENAME}from shufflenet.classification.cli import cli\nsys.exit(cli())"
     proc = subprocess.run(
         [sys.executable, "-c", code, *train_args, "--run_dir", str(run)], env=e, capture_output=True, text=True
@@ -422,7 +422,7 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
     assert len(stale) == 1 and stale[0].startswith(".last.ckpt."), stale
     unrenamed = torch.load(last.parent / stale[0], map_location="cpu", weights_only=True)  # whole, never renamed
     kept = state(run)["global_step"]
-    assert (kept, unrenamed["global_step"]) == (5, 6)  # last.ckpt is still the previous checkpoint, intact
+    assert 0 < kept < unrenamed["global_step"]  # last.ckpt is still the previous checkpoint, intact
     seen.append(("SIGKILL before rename", proc.returncode, kept))
 
     rng = random.Random(0)
