@@ -84,7 +84,7 @@ def demo_run(tmp_path_factory):
 
 def test_no_argument_run(demo_run):
     tmp, proc, run = demo_run
-    assert "no arguments: training the demo" in proc.stdout
+    assert proc.stdout.startswith("no --data.root: training the demo (demo.yaml: shufflenet_v1_x0_25_g3 at 32 px")
     assert run.parent.parent == (tmp / "outputs" / "classification").resolve() and run.parent.name == "demo"
     assert "Epoch 3: 100%" in proc.stdout  # the progress bar (Lightning writes it to stdout)
     for rel in (
@@ -368,11 +368,13 @@ def console(name: str) -> list:
     return [str(script)]
 
 
-def run_script(name: str, *args: str, tmp: Path, cwd: Optional[Path] = None, timeout: int = 600):
+def run_script(name: str, *args: str, tmp: Path, cache: Optional[Path] = None, timeout: int = 600):
+    """``NAME ARGS`` run in ``tmp`` (``cache``: the folder that holds the generated demo data, else ``tmp/cache``)."""
+    e = env(tmp)
+    if cache is not None:
+        e["SHUFFLENET_CACHE"] = str(cache)
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [*console(name), *args], cwd=cwd or tmp, env=env(tmp), capture_output=True, text=True, timeout=timeout
-    )
+    proc = subprocess.run([*console(name), *args], cwd=tmp, env=e, capture_output=True, text=True, timeout=timeout)
     print(f"{name} {' '.join(args)}: exit {proc.returncode} in {time.perf_counter() - t0:.1f} s")
     return proc
 
@@ -385,11 +387,18 @@ def one_error_line(proc, message: str) -> str:
     return last
 
 
-def test_without_data_root_train_is_the_demo_whatever_is_overridden(tmp_path):
+def test_without_data_root_train_is_the_demo_whatever_is_overridden(tmp_path, demo_run):
     """``shufflenet-train --trainer.max_steps 3``: the demo recipe (0.25x at 32 px, batch 64) on the demo data, said
-    in the first line; the header names model, data, image size, batch and run folder before any work."""
+    in the first line; the header names model, data, image size, batch and run folder before any work. (Uses the
+    demo data the no-argument run generated.)"""
     proc = run_script(
-        "shufflenet-train", "--trainer.max_steps", "3", "--trainer.enable_progress_bar", "false", tmp=tmp_path
+        "shufflenet-train",
+        "--trainer.max_steps",
+        "3",
+        "--trainer.enable_progress_bar",
+        "false",
+        tmp=tmp_path,
+        cache=demo_run[0] / "cache",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
