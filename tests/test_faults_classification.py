@@ -388,7 +388,7 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
     lands before the run's end; the final weights (and EMA) equal an uninterrupted run's bit for bit. The signals
     go to the process group (main process and data worker), as SLURM's and a terminal's do."""
     data = make_tree(tmp_path / "data", per_class=6, val_per_class=1)  # 24 images: 3 batches of 8 an epoch
-    steps = 100
+    steps = 70
     train_args = args_for(
         data,
         "--save_every_n_steps",

@@ -523,7 +523,7 @@ class ClassificationCLI(LightningCLI):
             return
         cfg = self.config[sub]
         ckpt = cfg.get("ckpt_path")
-        if sub != "fit" and not ckpt and sub == "predict":
+        if sub == "predict" and not ckpt:
             raise ClassificationError("predict needs --ckpt_path (a checkpoint written by shufflenet-train)")
         if ckpt and ckpt not in ("last", "best", "hpc", "registry"):
             # read here, before LightningCLI loads the model's settings from it with torch.load
@@ -642,9 +642,7 @@ class ClassificationCLI(LightningCLI):
                 raise ClassificationError(
                     f"--predictions {writer.output}: the folder {writer.output.parent} does not exist"
                 )
-            self.model.predict_top_k = int(cfg.get("top_k") or 5)
-            if ckpt:
-                self.model.class_names = read_training_checkpoint(Path(ckpt)).get("class_names")
+            self.model.predict_top_k = int(cfg.get("top_k") or 5)  # class names: from the checkpoint, on load
         trainer = super().instantiate_trainer(**kwargs)
         if trainer.is_global_zero:
             dm = self.datamodule

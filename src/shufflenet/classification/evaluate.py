@@ -26,7 +26,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -86,12 +85,12 @@ def _named_model(name: str) -> Tuple[nn.Module, Dict[str, Any]]:
     """A registered model by name: its pretrained weights (``weights="DEFAULT"``) where it has them, else random."""
     try:
         model, kind = create_model(name, weights="DEFAULT"), "pretrained"
-    except (ShuffleNetError, OSError) as e:
-        warnings.warn(
-            f"{name}: no pretrained weights available ({e}); evaluating RANDOM weights (expect chance accuracy)",
-            stacklevel=2,
+    except (ShuffleNetError, OSError):
+        print(
+            f"warning: {name} has no pretrained weights here: evaluating random weights (expect chance accuracy)",
+            file=sys.stderr,
+            flush=True,
         )
-        print(f"warning: {name} has no pretrained weights here: evaluating random weights", file=sys.stderr)
         model, kind = create_model(name), "random"
     info = {"checkpoint": name, "kind": "name", "weights": kind, "arch": name, "num_classes": _num_classes(model)}
     return model.eval(), info
