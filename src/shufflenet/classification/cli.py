@@ -734,32 +734,6 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*could not find the monitored key in the returned metrics.*")
 
 
-class _DropTips(logging.Filter):
-    """Lightning's advertising lines ("💡 Tip: ... try installing litlogger/litmodels")."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip: For seamless" not in str(record.msg)
-
-
-def _quiet_lightning() -> None:
-    for name in (
-        "pytorch_lightning.utilities.rank_zero",
-        "lightning_fabric.utilities.rank_zero",
-        "lightning_utilities.core.rank_zero",
-    ):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropTips) for f in logger.filters):
-            logger.addFilter(_DropTips())
-    warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended to run.*")
-    warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended.*")
-    warnings.filterwarnings("ignore", message=r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*")
-    warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")  # capped at the CPU count
-    # a resumed run writes into its own checkpoints/ (that is the point); best.ckpt falls back to last.ckpt
-    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=r".*could not find the monitored key in the returned metrics.*")
-
-
 def make_cli(
     args: Sequence[str],
     base_config: Optional[Path] = None,
