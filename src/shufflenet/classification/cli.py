@@ -542,8 +542,8 @@ def main(
             defaults = [base, demo]
             if sub == "fit" and not asks_help:
                 print(
-                    f"no --data.root: training the demo ({demo.name}: {_recipe_line(demo)}) on the generated shapes "
-                    f"dataset; pass --data.root FOLDER to train on your data",
+                    f"no --data.root: training the demo ({demo.name}: {_recipe_line(demo)}, with your overrides on "
+                    f"top) on the generated shapes dataset; pass --data.root FOLDER to train on your data",
                     flush=True,
                 )
     folder = RunFolder()
