@@ -1,8 +1,9 @@
-"""torch.hub entry points: ``torch.hub.load("<repo or path>", "shufflenet_v1_x1_0_g3", source="local")``.
+"""torch.hub entry points: ``torch.hub.load("<repo or path>", "shufflenet_v1_x1_0_g3", weights="DEFAULT")``.
 
-Every registered name (``shufflenet.list_models()``) is an entry point with the same keyword arguments as
-``shufflenet.create_model`` (``num_classes``, ``weights=<file>``, the ShuffleNetV1 options). No weights are
-downloaded: pass a converted or trained weights file.
+Every registered name (``shufflenet.list_models()``) is an entry point with the keyword arguments of
+``shufflenet.create_model``: ``weights=`` published weights (``"DEFAULT"``, ``"IMAGENET1K_MMPRETRAIN"``; downloaded
+once into torch.hub's cache, converted and cached) or a weights file; ``pretrained=True`` means
+``weights="DEFAULT"``; ``num_classes`` and the ShuffleNetV1 options.
 """
 
 import os
@@ -19,12 +20,12 @@ from shufflenet import create_model, list_models  # noqa: E402
 
 def _entry(name):
     def entry(pretrained=False, **kwargs):
-        if pretrained:
-            raise ValueError(f"{name}: no weights can be downloaded; pass weights=<file> (see README)")
+        if pretrained and kwargs.get("weights") is None:
+            kwargs["weights"] = "DEFAULT"
         return create_model(name, **kwargs)
 
     entry.__name__ = name
-    entry.__doc__ = f"{name} (shufflenet.create_model({name!r}, **kwargs))"
+    entry.__doc__ = f"{name} (shufflenet.create_model({name!r}, **kwargs); pretrained=True: weights='DEFAULT')"
     return entry
 
 

@@ -38,6 +38,38 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+def _torch_global_state():
+    import torch
+
+    return {
+        "num_threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
+
+
+def _set_torch_global_state(state) -> None:
+    import torch
+
+    torch.set_num_threads(state["num_threads"])
+    torch.use_deterministic_algorithms(state["deterministic"], warn_only=state["deterministic_warn_only"])
+    torch.backends.cudnn.deterministic = state["cudnn_deterministic"]
+    torch.backends.cudnn.benchmark = state["cudnn_benchmark"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_global_state():
+    """Every test starts with the torch settings the session started with: the intra-op thread count and the
+    deterministic flags are process-wide, and an in-process call that sets them (a Trainer, a benchmark run with
+    ``--threads 1``) would otherwise change the tests that run after it."""
+    before = _torch_global_state()
+    yield
+    if _torch_global_state() != before:
+        _set_torch_global_state(before)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository's root folder."""

@@ -19,7 +19,8 @@ from torch import nn
 
 from shufflenet import WeightsError, create_model, load_weights
 from shufflenet.convert import convert_megvii, convert_mmpretrain, load_converted
-from shufflenet.convert.checkpoints import cli, count_matrix, main, shuffle_index
+from shufflenet.convert.checkpoints import cli, count_matrix, main
+from shufflenet.models import shuffle_permutation
 
 DATA = Path(__file__).resolve().parent / "data" / "cifar10"  # real CIFAR-10 JPEGs the repository carries
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -251,7 +252,7 @@ def save_megvii(net, path):
 
 
 def save_mm(net, path):
-    meta = {"mmpretrain_version": "1.0.0", "epoch": 300, "CLASSES": ["c%d" % i for i in range(3)]}
+    meta = {"mmpretrain_version": "1.0.0", "epoch": 300, "CLASSES": [f"c{i}" for i in range(3)]}
     torch.save({"meta": meta, "state_dict": {k: v.clone() for k, v in net.state_dict().items()}}, path)
     return path
 
@@ -378,18 +379,22 @@ def test_exact_megvii_file_loads_by_name_with_its_input_shift(tmp_path):
         assert (model(to_ours(img)) - want).abs().max() < F32_RTOL * want.abs().max()
 
 
-def test_unconverted_public_checkpoint_names_the_converter(tmp_path, megvii_sd):
-    path = tmp_path / "snetv1_group3_1.0x.pth.tar"
-    torch.save({"state_dict": dict(megvii_sd)}, path)
+def test_original_public_checkpoint_is_converted_on_read(tmp_path, monkeypatch):
+    """Every loader takes the file as published: the one reader converts it (and caches the conversion)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    ref, path = megvii_case(tmp_path, 3, 1.0, seed=13)
+    img = cifar_images(64, n=1, offset=4)
+    with torch.no_grad():
+        want = ref(to_megvii(img))
     for call in (
         lambda: create_model("shufflenet_v1_x1_0_g3", weights=path),
         lambda: create_model(None, weights=path),
-        lambda: load_weights(create_model("shufflenet_v1_x1_0_g3"), path),
     ):
-        with pytest.raises(
-            WeightsError, match=r"megvii ShuffleNet-Series checkpoint, not yet converted.*python -m shufflenet.convert"
-        ):
-            call()
+        with torch.no_grad():
+            assert (call().eval()(to_ours(img)) - want).abs().max() < F32_RTOL * want.abs().max()
+    # a plain registry model has no input_shift: megvii's input space needs the file's own network
+    with pytest.raises(WeightsError, match="unexpected key 'input_shift.shift'"):
+        load_weights(create_model("shufflenet_v1_x1_0_g3"), path)
 
 
 def test_approx_border_is_exact_inside_and_loads_by_name(tmp_path):
@@ -422,13 +427,13 @@ def _save(model, path):
 def test_count_matrix_decides_rewriting():
     # The paper's permutation sends channel counts N[A, B] = megvii's N[B, A] (the inverse permutation).
     for m, g in ((96, 8), (60, 3), (48, 8)):
-        paper = count_matrix(torch.argsort(shuffle_index(m, g)), g, g)
-        megvii = count_matrix(torch.argsort(shuffle_index(m, m // g)), g, g)
+        paper = count_matrix(torch.argsort(shuffle_permutation(m, g)), g, g)
+        megvii = count_matrix(torch.argsort(shuffle_permutation(m, m // g)), g, g)
         assert torch.equal(paper, megvii.t())
         assert paper.sum() == m and (paper.sum(1) == m // g).all()
     # g=8, mid 96 (1.0x stage 2): 12 channels per group are not symmetric -> not rewritable.
     m = 96
-    megvii = count_matrix(torch.argsort(shuffle_index(m, m // 8)), 8, 8)
+    megvii = count_matrix(torch.argsort(shuffle_permutation(m, m // 8)), 8, 8)
     assert not torch.equal(megvii, megvii.t())
 
 

@@ -42,7 +42,7 @@ def test_compat_shims_make_detectron2_importable():
         assert any("detectron2._C" in s for s in det.compat.applied_shims())
         # An op this project never uses fails with one clear message naming what needs the extension.
         with pytest.raises(det.MissingCompiledOpError, match="rotated boxes.*build detectron2 from source"):
-            detectron2._C.box_iou_rotated
+            detectron2._C.box_iou_rotated  # noqa: B018  (the attribute access is what raises)
         from detectron2.layers import batched_nms_rotated
 
         with pytest.raises(det.MissingCompiledOpError, match="nms_rotated"):
@@ -353,11 +353,8 @@ def test_transfer_rejects_foreign_and_missing_files(tmp_path):
     from test_convert import megvii_case  # megvii's own layout, random weights (tests/test_convert.py)
 
     _, path = megvii_case(tmp_path, 3, 0.5, seed=2)
-    with pytest.raises(
-        det.DetectionError,
-        match=r"megvii ShuffleNet-Series checkpoint, not yet converted.*"
-        r"python -m shufflenet.convert",
-    ):
+    # an original public checkpoint is converted on read; this one is 0.5x, the detector 0.25x
+    with pytest.raises(det.DetectionError, match="shape .* MODEL.SHUFFLENET"):
         det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(path))
     with pytest.raises(det.DetectionError, match="no such"):
         det.build_detector("coco_shufflenet1x_300", opts=SMALL_OPTS, weights=str(tmp_path / "absent.pth"))

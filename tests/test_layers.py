@@ -1,6 +1,18 @@
-"""The house's layering (shared/DESIGN.md, README "Layout"), checked on the source: every import of every
-module of ``src/shufflenet`` (module level and inside functions) goes to its own floor or below, and the
-import graph has no cycle."""
+"""The package's layers, checked on the source (module-level imports and imports inside functions alike).
+
+The rules (README "Layout"):
+
+* The package is built in layers: core (``constants``, ``errors``, ``fileio``, ``paths``, package data) <
+  ``weights`` < ``models`` < the package root < ``convert`` and ``complexity`` < the integrations
+  (``classification``, ``detection``, ``mobile``). A module imports only from its own layer or a lower one.
+* The integrations never import each other, except that ``mobile`` may export a detector built by
+  ``detection``'s public builder. Lightning, detectron2 and the export APIs are imported by the integrations only.
+* The import graph has no cycle.
+* The package never imports the developer tools (the top-level ``tools/`` package); the tools use the package's
+  public API only, in Python's sense: no module and no name whose name starts with an underscore
+  (``shufflenet.models.create_model`` and ``shufflenet.mobile.verify`` are public, ``shufflenet.models._TIMM_CFG``
+  and ``shufflenet.detection._compat`` are not).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +20,11 @@ import ast
 from pathlib import Path
 from typing import Dict, List, Set
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "shufflenet"
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src" / "shufflenet"
+TOOLS = REPO / "tools"
 
-# Floor of each top-level part of the package; a module may import its own floor or lower ones.
+# Layer of each top-level part of the package; a module may import its own layer or lower ones.
 FLOORS = {
     "constants": 0,
     "errors": 0,
@@ -20,16 +34,14 @@ FLOORS = {
     "configs": 0,
     "weights": 1,
     "models": 2,
-    "shufflenet": 3,  # the package root re-exports floors 0-2
+    "shufflenet": 4,  # the package root re-exports floors 0-2 and imports convert (which registers its converter)
     "convert": 4,
     "complexity": 4,
     "classification": 5,
     "detection": 5,
     "mobile": 5,
-    "experiments": 6,
 }
-# Wings never import each other, except what DESIGN.md allows: mobile exports detectors built by the
-# detection wing's public builder.
+# Integrations never import each other, except: mobile exports detectors built by detection's public builder.
 ALLOWED_ACROSS = {("mobile", "detection")}
 THIRD_PARTY_ABOVE_MODELS = ("pytorch_lightning", "lightning", "detectron2", "executorch", "torch.export")
 
@@ -93,10 +105,10 @@ def test_every_import_goes_to_the_same_floor_or_below():
             if FLOORS[dst_part] > FLOORS[src_part]:
                 bad.append(f"{name} imports {target} ({dst_part} is above {src_part})")
             elif FLOORS[dst_part] == FLOORS[src_part] == FLOORS["classification"]:
-                bad.append(f"{name} imports {target} (one wing imports another)")
+                bad.append(f"{name} imports {target} (one integration imports another)")
         if FLOORS[src_part] <= FLOORS["models"] or src_part in ("convert", "complexity"):
             third = [m for m in _imports(name, mods[name]) if m.startswith(THIRD_PARTY_ABOVE_MODELS)]
-            bad += [f"{name} imports {m} (only the wings may)" for m in third]
+            bad += [f"{name} imports {m} (only the integrations may)" for m in third]
     assert not bad, "\n".join(sorted(bad))
 
 
@@ -136,3 +148,68 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path):
     mod.write_text("def f():\n    from ..classification import cli\n    from . import registry\n")
     found = _imports("shufflenet.models.x", mod)
     assert "shufflenet.classification.cli" in found and "shufflenet.models.registry" in found
+
+
+def _tool_modules() -> Dict[str, Path]:
+    return {
+        f"tools.{p.relative_to(TOOLS).with_suffix('').as_posix().replace('/', '.')}": p for p in TOOLS.rglob("*.py")
+    }
+
+
+def _public_use_problems(name: str, path: Path) -> List[str]:
+    """What in ``path`` (a tool) goes past the package's public modules."""
+
+    def private_module(mod: str) -> bool:
+        parts = mod.split(".")
+        return parts[0] == "shufflenet" and any(p.startswith("_") for p in parts)
+
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            bad += [f"{name} imports {a.name} (not a public module)" for a in node.names if private_module(a.name)]
+        elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "shufflenet":
+            if private_module(node.module):
+                bad.append(f"{name} imports {node.module} (not a public module)")
+            bad += [f"{name} imports {node.module}.{a.name} (a private name)" for a in node.names if a.name[0] == "_"]
+    return bad
+
+
+def test_the_package_never_imports_the_tools():
+    bad = [
+        f"{name} imports {m}"
+        for name, path in _modules().items()
+        for m in _imports(name, path)
+        if m == "tools" or m.startswith("tools.")
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_tools_use_only_the_packages_public_modules():
+    tools = _tool_modules()
+    assert "tools.train_benchmark" in tools and "tools.ablations" in tools
+    bad = [b for name, path in tools.items() for b in _public_use_problems(name, path)]
+    assert not bad, "\n".join(sorted(bad))
+
+
+def test_the_public_use_checker_sees_private_modules_and_names(tmp_path):
+    """The checker itself: a private module (imported or imported from) and a private name are each found; public
+    modules and names pass."""
+    mod = tmp_path / "x.py"
+    mod.write_text(
+        "from shufflenet.models import create_model\n"
+        "import shufflenet.classification\n"
+        "from shufflenet.models.registry import get_spec\n"
+        "def f():\n"
+        "    import shufflenet.detection._compat\n"
+        "    from shufflenet import _private\n"
+        "    from shufflenet.models import _TIMM_CFG\n"
+    )
+    found = _public_use_problems("tools.x", mod)
+    assert any("shufflenet.detection._compat" in b for b in found)
+    assert any("shufflenet._private" in b for b in found)
+    assert any("_TIMM_CFG" in b for b in found)
+    assert not any(
+        "create_model" in b or b.endswith("shufflenet.classification (not a public module of the package)")
+        for b in found
+    )
+    assert len(found) == 3, found

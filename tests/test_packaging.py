@@ -28,6 +28,24 @@ def _constraints():
     return _pins([ln for ln in lines if ln and not ln.startswith("#")])
 
 
+def _console_scripts():
+    """``[project.scripts]`` of pyproject.toml: ``{command: "module:function"}`` (new entries are included)."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_every_console_script_target_resolves():
+    """Each ``[project.scripts]`` entry names an importable module and a callable in it."""
+    import importlib
+
+    scripts = _console_scripts()
+    assert len(scripts) >= 7
+    for command, target in scripts.items():
+        module, _, attr = target.partition(":")
+        assert attr, f"{command} = {target!r}: no function named"
+        func = getattr(importlib.import_module(module), attr, None)
+        assert callable(func), f"{command} = {target!r}: {attr} is not a callable of {module}"
+
+
 def test_constraints_environment_yml_and_pyproject_agree():
     """constraints.txt holds exact versions; environment.yml lists the same; pyproject declares ranges that each
     pin satisfies, and only ranges (a library must not demand exact versions of a user's environment)."""
@@ -176,3 +194,24 @@ def test_wheel_installs_and_its_console_scripts_run_outside_the_repo(tmp_path):
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
     assert not (outside / "x.pth").exists()
+
+    # every console script of pyproject.toml is installed and answers --help (started together: each one's time is
+    # mostly importing torch and friends)
+    scripts = _console_scripts()
+    procs = {
+        command: subprocess.Popen(
+            [str(venv / "bin" / command), "--help"],
+            cwd=outside,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for command in scripts
+    }
+    failed = []
+    for command, proc in procs.items():
+        out, err = proc.communicate(timeout=600)
+        if proc.returncode != 0 or "usage" not in out.lower():
+            failed.append(f"{command} --help: exit {proc.returncode}\n{out[-500:]}{err[-1500:]}")
+    assert not failed, "\n".join(failed)

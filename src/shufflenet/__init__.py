@@ -3,26 +3,34 @@
     >>> from shufflenet import shufflenet_v1, create_model, list_models
     >>> model = shufflenet_v1(groups=3, width_mult=1.0)          # torchvision-style builder
     >>> model = create_model("shufflenet_v1_x0_5_g3")             # by name (also timm.create_model)
+    >>> model = shufflenet_v1(groups=3, weights="DEFAULT")        # mmpretrain's ImageNet weights, converted
 
-Layers (each imports only from its own floor or below; see README "Layout"):
-ground floor ``constants``, ``paths``, ``errors``, ``fileio``; ``weights`` (the one reader/writer of weight
-files); ``models`` (unit, network, baselines, registry); ``convert`` and ``complexity`` above the models;
-the wings ``classification`` (Lightning), ``detection`` (detectron2) and ``mobile`` (export APIs).
+Layers (each imports only from its own layer or a lower one; see README "Layout"):
+the core ``constants``, ``paths``, ``errors``, ``fileio``; ``weights`` (the one reader/writer of weight
+files, downloads); ``models`` (unit, network, baselines, registry, published weights); ``convert`` and
+``complexity`` above the models; the integrations ``classification`` (Lightning), ``detection`` (detectron2) and
+``mobile`` (export APIs). Importing the package registers the model names with timm and the public-checkpoint
+converter with the weights reader (``convert`` is imported here for that).
 """
 
+from . import convert  # noqa: F401  registers the public-checkpoint converter with the weights reader
 from .errors import ShuffleNetError
 from .models import (
     ChannelShuffle,
     InvalidConfigError,
+    ShuffleNet_V1_X1_0_G3_Weights,
     ShuffleNetV1,
     ShuffleUnit,
     SqueezeExcite,
     UnknownModelError,
     channel_shuffle,
     create_model,
+    get_model_weights,
     get_spec,
+    get_weight,
     list_models,
     shufflenet_v1,
+    shufflenet_v1_name,
     stage_widths,
 )
 from .weights import WeightsError, WeightsFile, load_weights, read_weights, save_weights
@@ -33,6 +41,7 @@ __all__ = [
     "ChannelShuffle",
     "InvalidConfigError",
     "ShuffleNetV1",
+    "ShuffleNet_V1_X1_0_G3_Weights",
     "ShuffleUnit",
     "SqueezeExcite",
     "ShuffleNetError",
@@ -41,12 +50,15 @@ __all__ = [
     "WeightsFile",
     "channel_shuffle",
     "create_model",
+    "get_model_weights",
     "get_spec",
+    "get_weight",
     "list_models",
     "load_weights",
     "read_weights",
     "save_weights",
     "shufflenet_v1",
+    "shufflenet_v1_name",
     "stage_widths",
     "__version__",
 ]

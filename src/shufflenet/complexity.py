@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import re
 import sys
 import warnings
 from functools import cache
@@ -31,10 +30,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .constants import width_tag
 from .errors import ShuffleNetError, run_cli
 from .fileio import write_json_atomic
-from .models import create_model, get_spec, list_models, paper_tables
+from .models import create_model, get_spec, list_models
+from .models import paper_entries as registry_paper_entries
 
 __all__ = [
     "COUNTED_OPS",
@@ -44,7 +43,6 @@ __all__ = [
     "count_params",
     "measure",
     "paper_entries",
-    "resolve_paper_model",
     "complexity_report",
     "model_zoo",
     "zoo_markdown",
@@ -59,9 +57,6 @@ COUNTED_OPS = frozenset({"conv", "linear", "matmul", "addmm", "bmm", "einsum"})
 PER_MODEL_TOLERANCE_PCT = 3.0  # Tables 1, 5, 6, 8: one figure per model
 ROW_TOLERANCE_PCT = 5.0  # Tables 2, 4: one figure per row ("roughly" matched by the paper)
 INPUT_SIZE = (224, 224)
-
-_SHUFFLENET_LABEL = re.compile(r"^ShuffleNet ([0-9.]+)x \((?:(with SE|shallow), )?g=(\d+)\)$")
-_MOBILENET_LABEL = re.compile(r"^([0-9.]+) MobileNet-224$")
 
 
 class ComplexityError(ShuffleNetError, ValueError):
@@ -144,80 +139,44 @@ def _diff_pct(measured: float, paper: Optional[float]) -> Optional[float]:
 
 
 # --- paper entries -----------------------------------------------------------------------------------
-def resolve_paper_model(label: str) -> Optional[str]:
-    """Registered name of a paper table's model label, ``None`` for a model the project doesn't build.
+#: Tables whose MFLOPs the report checks, and the bound of each (Table 3 gives no MFLOPs of its own).
+TABLE_TOLERANCE_PCT = {
+    "1": PER_MODEL_TOLERANCE_PCT,
+    "2": ROW_TOLERANCE_PCT,
+    "4": ROW_TOLERANCE_PCT,
+    "5": PER_MODEL_TOLERANCE_PCT,
+    "6": PER_MODEL_TOLERANCE_PCT,
+    "8": PER_MODEL_TOLERANCE_PCT,
+}
 
-    Raises ``ComplexityError`` (a ``ValueError``) for a ShuffleNet label that names no registered model.
+
+def paper_entries() -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """(entries of registered models, entries of models the project does not build), from the paper's figures the
+    registry holds (:func:`shufflenet.models.paper_entries`), Tables 1, 2, 4, 5, 6 and 8.
+
+    Each entry: ``table``, ``label`` (the paper's words), ``name``, ``paper_mflops``, ``tolerance_pct``. A
+    ShuffleNet or Table-4 entry whose name is not registered is an error, never silently skipped.
     """
     registered = set(list_models())
-    m = _SHUFFLENET_LABEL.match(label)
-    if m:
-        width, option, groups = m.groups()
-        suffix = {"with SE": "_se", "shallow": "_shallow", None: ""}[option]
-        name = f"shufflenet_v1_x{width_tag(float(width))}_g{groups}{suffix}"
-        if name not in registered:
-            raise ComplexityError(f"paper entry {label!r} maps to {name!r}, which is not a registered model")
-        return name
-    if "shufflenet" in label.lower():
-        raise ComplexityError(
-            f"paper entry {label!r} is a ShuffleNet label this module cannot parse (expected e.g. "
-            f"'ShuffleNet 1x (g=3)', 'ShuffleNet 2x (with SE, g=3)', 'ShuffleNet 0.5x (shallow, g=3)')"
-        )
-    m = _MOBILENET_LABEL.match(label)
-    if m:
-        name = f"mobilenet_v1_x{width_tag(float(m.group(1)))}"
-        return name if name in registered else None
-    if label == "AlexNet" and "alexnet" in registered:
-        return "alexnet"
-    return None
-
-
-_T4_UNITS = {"VGG-like": "vgg", "ResNet": "resnet", "ResNeXt": "resnext", "Xception-like": "xception"}
-
-
-def paper_entries(tables: Optional[Dict[str, Any]] = None) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
-    """(entries mapped to registered models, entries of models the project does not build).
-
-    Each entry: ``table``, ``label`` (the paper's words), ``name``, ``paper_mflops``, ``tolerance_pct``.
-    """
-    tables = paper_tables() if tables is None else tables
-    raw: List[Tuple[str, str, float, float]] = []  # (table, label, mflops, tolerance)
-    for g, mflops in tables["table1_architecture"]["mflops_1x"].items():
-        raw.append(("1", f"ShuffleNet 1x (g={g})", mflops, PER_MODEL_TOLERANCE_PCT))
-    t2 = tables["table2_group_ablation"]
-    for row, data in t2["rows"].items():
-        for col in t2["columns"]:
-            raw.append(("2", f"ShuffleNet {row} ({col})", data["mflops"], ROW_TOLERANCE_PCT))
-    t4 = tables["table4_units_at_equal_complexity"]
-    for target, data in t4["rows"].items():
-        for col, err in zip(t4["columns"], data["err"]):
-            if err is None:  # the paper has no such model (VGG-like below 140 MFLOPs)
-                continue
-            if col == "ShuffleNet":
-                width, groups = (s.strip() for s in data["shufflenet"].split(","))
-                label = f"ShuffleNet {width} ({groups})"
-            else:
-                label = f"{col} @ {target} MFLOPs"
-            raw.append(("4", label, float(target), ROW_TOLERANCE_PCT))
-    for key, table in (("table5_vs_mobilenet", "5"), ("table6_complexity", "6")):
-        for r in tables[key]:
-            raw.append((table, r["model"], r["mflops"], PER_MODEL_TOLERANCE_PCT))
-    for r in tables["table8_arm_latency_ms"]["rows"]:
-        raw.append(("8", r["model"], r["mflops"], PER_MODEL_TOLERANCE_PCT))
-
     mapped, unmapped = [], []
-    for table, label, mflops, tol in raw:
-        m4 = re.match(r"^(.+) @ (\d+) MFLOPs$", label)
-        if m4:
-            unit = _T4_UNITS.get(m4.group(1))
-            if unit is None:
-                raise ComplexityError(f"Table 4 column {m4.group(1)!r} maps to no skeleton unit ({list(_T4_UNITS)})")
-            name: Optional[str] = f"skeleton_{unit}_{m4.group(2)}m"
-            if name not in set(list_models()):
-                raise ComplexityError(f"Table 4 entry {label!r} maps to {name!r}, which is not a registered model")
+    for e in registry_paper_entries():
+        if e.table not in TABLE_TOLERANCE_PCT or e.mflops is None:
+            continue
+        if e.name is not None and e.name not in registered:
+            if e.name.startswith(("shufflenet", "skeleton")):
+                raise ComplexityError(
+                    f"paper entry {e.label!r} (Table {e.table}) maps to {e.name!r}, which is not a registered model"
+                )
+            name = None
         else:
-            name = resolve_paper_model(label)
-        entry = dict(table=table, label=label, name=name, paper_mflops=float(mflops), tolerance_pct=tol)
+            name = e.name
+        entry = dict(
+            table=e.table,
+            label=e.label,
+            name=name,
+            paper_mflops=float(e.mflops),
+            tolerance_pct=TABLE_TOLERANCE_PCT[e.table],
+        )
         (mapped if name else unmapped).append(entry)
     return mapped, unmapped
 

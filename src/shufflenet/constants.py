@@ -1,4 +1,4 @@
-"""Constants every floor shares (ground floor: imports nothing of the project).
+"""Constants every layer shares (core: imports nothing of the project).
 
 Like ``timm/data/constants.py``: the input normalization of every model in this project and the way a
 width multiplier is written in a model name.

@@ -1,8 +1,8 @@
-"""One error base for the whole project (ground floor: imports nothing of the project).
+"""One error base for the whole project (core: imports nothing of the project).
 
-Every error meant for the person at the terminal derives from :class:`ShuffleNetError`; each wing subclasses
-it (``ClassificationError``, ``DetectionError``, ``MobileError``, ...) and the floors below raise their own
-subclasses (``InvalidConfigError``, ``UnknownModelError``, ``WeightsError``). Every command-line entry
+Every error meant for the person at the terminal derives from :class:`ShuffleNetError`; each integration
+subclasses it (``ClassificationError``, ``DetectionError``, ``MobileError``, ...) and the layers below raise their
+own subclasses (``InvalidConfigError``, ``UnknownModelError``, ``WeightsError``). Every command-line entry
 point runs through :func:`run_cli`, which turns any ``ShuffleNetError`` into one ``error: ...`` line on
 stderr and exit status 2, so no CLI lists the errors it catches by hand.
 """

@@ -1,4 +1,4 @@
-"""File helpers (ground floor): atomic writes and file hashes.
+"""File helpers (core): atomic writes and file hashes.
 
 Every file the project writes appears whole or not at all: write to a temporary file in the destination
 folder, flush and fsync it, then ``os.replace`` it onto the final name (atomic on POSIX and Windows). A

@@ -1,4 +1,4 @@
-"""Where things are (ground floor: imports nothing of the project).
+"""Where things are (core: imports nothing of the project).
 
 * package data, found through :mod:`importlib.resources` so a plain ``pip install .`` works:
   ``configs/{classification,detection}/*.yaml`` (:func:`configs_dir`), the paper's tables

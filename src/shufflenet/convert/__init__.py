@@ -13,7 +13,7 @@ from .checkpoints import (
     detect_layout,
     load_converted,
     match_shuffle,
-    shuffle_index,
+    package_weights,
 )
 
 __all__ = [
@@ -25,5 +25,5 @@ __all__ = [
     "detect_layout",
     "load_converted",
     "match_shuffle",
-    "shuffle_index",
+    "package_weights",
 ]

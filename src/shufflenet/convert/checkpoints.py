@@ -46,12 +46,27 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD, width_tag
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import run_cli
 from ..fileio import sha256_file
+from ..models.names import shufflenet_v1_name
 from ..models.registry import UnknownModelError, get_spec
-from ..models.shufflenet import TABLE1_STAGE_WIDTHS, InvalidConfigError, ShuffleNetV1, stage_widths
-from ..weights.io import WeightsError, extract_state_dict, load_state_dict_strict, read_checkpoint, save_weights
+from ..models.shufflenet import (
+    TABLE1_STAGE_WIDTHS,
+    InvalidConfigError,
+    ShuffleNetV1,
+    shuffle_permutation,
+    stage_widths,
+)
+from ..weights.io import (
+    WeightsError,
+    extract_state_dict,
+    load_state_dict_strict,
+    read_checkpoint,
+    register_public_converter,
+    save_weights,
+    weights_dict,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -64,7 +79,7 @@ __all__ = [
     "detect_layout",
     "load_converted",
     "match_shuffle",
-    "shuffle_index",
+    "package_weights",
     "main",
 ]
 
@@ -161,14 +176,6 @@ LAYOUTS: Dict[str, Layout] = {
 # --------------------------------------------------------------------------------------------------
 # Permutations
 # --------------------------------------------------------------------------------------------------
-def shuffle_index(channels: int, groups: int) -> Tensor:
-    """Index ``s`` of ``channel_shuffle(x, groups)``: output channel ``k`` is input channel ``s[k]``.
-
-    ``groups = g`` is the paper's permutation, ``groups = channels // g`` megvii's (its inverse).
-    """
-    return torch.arange(channels).view(groups, channels // groups).t().reshape(-1)
-
-
 def _inverse(index: Tensor) -> Tensor:
     inv = torch.empty_like(index)
     inv[index] = torch.arange(index.numel())
@@ -399,14 +406,10 @@ def _fold_input(weight: Tensor, layout: Layout) -> Tuple[Tensor, List[float]]:
     return new.to(weight.dtype), shift
 
 
-def _registry_name(groups: int, width: float) -> str:
-    return f"shufflenet_v1_x{width_tag(width)}_g{groups}"
-
-
 def _paper_entry(model: ShuffleNetV1, cfg: SourceConfig) -> Tuple[Optional[str], Dict[str, Any]]:
     """``(arch, paper)``: the registry name whose model has exactly this architecture (else None), and
     the paper's numbers for the nearest registered name."""
-    name = _registry_name(cfg.groups, cfg.width_mult)
+    name = shufflenet_v1_name(cfg.groups, cfg.width_mult)
     try:
         spec = get_spec(name)
     except UnknownModelError:
@@ -438,39 +441,66 @@ def _state_dict_from(src: Source) -> Tuple[Dict[str, Tensor], str, Optional[str]
 
 
 def _convert(src: Source, layout_name: str, exact_border: bool = True) -> Tuple[ShuffleNetV1, Dict[str, Any]]:
+    """Read the checkpoint, choose the shuffle, fold the input convention, build the network, map every tensor,
+    load it strictly, and describe what was done."""
+    sd, source_name, source, sha, found = _read_source(src, layout_name)
+    layout = LAYOUTS[found]
+    cfg = _read_config(sd, layout, source)
+    _check_shapes(sd, cfg, layout, source)
+    not_rewritable = _units_not_rewritable(cfg, layout)
+    inverse = bool(not_rewritable)
+    stem_w, shift = _fold_input(sd[layout.stem_conv + ".weight"], layout)
+    needs_shift = max(abs(v) for v in shift) > 1e-6
+    input_shift = shift if (needs_shift and exact_border) else None
+    model = _build_model(cfg, inverse, input_shift, source)
+    new = {
+        **_stem_state(sd, layout, stem_w, shift if needs_shift and not exact_border else None, input_shift),
+        **_units_state(sd, cfg, layout, model),
+        **_fc_state(sd, layout),
+    }
+    load_state_dict_strict(model, {k: v.detach().clone().contiguous() for k, v in new.items()}, f"{source} (converted)")
+    model.eval()
+    meta = _meta(model, cfg, found, layout, source_name, sha, not_rewritable, input_shift, needs_shift, exact_border)
+    return model, meta
+
+
+def _read_source(src: Source, layout_name: str) -> Tuple[Dict[str, Tensor], str, str, str, str]:
+    """``(state dict, source name, source description, sha256, layout)``; a ``module.`` prefix (DataParallel) is
+    dropped and said in the description."""
     sd, source_name, sha = _state_dict_from(src)
     source = source_name
     found = detect_layout(sd)
     if layout_name != "auto" and found != layout_name:
         raise WeightsError(f"{source}: asked for the {layout_name} layout but the keys are {found}'s")
-    layout = LAYOUTS[found]
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
         source = f"{source} (keys named without their 'module.' prefix)"
-    cfg = _read_config(sd, layout, source)
-    _check_shapes(sd, cfg, layout, source)
-    g, parts = cfg.groups, layout.unit_parts
+    return sd, source_name, source, sha, found
 
-    # 1. Decide the shuffle: the paper's where every grouped unit can be rewritten, else the checkpoint's.
-    def src_index(m: int) -> Tensor:
-        return shuffle_index(m, m // g if layout.shuffle_inverse else g)
 
-    not_rewritable = []
+def _source_permutation(channels: int, groups: int, layout: Layout) -> Tensor:
+    """The permutation the checkpoint's own shuffle applies to ``channels`` (megvii's is the paper's inverse)."""
+    return shuffle_permutation(channels, channels // groups if layout.shuffle_inverse else groups)
+
+
+def _units_not_rewritable(cfg: SourceConfig, layout: Layout) -> List[str]:
+    """The units whose shuffle cannot be rewritten as the paper's (their count matrices differ). Empty: the converted
+    network uses the paper's shuffle everywhere; else it keeps the checkpoint's own (``shuffle_inverse=True``)."""
+    g = cfg.groups
+    out = []
     for s, j, p in cfg.units:
         m = cfg.mid[s]
         if (s, j) != (0, 0) and g > 1:
-            if match_shuffle(_inverse(src_index(m)), _inverse(shuffle_index(m, g)), g, g) is None:
-                not_rewritable.append(p.rstrip("."))
-    inverse = bool(not_rewritable)
+            theirs, paper = _source_permutation(m, g, layout), shuffle_permutation(m, g)
+            if match_shuffle(_inverse(theirs), _inverse(paper), g, g) is None:
+                out.append(p.rstrip("."))
+    return out
 
-    # 2. Input convention.
-    stem_w, shift = _fold_input(sd[layout.stem_conv + ".weight"], layout)
-    needs_shift = max(abs(v) for v in shift) > 1e-6
-    input_shift = shift if (needs_shift and exact_border) else None
 
+def _build_model(cfg: SourceConfig, inverse: bool, input_shift: Optional[List[float]], source: str) -> ShuffleNetV1:
     try:
-        model = ShuffleNetV1(
-            groups=g,
+        return ShuffleNetV1(
+            groups=cfg.groups,
             width_mult=cfg.width_mult,
             stage_repeats=cfg.repeats,
             num_classes=cfg.num_classes,
@@ -483,52 +513,82 @@ def _convert(src: Source, layout_name: str, exact_border: bool = True) -> Tuple[
     except InvalidConfigError as e:
         raise WeightsError(f"{source}: the checkpoint's widths do not make a ShuffleNetV1 ({e})") from None
 
-    def counter(prefix: str) -> Tensor:
-        return sd.get(prefix + ".num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
-    def bn_into(new: Dict[str, Tensor], ours: str, theirs: str, index: Optional[Tensor] = None) -> None:
-        for name in _BN_KEYS:
-            t = sd[f"{theirs}.{name}"]
-            new[f"{ours}.{name}"] = t if index is None else t[index]
-        new[f"{ours}.num_batches_tracked"] = counter(theirs)
+def _bn_state(sd: Dict[str, Tensor], ours: str, theirs: str, index: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    """Our BatchNorm ``ours`` from their ``theirs`` (channels reordered by ``index``), with its batch counter."""
+    out = {
+        f"{ours}.{name}": sd[f"{theirs}.{name}"] if index is None else sd[f"{theirs}.{name}"][index]
+        for name in _BN_KEYS
+    }
+    out[f"{ours}.num_batches_tracked"] = sd.get(theirs + ".num_batches_tracked", torch.tensor(0, dtype=torch.long))
+    return out
 
+
+def _stem_state(
+    sd: Dict[str, Tensor],
+    layout: Layout,
+    stem_w: Tensor,
+    folded_shift: Optional[List[float]],
+    input_shift: Optional[List[float]],
+) -> Dict[str, Tensor]:
+    """The stem conv (input convention folded in) and BN; ``input_shift`` as a buffer, or (``folded_shift``) the
+    shift folded into the BN mean instead: conv(x + shift) = conv(x) + sum(w * shift) inside the image."""
     new: Dict[str, Tensor] = {}
     if input_shift is not None:
         new["input_shift.shift"] = torch.tensor(input_shift, dtype=torch.float32).view(1, 3, 1, 1)
     new["conv1.0.weight"] = stem_w
-    bn_into(new, "conv1.1", layout.stem_bn)
-    if needs_shift and not exact_border:
-        # conv(x + shift) = conv(x) + sum(w * shift) inside the image: fold that into the BN mean.
-        offset = (stem_w.double() * torch.tensor(shift, dtype=torch.float64).view(1, 3, 1, 1)).sum((1, 2, 3))
+    new.update(_bn_state(sd, "conv1.1", layout.stem_bn))
+    if folded_shift is not None:
+        offset = (stem_w.double() * torch.tensor(folded_shift, dtype=torch.float64).view(1, 3, 1, 1)).sum((1, 2, 3))
         new["conv1.1.running_mean"] = (new["conv1.1.running_mean"].double() - offset).to(stem_w.dtype)
+    return new
 
-    # 3. Units: our GConv1 channel c' = their channel a[c']; our position k holds their channel a[s_t[k]].
+
+def _units_state(sd: Dict[str, Tensor], cfg: SourceConfig, layout: Layout, model: ShuffleNetV1) -> Dict[str, Tensor]:
+    """Every unit's tensors: our GConv1 channel c' = their channel a[c']; our position k holds their a[s_t[k]]."""
+    g, parts = cfg.groups, layout.unit_parts
+    new: Dict[str, Tensor] = {}
     for s, j, p in cfg.units:
         ours = f"stage{s + 2}.{j}"
         m = cfg.mid[s]
-        first = (s, j) == (0, 0)
-        g1 = 1 if first else g
+        g1 = 1 if (s, j) == (0, 0) else g
         unit = getattr(model, f"stage{s + 2}")[j]
-        s_t = shuffle_index(m, unit.shuffle.groups)  # identity when our unit does not shuffle
-        s_src = src_index(m) if g > 1 else torch.arange(m)
+        s_t = shuffle_permutation(m, unit.shuffle.groups)  # identity when our unit does not shuffle
+        s_src = _source_permutation(m, g, layout) if g > 1 else torch.arange(m)
         pos_src, pos_t = _inverse(s_src), _inverse(s_t)
         a = match_shuffle(pos_src, pos_t, g1, g)
-        if a is None:  # cannot happen: step 1 chose a shuffle whose count matrices agree
+        if a is None:  # cannot happen: _units_not_rewritable chose a shuffle whose count matrices agree
             raise AssertionError(f"internal: unit {p} cannot be rewritten")
         at_k = a[s_t]  # their channel at our GConv2 input position k
         new[f"{ours}.gconv1.0.weight"] = sd[p + parts["conv1"] + ".weight"][a]
-        bn_into(new, f"{ours}.gconv1.1", p + parts["bn1"], a)
+        new.update(_bn_state(sd, f"{ours}.gconv1.1", p + parts["bn1"], a))
         new[f"{ours}.dwconv.0.weight"] = sd[p + parts["dw"] + ".weight"][at_k]
-        bn_into(new, f"{ours}.dwconv.1", p + parts["bn2"], at_k)
+        new.update(_bn_state(sd, f"{ours}.dwconv.1", p + parts["bn2"], at_k))
         new[f"{ours}.gconv2.0.weight"] = _grouped_to_dense_columns(sd[p + parts["conv2"] + ".weight"], g, pos_src[at_k])
-        bn_into(new, f"{ours}.gconv2.1", p + parts["bn3"])
-    fc_w = sd[layout.fc + ".weight"]
-    new["fc.weight"] = fc_w
-    new["fc.bias"] = sd[layout.fc + ".bias"] if layout.fc_bias else torch.zeros(fc_w.shape[0], dtype=fc_w.dtype)
-    new = {k: v.detach().clone().contiguous() for k, v in new.items()}
-    load_state_dict_strict(model, new, f"{source} (converted)")
-    model.eval()
+        new.update(_bn_state(sd, f"{ours}.gconv2.1", p + parts["bn3"]))
+    return new
 
+
+def _fc_state(sd: Dict[str, Tensor], layout: Layout) -> Dict[str, Tensor]:
+    fc_w = sd[layout.fc + ".weight"]
+    bias = sd[layout.fc + ".bias"] if layout.fc_bias else torch.zeros(fc_w.shape[0], dtype=fc_w.dtype)
+    return {"fc.weight": fc_w, "fc.bias": bias}
+
+
+def _meta(
+    model: ShuffleNetV1,
+    cfg: SourceConfig,
+    found: str,
+    layout: Layout,
+    source_name: str,
+    sha: str,
+    not_rewritable: List[str],
+    input_shift: Optional[List[float]],
+    needs_shift: bool,
+    exact_border: bool,
+) -> Dict[str, Any]:
+    """The JSON-able description of a conversion (stored in the converted file)."""
+    g, inverse = cfg.groups, bool(not_rewritable)
     arch, paper = _paper_entry(model, cfg)
     published: Dict[str, Any] = {}
     key = (g, cfg.width_mult)
@@ -537,7 +597,7 @@ def _convert(src: Source, layout_name: str, exact_border: bool = True) -> Tuple[
         published = {"by": "megvii ShuffleNet-Series", "top1_err": err, "mflops": mflops}
     elif found == "mmpretrain" and key in MMPRETRAIN_PUBLISHED:
         published = {"by": "OpenMMLab mmpretrain", **MMPRETRAIN_PUBLISHED[key]}
-    meta = {
+    return {
         "converter": "shufflenet.convert",
         "source": source_name,
         "sha256": sha,
@@ -568,7 +628,6 @@ def _convert(src: Source, layout_name: str, exact_border: bool = True) -> Tuple[
         "paper": paper,
         "published": published,
     }
-    return model, meta
 
 
 def convert_megvii(src: Source, exact_border: bool = True) -> Tuple[ShuffleNetV1, Dict[str, Any]]:
@@ -592,6 +651,17 @@ def convert_checkpoint(
     if format not in ("auto", *LAYOUTS):
         raise WeightsError(f"unknown checkpoint format {format!r}; expected auto, {', '.join(LAYOUTS)}")
     return _convert(src, format, exact_border)
+
+
+def package_weights(src: Source) -> Dict[str, Any]:
+    """The package weights dict of a public checkpoint (what ``python -m shufflenet.convert`` writes)."""
+    model, meta = convert_checkpoint(src)
+    return weights_dict(model, arch=meta["arch"], meta=meta)
+
+
+# The one reader of weights files (shufflenet.weights.read_weights, below the models) converts an original
+# public checkpoint on read through this function.
+register_public_converter(package_weights)
 
 
 def load_converted(path: Union[str, Path]) -> ShuffleNetV1:

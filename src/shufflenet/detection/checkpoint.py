@@ -8,7 +8,12 @@ through its public extension point ``_load_file`` (fvcore's documented hook for 
 * the package weights file ``{"format", "arch", "config", "state_dict", "meta"}`` written by
   ``shufflenet.save_weights`` (also what the public-checkpoint converters produce);
 * a Lightning ``.ckpt`` of the classification wing (backbone under ``model.``);
-* a plain ``ShuffleNetV1`` state dict (``conv1.*``, ``stage2.*`` ...).
+* a plain ``ShuffleNetV1`` state dict (``conv1.*``, ``stage2.*`` ...);
+* an original public checkpoint (mmpretrain ``.pth``, megvii ``.pth.tar``): converted on read;
+* published ImageNet weights by name, ``shufflenet://<model>[/<weights>]`` (e.g.
+  ``shufflenet://shufflenet_v1_x1_0_g3/IMAGENET1K_MMPRETRAIN``, as detectron2's ``detectron2://ImageNetPretrained/...``),
+  or their public URL: downloaded once into torch.hub's cache, converted, and loaded from the converted file
+  (:func:`weights_path` resolves them; any other URL is fetched by detectron2's PathManager as usual).
 
 Classification keys are mapped by module: ``conv1``/``stage2``/``stage3`` into the backbone
 (``backbone.*`` for C4, ``backbone.bottom_up.*`` for FPN) and ``stage4`` into the C4 RoI head
@@ -30,6 +35,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
+from ..models.pretrained import resolve_weights_uri
 from ..weights import WeightsError, WeightsFile, read_weights
 from .config import DetectionError
 from .modeling import ShuffleNetBackbone, ShuffleNetROIHeads
@@ -62,7 +68,10 @@ def classification_key_map(model: nn.Module) -> Dict[str, str]:
 
 
 def weights_path(weights: str) -> str:
-    """``MODEL.WEIGHTS`` without a URL query (upstream detectron2 accepts ``model.pth?matching_heuristics=True``)."""
+    """The file ``MODEL.WEIGHTS`` names, without a URL query (upstream detectron2 accepts
+    ``model.pth?matching_heuristics=True``); published weights (``shufflenet://...`` or their URL) resolve to the
+    local converted file, downloaded first if needed."""
+    weights = resolve_weights_uri(weights)
     return urlparse(weights)._replace(query="").geturl() if "?" in weights else weights
 
 
@@ -83,6 +92,10 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
     """
 
     transfer_report: Optional[Dict[str, Any]] = None
+
+    def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        """detectron2's ``load``, with published weights (``shufflenet://...``) resolved to their local file."""
+        return super().load(resolve_weights_uri(path) if path else path, *args, **kwargs)
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         """detectron2's formats go to ``DetectionCheckpointer._load_file`` (so upstream's URL query
@@ -202,6 +215,7 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
 
 def load_detector_weights(model: nn.Module, weights: str, save_dir: str = "") -> Dict[str, Any]:
     """Load ``weights`` (any format above) into ``model``; returns ``load()``'s leftovers."""
+    weights = resolve_weights_uri(weights)
     if not Path(weights_path(weights)).is_file():
         raise TransferError(f"MODEL.WEIGHTS={weights}: no such file")
     return ShuffleNetCheckpointer(model, save_dir=save_dir).load(weights, checkpointables=[])

@@ -31,13 +31,14 @@ Table 5/6/8 -- ``mobilenet_v1_x{0_25,0_5,0_75,1_0}`` and ``alexnet``
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..constants import width_tag
-from .registry import _TIMM_CFG, ModelSpec, paper_tables, register
+from .paper import TABLE4_UNITS
+from .registry import _TIMM_CFG, ModelSpec, register
 from .shufflenet import (
     DEFAULT_STAGE_REPEATS,
     InvalidConfigError,
@@ -267,15 +268,9 @@ def alexnet(num_classes: int = 1000, **kwargs: Any) -> nn.Module:
 
 
 def _register_baselines() -> None:
-    tables = paper_tables()
-    t4 = tables["table4_units_at_equal_complexity"]
-    t5 = {r["model"]: r for r in tables["table5_vs_mobilenet"]}
-    t6 = {r["model"]: r for r in tables["table6_complexity"]}
-    column = {"vgg": "VGG-like", "resnet": "ResNet", "resnext": "ResNeXt", "xception": "Xception-like"}
-
-    def t4_err(unit: str, target: int) -> Optional[float]:
-        return t4["rows"][str(target)]["err"][t4["columns"].index(column[unit])]
-
+    """The comparison models; the paper's figures for each name come from the registry's one reading of the tables
+    (:func:`~shufflenet.models.registry.paper_entries`)."""
+    column = {unit: col for col, unit in TABLE4_UNITS.items()}
     for (unit, target), (stem, widths) in SKELETON_WIDTHS.items():
         register(
             ModelSpec(
@@ -283,8 +278,6 @@ def _register_baselines() -> None:
                 family="skeleton",
                 builder=skeleton,
                 kwargs=dict(unit=unit, stage_out_channels=tuple(widths), stem_channels=stem),
-                paper_mflops=target,
-                paper_err=t4_err(unit, target),
                 description=f"Table 4: {column[unit]} units in the Table-1 skeleton at ~{target} MFLOPs, "
                 f"stem {stem}, stage widths {'/'.join(map(str, widths))}",
             )
@@ -296,22 +289,19 @@ def _register_baselines() -> None:
                 family="skeleton",
                 builder=ShuffleNetV1,
                 kwargs=dict(groups=1, width_mult=width),
-                paper_mflops=target,
-                paper_err=t4_err("xception", target),
                 description=f"Table 4: Xception-like units (= ShuffleNet {width:g}x, g=1) at ~{target} MFLOPs",
             )
         )
     for width in (0.25, 0.5, 0.75, 1.0):
-        row = t5[f"{width:g} MobileNet-224" if width < 1 else "1.0 MobileNet-224"]
         register(
             ModelSpec(
                 name=f"mobilenet_v1_x{width_tag(width)}",
                 family="mobilenet_v1",
                 builder=mobilenet_v1,
                 kwargs=dict(width_mult=width),
-                paper_mflops=row["mflops"],
-                paper_err=row["err"],
-                description=f"{row['model']} (timm's MobileNet v1, channel multiplier {width:g})",
+                description=f"{width:.1f} MobileNet-224 (timm's MobileNet v1, channel multiplier {width:g})"
+                if width == 1
+                else f"{width:g} MobileNet-224 (timm's MobileNet v1, channel multiplier {width:g})",
             )
         )
     register(
@@ -319,8 +309,6 @@ def _register_baselines() -> None:
             name="alexnet",
             family="alexnet",
             builder=alexnet,
-            paper_mflops=t6["AlexNet"]["mflops"],
-            paper_err=t6["AlexNet"]["err"],
             description="AlexNet (torchvision's single-tower variant; Tables 6 and 8)",
         )
     )

@@ -7,26 +7,37 @@ Naming scheme (torchvision's ``shufflenet_v2_x1_0`` style, extended by the paper
     alexnet
     skeleton_{unit}_{mflops}m                                       e.g. skeleton_resnext_38m (Table 4)
 
-``{width}`` writes the multiplier with ``_`` for the decimal point (0_25, 0_5, 1_0, 1_5, 2_0). The same
-names work in :func:`create_model`, ``timm.create_model`` (all names are registered with timm when
-``shufflenet`` is imported) and ``torch.hub.load(..., name)`` (``hubconf.py``).
+``{width}`` writes the multiplier with ``_`` for the decimal point (0_25, 0_5, 1_0, 1_5, 2_0); the ShuffleNet
+pattern is spelled once, in :mod:`.names`. The same names work in :func:`create_model`,
+``timm.create_model`` (all names are registered with timm when ``shufflenet`` is imported) and
+``torch.hub.load(..., name)`` (``hubconf.py``).
+
+The paper's figures live on the specs: :func:`.paper.paper_entries` reads ``paper_tables.json`` once and maps every
+entry of Tables 1-6 and 8 to the name it describes; :func:`register` puts a model's entries on its
+:class:`ModelSpec` (``spec.paper``) with the headline ``paper_mflops`` / ``paper_err``.
+The complexity report, the baselines and the ablation runner read them from there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from torch import nn
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD, width_tag
 from ..errors import ShuffleNetError
 from ..paths import paper_tables
-from ..weights.io import WeightsError, WeightsFile, load_state_dict_strict, read_weights
+from ..weights.io import WeightsError, WeightsFile, load_state_dict_strict
+from .names import shufflenet_v1_name
+from .paper import PaperEntry, headline, paper_entries
+from .pretrained import weights_file
 from .shufflenet import PAPER_GROUPS, InvalidConfigError, ShuffleNetV1
+from .timm_models import TIMM_CFG as _TIMM_CFG  # noqa: F401  (the baselines' timm cfg)
+from .timm_models import register_timm
 
 __all__ = [
     "ModelSpec",
@@ -46,7 +57,11 @@ class UnknownModelError(ShuffleNetError, KeyError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: how to build it and what the paper says about it."""
+    """A registered model: how to build it and what the paper says about it.
+
+    ``paper`` holds the model's entries in the paper's tables; ``paper_mflops`` / ``paper_err`` are the headline
+    figures taken from them (per-model tables first: MFLOPs from Tables 5, 1, 6, 8, then the rows of Tables 2, 3,
+    4; the error likewise, Table 1 having none). :func:`register` fills all three in."""
 
     name: str
     family: str
@@ -55,16 +70,25 @@ class ModelSpec:
     paper_mflops: Optional[float] = None
     paper_err: Optional[float] = None
     description: str = ""
+    paper: Tuple[PaperEntry, ...] = ()
 
 
 _REGISTRY: Dict[str, ModelSpec] = {}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
+    """Add ``spec`` to the registry (and to timm's) with the paper's entries for its name."""
     if spec.name in _REGISTRY:
         raise ValueError(f"model name {spec.name!r} is registered twice")
+    entries = spec.paper or tuple(e for e in paper_entries() if e.name == spec.name)
+    spec = dataclasses.replace(
+        spec,
+        paper=entries,
+        paper_mflops=spec.paper_mflops if spec.paper_mflops is not None else headline(entries, "mflops"),
+        paper_err=spec.paper_err if spec.paper_err is not None else headline(entries, "err"),
+    )
     _REGISTRY[spec.name] = spec
-    _register_with_timm(spec)
+    register_timm(spec)
     return spec
 
 
@@ -82,10 +106,15 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def create_model(
-    name: Optional[str] = None, weights: Union[None, str, os.PathLike, WeightsFile] = None, **kwargs: Any
+    name: Optional[str] = None,
+    weights: Union[None, str, os.PathLike, WeightsFile, Any] = None,
+    progress: bool = True,
+    **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model, optionally with weights from any file :func:`~shufflenet.weights.read_weights`
-    reads (package weights file, converted public checkpoint, Lightning ``.ckpt``, plain state dict).
+    """Build a registered model, optionally with weights: a file :func:`~shufflenet.weights.read_weights` reads
+    (package weights file, original or converted public checkpoint, Lightning ``.ckpt``, plain state dict) or
+    published weights (``"DEFAULT"``, ``"IMAGENET1K_MMPRETRAIN"``, a ``Weights`` enum member or its full name;
+    downloaded once, see :mod:`shufflenet.models.pretrained`).
 
     ``name=None`` takes the architecture from the file (its stored config or registered name). A file whose
     network differs from ``name`` is refused with both descriptions. ``features_only=True`` (with optional
@@ -94,8 +123,7 @@ def create_model(
     if weights is not None:
         if kwargs.get("features_only"):
             raise InvalidConfigError("create_model: load weights into the full model, then wrap it for features")
-        wf = weights if isinstance(weights, WeightsFile) else read_weights(weights, use="model")
-        return model_from_weights(wf, name, **kwargs)
+        return model_from_weights(weights_file(weights, name, progress=progress), name, **kwargs)
     if name is None:
         raise InvalidConfigError("create_model: give a model name or a weights file")
     spec = get_spec(name)
@@ -159,110 +187,47 @@ def model_from_weights(wf: WeightsFile, name: Optional[str] = None, **kwargs: An
     return load_state_dict_strict(model, wf.state_dict, src)
 
 
-def _register_with_timm(spec: ModelSpec) -> None:
-    from timm.models import build_model_with_cfg, register_model
-
-    def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        if pretrained:
-            raise ValueError(
-                f"{spec.name}: no weights can be downloaded here; convert a public checkpoint "
-                f"(python -m shufflenet.convert) and pass weights=<file> to shufflenet.create_model"
-            )
-        if spec.builder is ShuffleNetV1:
-            kwargs["pretrained_cfg"] = kwargs.get("pretrained_cfg") or _TIMM_CFG
-            return build_model_with_cfg(
-                ShuffleNetV1,
-                spec.name,
-                pretrained=False,
-                feature_cfg=dict(out_indices=(1, 2, 3)),
-                **{**spec.kwargs, **kwargs},
-            )
-        return spec.builder(**{**spec.kwargs, **kwargs})
-
-    entrypoint.__name__ = spec.name
-    entrypoint.__qualname__ = spec.name
-    entrypoint.__module__ = __name__
-    entrypoint.__doc__ = spec.description
-    register_model(entrypoint)
-
-
-# ImageNet preprocessing of every model in this project: RGB, torchvision mean/std, 224 crop from 256.
-_TIMM_CFG = dict(
-    url="",
-    num_classes=1000,
-    input_size=(3, 224, 224),
-    pool_size=(7, 7),
-    crop_pct=0.875,
-    interpolation="bilinear",
-    mean=IMAGENET_MEAN,
-    std=IMAGENET_STD,
-    first_conv="conv1.0",
-    classifier="fc",
-)
-
-
 def _register_shufflenets() -> None:
-    tables = paper_tables()
-    t1 = tables["table1_architecture"]
-    t2 = tables["table2_group_ablation"]
-    widths = {"0.25x": 0.25, "0.5x": 0.5, "1x": 1.0}
+    """Every width x group count the width rule builds, Table 3's models without shuffle and Table 5's two other
+    variants; the paper's figures come from :func:`paper_entries` (in :func:`register`)."""
     for g in PAPER_GROUPS:
         for width in (0.25, 0.5, 1.0, 1.5, 2.0):
-            row = next((r for k, r in t2["rows"].items() if widths[k] == width), None)
-            err = row["err"][t2["columns"].index(f"g={g}")] if row else None
-            mflops = row["mflops"] if row else None
-            if width == 1.0:
-                mflops = t1["mflops_1x"][str(g)]
-            for r in tables["table5_vs_mobilenet"]:
-                if r["model"] == f"ShuffleNet {width:g}x (g={g})":
-                    mflops, err = r["mflops"], r["err"]
             register(
                 ModelSpec(
-                    name=f"shufflenet_v1_x{width_tag(width)}_g{g}",
+                    name=shufflenet_v1_name(g, width),
                     family="shufflenet",
                     builder=ShuffleNetV1,
                     kwargs=dict(groups=g, width_mult=width),
-                    paper_mflops=mflops,
-                    paper_err=err,
                     description=f"ShuffleNet {width:g}x (g={g})",
                 )
             )
-    for r in tables["table3_shuffle_ablation"]:
+    for r in paper_tables()["table3_shuffle_ablation"]:
         width = float(r["model"].rstrip("x"))
         register(
             ModelSpec(
-                name=f"shufflenet_v1_x{width_tag(width)}_g{r['g']}_noshuffle",
+                name=shufflenet_v1_name(r["g"], width, "noshuffle"),
                 family="shufflenet",
                 builder=ShuffleNetV1,
                 kwargs=dict(groups=r["g"], width_mult=width, shuffle=False),
-                paper_mflops=t2["rows"][r["model"]]["mflops"],
-                paper_err=r["err_no_shuffle"],
                 description=f"ShuffleNet {r['model']} (g={r['g']}) without channel shuffle (Table 3)",
             )
         )
-    t5 = {r["model"]: r for r in tables["table5_vs_mobilenet"]}
-    se = t5["ShuffleNet 2x (with SE, g=3)"]
     register(
         ModelSpec(
-            name="shufflenet_v1_x2_0_g3_se",
+            name=shufflenet_v1_name(3, 2.0, "se"),
             family="shufflenet",
             builder=ShuffleNetV1,
             kwargs=dict(groups=3, width_mult=2.0, se=True),
-            paper_mflops=se["mflops"],
-            paper_err=se["err"],
             description="ShuffleNet 2x (g=3) with Squeeze-and-Excitation (Table 5)",
         )
     )
-    shallow = t5["ShuffleNet 0.5x (shallow, g=3)"]
     register(
         ModelSpec(
-            name="shufflenet_v1_x0_5_g3_shallow",
+            name=shufflenet_v1_name(3, 0.5, "shallow"),
             family="shufflenet",
             # Half the units per stage; widened (0.73x widths, 12-channel stem) to the paper's 40 MFLOPs.
             builder=ShuffleNetV1,
             kwargs=dict(groups=3, width_mult=0.73, stage_repeats=(2, 4, 2), stem_channels=12),
-            paper_mflops=shallow["mflops"],
-            paper_err=shallow["err"],
             description="ShuffleNet 0.5x shallow (g=3): stage repeats [2, 4, 2], widened to 40 MFLOPs (Table 5)",
         )
     )

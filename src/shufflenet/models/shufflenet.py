@@ -25,17 +25,22 @@ is set with ``stem_channels``.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..errors import ShuffleNetError
-from ..weights.io import load_weights
+from ..weights.io import WeightsFile, load_state_dict_strict
+from .names import shufflenet_v1_name
+from .pretrained import ShuffleNetWeights, weights_file
 
 __all__ = [
     "channel_shuffle",
+    "shuffle_permutation",
     "ChannelShuffle",
     "InputShift",
     "SqueezeExcite",
@@ -195,6 +200,50 @@ class ShuffleUnit(nn.Module):
         return F.relu(x + out, inplace=True)
 
 
+def _make_stage(
+    cin: int,
+    cout: int,
+    cmid: int,
+    repeats: int,
+    groups: int,
+    first_stage: bool,
+    shuffle: bool,
+    shuffle_inverse: bool,
+    se: bool,
+) -> nn.Sequential:
+    """One stage of Table 1: a stride-2 unit (``cin -> cout``) then ``repeats - 1`` stride-1 units."""
+    units = [
+        ShuffleUnit(
+            cin if j == 0 else cout,
+            cout,
+            cmid,
+            stride=2 if j == 0 else 1,
+            groups=groups,
+            first_grouped=not (first_stage and j == 0),
+            shuffle=shuffle,
+            shuffle_inverse=shuffle_inverse,
+            se=se,
+        )
+        for j in range(repeats)
+    ]
+    return nn.Sequential(*units)
+
+
+def take_feature_indices(num_levels: int, indices: Optional[Union[int, Sequence[int]]] = None) -> List[int]:
+    """timm's feature-index convention: ``None`` all levels, an int ``n`` the last ``n``, a sequence those
+    levels (negative counts from the end); sorted, each checked."""
+    if indices is None:
+        return list(range(num_levels))
+    if isinstance(indices, int):
+        if not 0 < indices <= num_levels:
+            raise InvalidConfigError(f"indices={indices}: ask for 1 to {num_levels} feature levels")
+        return list(range(num_levels - indices, num_levels))
+    take = sorted({i + num_levels if i < 0 else i for i in indices})
+    if not take or take[0] < 0 or take[-1] >= num_levels:
+        raise InvalidConfigError(f"indices={list(indices)}: feature levels run 0..{num_levels - 1}")
+    return take
+
+
 def nearest_multiple(x: float, d: int) -> int:
     """The multiple of ``d`` nearest to ``x`` (halves round up), at least ``d``: the one width-rounding rule."""
     return max(d, int(math.floor(x / d + 0.5)) * d)
@@ -259,12 +308,56 @@ def _check_widths(groups: int, stem: int, out: Sequence[int], mid: Sequence[int]
         prev = c
 
 
+def resolve_widths(
+    groups: int,
+    width_mult: float,
+    stem_channels: Optional[int] = None,
+    stage_out_channels: Optional[Sequence[int]] = None,
+    mid_channels: Optional[Sequence[int]] = None,
+) -> Tuple[int, List[int], List[int]]:
+    """``(stem, stage outputs, bottlenecks)`` of a network: the width rule, with any explicit override, checked.
+
+    Raises :class:`InvalidConfigError` naming the first width a grouped conv cannot take; when the width rule
+    itself fails (no override given), the message names the smallest valid ``width_mult`` for ``groups``.
+    """
+    if groups < 1:
+        raise InvalidConfigError(f"groups must be >= 1, got {groups}")
+    if stage_out_channels is None:
+        rule = stage_widths(groups, width_mult)
+        out = list(rule["out"])
+        stem_rule = rule["stem"]
+    else:
+        out = [int(c) for c in stage_out_channels]
+        if len(out) != 3:
+            raise InvalidConfigError(f"stage_out_channels must have 3 entries, got {out}")
+        stem_rule = max(groups, nominal_stem(width_mult) // groups * groups)
+    mid = [int(c) for c in mid_channels] if mid_channels is not None else [nearest_multiple(c / 4, groups) for c in out]
+    stem = int(stem_channels) if stem_channels is not None else stem_rule
+    try:
+        _check_widths(groups, stem, out, mid)
+    except InvalidConfigError as e:
+        if stage_out_channels is not None or mid_channels is not None or stem_channels is not None:
+            raise
+        # The width rule itself failed: the multiplier is too small for this g.
+        raise InvalidConfigError(
+            f"groups={groups}, width_mult={width_mult:g} is impossible: {e}; the smallest valid width_mult "
+            f"for groups={groups} is {min_width_mult(groups):g}"
+        ) from None
+    return stem, out, mid
+
+
 class SkeletonClassifier(nn.Module):
     """The part of Table 1's skeleton that does not depend on the unit: global pool, dropout, FC, and the
     timm-style API around them. :class:`ShuffleNetV1` and the Table-4 ``SkeletonNet`` share it; a subclass
     sets ``num_features``, ``num_classes``, ``global_pool``, ``drop_rate``, ``fc`` and ``feature_info``
     (:func:`skeleton_feature_info`) and defines ``forward_features``."""
 
+    @property
+    def head_hidden_size(self) -> int:
+        """Width of ``forward_head(x, pre_logits=True)`` (timm): the pooled features (no pre-logits layer)."""
+        return self.num_features
+
+    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.fc
 
@@ -335,35 +428,10 @@ class ShuffleNetV1(SkeletonClassifier):
     ) -> None:
         super().__init__()
         groups = int(groups)
-        if groups < 1:
-            raise InvalidConfigError(f"groups must be >= 1, got {groups}")
         stage_repeats = tuple(int(r) for r in stage_repeats)
         if len(stage_repeats) != 3 or min(stage_repeats) < 1:
             raise InvalidConfigError(f"stage_repeats must be three counts >= 1, got {stage_repeats}")
-        if stage_out_channels is None:
-            rule = stage_widths(groups, width_mult)
-            out = rule["out"]
-        else:
-            out = [int(c) for c in stage_out_channels]
-            if len(out) != 3:
-                raise InvalidConfigError(f"stage_out_channels must have 3 entries, got {out}")
-            rule = {"stem": max(groups, nominal_stem(width_mult) // groups * groups)}
-        mid = (
-            [int(c) for c in mid_channels]
-            if mid_channels is not None
-            else [nearest_multiple(c / 4, groups) for c in out]
-        )
-        stem = int(stem_channels) if stem_channels is not None else rule["stem"]
-        try:
-            _check_widths(groups, stem, out, mid)
-        except InvalidConfigError as e:
-            if stage_out_channels is not None or mid_channels is not None or stem_channels is not None:
-                raise
-            # The width rule itself failed: the multiplier is too small for this g.
-            raise InvalidConfigError(
-                f"groups={groups}, width_mult={width_mult:g} is impossible: {e}; the smallest valid width_mult "
-                f"for groups={groups} is {min_width_mult(groups):g}"
-            ) from None
+        stem, out, mid = resolve_widths(groups, width_mult, stem_channels, stage_out_channels, mid_channels)
         if global_pool not in ("avg", ""):
             raise InvalidConfigError(f"global_pool must be 'avg' or '', got {global_pool!r}")
 
@@ -390,25 +458,12 @@ class ShuffleNetV1(SkeletonClassifier):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin = stem
         for i, (cout, cmid, repeats) in enumerate(zip(out, mid, stage_repeats)):
-            units = []
-            for j in range(repeats):
-                units.append(
-                    ShuffleUnit(
-                        cin if j == 0 else cout,
-                        cout,
-                        cmid,
-                        stride=2 if j == 0 else 1,
-                        groups=groups,
-                        first_grouped=not (i == 0 and j == 0),
-                        shuffle=shuffle,
-                        shuffle_inverse=shuffle_inverse,
-                        se=se,
-                    )
-                )
-            setattr(self, f"stage{i + 2}", nn.Sequential(*units))
+            stage = _make_stage(cin, cout, cmid, repeats, groups, i == 0, shuffle, shuffle_inverse, se)
+            setattr(self, f"stage{i + 2}", stage)
             cin = cout
         self.fc = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
         self.feature_info = skeleton_feature_info(stem, out)
+        self.grad_checkpointing = False
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -431,13 +486,84 @@ class ShuffleNetV1(SkeletonClassifier):
     def stages(self) -> List[nn.Module]:
         return [self.stage2, self.stage3, self.stage4]
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    # ----------------------------------------------------------------------------------------------
+    # timm's model API (checked by timm's own tests/test_models.py and tests/test_timm_contract.py)
+    # ----------------------------------------------------------------------------------------------
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        """Parameter groups for layer-wise schedules (timm's ``group_parameters``): stem, then each unit."""
+        return dict(stem=r"^input_shift|^conv1", blocks=r"^stage(\d+)" if coarse else r"^stage(\d+)\.(\d+)")
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each unit's activations in the backward pass instead of keeping them (same outputs)."""
+        self.grad_checkpointing = bool(enable)
+
+    @torch.jit.unused
+    def _checkpointed_stage(self, stage: nn.Module, x: Tensor) -> Tensor:
+        for unit in stage:
+            x = checkpoint(unit, x, use_reentrant=False)
+        return x
+
+    @torch.jit.unused
+    def _checkpointed_stages(self, x: Tensor) -> Tensor:
+        for stage in self.stages():
+            x = self._checkpointed_stage(stage, x)
+        return x
+
+    def _stem(self, x: Tensor) -> Tensor:
         if self.input_shift is not None:
             x = self.input_shift(x)
-        x = self.maxpool(self.conv1(x))
+        return self.maxpool(self.conv1(x))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self._stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            return self._checkpointed_stages(x)
         x = self.stage2(x)
         x = self.stage3(x)
         return self.stage4(x)
+
+    @torch.jit.ignore
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: Optional[Union[int, Sequence[int]]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Union[List[Tensor], Tuple[Tensor, List[Tensor]]]:
+        """timm's ``forward_intermediates``: the outputs of the feature levels in :attr:`feature_info` (max
+        pool, stages 2-4; ``indices``: the last ``n`` levels for an int, else the levels listed) and the final
+        features. ``norm`` has no effect (no final norm layer)."""
+        if output_fmt != "NCHW":
+            raise InvalidConfigError(f"forward_intermediates: output_fmt must be 'NCHW', got {output_fmt!r}")
+        take = take_feature_indices(len(self.feature_info), indices)
+        last = max(take) if stop_early else len(self.feature_info) - 1
+        intermediates = []
+        x = self._stem(x)
+        if 0 in take:
+            intermediates.append(x)
+        for level, stage in enumerate(self.stages()[:last], start=1):
+            x = self._checkpointed_stage(stage, x) if self.grad_checkpointing else stage(x)
+            if level in take:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(
+        self, indices: Union[int, Sequence[int]] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> List[int]:
+        """Drop the stages after the last level in ``indices`` (and the classifier); returns the kept levels."""
+        take = take_feature_indices(len(self.feature_info), indices)
+        for level in range(max(take) + 1, len(self.feature_info)):
+            setattr(self, f"stage{level + 1}", nn.Identity())
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
 
     def config(self) -> Dict[str, Any]:
         """The constructor arguments that rebuild this architecture (stored beside saved weights)."""
@@ -458,17 +584,64 @@ class ShuffleNetV1(SkeletonClassifier):
         return cfg
 
 
+def _builder_name(groups: int, width_mult: float, options: Dict[str, Any]) -> str:
+    """The registered name of what the builder makes (for looking up published weights)."""
+    if options.get("se"):
+        return shufflenet_v1_name(groups, width_mult, "se")
+    if options.get("shuffle") is False:
+        return shufflenet_v1_name(groups, width_mult, "noshuffle")
+    return shufflenet_v1_name(groups, width_mult)
+
+
+def _model_for(wf: WeightsFile, groups: int, width_mult: float, options: Dict[str, Any]) -> ShuffleNetV1:
+    """The network the builder's arguments describe, as stored in ``wf`` when the file has a config (a converted
+    checkpoint's ``input_shift`` / widths); a file of another network is refused with both descriptions."""
+    if "num_classes" in options and wf.num_classes is not None and options["num_classes"] != wf.num_classes:
+        raise InvalidConfigError(
+            f"num_classes={options['num_classes']}: the weights {wf.path} have {wf.num_classes} classes; load them, "
+            f"then replace the classifier: model.reset_classifier({options['num_classes']})"
+        )
+    if not (wf.config and "groups" in wf.config):
+        options.setdefault("num_classes", wf.num_classes or 1000)
+        return ShuffleNetV1(groups=groups, width_mult=width_mult, **options)
+    config = {**wf.config, **options}
+    differ = [
+        f"{k}={wf.config.get(k)!r} in the file, {v!r} asked for"
+        for k, v in (("groups", groups), ("width_mult", width_mult))
+        if wf.config.get(k) is not None and float(wf.config[k]) != float(v)
+    ]
+    if differ:
+        raise InvalidConfigError(f"{wf.path}: holds another network ({'; '.join(differ)})")
+    return ShuffleNetV1(**config)
+
+
 def shufflenet_v1(
-    groups: int = 3, width_mult: float = 1.0, weights: Optional[str] = None, progress: bool = True, **options: Any
+    groups: int = 3,
+    width_mult: float = 1.0,
+    weights: Union[None, str, os.PathLike[str], WeightsFile, ShuffleNetWeights] = None,
+    progress: bool = True,
+    **options: Any,
 ) -> ShuffleNetV1:
     """torchvision-style builder: ``shufflenet_v1(groups=3, width_mult=1.0, weights=None, **options)``.
 
-    ``weights`` is a path to a package weights file, a Lightning checkpoint of this project or a plain
-    state dict (no downloads exist for ShuffleNet v1; convert public checkpoints with
-    ``python -m shufflenet.convert``). ``options`` are :class:`ShuffleNetV1` arguments.
-    ``progress`` is accepted for torchvision compatibility.
+    ``weights``: published weights (``"DEFAULT"``, ``"IMAGENET1K_MMPRETRAIN"``, a member of
+    ``ShuffleNet_V1_X1_0_G3_Weights`` or its full name; downloaded once with a progress bar when ``progress``,
+    converted and cached, see :mod:`shufflenet.models.pretrained`) or a file: this project's weights file, a
+    Lightning checkpoint, a plain state dict, or an original public checkpoint (mmpretrain ``.pth``, megvii
+    ``.pth.tar``; converted on load). ``options`` are :class:`ShuffleNetV1` arguments.
     """
-    model = ShuffleNetV1(groups=groups, width_mult=width_mult, **options)
-    if weights is not None:
-        load_weights(model, weights)
-    return model
+    if weights is None:
+        return ShuffleNetV1(groups=groups, width_mult=width_mult, **options)
+    wf = weights_file(weights, _builder_name(groups, width_mult, options), progress=progress)
+    model = _model_for(wf, groups, width_mult, dict(options))
+    return load_state_dict_strict(model, wf.state_dict, str(wf.path))
+
+
+def shuffle_permutation(channels: int, groups: int) -> Tensor:
+    """The permutation :func:`channel_shuffle` applies, as an index: ``channel_shuffle(x, groups)[:, k] ==
+    x[:, perm[k]]``. Read off the operation itself (so there is one definition of the shuffle), exact for any
+    channel count (float64 holds integers up to 2**53). ``shuffle_permutation(c, c // groups)`` is its inverse."""
+    if groups < 1 or channels % groups:
+        raise InvalidConfigError(f"shuffle_permutation: {channels} channels do not split into {groups} groups")
+    index = torch.arange(channels, dtype=torch.float64).view(1, channels, 1, 1)
+    return channel_shuffle(index, groups).flatten().long()

@@ -1,27 +1,41 @@
 """Weights: the package's weights file and the one reader of every file the project accepts.
 
 This floor sits below the models (it imports no network); the converters of public checkpoints sit above
-them, in :mod:`shufflenet.convert`.
+them, in :mod:`shufflenet.convert`, and register themselves here (:func:`register_public_converter`) so that
+this reader converts an original public checkpoint on read. :mod:`.download` fetches public weights into
+torch.hub's cache with its hash check (``SHUFFLENET_WEIGHTS_MIRROR`` redirects downloads to a mirror).
 """
 
+from .download import MIRROR_ENV, DownloadError, checkpoints_dir, download_weights, mirrored_url
 from .io import (
     CONVERT_COMMAND,
     FORMAT,
     WeightsError,
     WeightsFile,
     atomic_torch_save,
+    converted_cache_path,
     extract_state_dict,
     load_state_dict_strict,
     load_weights,
     public_layout,
     read_checkpoint,
     read_weights,
+    register_public_converter,
     save_weights,
+    weights_dict,
 )
 
 __all__ = [
     "CONVERT_COMMAND",
     "FORMAT",
+    "MIRROR_ENV",
+    "DownloadError",
+    "checkpoints_dir",
+    "converted_cache_path",
+    "download_weights",
+    "mirrored_url",
+    "register_public_converter",
+    "weights_dict",
     "WeightsError",
     "WeightsFile",
     "atomic_torch_save",

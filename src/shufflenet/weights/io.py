@@ -9,8 +9,11 @@ A weights file is a ``torch.save`` dict, loadable with ``torch.load(weights_only
 what the public-checkpoint converters write), a Lightning ``.ckpt`` of the classification wing, a plain
 ``ShuffleNetV1`` state dict and a detectron2 checkpoint. It says what kind of file it is and hands back
 the architecture, constructor config, state dict, EMA weights and metadata; ``create_model(name_or_None,
-weights=FILE)`` and every wing build on it. A public checkpoint that was not converted (megvii's
-ShuffleNet-Series, mmpretrain) is recognised and refused with the converter command.
+weights=FILE)`` and every wing build on it. An original public checkpoint (megvii's ShuffleNet-Series
+``.pth.tar``, mmpretrain's ``.pth``) is recognised by its keys and converted on read by the converter that
+:mod:`shufflenet.convert` registers here (:func:`register_public_converter`: the converter sits above the
+models, this reader below them); the converted file is cached in ``torch.hub.get_dir()/checkpoints``
+(:func:`converted_cache_path`), so the next read loads it directly.
 
 ``load_state_dict_strict`` is the one place that checks a state dict against a model, so every loader in
 the project reports a mismatch the same way: the first mismatching key and both shapes.
@@ -21,13 +24,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import nn
 
 from ..errors import ShuffleNetError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, sha256_file
+from .download import checkpoints_dir
 
 FORMAT = "shufflenet-weights/1"
 PathLike = Union[str, os.PathLike]
@@ -48,6 +52,9 @@ __all__ = [
     "load_state_dict_strict",
     "load_weights",
     "public_layout",
+    "register_public_converter",
+    "converted_cache_path",
+    "weights_dict",
 ]
 
 
@@ -117,19 +124,86 @@ def atomic_torch_save(obj: Any, path: PathLike) -> Path:
     return Path(path)
 
 
+def weights_dict(
+    model: nn.Module, arch: Optional[str] = None, meta: Optional[Mapping[str, Any]] = None
+) -> Dict[str, Any]:
+    """The package weights file's content for ``model`` (what :func:`save_weights` writes)."""
+    return {
+        "format": FORMAT,
+        "arch": arch,
+        "config": model.config() if hasattr(model, "config") else None,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": dict(meta or {}),
+    }
+
+
 def save_weights(
     model: nn.Module, path: PathLike, arch: Optional[str] = None, meta: Optional[Mapping[str, Any]] = None
 ) -> Path:
     """Write ``model`` as a package weights file (atomically)."""
-    config = model.config() if hasattr(model, "config") else None
-    obj = {
-        "format": FORMAT,
-        "arch": arch,
-        "config": config,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "meta": dict(meta or {}),
-    }
-    return atomic_torch_save(obj, path)
+    return atomic_torch_save(weights_dict(model, arch, meta), path)
+
+
+#: ``source (a file path or a loaded checkpoint dict) -> package weights dict``; set by shufflenet.convert.
+_PUBLIC_CONVERTER: Optional[Callable[[Union[Path, Mapping[str, Any]]], Dict[str, Any]]] = None
+_CONVERTED_SUFFIX = ".shufflenet.pth"
+
+
+def register_public_converter(fn: Callable[[Union[Path, Mapping[str, Any]]], Dict[str, Any]]) -> None:
+    """Install the converter of original public checkpoints (``shufflenet.convert`` does, when imported)."""
+    global _PUBLIC_CONVERTER
+    _PUBLIC_CONVERTER = fn
+
+
+def convert_public(source: Union[Path, Mapping[str, Any]], layout: str, where: str) -> Dict[str, Any]:
+    """The package weights dict of an original public checkpoint (file or loaded dict), via the converter."""
+    if _PUBLIC_CONVERTER is None:
+        raise WeightsError(
+            f"{where}: this is a {layout} checkpoint and no converter is loaded; convert it first: "
+            f"{CONVERT_COMMAND} {where} --out converted.pth"
+        )
+    return _PUBLIC_CONVERTER(source)
+
+
+def converted_cache_path(source: PathLike, sha256: str) -> Path:
+    """Where the converted copy of the public checkpoint ``source`` (content hash ``sha256``) is cached:
+    ``torch.hub.get_dir()/checkpoints/<source name>.<sha256[:8]>.shufflenet.pth``, next to the downloads."""
+    name = Path(source).name
+    for suffix in (".pth.tar", ".pth", ".pt", ".tar", ".bin"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return checkpoints_dir() / f"{name}.{sha256[:8]}{_CONVERTED_SUFFIX}"
+
+
+def _read_public(path: Path, layout: str) -> WeightsFile:
+    """Convert an original public checkpoint, or load its cached conversion; the cache is written atomically
+    (a read-only cache folder only costs the conversion next time)."""
+    sha = sha256_file(path)
+    cache = converted_cache_path(path, sha)
+    if cache.is_file():
+        try:
+            cached = read_weights(cache)
+        except WeightsError:
+            cached = None  # a cache from an older release or damaged: convert again
+        if cached is not None and cached.kind == "package" and cached.meta.get("sha256") == sha:
+            cached.path, cached.meta["converted_cache"] = path, str(cache)
+            return cached
+    converted = convert_public(path, layout, str(path))
+    try:
+        atomic_torch_save(converted, cache)
+        converted["meta"]["converted_cache"] = str(cache)
+    except OSError:
+        pass
+    return WeightsFile(
+        path,
+        "package",
+        dict(converted["state_dict"]),
+        arch=converted.get("arch"),
+        config=dict(converted["config"]) if converted.get("config") else None,
+        meta=dict(converted["meta"]),
+        raw=converted,
+    )
 
 
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
@@ -238,10 +312,7 @@ def read_weights(path: PathLike, use: str = "auto") -> WeightsFile:
     keys = [str(k) for k in sd] if isinstance(sd, Mapping) else []
     layout = public_layout(keys)
     if layout is not None:
-        raise WeightsError(
-            f"{path}: this is a {layout} checkpoint, not yet converted to this project's layout; convert it "
-            f"first: {CONVERT_COMMAND} {path} --out converted.pth"
-        )
+        return _read_public(path, layout)
     if _is_tensor_dict(sd):
         return WeightsFile(path, "state_dict", dict(sd), meta=meta, raw=obj)
     raise WeightsError(

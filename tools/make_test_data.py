@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Regenerate the real data the repository carries: ``tests/data`` and the package's sample photos.
 
-    python scripts/make_test_data.py --source /path/to/data      # default: $SHUFFLENET_DATA
+    python -m tools.make_test_data --source /path/to/data      # default: $SHUFFLENET_DATA
 
 ``--source`` is the larger data folder (``cifar10/{train,test}/<class>/*.jpg`` and ``tiny_coco/``, see
 ``tests/data/README.md``). What it writes, always the same choice for the same source:
@@ -128,7 +127,7 @@ def make_photos(src: Path, dst: Path) -> list:
         "Six photographs from MS-COCO 2017 (Lin et al., 2014; https://cocodataset.org), each from Flickr under the",
         "license its COCO entry names. Each file here is a **modified copy**: resized with Pillow (Lanczos) to",
         f"{SHORT_SIDE} px on the short side and re-encoded as JPEG (quality {QUALITY}, metadata dropped); nothing else",
-        "changed. Regenerate with `python scripts/make_test_data.py --source DATA` (see `tests/data/README.md`).",
+        "changed. Regenerate with `python -m tools.make_test_data --source DATA` (see `tests/data/README.md`).",
         "",
         "| file | COCO id | original size -> here | license | COCO url | Flickr url |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -1,4 +1,4 @@
-"""``python classification/benchmark.py``: training throughput of ShuffleNet v1 vs ShuffleNetV2, and the data pipeline.
+"""``python -m tools.train_benchmark``: training throughput of ShuffleNet v1 vs ShuffleNetV2, and the data pipeline.
 
 1. **Training** images/s of ShuffleNet v1 1x (g=3, this project) and torchvision's ShuffleNetV2 1x under one
    loop: batch 32 at 224x224, cross-entropy, SGD momentum 0.9 (forward + backward + update), random tensors
@@ -15,8 +15,9 @@
    PIL decode, RandomResizedCrop 224, flip, to-tensor, normalize) over JPEGs: decode and augment images per
    CPU second in one process (= per DataLoader worker, which runs one torch thread), and the
    :class:`ImageFolderDataModule` loader's wall-clock images/s with ``--workers`` workers. JPEG source:
-   ``photos`` (the package's sample photos, ~480x320), ``cifar`` (tests/data/cifar10 upscaled to
-   ``--jpeg-size``) or an ImageFolder directory (e.g. a slice under ``$SHUFFLENET_DATA``).
+   ``photos`` (the package's sample photos, ~480x320) or an ImageFolder directory (``train/<class>/<image>``,
+   e.g. the repository's ``tests/data/cifar10``), used as it is or, with ``--jpeg-size N``, its first
+   ``--images`` training images per class re-encoded at NxN (CIFAR's 32 px JPEGs are not an ImageNet load).
 4. ``--profile``: where one training step spends its CPU time (torch.profiler, by layer type: grouped 1x1,
    dense 1x1, depthwise 3x3, BatchNorm, ReLU, shuffle/copy/concat, pooling; forward and backward).
 
@@ -45,12 +46,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import run_cli
-from ..fileio import write_json_atomic
-from ..models import create_model
-from ..paths import sample_images
-from .data import ImageFolderDataModule, ImageFolderDataset, load_rgb, train_transform
-from .errors import ClassificationError
+from shufflenet.classification import ImageFolderDataModule, ImageFolderDataset, load_rgb, train_transform
+from shufflenet.errors import ShuffleNetError, run_cli
+from shufflenet.fileio import atomic_write, write_json_atomic
+from shufflenet.models import create_model
+from shufflenet.paths import sample_images
 
 __all__ = [
     "Variant",
@@ -60,6 +60,7 @@ __all__ = [
     "data_pipeline",
     "make_jpegs",
     "format_table",
+    "build_parser",
     "main",
     "cli",
 ]
@@ -67,7 +68,6 @@ __all__ = [
 PRECISIONS = ("fp32", "bf16", "bf16dw")
 LAYOUTS = ("nchw", "channels_last")
 MODES = ("eager", "compiled")
-REPO_CIFAR = Path(__file__).resolve().parents[3] / "tests" / "data" / "cifar10"
 
 #: Tolerances of each variant against eager fp32 NCHW (same weights, same batch): relative difference of the
 #: first step's loss (the forward pass), and of the loss change over the first SGD update (the gradients; a lost
@@ -79,8 +79,27 @@ UPDATE_RTOL = {"fp32": 2e-2, "bf16": 0.25, "bf16dw": 0.25}
 
 class Fp32Conv2d(nn.Conv2d):
     """A ``Conv2d`` that runs in fp32 under autocast (same parameters and state-dict keys): the ``bf16dw`` policy
-    puts every depthwise conv in it, because oneDNN's bf16 depthwise backward is ~4-6x slower than its fp32 one
-    on this CPU (profile in docs/classification.md)."""
+    puts every depthwise conv in it, because oneDNN's bf16 depthwise backward was ~4-6x slower than its fp32 one
+    on the CPU profiled in docs/classification.md."""
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> Fp32Conv2d:
+        """A new module with ``conv``'s hyper-parameters and a copy of its weights."""
+        new = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
+        new.load_state_dict(conv.state_dict())
+        return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
@@ -88,16 +107,22 @@ class Fp32Conv2d(nn.Conv2d):
 
 
 def depthwise_in_fp32(model: nn.Module) -> int:
-    """Switch every depthwise ``nn.Conv2d`` of ``model`` to :class:`Fp32Conv2d` in place; returns how many."""
-    n = 0
-    for m in model.modules():
-        if type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels == m.out_channels:
-            m.__class__ = Fp32Conv2d
-            n += 1
-    return n
+    """Replace every depthwise ``nn.Conv2d`` of ``model`` by an :class:`Fp32Conv2d` copy (the way timm's
+    ``freeze_batch_norm_2d`` replaces layers: new modules set on their parents, the same state-dict keys);
+    returns how many were replaced."""
+    names = [
+        name
+        for name, m in model.named_modules()
+        if type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels == m.out_channels
+    ]
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent) if parent else model
+        setattr(owner, child, Fp32Conv2d.from_conv(getattr(owner, child)))
+    return len(names)
 
 
-class BenchmarkError(ClassificationError):
+class BenchmarkError(ShuffleNetError, ValueError):
     """Bad benchmark input (an unknown variant, a missing image source, a machine that lacks the feature)."""
 
 
@@ -258,7 +283,7 @@ def benchmark_training(
             results[key]["wall_s"].append((time.perf_counter() - w0) / steps)
         round_info.append({"load_start": load0, "load_end": _load()})
         log(f"  round {r + 1}/{rounds} done (load {load0:.1f} -> {round_info[-1]['load_end']:.1f})")
-    for key, res in results.items():
+    for res in results.values():
         cpu, wall = statistics.median(res["cpu_s"]), statistics.median(res["wall_s"])
         res["images_per_s_per_core"] = batch_size / cpu
         res["images_per_s_wall"] = batch_size / wall
@@ -349,13 +374,12 @@ def profile_step(runner: TrainRunner, steps: int = 1) -> Dict[str, float]:
 
 
 # --- data pipeline ----------------------------------------------------------------------------------------
-def make_jpegs(out: Path, source: str, per_class: int, size: int) -> Tuple[Path, str]:
-    """An ImageFolder (``out/train/<class>/*.JPEG``) to feed the loader; returns ``(root, description)``.
+def make_jpegs(out: Path, source: str, per_class: int, size: Optional[int]) -> Tuple[Path, str]:
+    """An ImageFolder (``train/<class>/*``, one ``val`` image per class) to feed the loader; ``(root, description)``.
 
     ``photos``: the package's sample photos, one class each, ``per_class`` copies (real JPEGs, ~480x320).
-    Every class also gets one ``val`` image (the DataModule wants both splits).
-    ``cifar``: ``per_class`` CIFAR-10 training images per class of tests/data/cifar10, upscaled (bicubic) to
-    ``size`` x ``size`` JPEG q90. A directory: used as it is (it must hold ``train/<class>/<image>``).
+    A directory with ``train/<class>/<image>``: used as it is, or with ``size``, its first ``per_class`` training
+    images per class (sorted by name) re-encoded as ``size`` x ``size`` JPEG q90 (bicubic) under ``out``.
     """
     from PIL import Image
 
@@ -376,23 +400,21 @@ def make_jpegs(out: Path, source: str, per_class: int, size: int) -> Tuple[Path,
             f"{len(photos)} package sample photos x {per_class} copies ({sizes[0][0]}-{sizes[-1][0]} x "
             f"{sizes[0][1]}-{sizes[-1][1]} px JPEG)",
         )
-    if source == "cifar":
-        src = REPO_CIFAR / "train"
-        if not src.is_dir():
-            raise BenchmarkError(f"{src} not found (a source checkout's tests/data/cifar10); use --source photos")
-        for cls in sorted(p.name for p in src.iterdir() if p.is_dir()):
-            files = sorted((src / cls).iterdir())
-            for split, chosen in (("train", files[:per_class]), ("val", files[per_class : per_class + 1])):
-                d = out / split / cls
-                d.mkdir(parents=True, exist_ok=True)
-                for f in chosen:
-                    with Image.open(f) as im:
-                        im.convert("RGB").resize((size, size), Image.BICUBIC).save(d / f"{f.stem}.JPEG", quality=90)
-        return out, f"tests/data/cifar10 train images ({per_class}/class) upscaled to {size}x{size} JPEG q90"
     root = Path(source)
     if not (root / "train").is_dir():
-        raise BenchmarkError(f"--source {source}: expected 'photos', 'cifar' or a folder with train/<class>/<image>")
-    return root, f"ImageFolder {root}"
+        raise BenchmarkError(f"--sources {source}: expected 'photos' or a folder with train/<class>/<image>")
+    if size is None:
+        return root, f"ImageFolder {root}"
+    src = root / "train"
+    for cls in sorted(p.name for p in src.iterdir() if p.is_dir()):
+        files = sorted((src / cls).iterdir())
+        for split, chosen in (("train", files[:per_class]), ("val", files[per_class : per_class + 1] or files[:1])):
+            d = out / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                with Image.open(f) as im:
+                    im.convert("RGB").resize((size, size), Image.BICUBIC).save(d / f"{f.stem}.JPEG", quality=90)
+    return out, f"{root.name} train images ({per_class}/class) re-encoded at {size}x{size} JPEG q90"
 
 
 def decode_augment_rate(root: Path, size: int, images: int) -> Dict[str, float]:
@@ -462,7 +484,7 @@ def data_pipeline(
     sources: Sequence[str],
     workers: Sequence[int],
     per_class: int,
-    jpeg_size: int,
+    jpeg_size: Optional[int],
     size: int,
     batch_size: int,
     log: Callable[[str], None] = lambda s: None,
@@ -478,7 +500,7 @@ def data_pipeline(
                 res[f"loader_workers={w}"] = loader_throughput(
                     root, w, batch_size, size, batches=max(2, min(20, n_images // batch_size - 1))
                 )
-            out[source if source in ("photos", "cifar") else "folder"] = res
+            out[source if source == "photos" else Path(source).name] = res
     return out
 
 
@@ -504,7 +526,7 @@ def format_table(result: Dict[str, Any]) -> str:
         a, b = train["variants"].get(f"v1/{setting}"), train["variants"].get(f"v2/{setting}")
         ratio = train["ratios_v1_over_v2"].get(setting)
 
-        def eq(r: Optional[Dict[str, Any]]) -> str:
+        def eq(r: Optional[Dict[str, Any]], setting: str = setting) -> str:
             if r is None:
                 return "-"
             d, u = r.get("loss_rel_diff_vs_eager_fp32"), r.get("update_rel_diff_vs_eager_fp32")
@@ -556,7 +578,7 @@ def format_table(result: Dict[str, Any]) -> str:
             "decode+augment img/s per worker | workers per training core |"
         )
         lines.append("|---|---:|---:|---:|---:|")
-        for src, r in result["data"].items():
+        for r in result["data"].values():
             lines.append(
                 f"| {r['description']} | {r['decode_per_s']:.0f} | {r['augment_per_s']:.0f} | "
                 f"{r['decode_augment_per_s_per_worker']:.0f} | "
@@ -581,8 +603,6 @@ def plot(result: Dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..fileio import atomic_write
 
     train = result["train"]
     settings = list(train["ratios_v1_over_v2"])
@@ -642,9 +662,14 @@ def _choices(values: Sequence[str], allowed: Sequence[str], what: str) -> List[s
     return list(dict.fromkeys(values))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def bf16_supported() -> bool:
+    """Whether this CPU has native bf16 kernels (oneDNN); without them the bf16 variants are not worth timing."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="classification/benchmark.py",
+        prog="python -m tools.train_benchmark",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -680,8 +705,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument(
         "--sources",
         nargs="+",
-        default=["photos", "cifar"],
-        help="JPEG sources of the data benchmark: photos, cifar, or ImageFolder directories",
+        default=["photos"],
+        help="JPEG sources of the data benchmark: photos (the package's sample photos) and/or ImageFolder "
+        "directories (train/<class>/<image>), e.g. tests/data/cifar10 with --jpeg-size 400",
     )
     p.add_argument(
         "--workers",
@@ -691,7 +717,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="DataLoader worker counts timed by wall clock (default 0 2; --quick: 0)",
     )
     p.add_argument("--images", type=int, default=32, help="JPEGs per class for the data benchmark")
-    p.add_argument("--jpeg-size", type=int, default=400, help="side of the upscaled CIFAR JPEGs")
+    p.add_argument(
+        "--jpeg-size",
+        type=int,
+        default=None,
+        help="re-encode a folder source's first --images training images per class at this side (default: as is)",
+    )
     p.add_argument("--no-data", action="store_true", help="skip the data pipeline part")
     p.add_argument("--out", type=Path, default=Path("outputs/classification/benchmark.json"))
     p.add_argument("--png", type=Path, default=None, help="bar chart (default: --out with .png)")
@@ -702,7 +733,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         metavar="JSON",
         help="measure nothing: print the table (and write --png) of a saved result, verdicts re-judged",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.render is not None:
         try:
             result = json.loads(args.render.read_text())
@@ -720,7 +755,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     compiled_layouts = _choices(args.compiled_layouts, LAYOUTS, "compiled layout")
     compiled_precisions = _choices(args.compiled_precisions, PRECISIONS, "compiled precision")
     for name in ("threads", "batch_size", "size", "rounds", "steps", "images", "jpeg_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise BenchmarkError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.workers is None:
         args.workers = [0] if args.quick else [0, 2]
@@ -728,18 +763,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise BenchmarkError(f"--workers must be >= 0, got {args.workers}")
     if args.quick:
         args.batch_size, args.size, args.rounds, args.steps = 8, 64, 2, 1
-        args.images, args.jpeg_size = 2, 96
-    dev = torch.device(args.device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BenchmarkError("--device cuda: no CUDA device here")
-    if {"bf16", "bf16dw"} & set(precisions) and dev.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        raise BenchmarkError("bf16 asked for but this CPU has no native bf16 support (oneDNN); use --precisions fp32")
+        args.images = 2
+        args.jpeg_size = None if args.jpeg_size is None else 96
     if not args.no_data:
         for s in args.sources:
-            if s not in ("photos", "cifar") and not (Path(s) / "train").is_dir():
-                raise BenchmarkError(
-                    f"--sources {s}: expected 'photos', 'cifar' or a folder with train/<class>/<image>"
-                )
+            if s != "photos" and not (Path(s) / "train").is_dir():
+                raise BenchmarkError(f"--sources {s}: expected 'photos' or a folder with train/<class>/<image>")
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError as e:
+        raise BenchmarkError(f"--device {args.device}: not a torch device ({e})") from None
+    # What the machine can do is checked after every argument: a typo is reported as such, on any machine.
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BenchmarkError("--device cuda: no CUDA device here")
+    if {"bf16", "bf16dw"} & set(precisions) and dev.type == "cpu" and not bf16_supported():
+        raise BenchmarkError("bf16 asked for but this CPU has no native bf16 support (oneDNN); use --precisions fp32")
+    threads = torch.get_num_threads()
+    try:
+        return _run(args, argv, precisions, layouts, modes, compiled_layouts, compiled_precisions)
+    finally:
+        torch.set_num_threads(threads)  # an in-process caller (a test, a notebook) keeps its thread count
+
+
+def _run(args, argv, precisions, layouts, modes, compiled_layouts, compiled_precisions) -> int:
     if args.quick and "compiled" in modes:  # one small compile is enough to check the path
         compiled_layouts = compiled_layouts[:1]
 
@@ -761,7 +807,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "threads": args.threads,
             "quick": args.quick,
             "models": {k: v[0] for k, v in builders.items()},
-            "command": " ".join(["classification/benchmark.py", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(["python -m tools.train_benchmark", *(argv if argv is not None else sys.argv[1:])]),
         },
     }
     log(
@@ -793,5 +839,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
-def cli() -> int:
-    return run_cli(main)
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m tools.train_benchmark``: :func:`main` with the project's one-line errors."""
+    return run_cli(main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

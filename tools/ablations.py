@@ -1,11 +1,15 @@
 """The paper's ablations (Tables 2, 3 and 4) trained at small scale, several seeds per row, resumable.
 
-``python -m shufflenet.experiments table3 --data.root DIR --steps N --seeds 3`` trains every row of one
-table with the same budget and the same recipe as ``classification/train.py`` (the paper's, from
-``configs/classification/base.yaml``: SGD momentum 0.9, lr 0.5 at batch 1024 scaled linearly to the
-batch, linear decay to 0 over the run, weight decay 4e-5, RandomResizedCrop + flip), using the wing's own
-:class:`~shufflenet.classification.module.ImageClassifier` and
-:class:`~shufflenet.classification.data.ImageFolderDataModule` under a plain ``pytorch_lightning.Trainer``
+    python -m tools.ablations table3 --data.root /data/cifar10 --steps 600 --seeds 3
+    python -m tools.ablations table2 --data.root /data/cifar10 --steps 600 --width 0.25
+    python -m tools.ablations table4 --data.root /data/cifar10 --steps 600 --width 13 38
+    python -m tools.ablations table3 --data.root D --steps 600 --rows 'shufflenet_v1_x0_25_g8*'
+
+trains every row of one table with the same budget and the same recipe as ``classification/train.py`` (the
+paper's, from the package's ``configs/classification/base.yaml``: SGD momentum 0.9, lr 0.5 at batch 1024 scaled
+linearly to the batch, linear decay to 0 over the run, weight decay 4e-5, RandomResizedCrop + flip), using the
+package's :class:`~shufflenet.classification.ImageClassifier` and
+:class:`~shufflenet.classification.ImageFolderDataModule` under a plain ``pytorch_lightning.Trainer``
 with ``max_steps``. The runs are interleaved (every row for seed 0, then every row for seed 1, ...), so a
 change of machine load during the experiment hits all rows alike.
 
@@ -27,25 +31,32 @@ Output folder (``--out``, default ``outputs/experiments/<table>``):
 * ``results.json`` / ``results.md`` / ``results.png`` -- per row mean +- std over seeds beside the paper's
   error, the paper's ordering vs the measured one, and each of the paper's claims judged as
   ``reproduced`` / ``not reproduced`` / ``within noise`` (see :func:`judge`). Rewritten after every run.
+
+See docs/ablations.md.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import fnmatch
 import json
 import logging
 import math
 import os
 import platform
-import re
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..fileio import write_json_atomic, write_text_atomic
-from .errors import ClassificationError
+from shufflenet.classification import ClassificationError
+from shufflenet.errors import run_cli
+from shufflenet.fileio import tmp_sibling, write_json_atomic, write_text_atomic
+from shufflenet.models import get_spec, list_models, paper_entries
+from shufflenet.paths import configs_dir
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +70,9 @@ __all__ = [
     "summarize",
     "judge",
     "load_recipe",
+    "build_parser",
+    "main",
+    "cli",
 ]
 
 TABLES = ("table2", "table3", "table4")
@@ -74,6 +88,7 @@ UNIT_LABELS = {
     "resnext": "ResNeXt",
     "shufflenet": "ShuffleNet",
 }
+UNIT_OF_COLUMN = {label: unit for unit, label in UNIT_LABELS.items()}
 #: Settings that make runs comparable; a rerun in the same --out must agree on all of them.
 SETTING_KEYS = ("table", "steps", "batch_size", "image_size", "resize_size", "data_root", "recipe")
 
@@ -97,119 +112,48 @@ class Row:
     unit: Optional[str] = None  # table 4: vgg / resnet / xception / resnext / shufflenet
 
 
-def _tables() -> Dict[str, Any]:
-    try:  # the ground floor's reader (package resources)
-        from ..paths import paper_tables
-    except ImportError:  # pragma: no cover - older layout
-        from ..models import paper_tables
-    return paper_tables()
-
-
-def _width_tag(width: float) -> str:
-    try:
-        from ..constants import width_tag
-    except ImportError:  # pragma: no cover - older layout
-        from ..models.registry import width_tag
-    return width_tag(width)
-
-
-def _spec(name: str) -> Any:
-    from ..models import get_spec
-
-    return get_spec(name)
-
-
 def _width_label(width: float) -> str:
     return f"{width:g}x"
 
 
 def table_rows(table: str, widths: Optional[Sequence[float]] = None) -> List[Row]:
-    """Every row of ``table`` at the given widths (table 2/3: width multipliers; table 4: MFLOPs)."""
-    from ..models import list_models
-
+    """Every row of ``table`` at the given widths (table 2/3: width multipliers; table 4: MFLOPs), with the paper's
+    figures as the model specs hold them (:func:`shufflenet.models.paper_entries`)."""
     if table not in TABLES:
         raise AblationError(f"unknown table {table!r}; choose one of {', '.join(TABLES)}")
     widths = list(DEFAULT_WIDTHS[table] if not widths else widths)
-    tables = _tables()
+    number = table[len("table") :]
+    entries = [e for e in paper_entries(number) if e.name is not None]
+    paper_rows = list(dict.fromkeys(e.row for e in entries))
     registered = set(list_models())
     rows: List[Row] = []
-    if table in ("table2", "table3"):
-        t2 = tables["table2_group_ablation"]
-        t3 = tables["table3_shuffle_ablation"]
-        for w in widths:
-            tag, wl = _width_tag(w), _width_label(w)
-            if table == "table2":
-                if wl not in t2["rows"]:
-                    raise AblationError(f"table2 has no {wl} row; the paper's widths: {', '.join(t2['rows'])}")
-                for g in (1, 2, 3, 4, 8):
-                    name = f"shufflenet_v1_x{tag}_g{g}"
-                    spec = _spec(name)
-                    rows.append(
-                        Row(
-                            name,
-                            f"ShuffleNet {wl} (g={g})",
-                            wl,
-                            spec.paper_mflops,
-                            t2["rows"][wl]["err"][t2["columns"].index(f"g={g}")],
-                            groups=g,
-                            shuffle=True,
-                        )
-                    )
-            else:
-                entries = [r for r in t3 if r["model"] == wl]
-                if not entries:
-                    raise AblationError(
-                        f"table3 has no {wl} rows; the paper's widths: {', '.join(sorted({r['model'] for r in t3}))}"
-                    )
-                for r in entries:
-                    g = int(r["g"])
-                    for shuffle in (True, False):
-                        name = f"shufflenet_v1_x{tag}_g{g}" + ("" if shuffle else "_noshuffle")
-                        spec = _spec(name)
-                        rows.append(
-                            Row(
-                                name,
-                                f"ShuffleNet {wl} (g={g}){'' if shuffle else ' no shuffle'}",
-                                wl,
-                                t2["rows"][wl]["mflops"] if wl in t2["rows"] else spec.paper_mflops,
-                                r["err_shuffle" if shuffle else "err_no_shuffle"],
-                                groups=g,
-                                shuffle=shuffle,
-                            )
-                        )
-    else:
-        t4 = tables["table4_units_at_equal_complexity"]
-        for m in widths:
-            key = f"{m:g}"
-            if key not in t4["rows"]:
-                raise AblationError(
-                    f"table4 has no {key} MFLOPs row; the paper's complexities: "
-                    f"{', '.join(t4['rows'])} (give them with --width)"
-                )
-            prow = t4["rows"][key]
-            grp = f"{key} MFLOPs"
-            for unit in UNITS:
-                name = f"skeleton_{unit}_{key}m"
-                if name not in registered:
-                    continue  # e.g. VGG-like: the paper reports it at 140 MFLOPs only
-                err = prow["err"][t4["columns"].index(UNIT_LABELS[unit])]
-                rows.append(Row(name, f"{UNIT_LABELS[unit]} ({key} MFLOPs)", grp, float(m), err, unit=unit))
-            match = re.fullmatch(r"\s*([\d.]+)x,\s*g=(\d+)\s*", prow["shufflenet"])
-            if not match:  # pragma: no cover - a malformed table
-                raise AblationError(f"table4 row {key}: cannot read the ShuffleNet entry {prow['shufflenet']!r}")
-            w, g = float(match.group(1)), int(match.group(2))
-            name = f"shufflenet_v1_x{_width_tag(w)}_g{g}"
-            _spec(name)
+    for w in widths:
+        key = _width_label(w) if table != "table4" else f"{w:g}"
+        chosen = [e for e in entries if e.row == key]
+        if not chosen:
+            what = f"{key} MFLOPs row" if table == "table4" else f"{key} row"
+            known = "complexities" if table == "table4" else "widths"
+            raise AblationError(
+                f"{table} has no {what}; the paper's {known}: {', '.join(paper_rows)} (give them with --width)"
+            )
+        group = f"{key} MFLOPs" if table == "table4" else key
+        for e in chosen:
+            if e.name not in registered:  # the registry registers every model the paper's ablations name
+                raise AblationError(f"{table} row {e.label!r} maps to {e.name!r}, which is not a registered model")
+            spec = get_spec(e.name)
+            shufflenet = spec.family == "shufflenet"
+            unit = UNIT_OF_COLUMN.get(e.column) if table == "table4" else None
+            label = e.label if table != "table4" else f"{e.label if shufflenet else e.column} ({key} MFLOPs)"
             rows.append(
                 Row(
-                    name,
-                    f"ShuffleNet {w:g}x (g={g}) ({key} MFLOPs)",
-                    grp,
-                    float(m),
-                    prow["err"][t4["columns"].index("ShuffleNet")],
-                    groups=g,
-                    shuffle=True,
-                    unit="shufflenet",
+                    e.name,
+                    label,
+                    group,
+                    e.mflops,
+                    e.err,
+                    groups=spec.kwargs.get("groups") if shufflenet else None,
+                    shuffle=spec.kwargs.get("shuffle", True) if shufflenet else None,
+                    unit=unit,
                 )
             )
     return rows
@@ -231,21 +175,10 @@ def select_rows(rows: Sequence[Row], wanted: Optional[Sequence[str]]) -> List[Ro
 
 # --- recipe and settings ------------------------------------------------------------------------------------
 def _base_config_path() -> Path:
-    try:
-        from ..paths import configs_dir
-
-        path = configs_dir("classification") / "base.yaml"
-        if path.is_file():
-            return path
-    except Exception:  # noqa: BLE001 - fall back to the repository's copy below
-        pass
-    for path in (
-        Path(__file__).resolve().parents[1] / "configs" / "classification" / "base.yaml",
-        Path(__file__).resolve().parents[3] / "configs" / "classification" / "base.yaml",
-    ):
-        if path.is_file():
-            return path
-    raise AblationError("configs/classification/base.yaml (the paper's recipe) is missing from the package")
+    path = configs_dir("classification") / "base.yaml"
+    if not path.is_file():
+        raise AblationError(f"{path} (the paper's recipe) is missing from the package")
+    return path
 
 
 def load_recipe() -> Dict[str, Any]:
@@ -297,15 +230,28 @@ def train_one(
     row: Row, seed: int, settings: Dict[str, Any], num_workers: int = 1, accelerator: str = "auto"
 ) -> Dict[str, Any]:
     """Train ``row`` with ``seed`` for ``settings['steps']`` steps and validate once; returns the run record."""
+    import torch
+
+    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
+    levels = [lg.level for lg in loggers]
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)  # one progress line per run is printed by run_table
+        return _train(row, seed, settings, num_workers, accelerator)
+    finally:  # the Trainer sets torch's deterministic flag and the loggers are global: give the caller its own back
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+
+
+def _train(row: Row, seed: int, settings: Dict[str, Any], num_workers: int, accelerator: str) -> Dict[str, Any]:
     import pytorch_lightning as pl
     import torch
 
-    from .data import ImageFolderDataModule
-    from .module import ImageClassifier
+    from shufflenet.classification import ImageClassifier, ImageFolderDataModule
 
     recipe = settings["recipe"]
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # one progress line per run is printed by run_table
     pl.seed_everything(seed, workers=True, verbose=False)
     dm = ImageFolderDataModule(
         root=settings["data_root"],
@@ -620,7 +566,8 @@ def results_markdown(res: Dict[str, Any]) -> str:
         "",
         "## The paper's claims",
         "",
-        "| claim | paper gain (points) | measured gain (points) | noise (1 se) | verdict | noise, pooled std (1 se) | verdict, pooled std |",
+        "| claim | paper gain (points) | measured gain (points) | noise (1 se) | verdict "
+        "| noise, pooled std (1 se) | verdict, pooled std |",
         "|---|---:|---:|---:|---|---:|---|",
     ]
     for c in res["claims"]:
@@ -648,8 +595,6 @@ def plot_results(res: Dict[str, Any], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from ..fileio import tmp_sibling
 
     rows = res["rows"]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.5))
@@ -749,7 +694,7 @@ def run_table(exp: Experiment, train_fn: Optional[Callable[..., Dict[str, Any]]]
 
     ``train_fn(row, seed, settings, num_workers=, accelerator=)`` defaults to :func:`train_one` (a test may
     count the trainings through it)."""
-    from .data import find_split_dirs
+    from shufflenet.classification import find_split_dirs
 
     if exp.steps < 1:
         raise AblationError(f"--steps must be >= 1, got {exp.steps}")
@@ -777,11 +722,27 @@ def run_table(exp: Experiment, train_fn: Optional[Callable[..., Dict[str, Any]]]
     out = Path(exp.out or Path("outputs") / "experiments" / exp.table)
     out.mkdir(parents=True, exist_ok=True)
     check_settings(out, settings)
-    if exp.threads:
-        import torch
+    with _torch_threads(exp.threads):
+        return _run_plan(exp, rows, settings, out, train_fn or train_one)
 
-        torch.set_num_threads(int(exp.threads))
-    train_fn = train_fn or train_one
+
+@contextlib.contextmanager
+def _torch_threads(n: Optional[int]):
+    """``torch.set_num_threads(n)`` for the block, the caller's count restored after it (``n`` falsy: unchanged)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_plan(
+    exp: Experiment, rows: List[Row], settings: Dict[str, Any], out: Path, train_fn: Callable[..., Dict[str, Any]]
+) -> Dict[str, Any]:
     seeds = list(range(exp.seeds))
     plan = [(r, s) for s in seeds for r in rows]  # interleaved: every row for seed 0, then seed 1, ...
     runs: Dict[Tuple[str, int], Dict[str, Any]] = {}
@@ -815,3 +776,84 @@ def run_table(exp: Experiment, train_fn: Optional[Callable[..., Dict[str, Any]]]
     write_results(out, res)
     exp.print_fn(f"results: {out / 'results.md'}, {out / 'results.json'}, {out / 'results.png'}")
     return res
+
+
+# --- command line -------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tools.ablations",
+        description="Train the rows of one of the paper's ablation tables with the same budget and several "
+        "seeds (interleaved, resumable); write results.json/.md/.png beside the paper's numbers.",
+    )
+    p.add_argument(
+        "table", choices=TABLES, help="table2 (groups), table3 (channel shuffle) or table4 (units at equal complexity)"
+    )
+    p.add_argument(
+        "--data.root",
+        "--data-root",
+        dest="data_root",
+        required=True,
+        help="ImageNet-layout folder: train/<class>/*, val/<class>/* (or test/)",
+    )
+    p.add_argument("--steps", type=int, required=True, help="optimizer steps per run (the same for every row)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per row: 0 .. N-1 (default 3)")
+    p.add_argument(
+        "--rows",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="only these rows (model names or glob patterns, e.g. 'shufflenet_v1_x0_25_g8*')",
+    )
+    p.add_argument(
+        "--width",
+        nargs="+",
+        type=float,
+        default=None,
+        help="table2/3: width multipliers (default 0.25 0.5); table4: MFLOPs rows (default 13 38)",
+    )
+    p.add_argument("--image-size", type=int, default=32, help="training and evaluation crop (default 32)")
+    p.add_argument(
+        "--resize-size",
+        type=int,
+        default=None,
+        help="evaluation resize of the short side (default: the crop at <= 64 px, else x 256/224)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="batch size; the lr is scaled to it (default 64)")
+    p.add_argument("--out", default=None, help="output folder (default outputs/experiments/<table>)")
+    p.add_argument("--threads", type=int, default=1, help="torch compute threads (default 1)")
+    p.add_argument("--num-workers", type=int, default=1, help="data loader workers per run (default 1)")
+    p.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu (default auto)")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one table from the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    run_table(
+        Experiment(
+            table=args.table,
+            data_root=args.data_root,
+            steps=args.steps,
+            seeds=args.seeds,
+            rows=args.rows,
+            widths=args.width,
+            image_size=args.image_size,
+            resize_size=args.resize_size,
+            batch_size=args.batch_size,
+            out=args.out,
+            threads=args.threads,
+            num_workers=args.num_workers,
+            accelerator=args.accelerator,
+            print_fn=lambda line: print(line, flush=True),
+        )
+    )
+    return 0
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    """:func:`main` with the project's one-line errors (``error: ...``, exit status 2)."""
+    return run_cli(main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
