@@ -1,7 +1,7 @@
-"""Train an ImageNet classifier with the paper's recipe: ``python classification/train.py [--config X.yaml] ...``.
+"""Train an ImageNet classifier with the paper's recipe: ``python classification/train.py [--config NAME] ...``.
 
-No arguments: the demo run (configs/classification/demo.yaml) on the generated shapes dataset. All the work
-is in :mod:`shufflenet.classification.cli` (also the ``shufflenet-train`` console script); see
+Without ``--data.root``: the demo run (configs/classification/demo.yaml) on the generated shapes dataset. All the
+work is in :mod:`shufflenet.classification.cli` (also the ``shufflenet-train`` console script); see
 docs/classification.md and ``--help``.
 """
 

@@ -224,15 +224,16 @@ def test_ema_keys_and_bn_recalibration():
 
 
 def test_bn_recalibration_under_a_plain_trainer(tmp_path):
-    """``bn_recalibration_batches`` works in a plain ``Trainer.fit`` (no CLI): the module adds FinishTraining,
-    which re-estimates BN over that many training batches and validates the final weights."""
+    """``bn_recalibration_batches`` works in a plain ``Trainer.fit`` (no CLI) with the run's callbacks given
+    explicitly: RecalibrateBN re-estimates BN over that many training batches and ValidateFinalWeights validates
+    the final weights; without the callbacks the module adds none of its own."""
     import pytorch_lightning as pl
 
-    from shufflenet.classification import FinishTraining
+    from shufflenet.classification import RecalibrateBN, ValidateFinalWeights
 
     root = make_tree(tmp_path / "ds", per_class=8, size=32)
 
-    def fit(batches: int):
+    def fit(batches: int, callbacks):
         pl.seed_everything(0, verbose=False)
         dm = ImageFolderDataModule(str(root), batch_size=4, num_workers=0, image_size=24, resize_size=32)
         m = ImageClassifier("shufflenet_v1_x0_25_g3", num_classes=3, bn_recalibration_batches=batches)
@@ -244,18 +245,19 @@ def test_bn_recalibration_under_a_plain_trainer(tmp_path):
             enable_model_summary=False,
             num_sanity_val_steps=0,
             limit_val_batches=0,
+            callbacks=callbacks,
         )
         trainer.fit(m, datamodule=dm)
         return m, trainer
 
-    m, trainer = fit(3)
-    finish = [c for c in trainer.callbacks if isinstance(c, FinishTraining)]
-    assert len(finish) == 1 and finish[0].results["bn_recalibrated_batches"] == 3
+    recal, final = RecalibrateBN(), ValidateFinalWeights()
+    m, trainer = fit(3, [recal, final])
+    assert recal.used == 3
     tracked = {int(b.num_batches_tracked) for b in m.model.modules() if isinstance(b, torch.nn.BatchNorm2d)}
     assert tracked == {3}  # statistics of 3 recalibration batches, not of the 5 training steps
-    assert 0 <= finish[0].results["final_val"]["val/top1"] <= 1
-    m0, trainer0 = fit(0)
-    assert not any(isinstance(c, FinishTraining) for c in trainer0.callbacks)
+    assert final.result is not None and final.result["step"] == 5 and 0 <= final.result["val/top1"] <= 1
+    m0, trainer0 = fit(3, [])  # asked for, but no callback: the module adds none silently
+    assert not any(isinstance(c, RecalibrateBN) for c in trainer0.callbacks)
     assert {int(b.num_batches_tracked) for b in m0.model.modules() if isinstance(b, torch.nn.BatchNorm2d)} == {5}
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -83,7 +84,7 @@ def demo_run(tmp_path_factory):
 
 def test_no_argument_run(demo_run):
     tmp, proc, run = demo_run
-    assert "no arguments: training the demo" in proc.stdout
+    assert proc.stdout.startswith("no --data.root: training the demo (demo.yaml: shufflenet_v1_x0_25_g3 at 32 px")
     assert run.parent.parent == (tmp / "outputs" / "classification").resolve() and run.parent.name == "demo"
     assert "Epoch 3: 100%" in proc.stdout  # the progress bar (Lightning writes it to stdout)
     for rel in (
@@ -356,3 +357,243 @@ def test_bad_images_inside_a_training_set_are_skipped_and_counted(tmp_path, caps
     assert m["num_skipped_images"] == 2
     assert sorted(Path(p).name for p in m["skipped_images"]) == ["corrupt.jpg", "truncated.png"]
     assert "skipped unreadable images: 2" in capsys.readouterr().out
+
+
+# --- a user's first hour: what each command says and does ------------------------------------------------------
+def console(name: str) -> list:
+    """The installed console script (``shufflenet-train`` ...): the venv's ``bin/NAME``. Run with this
+    checkout's ``src`` first on ``PYTHONPATH`` by the test environment, so it runs the code under test."""
+    script = Path(sys.executable).parent / name
+    assert script.is_file(), f"{script}: the package is not installed in this environment (pip install -e .)"
+    return [str(script)]
+
+
+def run_script(name: str, *args: str, tmp: Path, cache: Optional[Path] = None, timeout: int = 600):
+    """``NAME ARGS`` run in ``tmp`` (``cache``: the folder that holds the generated demo data, else ``tmp/cache``)."""
+    e = env(tmp)
+    if cache is not None:
+        e["SHUFFLENET_CACHE"] = str(cache)
+    t0 = time.perf_counter()
+    proc = subprocess.run([*console(name), *args], cwd=tmp, env=e, capture_output=True, text=True, timeout=timeout)
+    print(f"{name} {' '.join(args)}: exit {proc.returncode} in {time.perf_counter() - t0:.1f} s")
+    return proc
+
+
+def one_error_line(proc, message: str) -> str:
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last, last
+    assert "weights_only" not in proc.stderr + proc.stdout
+    return last
+
+
+def test_without_data_root_train_is_the_demo_whatever_is_overridden(tmp_path, demo_run):
+    """``shufflenet-train --trainer.max_steps 3``: the demo recipe (0.25x at 32 px, batch 64) on the demo data, said
+    in the first line; the header names model, data, image size, batch and run folder before any work. (Uses the
+    demo data the no-argument run generated.)"""
+    proc = run_script(
+        "shufflenet-train",
+        "--trainer.max_steps",
+        "3",
+        "--trainer.enable_progress_bar",
+        "false",
+        tmp=tmp_path,
+        cache=demo_run[0] / "cache",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("no --data.root: training the demo (demo.yaml: shufflenet_v1_x0_25_g3 at 32 px"), lines[
+        0
+    ]
+    header = next(line for line in lines if line.startswith("model "))
+    assert header.startswith("model shufflenet_v1_x0_25_g3, data ") and "demo_shapes_v2" in header
+    assert "image 32 px, batch 64 per process" in header
+    assert lines.index(header) < lines.index(next(line for line in lines if line.startswith("run folder: ")))
+    run = run_folder(proc.stdout)
+    assert run.parent.name == "demo" and metrics(run)["global_step"] == 3
+    assert metrics(run)["hparams"]["arch"] == "shufflenet_v1_x0_25_g3"
+
+
+def test_a_real_data_recipe_without_data_root_and_config_names(tmp_path):
+    proc = run_script("shufflenet-train", "--config", "shufflenet_v1_x1_0_g3", tmp=tmp_path)
+    last = one_error_line(proc, "is a recipe for real data and no --data.root was given: pass --data.root FOLDER")
+    assert "shufflenet_v1_x1_0_g3.yaml" in last
+    one_error_line(run_script("shufflenet-train", "--config", "no_such_recipe", tmp=tmp_path), "not a packaged config")
+    assert not (tmp_path / "outputs").exists()
+    # a packaged name works in place of the file (here: parsed and printed, no training)
+    shown = run_script("shufflenet-train", "--config", "shufflenet_v1_x0_5_g3", "--print_config", tmp=tmp_path)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "arch: shufflenet_v1_x0_5_g3" in shown.stdout
+
+
+def test_bad_checkpoint_and_one_class_folder_are_one_error_line(tmp_path):
+    data = make_tree(tmp_path / "data", per_class=2, classes=DEMO_CLASSES[:3])
+    (tmp_path / "notes.txt").write_text("hello, these are notes\n")
+    out = ["--output_root", str(tmp_path / "out")]
+    proc = run_script(
+        "shufflenet-train", "--data.root", str(data), "--ckpt_path", str(tmp_path / "notes.txt"), *out, tmp=tmp_path
+    )
+    last = one_error_line(proc, f"{tmp_path / 'notes.txt'}: cannot be read as a torch weights file")
+    assert "--ckpt_path takes a Lightning checkpoint" in last
+    one = tmp_path / "one"
+    (one / "train" / "cats").mkdir(parents=True)
+    (one / "val" / "cats").mkdir(parents=True)
+    proc = run_script("shufflenet-train", "--data.root", str(one), *out, tmp=tmp_path)
+    last = one_error_line(proc, f"{one / 'train'} has one class folder (cats, which holds no images)")
+    assert "at least 2 classes" in last
+    assert not (tmp_path / "out").exists()
+
+
+def test_threads_and_deterministic_flags_are_restored_after_an_in_process_run(tmp_path):
+    from shufflenet.classification.cli import main
+
+    data = make_tree(tmp_path / "data", per_class=2, classes=DEMO_CLASSES[:4], val_per_class=1)
+    threads = torch.get_num_threads()
+    args = ["--data.root", str(data), "--data.batch_size", "4", "--trainer.max_steps", "1", *TINY]
+    args[args.index("--num_threads") + 1] = str(threads + 1)
+    assert main([*args, "--trainer.deterministic", "true", "--run_dir", str(tmp_path / "r")]) == 0
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+
+
+def _predict_datamodule():
+    """A DataModule with ``--data.predict_root``: batches of ``(images, paths)`` with the evaluation transform."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from shufflenet.classification.data import ImageFolderDataModule, eval_transform, load_rgb
+
+    class Images(Dataset):
+        def __init__(self, root, transform):
+            self.paths = sorted(str(p) for p in Path(root).rglob("*.png"))
+            self.transform = transform
+
+        def __len__(self):
+            return len(self.paths)
+
+        def __getitem__(self, i):
+            return self.transform(load_rgb(self.paths[i])), self.paths[i]
+
+    class WithPredict(ImageFolderDataModule):
+        def __init__(self, *args, predict_root: Optional[str] = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.predict_root = predict_root
+
+        def setup(self, stage=None):
+            if stage != "predict":
+                super().setup(stage)
+
+        def predict_dataloader(self):
+            if not self.predict_root or not Path(self.predict_root).is_dir():
+                from shufflenet.classification.errors import DataError
+
+                raise DataError(f"data.predict_root {self.predict_root} is not a folder of images")
+            hp = self.hparams
+            ds = Images(self.predict_root, eval_transform(hp.image_size, hp.resize_size))
+            return DataLoader(
+                ds, batch_size=self.batch_size, collate_fn=lambda b: (torch.stack([x for x, _ in b]), [p for _, p in b])
+            )
+
+        def on_after_batch_transfer(self, batch, dataloader_idx):
+            return (
+                batch
+                if self.trainer is not None and self.trainer.predicting
+                else super().on_after_batch_transfer(batch, dataloader_idx)
+            )
+
+    return WithPredict
+
+
+def test_predict_and_validate_write_no_run_folder(tmp_path, capsys, monkeypatch):
+    """``predict`` on a folder of images: top-k class names and probabilities per image as JSON, through the
+    module's predict_step and the PredictionWriter; ``validate`` logs nothing; neither makes a version_N folder,
+    and a failed predict leaves nothing behind."""
+    from shufflenet.classification.cli import main
+    from shufflenet.classification.errors import DataError
+
+    monkeypatch.chdir(tmp_path)
+    dm_class = _predict_datamodule()
+    data = make_tree(tmp_path / "data", per_class=4, classes=DEMO_CLASSES[:4], val_per_class=1)
+    out_root = tmp_path / "out"
+    common = ["--data.root", str(data), "--data.batch_size", "8", "--output_root", str(out_root), *TINY]
+    assert main([*common, "--trainer.max_steps", "2"], datamodule_class=dm_class) == 0
+    runs = sorted((out_root / "shufflenet_v1_x0_25_g3").iterdir())
+    assert [p.name for p in runs] == ["version_0"]
+    ckpt = runs[0] / "checkpoints" / "last.ckpt"
+    photos = data / "val"
+    capsys.readouterr()
+    out = tmp_path / "pred.json"
+    args = ["predict", "--ckpt_path", str(ckpt), "--data.predict_root", str(photos), "--predictions", str(out)]
+    assert main([*args, "--top_k", "3", "--data.num_workers", "0", *TINY[-8:]], datamodule_class=dm_class) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote 4 predictions to {out}" in printed
+    assert printed.startswith("predict: model shufflenet_v1_x0_25_g3, checkpoint ") and "image 32 px" in printed
+    preds = json.loads(out.read_text())["predictions"]
+    assert sorted(Path(p["path"]).parent.name for p in preds) == sorted(DEMO_CLASSES[:4])
+    for p in preds:
+        assert len(p["top_k"]) == 3 and {t["name"] for t in p["top_k"]} <= set(DEMO_CLASSES[:4])
+        probs = [t["prob"] for t in p["top_k"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert main(["validate", "--ckpt_path", str(ckpt), *common], datamodule_class=dm_class) == 0
+    with pytest.raises(DataError, match="nowhere is not a folder of images"):
+        main([*args[:-2], "--data.predict_root", str(tmp_path / "nowhere")], datamodule_class=dm_class)
+    assert not Path(f"{ckpt}.predictions.json").exists()
+    assert sorted(p.name for p in (out_root / "shufflenet_v1_x0_25_g3").iterdir()) == ["version_0"]
+    assert not (out_root / "demo").exists() and not (tmp_path / "lightning_logs").exists()
+
+
+def test_eval_on_a_run_folder_model_names_and_flag_spellings(tmp_path):
+    """``shufflenet-eval RUN``: data root and image size from the run's record, no paper figure beside a 4-class
+    32-px result; a model name as --checkpoint (random weights, said); old flag spellings work with a note; usage
+    names the command; a text file is one error line without unsafe advice."""
+    from shufflenet.classification.cli import main
+
+    data = make_tree(tmp_path / "data", per_class=4, classes=DEMO_CLASSES[:4], val_per_class=1)
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "--data.root",
+                str(data),
+                "--data.batch_size",
+                "8",
+                "--trainer.max_steps",
+                "2",
+                "--run_dir",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    proc = run_script("shufflenet-eval", str(run), "--num-workers", "0", "--no-progress", tmp=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"data root from the run's record: {data}" in proc.stdout
+    assert "(resize 32, center crop 32)" in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| ShuffleNet 0.25x (g=3)"))
+    assert row.endswith("| - |") and "not a 1000-class, 224-px evaluation" in proc.stdout
+    res = json.loads((run / "model.pth.eval.json").read_text())
+    assert res["num_images"] == 4 and res["data"] == str(data / "val")
+
+    named = run_script(
+        "shufflenet-eval",
+        "--checkpoint",
+        "shufflenet_v1_x0_25_g3",
+        "--data.root",  # the old spelling, for one release
+        str(data),
+        "--num_workers",
+        "0",
+        tmp=tmp_path,
+    )
+    assert "note: --data.root is deprecated and will be removed in the next release; use --data-root" in named.stderr
+    assert "note: --num_workers is deprecated" in named.stderr
+    assert "evaluating random weights" in named.stderr, named.stderr[-2000:]
+    one_error_line(named, "shufflenet_v1_x0_25_g3 has 1000 classes but")  # the name built its 1000-class model
+
+    usage = run_script("shufflenet-eval", tmp=tmp_path)
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: shufflenet-eval ")
+    (tmp_path / "notes.txt").write_text("not weights\n")
+    one_error_line(
+        run_script(
+            "shufflenet-eval", "--checkpoint", str(tmp_path / "notes.txt"), "--data-root", str(data), tmp=tmp_path
+        ),
+        "notes.txt",
+    )

@@ -1,10 +1,11 @@
-"""Fault injection on classification/train.py and evaluate.py (issue 10), on generated data, seconds each.
+"""Fault injection on shufflenet-train (classification/train.py) and shufflenet-eval, on generated data.
 
 Every test is one scenario a user hit: the wrong run resumed, logs lost on resume, tracebacks for bad
 checkpoints, signals that saved nothing, one huge image that killed a run, results lost at the last step,
 half-made run folders, two writers in one folder, a missing best.ckpt, noise on a normal run; and a loop
 that kills a training at random steps (kill -9, SIGTERM, SIGINT, SIGUSR1) and checks the final weights
-against an uninterrupted run's.
+against an uninterrupted run's; and the run-safety limits: replayed steps in metrics.csv, a signal during the
+sanity check, a full disk during a checkpoint save, a NaN loss.
 """
 
 from __future__ import annotations
@@ -364,54 +365,85 @@ def _wait_for_change(path: Path, proc: subprocess.Popen, old: float, timeout: fl
     return False
 
 
+KILL_BEFORE_RENAME = (
+    "import shufflenet.fileio as fileio\n"
+    "real_replace, seen = fileio.os.replace, []\n"
+    "class _Os:\n"
+    "    def __getattr__(self, name):\n"
+    "        return getattr(os, name)\n"
+    "    @staticmethod\n"
+    "    def replace(src, dst):\n"
+    "        if str(dst).endswith('last.ckpt'):\n"
+    "            seen.append(dst)\n"
+    "            if len(seen) == 3:  # the third last.ckpt: written and fsynced, not yet renamed\n"
+    "                os.kill(os.getpid(), signal.SIGKILL)\n"
+    "        return real_replace(src, dst)\n"
+    "fileio.os = _Os()\n"
+)
+
+
 def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
-    """Five interruptions in a row (kill -9, SIGTERM, SIGINT, SIGUSR1 mixed) at random moments, each followed by
-    ``--ckpt_path last``; the final weights (and EMA) equal an uninterrupted run's bit for bit. The signals go to
-    the process group (main process and data worker), as SLURM's and a terminal's do."""
+    """Six interruptions in a row, each followed by ``--ckpt_path last``: a kill -9 between a checkpoint's
+    temporary file and its rename, then kill -9, SIGTERM, SIGINT, kill -9 and SIGUSR1 at random moments. Every one
+    lands before the run's end; the final weights (and EMA) equal an uninterrupted run's bit for bit. The signals
+    go to the process group (main process and data worker), as SLURM's and a terminal's do."""
     data = make_tree(tmp_path / "data", per_class=6, val_per_class=1)  # 24 images: 3 batches of 8 an epoch
-    common = [
-        sys.executable,
-        str(TRAIN),
-        *args_for(
-            data,
-            "--save_every_n_steps",
-            "5",
-            "--trainer.deterministic",
-            "true",
-            "--model.ema",
-            "true",
-            "--model.ema_decay",
-            "0.9",
-            "--export",
-            "false",
-            steps=60,
-        ),
-    ]
-    common[common.index("--data.num_workers") + 1] = "1"  # a data worker, as in real runs
+    steps = 70
+    train_args = args_for(
+        data,
+        "--save_every_n_steps",
+        "5",
+        "--trainer.deterministic",
+        "true",
+        "--model.ema",
+        "true",
+        "--model.ema_decay",
+        "0.9",
+        "--export",
+        "false",
+        steps=steps,
+    )
+    train_args[train_args.index("--data.num_workers") + 1] = "1"  # a data worker, as in real runs
+    common = [sys.executable, str(TRAIN), *train_args]
     e = env(tmp_path)
     ref = subprocess.Popen(
         [*common, "--run_dir", str(tmp_path / "ref")], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
+    seen = []
+    # 0. killed between the temporary file's write and its rename (the third last.ckpt of the run)
+    code = f"import os, signal, sys\n{KILL_BEFORE_RENAME}from shufflenet.classification.cli import cli\nsys.exit(cli())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *train_args, "--run_dir", str(run)], env=e, capture_output=True, text=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    stale = [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]
+    assert len(stale) == 1 and stale[0].startswith(".last.ckpt."), stale
+    unrenamed = torch.load(last.parent / stale[0], map_location="cpu", weights_only=True)  # whole, never renamed
+    kept = state(run)["global_step"]
+    assert 0 < kept < unrenamed["global_step"]  # last.ckpt is still the previous checkpoint, intact
+    seen.append(("SIGKILL before rename", proc.returncode, kept))
+
     rng = random.Random(0)
     plan = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGUSR1]
-    seen = []
-    for i, sig in enumerate(plan):
-        args = [*common, "--run_dir", str(run)] + (["--ckpt_path", "last"] if i else [])
-        old = last.stat().st_mtime_ns if last.exists() else None
+    for sig in plan:
+        old = last.stat().st_mtime_ns
         proc = subprocess.Popen(
-            args, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+            [*common, "--run_dir", str(run), "--ckpt_path", "last"],
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
-        if not _wait_for_change(last, proc, old):
-            break  # finished (or failed) before this kill
+        assert _wait_for_change(last, proc, old), proc.communicate()[1][-3000:]
         time.sleep(rng.uniform(0.0, 0.3))
-        # to the whole process group, data worker included, as SLURM and Ctrl-C do
-        os.killpg(proc.pid, sig)
+        os.killpg(proc.pid, sig)  # to the whole process group, data worker included, as SLURM and Ctrl-C do
         out, err = proc.communicate(timeout=120)
-        if proc.returncode == 0:
-            break  # the run ended before the signal arrived
         step = state(run)["global_step"]
+        assert step < steps, (sig.name, "the run ended before the signal")
+        assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]  # a resume removes stale files
         seen.append((sig.name, proc.returncode, step))
         if sig == signal.SIGKILL:
             assert proc.returncode == -signal.SIGKILL
@@ -420,7 +452,7 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
             assert f"--ckpt_path last --run_dir {run}" in out and "resume with:" in out
             assert json.loads((run / "metrics.json").read_text())["interrupted"]["step"] == step
     print("interruptions (signal, exit status, step of last.ckpt):", seen)
-    assert len(seen) >= 4, seen
+    assert [s[0] for s in seen] == ["SIGKILL before rename", *(s.name for s in plan)], seen
     final = subprocess.run(
         [*common, "--run_dir", str(run), "--ckpt_path", "last"], env=e, capture_output=True, text=True, timeout=300
     )
@@ -428,7 +460,144 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
     ref_out, ref_err = ref.communicate(timeout=300)
     assert ref.returncode == 0, ref_err[-3000:]
     a, b = state(tmp_path / "ref"), state(run)
-    assert a["global_step"] == b["global_step"] == 60
+    assert a["global_step"] == b["global_step"] == steps
     assert any(k.startswith("model_ema.module.") for k in a["state_dict"])
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), (k, seen)
+
+
+# --- 9. replayed steps, signals before the first step, a full disk, a NaN loss ----------------------------------------
+def _child(tmp: Path, patch: str, args: list, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``shufflenet-train ARGS`` in a fresh interpreter after running ``patch`` there (the fault to inject)."""
+    code = (
+        "import os, signal, sys\n"
+        f"{patch}\n"
+        "from shufflenet.classification.cli import cli\n"
+        "sys.argv[0] = 'shufflenet-train'\n"
+        "sys.exit(cli(sys.argv[1:]))\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], env=env(tmp), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_steps_replayed_after_a_kill_appear_once_in_metrics_csv(data, tmp_path):
+    """kill -9 after step 7 with last.ckpt of step 4 and the CSV rows of steps 0-5 on disk (Lightning logs the
+    step that makes global_step s+1 as step s): the resumed run replays from step 4 on, and metrics.csv lists
+    every step once (training, validation and learning-rate rows alike)."""
+    run = tmp_path / "run"
+    args = [
+        *args_for(
+            data,
+            "--run_dir",
+            str(run),
+            "--save_every_n_steps",
+            "4",
+            "--trainer.log_every_n_steps",
+            "1",
+            steps=10,
+            batch=2,  # 8 steps an epoch: the first validation (and its checkpoint) after step 8
+        ),
+        "--trainer.logger",
+        "true",
+        "--export",
+        "false",
+    ]
+    kill_at_7 = (
+        "from shufflenet.classification.callbacks import StopOnSignal\n"
+        "def die(self, trainer, *a):\n"
+        "    if trainer.global_step == 7:\n"
+        "        for lg in trainer.loggers: lg.save()  # the rows so far reach the disk, as with a long run\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "StopOnSignal.on_train_batch_end = die\n"
+    )
+    killed = _child(tmp_path, kill_at_7, args)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert state(run)["global_step"] == 4
+    before = [int(r["step"]) for r in csv.DictReader(open(run / "csv" / "metrics.csv")) if r.get("train/loss")]
+    assert before == [0, 1, 2, 3, 4, 5], before  # steps 4 and 5 will be replayed (row 6 was not yet logged)
+    assert cli([*args, "--ckpt_path", "last"]) == 0
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert steps == list(range(10)), steps
+    kinds = [(r["step"], tuple(sorted(k for k, v in r.items() if v))) for r in rows]
+    assert len(kinds) == len(set(kinds)), kinds  # no row of any kind twice
+
+
+def test_a_signal_during_the_sanity_check_saves_nothing_and_says_so(data, tmp_path):
+    run = tmp_path / "run"
+    term_in_sanity = (
+        "from shufflenet.classification.module import ImageClassifier\n"
+        "orig = ImageClassifier.validation_step\n"
+        "def step(self, batch, i):\n"
+        "    if self.trainer.sanity_checking and i == 0:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return orig(self, batch, i)\n"
+        "ImageClassifier.validation_step = step\n"
+    )
+    proc = _child(
+        tmp_path, term_in_sanity, [*args_for(data, "--run_dir", str(run)), "--trainer.num_sanity_val_steps", "2"]
+    )
+    assert proc.returncode == EXIT_INTERRUPTED, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"interrupted by SIGTERM during the sanity check, before the first step: nothing was saved "
+        f"(exit status {EXIT_INTERRUPTED})"
+    )
+    assert "resume with" not in proc.stdout and not run.exists()  # nothing saved, no folder left
+
+
+def test_a_full_disk_during_a_checkpoint_save_keeps_the_previous_one(data, tmp_path, monkeypatch, capsys):
+    """The second last.ckpt write fails half-way with ENOSPC: the step-2 checkpoint stays loadable, no temporary
+    file is left, and the run ends with one error line (exit status 2)."""
+    import errno
+
+    real_save = torch.save
+    writes = []
+
+    def save(obj, f, *a, **k):
+        name = getattr(f, "name", str(f))
+        if ".last.ckpt." in str(name):
+            writes.append(name)
+            if len(writes) == 2:
+                f.write(b"PK\x03\x04 half a checkpoint")
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    run = tmp_path / "run"
+    assert cli(args_for(data, "--run_dir", str(run), "--save_every_n_steps", "2", steps=6)) == 2
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0] == err.strip().splitlines()[-1]
+    assert lines[0].startswith(f"error: cannot write the checkpoint {run / 'checkpoints' / 'last.ckpt'}: No space left")
+    assert "the previous one is kept" in lines[0]
+    assert state(run)["global_step"] == 2  # the previous checkpoint, whole
+    assert not [p.name for p in (run / "checkpoints").iterdir() if p.name.endswith(".tmp")]  # no temporary file
+    assert cli(args_for(data, "--run_dir", str(run), "--save_every_n_steps", "2", "--ckpt_path", "last", steps=6)) == 0
+    assert state(run)["global_step"] == 6
+
+
+def test_a_nan_loss_stops_with_the_last_good_checkpoint_and_names_the_step(data, tmp_path, monkeypatch, capsys):
+    from shufflenet.classification.module import ImageClassifier
+
+    real_step = ImageClassifier.training_step
+
+    def step(self, batch, i):
+        loss = real_step(self, batch, i)
+        return loss * float("nan") if self.trainer.global_step == 5 else loss
+
+    monkeypatch.setattr(ImageClassifier, "training_step", step)
+    run = tmp_path / "run"
+    assert cli(args_for(data, "--run_dir", str(run), "--save_every_n_steps", "2", steps=8)) == 2
+    err = last_error(capsys)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert err.startswith("error: training loss is nan in optimizer step 6 (global_step 5"), err
+    assert f"the last good checkpoint is {ckpt} (step 4)" in err
+    good = state(run)
+    assert good["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in good["state_dict"].values() if v.is_floating_point())
+    assert not (run / "model.pth").exists()  # nothing written after the bad loss

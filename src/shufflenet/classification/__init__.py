@@ -1,15 +1,24 @@
 """ImageNet classification with PyTorch Lightning: the paper's recipe around the package's one backbone.
 
-    python classification/train.py                       # demo: generated shapes, ~2 min on 2 CPU cores
-    python classification/train.py --config configs/classification/shufflenet_v1_x1_0_g3.yaml \\
-        --data.root /data/imagenet --trainer.devices 8 --trainer.strategy ddp
-    python classification/evaluate.py --checkpoint RUN/checkpoints/best.ckpt --data.root /data/imagenet
+    shufflenet-train                                     # demo: generated shapes, ~2 min on 2 CPU cores
+    shufflenet-train --config shufflenet_v1_x1_0_g3 --data.root /data/imagenet \\
+        --trainer.devices 8 --trainer.strategy ddp
+    shufflenet-eval RUN_FOLDER                           # the run's own data and image size
+    shufflenet-train predict --ckpt_path RUN/checkpoints/best.ckpt --data.predict_root PHOTOS
 
 Imports Lightning, timm and torchmetrics; wraps models from :mod:`shufflenet.models` (never a copy).
 See docs/classification.md.
 """
 
-from .callbacks import FinishTraining, RunSummary, StopOnSignal, recalibrate_bn
+from .callbacks import (
+    RecalibrateBN,
+    RunSummary,
+    StopOnNonFiniteLoss,
+    StopOnSignal,
+    ValidateFinalWeights,
+    end_of_run_callbacks,
+    recalibrate_bn,
+)
 from .data import (
     DEFAULT_CROP_SCALE,
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -34,9 +43,12 @@ __all__ = [
     "CheckpointMismatchError",
     "ClassificationError",
     "DataError",
-    "FinishTraining",
+    "RecalibrateBN",
     "RunSummary",
     "StopOnSignal",
+    "StopOnNonFiniteLoss",
+    "ValidateFinalWeights",
+    "end_of_run_callbacks",
     "TrainingInterrupted",
     "ImageClassifier",
     "ImageFolderDataModule",

@@ -1,23 +1,30 @@
-"""Callbacks and plugins of a training run: everything a run does besides the steps themselves.
+"""Callbacks, the checkpoint plugin and the CSV logger of a training run: everything a run does besides the steps.
 
-They work in any ``Trainer`` (``classification/train.py`` passes them through LightningCLI's
-``trainer_defaults``); paths default to ``trainer.default_root_dir`` (the run folder under the CLI):
+Each does one job and works in any ``Trainer`` (``shufflenet-train`` lists them in its ``trainer_defaults``,
+:func:`shufflenet.classification.cli.make_cli`); paths default to ``trainer.default_root_dir`` (the run folder
+under the CLI):
 
-* :class:`AtomicCheckpointIO`: checkpoints appear whole or not at all.
+* :class:`AtomicCheckpointIO`: checkpoints appear whole or not at all; a failed write (full disk) keeps the
+  previous file and ends the run with one error line (:class:`CheckpointWriteError`).
 * :class:`RunSummary`: the run's metric history (kept in checkpoints), ``metrics.json`` and ``curves.png``.
-* :class:`FinishTraining`: at the end of ``fit`` (``on_train_end``, while the model is still on its device):
-  ``checkpoints/last.ckpt`` of the final step, BN recalibration (the module's ``bn_recalibration_batches``),
-  validation of the final weights, the DDP replica check, ``model.pth``, and ``checkpoints/best.ckpt``
-  (a copy of ``last.ckpt`` when no validation ran, said on the terminal).
+* At the end of ``fit``, in this order (:func:`end_of_run_callbacks`): :class:`FinalCheckpoint` (``last.ckpt``
+  of the final step), :class:`RecalibrateBN`, :class:`ValidateFinalWeights`, :class:`ReplicaCheck` (DDP),
+  :class:`ExportWeights` (``model.pth``), :class:`BestCheckpointFallback` (``best.ckpt`` when no validation ran).
 * :class:`StopOnSignal`: SIGTERM, SIGINT and SIGUSR1 (SLURM's pre-emption warning) end the run at the end of
   the current training step with ``checkpoints/last.ckpt`` of that step and ``metrics.json``, then raise
   :class:`~shufflenet.classification.errors.TrainingInterrupted` (the CLI prints the resume command and exits
-  with 143). Resuming from that checkpoint gives the uninterrupted run's weights bit for bit.
+  with 143). Resuming from that checkpoint gives the uninterrupted run's weights bit for bit. A signal during
+  the sanity check (before the first step) saves nothing.
+* :class:`StopOnNonFiniteLoss`: a NaN/inf loss stops the run before its step, naming the step.
+* :class:`AppendingCSVLogger`: ``csv/metrics.csv`` that a resume continues instead of deleting.
+* :class:`PredictionWriter`: the top-k predictions of ``predict`` as one JSON file.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
 import math
 import shutil
@@ -25,26 +32,38 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
+from pytorch_lightning.callbacks import BasePredictionWriter
+from pytorch_lightning.loggers.logger import Logger
+from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..fileio import atomic_write, tmp_sibling, write_json_atomic
+from ..fileio import atomic_write, tmp_sibling, write_json_atomic, write_text_atomic
 from ..weights import atomic_torch_save, save_weights
-from .errors import TrainingInterrupted
+from .errors import CheckpointWriteError, NonFiniteLossError, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "AtomicCheckpointIO",
+    "AppendingCSVLogger",
     "RunSummary",
-    "FinishTraining",
+    "FinalCheckpoint",
+    "RecalibrateBN",
+    "ValidateFinalWeights",
+    "ReplicaCheck",
+    "ExportWeights",
+    "BestCheckpointFallback",
+    "end_of_run_callbacks",
     "StopOnSignal",
+    "StopOnNonFiniteLoss",
+    "PredictionWriter",
     "STOP_SIGNALS",
     "plot_curves",
     "parameter_digest",
@@ -88,12 +107,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A process killed at any moment (SIGKILL included) leaves either the previous ``last.ckpt`` or the new
     one, never a truncated file; a stale ``.last.ckpt.<pid>.*.tmp`` is all a kill can leave behind, and the
     next writer of that name removes it.
+
+    A write that fails (``OSError``: a full disk, a quota, a folder that went away) removes its temporary file,
+    keeps the previous checkpoint of that name as it was, and raises :class:`CheckpointWriteError` (one
+    ``error:`` line from the CLI, exit status 2).
     """
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None or not _is_local_file_protocol(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        atomic_torch_save(checkpoint, path)
+        try:
+            atomic_torch_save(checkpoint, path)
+        except OSError as e:
+            kept = "the previous one is kept" if Path(path).is_file() else "no earlier checkpoint of that name exists"
+            raise CheckpointWriteError(
+                f"cannot write the checkpoint {path}: {e.strerror or e} (step {checkpoint.get('global_step')}); "
+                f"{kept}; free space and resume with --ckpt_path last"
+            ) from None
 
 
 def plot_curves(history: Dict[str, List[Dict[str, float]]], path: Path, title: str = "") -> Optional[Path]:
@@ -218,6 +248,18 @@ class RunSummary(pl.Callback):
             self.history["val"] = [r for r in self.history["val"] if r["step"] != row["step"]] + [row]
         self.write(trainer, pl_module)
 
+    def write_quietly(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """:meth:`write` on the way out of a failed or interrupted run: a failure (full disk) is logged, never
+        raised over the error that ends the run."""
+        try:
+            self.write(trainer, pl_module)
+        except OSError as e:
+            log.warning("could not write metrics.json: %s", e.strerror or e)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after every callback's on_train_end: the end-of-run results are in self.extra
+        self.write(trainer, pl_module)
+
     def summary(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Dict[str, Any]:
         val = self.history["val"]
         best = max(val, key=lambda r: r["val/top1"]) if val else None
@@ -282,115 +324,210 @@ def validate_weights(
     return {"val/loss": loss_sum / n, "val/top1": float(top1.compute()), "val/top5": float(top5.compute())}
 
 
-class FinishTraining(pl.Callback):
-    """The end of a successful ``fit``, in order (``on_train_end``; an interrupted run does none of it):
+def _extra(trainer: pl.Trainer) -> Dict[str, Any]:
+    """Where an end-of-run callback records its result: the :class:`RunSummary`'s ``extra`` (so it lands in
+    ``metrics.json``), or a throw-away dict when the Trainer has no summary."""
+    summary = _find(trainer, RunSummary)
+    return summary.extra if summary is not None else {}
 
-    1. ``last.ckpt`` of the final step (Lightning does not checkpoint when ``max_steps`` ends the run between
-       validations; a resume from it stops at once);
-    2. BN recalibration over ``bn_recalibration_batches`` training batches (the module's hyper-parameter, or
-       ``num_batches`` given here), averaged over the DDP ranks;
-    3. validation of the final weights when the last validation was not at the final step or BN changed;
-    4. the DDP replica check (parameter digests of every rank);
-    5. ``model.pth`` (``export=True``): the validated weights (EMA if used) as a package weights file;
-    6. ``best.ckpt``: when no validation ran, a copy of ``last.ckpt`` (said on the terminal);
-    7. ``metrics.json`` and ``curves.png`` through :class:`RunSummary` (when the Trainer has one).
+
+class FinalCheckpoint(pl.Callback):
+    """``checkpoints/last.ckpt`` of the final step, at the end of a successful ``fit``.
+
+    ``ModelCheckpoint(save_last=True)`` writes ``last.ckpt`` whenever it saves, but at the end of training only
+    when it never saved before; a run whose ``max_steps`` falls between two periodic saves would end with an
+    older ``last.ckpt``, and a resume from it would redo the last steps. Runs before :class:`RecalibrateBN`
+    (the checkpoint holds the training state, the recalibrated statistics go to ``model.pth``).
     """
 
-    def __init__(self, export: bool = True, num_batches: Optional[int] = None, run_dir: Optional[Path] = None) -> None:
-        self.export = export
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        ckpt_dir = _checkpoint_dir(trainer)
+        if ckpt_dir is not None:
+            trainer.save_checkpoint(ckpt_dir / "last.ckpt", weights_only=False)
+
+
+class RecalibrateBN(pl.Callback):
+    """Re-estimate the BN statistics of the final weights (EMA if used) over ``num_batches`` training batches
+    at the end of ``fit`` (default: the module's ``bn_recalibration_batches``; 0: off), averaged over the DDP
+    ranks. Records ``bn_recalibrated_batches`` in ``metrics.json``."""
+
+    def __init__(self, num_batches: Optional[int] = None) -> None:
         self.num_batches = num_batches
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.results: Dict[str, Any] = {}
+        self.used = 0
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        n = self.num_batches
+        if n is None:
+            n = int(pl_module.hparams.get("bn_recalibration_batches", 0) or 0)
+        self.used = 0
+        if n <= 0:
+            return
+        target = pl_module.eval_model() if hasattr(pl_module, "eval_model") else pl_module
+        dm = trainer.datamodule
+        loader = dm.train_dataloader() if dm is not None else trainer.train_dataloader
+        self.used = recalibrate_bn(target, (b[0].to(pl_module.device) for b in loader), n)
+        if trainer.world_size > 1:  # average the per-rank estimates
+            for m in target.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
+                    m.running_var.copy_(trainer.strategy.reduce(m.running_var, reduce_op="mean"))
+        _extra(trainer)["bn_recalibrated_batches"] = self.used
+
+
+class ValidateFinalWeights(pl.Callback):
+    """Validate the final weights at the end of ``fit`` when the last validation was not at the final step or
+    :class:`RecalibrateBN` changed them. The result is ``final_val`` (after recalibration) or the last row of
+    the validation history in ``metrics.json``; ``self.result`` holds it."""
+
+    def __init__(self) -> None:
+        self.result: Optional[Dict[str, Any]] = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.result = None
         summary = _find(trainer, RunSummary)
-        extra: Dict[str, Any] = {}
+        recal = _find(trainer, RecalibrateBN)
+        recalibrated = recal is not None and recal.used > 0
+        history = summary.history["val"] if summary is not None else []
+        if not recalibrated and history and history[-1]["step"] == trainer.global_step:
+            return  # the last validation saw these weights
+        dm = trainer.datamodule
+        loader = dm.val_dataloader() if dm is not None else trainer.val_dataloaders
+        target = pl_module.eval_model() if hasattr(pl_module, "eval_model") else pl_module
+        num_classes = int(pl_module.hparams.get("num_classes"))
+        metrics = validate_weights(target, loader if loader is not None else [], num_classes, pl_module.device)
+        if not metrics:
+            return
+        self.result = {"step": trainer.global_step, "epoch": trainer.current_epoch, **metrics}
+        if recalibrated:
+            _extra(trainer)["final_val"] = self.result
+        elif summary is not None:
+            summary.history["val"].append(self.result)
+
+
+class ReplicaCheck(pl.Callback):
+    """Under DDP, the parameter digest of every rank at the end of ``fit`` (``replicas_identical`` in
+    ``metrics.json``; an error in the log when they differ)."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size <= 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        digests: List[Optional[str]] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(digests, parameter_digest(pl_module.model))
+        extra = _extra(trainer)
+        extra["replica_param_sha256"] = digests
+        extra["replicas_identical"] = len(set(digests)) == 1
+        if not extra["replicas_identical"]:
+            log.error("DDP replicas diverged: parameter digests %s", digests)
+
+
+class ExportWeights(pl.Callback):
+    """``<run>/model.pth`` at the end of ``fit``: the final weights (EMA if used, after :class:`RecalibrateBN`)
+    as a package weights file, with the classes, the evaluation transform and the final validation in its
+    ``meta`` (``shufflenet-eval RUN`` reads them). ``enabled=False`` (``--export false``) writes nothing."""
+
+    def __init__(self, enabled: bool = True, run_dir: Optional[Path] = None) -> None:
+        self.enabled = enabled
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not (self.enabled and trainer.is_global_zero):
+            return
+        run_dir = _run_dir(trainer, self.run_dir)
+        summary = _find(trainer, RunSummary)
+        s = summary.summary(trainer, pl_module) if summary is not None else {}
+        dm = trainer.datamodule
+        meta = {
+            "source": "shufflenet.classification (shufflenet-train)",
+            "run_dir": str(run_dir),
+            "global_step": trainer.global_step,
+            "ema": getattr(pl_module, "model_ema", None) is not None,
+            "classes": list(getattr(dm, "classes", []) or []),
+            "data_root": s.get("data_root"),
+            "val": s.get("final_val") or s.get("last_val"),
+            "eval_transform": {"image_size": dm.hparams.get("image_size"), "resize_size": dm.hparams.get("resize_size")}
+            if dm is not None
+            else None,
+        }
+        target = pl_module.eval_model() if hasattr(pl_module, "eval_model") else pl_module
+        save_weights(target, run_dir / "model.pth", arch=pl_module.hparams.get("arch"), meta=meta)
+        _extra(trainer)["exported_weights"] = str(run_dir / "model.pth")
+
+
+class BestCheckpointFallback(pl.Callback):
+    """``checkpoints/best.ckpt`` always exists after ``fit``: when no validation ran during training (a run
+    shorter than one validation interval), it is a copy of ``last.ckpt``, and the run says so."""
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        ckpt_dir = _checkpoint_dir(trainer)
+        if not trainer.is_global_zero or ckpt_dir is None:
+            return
+        last, best = ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt"
+        if not last.is_file() or best.is_file():
+            return
+        tmp = tmp_sibling(best)
+        try:
+            shutil.copyfile(last, tmp)
+            tmp.replace(best)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _extra(trainer)["best_is_last"] = True
+        print(f"no validation ran during training: {best} is a copy of last.ckpt", flush=True)
+
+
+def end_of_run_callbacks(export: bool = True) -> List[pl.Callback]:
+    """The end-of-``fit`` callbacks in the order they must run (``shufflenet-train`` passes them, with
+    :class:`RunSummary`, :class:`StopOnSignal` and :class:`StopOnNonFiniteLoss`, as ``trainer_defaults``)."""
+    return [
+        FinalCheckpoint(),
+        RecalibrateBN(),
+        ValidateFinalWeights(),
+        ReplicaCheck(),
+        ExportWeights(enabled=export),
+        BestCheckpointFallback(),
+    ]
+
+
+class StopOnNonFiniteLoss(pl.Callback):
+    """A NaN or infinite training loss stops the run before that step changes the weights.
+
+    One ``torch.isfinite`` on the loss per step (Lightning's ``detect_anomaly`` checks every operation of the
+    backward pass and is far too slow to leave on). The run ends with :class:`NonFiniteLossError`, which names
+    the step and the last checkpoint written (the newest good state; nothing is written after the bad loss).
+    Under DDP the ranks agree (one all-reduce of a flag per step), so no rank waits for another.
+    """
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
         ckpt_dir = _checkpoint_dir(trainer)
         last = ckpt_dir / "last.ckpt" if ckpt_dir is not None else None
-        if last is not None:
-            trainer.save_checkpoint(last, weights_only=False)
-
-        n = int(
-            self.num_batches if self.num_batches is not None else pl_module.hparams.get("bn_recalibration_batches", 0)
-        )
-        target = pl_module.eval_model() if hasattr(pl_module, "eval_model") else pl_module
-        device = pl_module.device
-        dm = trainer.datamodule
-        if n > 0:
-            loader = dm.train_dataloader() if dm is not None else trainer.train_dataloader
-            used = recalibrate_bn(target, (b[0].to(device) for b in loader), n)
-            if trainer.world_size > 1:  # average the per-rank estimates
-                for m in target.modules():
-                    if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                        m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
-                        m.running_var.copy_(trainer.strategy.reduce(m.running_var, reduce_op="mean"))
-            extra["bn_recalibrated_batches"] = used
-
-        history = summary.history["val"] if summary is not None else []
-        if n > 0 or not history or history[-1]["step"] != trainer.global_step:
-            loader = dm.val_dataloader() if dm is not None else trainer.val_dataloaders
-            num_classes = int(pl_module.hparams.get("num_classes"))
-            metrics = validate_weights(target, loader if loader is not None else [], num_classes, device)
-            if metrics:
-                row = {"step": trainer.global_step, "epoch": trainer.current_epoch, **metrics}
-                if n > 0:
-                    extra["final_val"] = row
-                elif summary is not None:
-                    summary.history["val"].append(row)
-                self.results["final_val"] = row
-
-        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            digests: List[Optional[str]] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(digests, parameter_digest(pl_module.model))
-            extra["replica_param_sha256"] = digests
-            extra["replicas_identical"] = len(set(digests)) == 1
-            if not extra["replicas_identical"]:
-                log.error("DDP replicas diverged: parameter digests %s", digests)
-
-        run_dir = _run_dir(trainer, self.run_dir)
-        if trainer.is_global_zero and self.export:
-            s = summary.summary(trainer, pl_module) if summary is not None else {}
-            meta = {
-                "source": "shufflenet.classification (classification/train.py)",
-                "run_dir": str(run_dir),
-                "global_step": trainer.global_step,
-                "ema": getattr(pl_module, "model_ema", None) is not None,
-                "classes": list(getattr(dm, "classes", []) or []),
-                "val": extra.get("final_val") or s.get("last_val"),
-                "eval_transform": {
-                    "image_size": dm.hparams.get("image_size"),
-                    "resize_size": dm.hparams.get("resize_size"),
-                }
-                if dm is not None
-                else None,
-            }
-            save_weights(target, run_dir / "model.pth", arch=pl_module.hparams.get("arch"), meta=meta)
-            extra["exported_weights"] = str(run_dir / "model.pth")
-
-        if trainer.is_global_zero and last is not None and last.is_file() and not (ckpt_dir / "best.ckpt").is_file():
-            tmp = tmp_sibling(ckpt_dir / "best.ckpt")
+        kept = "no checkpoint was written yet"
+        if last is not None and last.is_file():
             try:
-                shutil.copyfile(last, tmp)
-                tmp.replace(ckpt_dir / "best.ckpt")
-            finally:
-                tmp.unlink(missing_ok=True)
-            extra["best_is_last"] = True
-            print(f"no validation ran during training: {ckpt_dir / 'best.ckpt'} is a copy of last.ckpt", flush=True)
-
-        self.results.update(extra)
-        if summary is not None:
-            summary.extra.update(extra)
-            summary.write(trainer, pl_module)
+                kept_step = torch.load(last, map_location="cpu", weights_only=True).get("global_step")
+                kept = f"the last good checkpoint is {last} (step {kept_step})"
+            except Exception:  # noqa: BLE001 - the message must still come out
+                kept = f"the last checkpoint is {last}"
+        raise NonFiniteLossError(
+            f"training loss is {float(loss.detach().float().mean())} in optimizer step {trainer.global_step + 1} "
+            f"(global_step {trainer.global_step}, epoch {trainer.current_epoch}); stopped before that step changed "
+            f"the weights; {kept} (lower model.lr, or check the data)"
+        )
 
 
 class StopOnSignal(pl.Callback):
     """SIGTERM / SIGINT / SIGUSR1 end the run at the end of the current training step, with a checkpoint.
 
-    The handlers are installed when training starts (after the sanity check; they replace Lightning's SIGTERM
-    handling, which would only stop at the end of the epoch) and restored when it ends. On a signal the run finishes the step it is in
-    (or the validation that is running), writes ``last.ckpt`` of that step (the same state a periodic
-    checkpoint holds, so a resume is exact) and ``metrics.json``, and raises :class:`TrainingInterrupted`.
-    Under DDP the ranks agree on the step to stop at (one all-reduce of a flag per step).
+    The handlers are installed when the sanity check starts (after Lightning registered its own SIGTERM
+    handling, which would only stop at the end of the epoch; they replace it) and restored when ``fit`` ends. On
+    a signal the run finishes the step it is in (or the validation that is running), writes ``last.ckpt`` of
+    that step (the same state a periodic checkpoint holds, so a resume is exact) and ``metrics.json``, and
+    raises :class:`TrainingInterrupted`. A signal during the sanity check (no step taken yet) stops at the end of
+    the current sanity batch and saves nothing (``TrainingInterrupted`` with ``step=None``). Under DDP the
+    ranks agree on the step to stop at (one all-reduce of a flag per step).
     """
 
     def __init__(self) -> None:
@@ -422,11 +559,20 @@ class StopOnSignal(pl.Callback):
                 pass
         self._previous = {}
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # After Lightning registered its own SIGTERM handler (which only stops at the end of an epoch); the
-        # handlers found here are put back when training ends.
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.received = None
         self._install()
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if trainer.sanity_checking and self.received is not None:
+            raise TrainingInterrupted(self.received, None)  # before the first step: nothing to save
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._previous:  # no sanity check ran
+            self.received = None
+            self._install()
+        elif self.received is not None:
+            raise TrainingInterrupted(self.received, None)  # arrived at the very end of the sanity check
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -450,7 +596,7 @@ class StopOnSignal(pl.Callback):
             summary.write(trainer, pl_module)
         raise TrainingInterrupted(self.received or signal.SIGTERM, trainer.global_step, self.checkpoint)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -464,7 +610,152 @@ class StopOnSignal(pl.Callback):
                     "step": trainer.global_step,
                     "checkpoint": None,
                 }
-                summary.write(trainer, pl_module)
+                summary.write_quietly(trainer, pl_module)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._restore()
+
+
+# --- logs and predictions ------------------------------------------------------------------------------------
+class AppendingCSVLogger(Logger):
+    """``<save_dir>/<name>/metrics.csv`` (Lightning's ``CSVLogger`` layout: one row per logged step, a ``step``
+    column, the header the union of the keys) that a resumed run continues.
+
+    Lightning's own ``CSVLogger`` deletes an existing ``metrics.csv`` when it starts, which loses a resumed
+    run's history; this logger keeps it. With ``resume_step`` (the ``global_step`` of the checkpoint a run
+    resumes from) the rows logged at that step or later are dropped once, when the logger starts: those steps
+    are replayed, so each appears once (Lightning logs the metrics of the step that makes ``global_step`` reach
+    ``s + 1`` with ``step=s``). Rows are buffered and appended every ``flush_logs_every_n_steps`` rows and at
+    the end; a new column rewrites the file (atomically) with the wider header.
+    """
+
+    NAME_METRICS_FILE = "metrics.csv"
+
+    def __init__(
+        self,
+        save_dir: Union[str, Path],
+        name: str = "csv",
+        resume_step: Optional[int] = None,
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        super().__init__()
+        self._save_dir = str(save_dir)
+        self._name = name
+        self.resume_step = resume_step
+        self.flush_logs_every_n_steps = max(1, int(flush_logs_every_n_steps))
+        self._rows: List[Dict[str, Any]] = []
+        self._keys: Optional[List[str]] = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def log_dir(self) -> str:
+        return str(Path(self._save_dir) / self._name)
+
+    @property
+    def metrics_file_path(self) -> Path:
+        return Path(self.log_dir) / self.NAME_METRICS_FILE
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass  # the run folder's config.yaml records the settings
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
+        row = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in metrics.items()}
+        row["step"] = int(step) if step is not None else len(self._rows)
+        self._rows.append(row)
+        if len(self._rows) >= self.flush_logs_every_n_steps:
+            self.save()
+
+    def _open(self) -> None:
+        """Read the existing file once: its header, and (on resume) drop the rows of the replayed steps."""
+        path = self.metrics_file_path
+        self._keys = []
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            self._keys = list(reader.fieldnames or [])
+            rows = list(reader)
+        if self.resume_step is None:
+            return
+
+        def before_resume(row: Dict[str, str]) -> bool:
+            try:
+                return int(float(row.get("step") or "")) < int(self.resume_step)
+            except ValueError:
+                return False  # a row a kill cut short
+
+        kept = [r for r in rows if before_resume(r)]
+        if len(kept) != len(rows):
+            self._write_all(kept)
+
+    def _write_all(self, rows: List[Dict[str, Any]]) -> None:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=self._keys or ["step"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(buf.getvalue(), self.metrics_file_path)
+
+    @rank_zero_only
+    def save(self) -> None:
+        if self._keys is None:
+            Path(self.log_dir).mkdir(parents=True, exist_ok=True)
+            self._open()
+        if not self._rows:
+            return
+        assert self._keys is not None
+        new = sorted({k for r in self._rows for k in r} - set(self._keys))
+        path = self.metrics_file_path
+        if new or not path.is_file():
+            old: List[Dict[str, Any]] = []
+            if path.is_file():
+                with open(path, newline="") as f:
+                    old = list(csv.DictReader(f))
+            self._keys = sorted(set(self._keys) | set(new))
+            self._write_all(old + self._rows)
+        else:
+            with open(path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._keys, extrasaction="ignore").writerows(self._rows)
+        self._rows = []
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()
+
+
+class PredictionWriter(BasePredictionWriter):
+    """The predictions of ``predict`` (the module's ``predict_step``: per image its path and the top-k
+    ``{"index", "name", "prob"}``) as one JSON file, written atomically at the end (``output`` is printed)."""
+
+    def __init__(self, output: Optional[Union[str, Path]] = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.output = Path(output) if output is not None else None
+        self.written: Optional[Path] = None
+
+    def write_on_epoch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any
+    ) -> None:
+        rows = [r for batch in predictions for r in (batch or [])]
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: List[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = list({r["path"]: r for part in gathered for r in part}.values())  # the sampler pads with repeats
+        if self.output is None or not trainer.is_global_zero:
+            return
+        write_json_atomic(
+            {"checkpoint": str(trainer.ckpt_path) if trainer.ckpt_path else None, "predictions": rows}, self.output
+        )
+        self.written = self.output
+        print(f"wrote {len(rows)} predictions to {self.output}", flush=True)

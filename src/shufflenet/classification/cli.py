@@ -1,19 +1,25 @@
-"""``python classification/train.py``: LightningCLI over :class:`ImageClassifier` + :class:`ImageFolderDataModule`.
+"""``shufflenet-train`` (``classification/train.py``): LightningCLI over :class:`ImageClassifier` +
+:class:`ImageFolderDataModule`.
 
-* No arguments: trains the demo (``configs/classification/demo.yaml``) on the generated shapes dataset.
-* No subcommand needed: ``fit`` is the default (``train.py --config X.yaml`` = ``train.py fit --config X.yaml``);
-  ``validate`` / ``test`` / ``predict`` work as in any LightningCLI.
-* Every Trainer option is ``--trainer.<name>`` / ``trainer:`` in YAML (devices, num_nodes, strategy, precision,
-  max_steps, accumulate_grad_batches, logger, ...); ``--print_config`` shows the merged configuration.
-* ``configs/classification/base.yaml`` (the paper's recipe) is read first as jsonargparse's default config
-  file, so a row config only states what differs.
+* No ``--data.root``: the demo, whatever else is overridden: ``configs/classification/demo.yaml`` on top of
+  ``base.yaml``, on the generated shapes dataset, said in the first line. A ``--config`` recipe meant for real
+  data (one that does not set ``data.root: null``) without ``--data.root`` is refused in one line.
+* No subcommand needed: ``fit`` is the default; ``validate`` / ``test`` / ``predict`` work as in any
+  LightningCLI (with ``--ckpt_path`` they take the model's settings and image size from the checkpoint;
+  ``predict`` writes the top-k classes of every image of ``--data.predict_root`` as JSON). They never make a
+  run folder.
+* ``--config NAME`` takes a packaged config by name (``demo``, ``shufflenet_v1_x1_0_g3``, ...) or a file.
+* Every Trainer option is ``--trainer.<name>`` / ``trainer:`` in YAML; ``--print_config`` shows the merged
+  configuration. ``configs/classification/base.yaml`` (the paper's recipe) is read first as jsonargparse's
+  default config file, so a row config only states what differs.
 
-The run's work besides the steps is done by callbacks (:mod:`.callbacks`, passed as ``trainer_defaults``), so
-the module behaves the same under a plain ``Trainer``; this file adds the run folder around them.
+The run's work besides the steps is done by single-purpose callbacks (:mod:`.callbacks`), listed in
+:func:`make_cli`'s ``trainer_defaults``; the module behaves the same under a plain ``Trainer``. This file adds
+the run folder (:class:`~.runs.RunFolder`) around them from LightningCLI's hooks.
 
-Run folder (printed at start and end): ``--run_dir`` or ``<output_root>/<demo|arch>/version_<N>`` with
-``checkpoints/{last,best}.ckpt`` (atomic writes), ``tensorboard/``, ``csv/metrics.csv``, ``config.yaml`` (the
-settings the run was started with), ``config_history/config.<N>.yaml`` (one per start), ``metrics.json``,
+Run folder (printed before any work and at the end): ``--run_dir`` or ``<output_root>/<demo|arch>/version_<N>``
+with ``checkpoints/{last,best}.ckpt`` (atomic writes), ``tensorboard/``, ``csv/metrics.csv``, ``config.yaml``
+(the settings the run was started with), ``config_history/config.<N>.yaml`` (one per start), ``metrics.json``,
 ``curves.png`` and ``model.pth`` (the final weights, EMA if used, as a package weights file).
 
 A run folder belongs to one run:
@@ -24,53 +30,68 @@ A run folder belongs to one run:
 * ``--ckpt_path last`` resumes the newest run of the same name *started with the same settings* (or the
   ``--run_dir`` named); a resume whose settings differ from the run's ``config.yaml`` is refused with the
   differing keys, except the keys in :data:`RESUME_MAY_CHANGE` (run length, logging, workers, threads);
-* resuming keeps every log: ``csv/metrics.csv`` is appended to, TensorBoard writes a new event file beside the
-  old ones, and each start's configuration is added to ``config_history/``;
+* resuming keeps every log: ``csv/metrics.csv`` is continued from the checkpoint's step (the rows of replayed
+  steps are replaced, never doubled), TensorBoard writes a new event file beside the old ones, and each start's
+  configuration is added to ``config_history/``;
 * SIGTERM, SIGINT and SIGUSR1 save ``last.ckpt`` of the current step and ``metrics.json``, print the resume
-  command and exit with status 143 (:data:`shufflenet.errors.EXIT_INTERRUPTED`).
+  command and exit with status 143 (:data:`shufflenet.errors.EXIT_INTERRUPTED`); during the sanity check (before
+  the first step) they save nothing, say so in one line and exit with 143 too.
+* under DDP, worker processes (Lightning's ``LOCAL_RANK``/``NODE_RANK``/``RANK``) never create or lock a
+  folder; the checkpoint folder rank 0 chose reaches them through Lightning's own broadcast in
+  ``ModelCheckpoint.setup``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import logging
 import os
-import re
 import shlex
-import shutil
-import socket
 import sys
-import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import yaml
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-from pytorch_lightning.loggers.csv_logs import ExperimentWriter
-from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from ..errors import EXIT_INTERRUPTED, run_cli
-from ..fileio import pid_alive, remove_stale_tmp, tmp_sibling, write_text_atomic
 from ..paths import configs_dir
-from ..weights import read_checkpoint
-from .callbacks import AtomicCheckpointIO, FinishTraining, RunSummary, StopOnSignal
-from .data import ImageFolderDataModule
-from .errors import ClassificationError, TrainingInterrupted
+from .callbacks import (
+    AppendingCSVLogger,
+    AtomicCheckpointIO,
+    ExportWeights,
+    PredictionWriter,
+    RunSummary,
+    StopOnNonFiniteLoss,
+    StopOnSignal,
+    end_of_run_callbacks,
+)
+from .data import ImageFolderDataModule, find_split_dirs
+from .errors import ClassificationError, DataError, TrainingInterrupted
 from .module import ImageClassifier
+from .runs import (
+    RESUME_MAY_CHANGE,
+    RunFolder,
+    RunLock,
+    flatten,
+    is_ddp_worker,
+    read_training_checkpoint,
+    resolve_run_dir,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ClassificationCLI",
+    "RunFolder",
     "main",
     "cli",
+    "make_cli",
     "resolve_run_dir",
     "RunLock",
     "RESUME_MAY_CHANGE",
@@ -79,257 +100,25 @@ __all__ = [
 ]
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-_RUN_DIR_ENV = "SHUFFLENET_CLASSIFICATION_RUN_DIR"  # hands rank 0's run folder to DDP worker processes
-
-#: Settings a resume may change (everything else must equal the run's config.yaml). Prefix match on the
-#: dotted key: ``trainer.max_steps`` etc. lengthen or shorten a run without changing its steps; the rest
-#: only change where and how a run is logged or fed, never the numbers it computes.
-RESUME_MAY_CHANGE = (
-    "ckpt_path",
-    "run_dir",
-    "output_root",
-    "config",
-    "num_threads",
-    "save_every_n_steps",
-    "export",
-    "trainer.max_steps",
-    "trainer.max_epochs",
-    "trainer.max_time",
-    "trainer.min_steps",
-    "trainer.min_epochs",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
-    "trainer.default_root_dir",
-    "data.num_workers",
-    "data.persistent_workers",
-    "data.pin_memory",
-)
-
-
-# --- run folders ---------------------------------------------------------------------------------------------
-def _versions(base: Path) -> List[Tuple[int, Path]]:
-    return sorted((int(m.group(1)), p) for p in base.glob("version_*") if (m := re.fullmatch(r"version_(\d+)", p.name)))
-
-
-def flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and scalars are leaves)."""
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: Dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
-def settings_differ(recorded: Dict[str, Any], current: Dict[str, Any]) -> List[str]:
-    """Keys (outside :data:`RESUME_MAY_CHANGE`) whose values differ, as ``key: old -> new``."""
-
-    def free(key: str) -> bool:
-        return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
-
-    out = []
-    for key in sorted(set(recorded) | set(current)):
-        if free(key):
-            continue
-        a, b = recorded.get(key), current.get(key)
-        if a != b:
-            out.append(f"{key}: {a!r} -> {b!r}")
-    return out
-
-
-def read_settings(run_dir: Path) -> Optional[Dict[str, Any]]:
-    """The flattened settings a run folder was started with (its ``config.yaml``), or ``None``."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    try:
-        return flatten(yaml.safe_load(path.read_text()) or {})
-    except (OSError, yaml.YAMLError) as e:
-        raise ClassificationError(f"{path}: cannot read the run's recorded settings ({e})") from None
-
-
-def resolve_run_dir(
-    run_dir: Optional[str],
-    output_root: str,
-    name: str,
-    ckpt_path: Optional[str],
-    settings: Optional[Dict[str, Any]] = None,
-    reserve: bool = True,
-) -> Path:
-    """The run folder: ``run_dir``, or the run to resume (``ckpt_path='last'``), or a new ``version_N``.
-
-    With ``ckpt_path='last'`` and no ``run_dir``: the newest ``version_N`` whose recorded settings equal
-    ``settings`` (outside :data:`RESUME_MAY_CHANGE`); without ``settings`` (old run folders), the newest one
-    with a ``last.ckpt``. A new folder is created (reserved: two runs never share one) when ``reserve``.
-    """
-    if os.environ.get(_RUN_DIR_ENV) and os.environ.get("LOCAL_RANK", "0") != "0":
-        return Path(os.environ[_RUN_DIR_ENV])  # a DDP worker started by rank 0: use rank 0's folder
-    if run_dir:
-        return Path(run_dir).expanduser()
-    base = Path(output_root).expanduser() / name
-    if ckpt_path == "last":
-        if settings is not None:
-            nearest: Optional[Tuple[Path, List[str]]] = None
-            for _, path in reversed(_versions(base)):
-                recorded = read_settings(path)
-                if recorded is None:
-                    continue
-                diff = settings_differ(recorded, settings)
-                if not diff:
-                    return path
-                if nearest is None or len(diff) < len(nearest[1]):
-                    nearest = (path, diff)
-            if nearest is not None:
-                raise ClassificationError(
-                    f"--ckpt_path last: no run in {base} was started with these settings (nearest: "
-                    f"{nearest[0].name}, differs in {'; '.join(nearest[1][:4])}); pass --run_dir to resume a run "
-                    f"with its own settings, or start without --ckpt_path"
-                )
-        candidates = [p for _, p in _versions(base) if (p / "checkpoints" / "last.ckpt").is_file()]
-        if not candidates:
-            raise ClassificationError(
-                f"--ckpt_path last: no {base}/version_*/checkpoints/last.ckpt to resume; pass --run_dir of the "
-                f"run to resume, or start without --ckpt_path"
-            )
-        return candidates[-1]
-    versions = _versions(base)
-    n = versions[-1][0] + 1 if versions else 0
-    while True:
-        path = base / f"version_{n}"
-        if not reserve:
-            if not path.exists():
-                return path
-            n += 1
-            continue
-        try:
-            path.mkdir(parents=True, exist_ok=False)  # reserve it (two runs never share a folder)
-            return path
-        except FileExistsError:
-            n += 1
-        except OSError as e:
-            raise ClassificationError(f"cannot write to the run folder {path}: {e.strerror or e}") from None
-
-
-class RunLock:
-    """``<run>/.lock`` (pid, host, start time) held while a run writes its folder.
-
-    A second writer is refused with the holder's pid; a lock whose process is gone (same host) is taken over.
-    """
-
-    NAME = ".lock"
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / self.NAME
-        self.held = False
-
-    def _record(self) -> str:
-        return json.dumps(
-            {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
-        )
-
-    def acquire(self) -> RunLock:
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    holder = json.loads(self.path.read_text() or "{}")
-                except (OSError, ValueError):
-                    holder = {}
-                pid, host = holder.get("pid"), holder.get("host")
-                same_host = host == socket.gethostname()
-                if isinstance(pid, int) and same_host and (pid == os.getpid() or not pid_alive(pid)) or not holder:
-                    print(f"taking over the stale lock {self.path} (pid {pid} is gone)", file=sys.stderr, flush=True)
-                    with contextlib.suppress(FileNotFoundError):
-                        self.path.unlink()
-                    continue
-                raise ClassificationError(
-                    f"{self.path.parent} is in use by another run (pid {pid} on {host}, since "
-                    f"{holder.get('started')}); wait for it to end, or choose another --run_dir"
-                ) from None
-            except OSError as e:
-                raise ClassificationError(
-                    f"cannot write to the run folder {self.path.parent}: {e.strerror or e}"
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                f.write(self._record())
-            self.held = True
-            return self
-        raise ClassificationError(f"{self.path}: could not take the run folder's lock")
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads(self.path.read_text()).get("pid") == os.getpid():
-                self.path.unlink()
-        self.held = False
-
-
-class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer, but an existing ``metrics.csv`` is continued, never deleted."""
-
-    def __init__(self, log_dir: str) -> None:
-        super().__init__(log_dir)
-        if os.path.isfile(self.metrics_file_path):
-            with open(self.metrics_file_path, newline="") as f:
-                self.metrics_keys = list(next(csv.reader(f), []))
-
-    def _check_log_dir_exists(self) -> None:  # Lightning deletes the previous metrics.csv here
-        pass
-
-
-class AppendingCSVLogger(CSVLogger):
-    """``CSVLogger`` whose ``metrics.csv`` survives a resume: new rows are appended (a new column rewrites the
-    header and keeps every row)."""
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> _AppendingWriter:
-        if self._experiment is not None:
-            return self._experiment
-        self._fs.makedirs(self.root_dir, exist_ok=True)
-        self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
-
-
-class _RunState:
-    """What ``main`` needs to clean up after the CLI object (which an exception never returns)."""
-
-    def __init__(self) -> None:
-        self.run_dir: Optional[Path] = None
-        self.created = False
-        self.lock: Optional[RunLock] = None
-
-
-_STATE: List[_RunState] = []
-
-
-def _check_checkpoint(path: Path, model: ImageClassifier) -> None:
-    """A ``--ckpt_path`` file must be a readable Lightning training checkpoint that fits the model."""
-    ckpt = read_checkpoint(path)  # missing / truncated / not a torch file: one WeightsError line
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "loops" not in ckpt:
-        raise ClassificationError(
-            f"{path}: not a Lightning training checkpoint (no training state); a weights file (model.pth, "
-            f"converted checkpoint) cannot be resumed from"
-        )
-    model.on_load_checkpoint(ckpt)  # architecture, classes and EMA: CheckpointMismatchError
 
 
 class ClassificationCLI(LightningCLI):
-    """LightningCLI that adds the run folder (settings, lock, loggers) around the run's callbacks."""
+    """LightningCLI that puts a :class:`RunFolder` around the run's callbacks.
+
+    ``run_folder`` is the folder object of this start (``main`` makes it and cleans up after it even when the
+    constructor raises); ``subcommand`` is the subcommand ``args`` asks for (``predict`` takes the number of
+    classes from its checkpoint instead of the data folder).
+    """
+
+    def __init__(self, *args: Any, run_folder: Optional[RunFolder] = None, subcommand: str = "fit", **kwargs: Any):
+        self.run_folder = run_folder if run_folder is not None else RunFolder()
+        self._requested = subcommand
+        self.run_dir: Optional[Path] = None
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: Any) -> None:
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        if self._requested != "predict":
+            parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_argument(
             "--run_dir",
             type=Optional[str],
@@ -355,6 +144,51 @@ class ClassificationCLI(LightningCLI):
         parser.add_argument(
             "--export", type=bool, default=True, help="Write the final weights (EMA if used) as <run_dir>/model.pth."
         )
+        parser.add_argument("--top_k", type=int, default=5, help="predict: classes listed per image.")
+        parser.add_argument(
+            "--predictions",
+            type=Optional[str],
+            default=None,
+            help="predict: the JSON file to write (default: <ckpt_path>.predictions.json).",
+        )
+
+    # --- hooks ----------------------------------------------------------------------------------------------
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")
+        if not sub:
+            return
+        cfg = self.config[sub]
+        ckpt = cfg.get("ckpt_path")
+        if sub == "predict" and not ckpt:
+            raise ClassificationError("predict needs --ckpt_path (a checkpoint written by shufflenet-train)")
+        if ckpt and ckpt not in ("last", "best", "hpc", "registry"):
+            # read here, before LightningCLI loads the model's settings from it with torch.load
+            state = read_training_checkpoint(Path(ckpt).expanduser())
+            if sub != "fit":  # the image size the model was trained at, unless given on the command line
+                given = " ".join(str(a) for a in (args or []))
+                for key, value in (state.get("datamodule_hyper_parameters") or {}).items():
+                    if key in ("image_size", "resize_size") and f"--data.{key}" not in given:
+                        cfg.data[key] = value
+        if sub == "predict" and cfg.get("top_k", 1) < 1:
+            raise ClassificationError(f"--top_k must be >= 1, got {cfg.get('top_k')}")
+
+    def before_instantiate_classes(self) -> None:
+        sub = self.subcommand
+        cfg = self.config[sub] if sub else self.config
+        if cfg.get("num_threads"):
+            torch.set_num_threads(int(cfg["num_threads"]))  # restored by main() when it returns
+        root = cfg.get("data", {}).get("root") if sub != "predict" else None
+        if root:  # the class count comes from the folders: check it before a 1-class model is built
+            train, _ = find_split_dirs(root)
+            classes = sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
+            if len(classes) == 1:
+                only = train / classes[0]
+                empty = not any(p.is_file() for p in only.rglob("*"))
+                raise DataError(
+                    f"{train} has one class folder ({classes[0]}{', which holds no images' if empty else ''}); "
+                    f"a classifier needs at least 2 classes: one subfolder per class under {train}, each with images"
+                )
 
     def _settings(self) -> Dict[str, Any]:
         """The merged configuration of this start, flattened (what config.yaml records)."""
@@ -364,52 +198,44 @@ class ClassificationCLI(LightningCLI):
         sub = self.subcommand
         return self._parser(sub).dump(self.config[sub] if sub else self.config, skip_none=False)
 
-    def _defaults(self, kind: type) -> Any:
+    def _default(self, kind: type) -> Any:
         return next(c for c in self.trainer_defaults["callbacks"] if isinstance(c, kind))
 
-    # --- trainer: run folder, loggers, checkpoints ---------------------------------------------------------
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         sub = self.subcommand
         cfg = self.config_init[sub] if sub else self.config_init
-        trainer_cfg = cfg["trainer"]
-        if cfg.get("num_threads"):
-            torch.set_num_threads(int(cfg["num_threads"]))
         name = "demo" if self.datamodule.root is None else self.model.hparams.arch
-        state = _STATE[-1] if _STATE else _RunState()
-        worker = bool(os.environ.get(_RUN_DIR_ENV)) and os.environ.get("LOCAL_RANK", "0") != "0"
-        if sub == "fit" and not worker:
-            run_dir = self._prepare_fit(cfg, name, state)
-        elif sub is None:  # parse only (make_cli(run=False)): no folder is made
+        if sub in ("validate", "test", "predict"):
+            return self._evaluation_trainer(sub, cfg, kwargs)
+        if sub is None:  # parse only (make_cli(run=False)): no folder is made
             run_dir = Path(cfg.get("run_dir") or Path(cfg.get("output_root")) / name / "version_0").expanduser()
+        elif is_ddp_worker():
+            run_dir = self.run_folder.for_worker(cfg, name, self._settings())
+            cfg["ckpt_path"] = str(self.run_folder.checkpoint) if self.run_folder.checkpoint else None
         else:
-            ckpt = cfg.get("ckpt_path")
-            run_dir = resolve_run_dir(cfg.get("run_dir"), cfg.get("output_root"), name, None)
-            if worker and sub == "fit" and ckpt == "last":
-                last = run_dir / "checkpoints" / "last.ckpt"
-                cfg["ckpt_path"] = str(last) if last.is_file() else None
-        run_dir = run_dir.resolve()
-        if sub is not None:
-            os.environ[_RUN_DIR_ENV] = str(run_dir)
+            run_dir = self.run_folder.prepare(
+                cfg, name, self._settings(), self._config_text(), self.model, self.datamodule
+            )
+            cfg["ckpt_path"] = str(self.run_folder.checkpoint) if self.run_folder.checkpoint else None
         self.run_dir = run_dir
-        ckpt_dir = run_dir / "checkpoints"
-
+        trainer_cfg = cfg["trainer"]
         if trainer_cfg.get("default_root_dir") is None:
             kwargs["default_root_dir"] = str(run_dir)
         logger = trainer_cfg.get("logger")
         if logger is None or logger is True:
             kwargs["logger"] = [
                 TensorBoardLogger(str(run_dir), name="tensorboard", version="", default_hp_metric=False),
-                AppendingCSVLogger(str(run_dir), name="csv", version=""),
+                AppendingCSVLogger(str(run_dir), name="csv", resume_step=self.run_folder.resume_step),
             ]
         if trainer_cfg.get("plugins") is None:
             kwargs["plugins"] = [AtomicCheckpointIO()]
-        summary = self._defaults(RunSummary)
+        summary = self._default(RunSummary)
         summary.run_dir, summary.title = run_dir, f"{self.model.hparams.arch} ({run_dir.name})"
-        finish = self._defaults(FinishTraining)
-        finish.run_dir, finish.export = run_dir, bool(cfg.get("export", True))
+        self._default(ExportWeights).enabled = bool(cfg.get("export", True))
+        ckpt_dir = run_dir / "checkpoints"
         callbacks = list(trainer_cfg.get("callbacks") or [])
         callbacks += [
-            ModelCheckpoint(
+            ModelCheckpoint(  # best.ckpt by validation top-1, and last.ckpt at every validation
                 dirpath=str(ckpt_dir),
                 filename="best",
                 monitor="val/top1",
@@ -419,7 +245,7 @@ class ClassificationCLI(LightningCLI):
                 auto_insert_metric_name=False,
                 enable_version_counter=False,
             ),
-            ModelCheckpoint(
+            ModelCheckpoint(  # last.ckpt every --save_every_n_steps steps (mid-epoch resume)
                 dirpath=str(ckpt_dir),
                 save_top_k=0,
                 save_last=True,
@@ -432,88 +258,62 @@ class ClassificationCLI(LightningCLI):
         kwargs["callbacks"] = callbacks
         trainer = super().instantiate_trainer(**kwargs)
         if trainer.is_global_zero and sub is not None:
-            print(f"run folder: {run_dir}", flush=True)
+            self._print_header(trainer, run_dir)
         return trainer
 
-    def _prepare_fit(self, cfg: Any, name: str, state: _RunState) -> Path:
-        """Check every input, then create (or reopen) the run folder, lock it and record the settings."""
-        dm = self.datamodule
-        dm.setup("fit")  # data problems (empty class folder, ...) before any folder exists
-        if dm.train_set is not None and len(dm.train_set) < dm.batch_size:
-            raise ClassificationError(
-                f"{dm.train_set.root} has {len(dm.train_set)} images, fewer than one batch "
-                f"(data.batch_size={dm.batch_size}); lower data.batch_size"
-            )
-        settings = self._settings()
-        ckpt_arg = cfg.get("ckpt_path")
-        run_arg = cfg.get("run_dir")
-        run_dir = resolve_run_dir(run_arg, cfg.get("output_root"), name, ckpt_arg, settings=settings, reserve=False)
-        recorded = read_settings(run_dir) if run_dir.is_dir() else None
-        last = run_dir / "checkpoints" / "last.ckpt"
-        ckpt: Optional[Path] = None
-        if ckpt_arg == "last":
-            if recorded is None and not last.is_file():
-                raise ClassificationError(f"--ckpt_path last: {last} does not exist; nothing to resume")
-            if last.is_file():
-                ckpt = last
-            else:
-                print(
-                    f"--ckpt_path last: {run_dir} has no checkpoint yet (stopped before its first one): "
-                    f"starting it from step 0",
-                    flush=True,
-                )
-        elif ckpt_arg:
-            ckpt = Path(ckpt_arg).expanduser()
-            inside = ckpt.resolve().parent.parent == run_dir.resolve()
-            if recorded is not None and not inside:
+    def _evaluation_trainer(self, sub: str, cfg: Any, kwargs: Dict[str, Any]) -> Trainer:
+        """validate / test / predict: no run folder, no logs unless asked for (``--trainer.logger``), nothing
+        written but the predictions."""
+        trainer_cfg = cfg["trainer"]
+        if trainer_cfg.get("logger") is None:
+            kwargs["logger"] = False
+        kwargs["enable_checkpointing"] = False
+        ckpt = cfg.get("ckpt_path")
+        writer = self._default(PredictionWriter)
+        if sub == "predict":
+            out = cfg.get("predictions") or f"{ckpt}.predictions.json"
+            writer.output = Path(out).expanduser()
+            if writer.output.is_dir():
+                raise ClassificationError(f"--predictions {writer.output} is a folder; name a JSON file")
+            if not writer.output.parent.is_dir():
                 raise ClassificationError(
-                    f"{run_dir} already holds another run; resume it with --ckpt_path last, or give a new --run_dir "
-                    f"to start from {ckpt}"
+                    f"--predictions {writer.output}: the folder {writer.output.parent} does not exist"
                 )
-        elif recorded is not None or last.is_file():
-            raise ClassificationError(
-                f"{run_dir} already holds a run; resume it with --ckpt_path last --run_dir {run_dir}, or choose "
-                f"another --run_dir"
+            self.model.predict_top_k = int(cfg.get("top_k") or 5)  # class names: from the checkpoint, on load
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.is_global_zero:
+            dm = self.datamodule
+            data = getattr(dm, "hparams", {}).get("predict_root") if sub == "predict" else self._data_text()
+            print(
+                f"{sub}: model {self.model.hparams.arch}, checkpoint {ckpt or '(random weights)'}, data {data}, "
+                f"image {dm.hparams.image_size} px (resize {dm.hparams.resize_size}), batch {dm.batch_size}",
+                flush=True,
             )
-        if ckpt is not None:
-            _check_checkpoint(ckpt, self.model)
-        if recorded is not None:
-            diff = settings_differ(recorded, settings)
-            if diff:
-                raise ClassificationError(
-                    f"{run_dir} was started with other settings: {'; '.join(diff)} (a resume may change only "
-                    f"{', '.join(k for k in RESUME_MAY_CHANGE if k.startswith('trainer.max') or k.startswith('data.num'))}"
-                    f" and logging options; see docs/classification.md)"
-                )
+        return trainer
 
-        # inputs are fine: the folder
-        state.created = not run_dir.exists()
-        if not run_arg and ckpt_arg is None:
-            run_dir = resolve_run_dir(None, cfg.get("output_root"), name, None)  # reserve a new version_N
-            state.created = True
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            probe = tmp_sibling(run_dir / ".write_test")
-            probe.unlink()
-        except OSError as e:
-            raise ClassificationError(f"cannot write to the run folder {run_dir}: {e.strerror or e}") from None
-        state.run_dir = run_dir
-        state.lock = RunLock(run_dir).acquire()
-        text = self._config_text()
-        history = run_dir / "config_history"
-        n = len(list(history.glob("config.*.yaml"))) if history.is_dir() else 0
-        write_text_atomic(text, history / f"config.{n}.yaml")
-        if recorded is None:
-            write_text_atomic(text, run_dir / "config.yaml")
-        cfg["ckpt_path"] = str(ckpt) if ckpt is not None else None
-        for final in ("last.ckpt", "best.ckpt"):  # temporary files of writers killed mid-write
-            remove_stale_tmp(run_dir / "checkpoints" / final)
-        return run_dir
+    def _data_text(self) -> str:
+        dm = self.datamodule
+        if dm.root is None:
+            from .demo import demo_root
+
+            return f"{demo_root()} (the generated demo shapes)"
+        return str(Path(dm.root).expanduser())
+
+    def _print_header(self, trainer: Trainer, run_dir: Path) -> None:
+        """What the run is, before any work: model, data, image size, batch and where it writes."""
+        dm = self.datamodule
+        world = trainer.world_size * trainer.accumulate_grad_batches
+        resume = f", resuming from step {self.run_folder.resume_step}" if self.run_folder.resume_step else ""
+        print(
+            f"model {self.model.hparams.arch}, data {self._data_text()}, image {dm.hparams.image_size} px, "
+            f"batch {dm.batch_size} per process (global {dm.batch_size * world}){resume}",
+            flush=True,
+        )
+        print(f"run folder: {run_dir}", flush=True)
 
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
-            summary = self._defaults(RunSummary)
-            print(format_summary(summary.summary(self.trainer, self.model)), flush=True)
+            print(format_summary(self._default(RunSummary).summary(self.trainer, self.model)), flush=True)
 
 
 def format_summary(s: Dict[str, Any]) -> str:
@@ -525,8 +325,10 @@ def format_summary(s: Dict[str, Any]) -> str:
     lines = [
         "",
         f"{'':<22}{'top-1 %':>9}{'top-5 %':>9}{'step':>8}",
-        f"{'last validation':<22}{pct(last, 'val/top1'):>9}{pct(last, 'val/top5'):>9}{(last or {}).get('step', '-'):>8}",
-        f"{'best validation':<22}{pct(best, 'val/top1'):>9}{pct(best, 'val/top5'):>9}{(best or {}).get('step', '-'):>8}",
+        *(
+            f"{label:<22}{pct(row, 'val/top1'):>9}{pct(row, 'val/top5'):>9}{(row or {}).get('step', '-'):>8}"
+            for label, row in (("last validation", last), ("best validation", best))
+        ),
     ]
     if final:
         lines.append(
@@ -569,24 +371,124 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*could not find the monitored key in the returned metrics.*")
 
 
-def make_cli(args: Sequence[str], base_config: Optional[Path] = None, run: bool = True) -> ClassificationCLI:
-    """The CLI object: with ``run=False`` it only parses ``args`` (no subcommand) and instantiates the classes."""
+def make_cli(
+    args: Sequence[str],
+    base_config: Optional[Path] = None,
+    run: bool = True,
+    default_config_files: Optional[Sequence[Path]] = None,
+    run_folder: Optional[RunFolder] = None,
+    datamodule_class: type = ImageFolderDataModule,
+) -> ClassificationCLI:
+    """The CLI object: with ``run=False`` it only parses ``args`` (no subcommand) and instantiates the classes.
+
+    The run's callbacks, in the order they run (Lightning moves its ``ModelCheckpoint``\\ s, added with the run
+    folder in :meth:`ClassificationCLI.instantiate_trainer`, behind them): :class:`RunSummary`, the end-of-run
+    callbacks of :func:`~.callbacks.end_of_run_callbacks`, :class:`StopOnSignal`, :class:`StopOnNonFiniteLoss`
+    and :class:`PredictionWriter` (``predict`` only).
+    """
+    files = [str(p) for p in (default_config_files or ([base_config] if base_config is not None else []))]
     parser_kwargs: Dict[str, Any] = {}
-    if base_config is not None:
-        files = {"default_config_files": [str(base_config)]}
-        parser_kwargs = {sub: files for sub in SUBCOMMANDS} if run else files
+    if files:
+        parser_kwargs = (
+            {sub: {"default_config_files": files} for sub in SUBCOMMANDS} if run else {"default_config_files": files}
+        )
     _quiet_lightning()
+    args = list(args)
     return ClassificationCLI(
         ImageClassifier,
-        ImageFolderDataModule,
-        args=list(args),
+        datamodule_class,
+        args=args,
         run=run,
+        run_folder=run_folder,
+        subcommand=args[0] if run and args and args[0] in SUBCOMMANDS else "fit",
         seed_everything_default=0,
         save_config_callback=None,  # config.yaml and config_history/ are written with the run folder
-        trainer_defaults={"callbacks": [RunSummary(), FinishTraining(), StopOnSignal()]},
+        trainer_defaults={
+            "callbacks": [
+                RunSummary(),
+                *end_of_run_callbacks(),
+                StopOnSignal(),
+                StopOnNonFiniteLoss(),
+                PredictionWriter(),
+            ]
+        },
         parser_kwargs=parser_kwargs,
         auto_configure_optimizers=False,
     )
+
+
+# --- the command line before LightningCLI sees it ----------------------------------------------------------------
+def packaged_config(name: str) -> Path:
+    """``--config NAME``: a file, else the packaged ``configs/classification/NAME.yaml``; else one error line."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    stem = name[:-5] if name.endswith(".yaml") else name
+    packaged = configs_dir("classification") / f"{stem}.yaml"
+    if "/" not in name and packaged.is_file():
+        return packaged
+    names = sorted(p.stem for p in configs_dir("classification").glob("*.yaml"))
+    raise ClassificationError(
+        f"--config {name}: no such file, and not a packaged config (packaged: {', '.join(names[:6])}, ... "
+        f"{len(names)} in all; see docs/classification.md)"
+    )
+
+
+def _with_packaged_configs(args: Sequence[str]) -> Tuple[List[str], List[Path]]:
+    """``args`` with each ``--config NAME`` replaced by the file it names, and those files."""
+    out: List[str] = []
+    files: List[Path] = []
+    it = iter(args)
+    for a in it:
+        if a == "--config":
+            value = next(it, None)
+            if value is None:
+                out.append(a)
+                break
+            files.append(packaged_config(value))
+            out += [a, str(files[-1])]
+        elif a.startswith("--config="):
+            files.append(packaged_config(a.split("=", 1)[1]))
+            out.append(f"--config={files[-1]}")
+        else:
+            out.append(a)
+    return out, files
+
+
+def _config_data_root(path: Path) -> Tuple[bool, Optional[str]]:
+    """``(sets data.root, its value)`` of a config file."""
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ClassificationError(f"--config {path}: cannot be read as YAML ({e})") from None
+    data = cfg.get("data") if isinstance(cfg, dict) else None
+    if isinstance(data, dict) and "root" in data:
+        return True, data["root"]
+    return False, None
+
+
+def _root_on_command_line(args: Sequence[str]) -> bool:
+    return any(a in ("--data.root", "--data") or a.startswith(("--data.root=", "--data=")) for a in args)
+
+
+@contextlib.contextmanager
+def torch_settings_restored() -> Iterator[None]:
+    """Put back what a run changes in this process: the thread count (``--num_threads``), the deterministic flags
+    (``--trainer.deterministic``) and the cuBLAS workspace variable Lightning sets with them."""
+    threads = torch.get_num_threads()
+    det, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(det, warn_only=warn)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
 
 
 def _resume_command(prog: str, args: Sequence[str], run_dir: Path) -> str:
@@ -606,60 +508,94 @@ def _resume_command(prog: str, args: Sequence[str], run_dir: Path) -> str:
     return f"{prog} {shlex.join([*keep, '--ckpt_path', 'last', '--run_dir', str(run_dir)])}"
 
 
-def _remove_failed_start(state: _RunState) -> None:
-    """A run folder this start created holds nothing worth keeping unless a checkpoint was written."""
-    run_dir = state.run_dir
-    if run_dir is None or not state.created or not run_dir.is_dir():
-        return
-    if any((run_dir / "checkpoints").glob("*.ckpt")):
-        return
-    shutil.rmtree(run_dir, ignore_errors=True)
-
-
 def main(
     argv: Optional[Sequence[str]] = None,
     base_config: Optional[Path] = None,
     demo_config: Optional[Path] = None,
-    prog: str = "python classification/train.py",
+    prog: str = "shufflenet-train",
+    datamodule_class: type = ImageFolderDataModule,
 ) -> int:
-    """Entry point of ``classification/train.py``; returns the exit status (0, 143 when interrupted).
+    """Entry point of ``shufflenet-train``; returns the exit status (0, 143 when interrupted).
 
     Bad input raises a :class:`~shufflenet.errors.ShuffleNetError` (``cli()`` prints it as one ``error:``
-    line, exit status 2); a start that fails leaves no run folder behind.
+    line, exit status 2); a start that fails leaves no run folder behind. What the run changes in this process
+    (threads, deterministic flags) is put back when it returns.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    if base_config is None:
-        base_config = configs_dir("classification") / "base.yaml"
-    if not args and demo_config is None:
-        demo_config = configs_dir("classification") / "demo.yaml"
-    if not args and demo_config is not None:
-        args = ["--config", str(demo_config)]
-        print(f"no arguments: training the demo ({demo_config}) on the generated shapes dataset", flush=True)
-    if not args or args[0] not in SUBCOMMANDS:
-        args = ["fit", *args]
-    state = _RunState()
-    _STATE.append(state)
-    try:
-        make_cli(args, base_config=base_config)
-    except TrainingInterrupted as e:
-        if state.run_dir is not None:
-            print(f"training interrupted by {e}", flush=True)
-            print(f"resume with: {_resume_command(prog, args, state.run_dir)}", flush=True)
-        return EXIT_INTERRUPTED
-    except BaseException:
-        _remove_failed_start(state)
-        raise
-    finally:
-        if state.lock is not None:
-            state.lock.release()
-        _STATE.remove(state)
-        os.environ.pop(_RUN_DIR_ENV, None)
+    sub = args[0] if args and args[0] in SUBCOMMANDS else "fit"
+    rest = args[1:] if args and args[0] in SUBCOMMANDS else args
+    rest, configs = _with_packaged_configs(rest)
+    base = base_config if base_config is not None else configs_dir("classification") / "base.yaml"
+    demo = demo_config if demo_config is not None else configs_dir("classification") / "demo.yaml"
+    defaults = [base]
+    asks_help = any(a in ("-h", "--help") or a.startswith("--print_config") for a in rest)
+    if not _root_on_command_line(rest):
+        roots = [(c, *_config_data_root(c)) for c in configs]
+        root_set = [r for r in roots if r[1]]
+        if not root_set or root_set[-1][2] is None:  # no data root anywhere: the demo
+            real = [c for c, sets, _ in roots if not sets]
+            if real and sub == "fit" and not root_set and not asks_help:
+                raise ClassificationError(
+                    f"--config {real[-1]} is a recipe for real data and no --data.root was given: pass --data.root "
+                    f"FOLDER (ImageNet layout: train/<class>/*, val/<class>/*), or leave out --config to train the demo"
+                )
+            defaults = [base, demo]
+            if sub == "fit" and not asks_help:
+                print(
+                    f"no --data.root: training the demo ({demo.name}: {_recipe_line(demo)}, with your overrides on "
+                    f"top) on the generated shapes dataset; pass --data.root FOLDER to train on your data",
+                    flush=True,
+                )
+    folder = RunFolder()
+    with torch_settings_restored():
+        try:
+            make_cli([sub, *rest], default_config_files=defaults, run_folder=folder, datamodule_class=datamodule_class)
+        except TrainingInterrupted as e:
+            if e.step is None:
+                folder.discard_failed_start()
+                print(
+                    f"interrupted by {e.signal_name} during the sanity check, before the first step: nothing was "
+                    f"saved (exit status {EXIT_INTERRUPTED})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            elif folder.path is not None:
+                print(f"training interrupted by {e}", flush=True)
+                print(f"resume with: {_resume_command(prog, [sub, *rest], folder.path)}", flush=True)
+            return EXIT_INTERRUPTED
+        except BaseException:
+            folder.discard_failed_start()
+            raise
+        finally:
+            folder.close()
     return 0
+
+
+def _recipe_line(config: Path) -> str:
+    """``shufflenet_v1_x0_25_g3 at 32 px, batch 64, 500 steps`` from a config file (what it sets)."""
+    try:
+        cfg = yaml.safe_load(config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return str(config)
+    model, data, trainer = cfg.get("model") or {}, cfg.get("data") or {}, cfg.get("trainer") or {}
+    return (
+        f"{model.get('arch', 'the base model')} at {data.get('image_size', '?')} px, batch "
+        f"{data.get('batch_size', '?')}, {trainer.get('max_steps', '?')} steps"
+    )
+
+
+def command_name(argv0: Optional[str] = None) -> str:
+    """The command the user typed: ``shufflenet-train``, or ``python classification/train.py``."""
+    script = argv0 if argv0 is not None else (sys.argv[0] if sys.argv and sys.argv[0] else "shufflenet-train")
+    if script.endswith(".py"):
+        return f"python {script}"
+    if script in ("-c", "-m", ""):
+        return "shufflenet-train"
+    return Path(script).name
 
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``classification/train.py`` and the ``shufflenet-train`` console script: :func:`main`
     through :func:`shufflenet.errors.run_cli` (bad input: one ``error:`` line, exit status 2)."""
-    script = sys.argv[0] if sys.argv and sys.argv[0] else "shufflenet-train"
-    prog = f"python {script}" if script.endswith(".py") else Path(script).name
+    prog = command_name()
     return run_cli(lambda a: main(a, prog=prog), argv)

@@ -1,12 +1,15 @@
-"""Errors of the classification wing: one line that names the file / key / value and what was expected."""
+"""Errors of the classification integration: one line that names the file / key / value and what was expected."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 from ..errors import ShuffleNetError
 
 
 class ClassificationError(ShuffleNetError, ValueError):
-    """Bad input to the classification wing (data folder, checkpoint, option value)."""
+    """Bad input to the classification integration (data folder, checkpoint, option value), or a run that
+    cannot go on (a checkpoint that cannot be written, a NaN loss); one ``error:`` line, exit status 2."""
 
 
 class DataError(ClassificationError):
@@ -17,12 +20,23 @@ class CheckpointMismatchError(ClassificationError):
     """A checkpoint that does not fit the model or the dataset (architecture or number of classes)."""
 
 
-class TrainingInterrupted(Exception):
-    """A run stopped by a signal after saving its state (not an input error: the CLI exits with 143)."""
+class CheckpointWriteError(ClassificationError):
+    """A checkpoint could not be written (full disk, ...); the previous checkpoint of that name is kept."""
 
-    def __init__(self, signum: int, step: int, checkpoint: object = None) -> None:
+
+class NonFiniteLossError(ClassificationError):
+    """The training loss became NaN or infinite; the run stopped before that step changed the weights."""
+
+
+class TrainingInterrupted(Exception):
+    """A run stopped by a signal (not an input error: the CLI exits with 143). ``step`` is the step of the
+    checkpoint written; ``None`` when the signal came during the sanity check, before any step (nothing saved)."""
+
+    def __init__(self, signum: int, step: Optional[int], checkpoint: object = None) -> None:
         import signal as _signal
 
-        self.signum, self.step, self.checkpoint = int(signum), int(step), checkpoint
-        name = _signal.Signals(self.signum).name if self.signum in set(_signal.Signals) else str(signum)
-        super().__init__(f"{name} at step {step}" + (f"; checkpoint {checkpoint}" if checkpoint else ""))
+        self.signum, self.checkpoint = int(signum), checkpoint
+        self.step = None if step is None else int(step)
+        self.signal_name = _signal.Signals(self.signum).name if self.signum in set(_signal.Signals) else str(signum)
+        where = "during the sanity check, before the first step" if step is None else f"at step {step}"
+        super().__init__(f"{self.signal_name} {where}" + (f"; checkpoint {checkpoint}" if checkpoint else ""))

@@ -7,7 +7,11 @@ accumulate_grad_batches``); linear decay to 0 over ``trainer.max_steps`` (300k i
 after a linear warmup; weight decay 4e-5. Options of the public reproductions: no weight decay on BN and
 bias parameters (timm's ``param_groups_weight_decay``), label smoothing, an EMA of the weights (timm
 ``ModelEmaV3``; validation and export then use the EMA), and BN-statistics recalibration after training
-(:class:`~shufflenet.classification.callbacks.FinishTraining`, also under a plain ``Trainer``).
+(:class:`~shufflenet.classification.callbacks.RecalibrateBN`; pass it to a plain ``Trainer`` too).
+
+``predict_step`` returns, per image of an ``(images, paths)`` batch, its path and the ``predict_top_k``
+classes with their probabilities (class names from the checkpoint, which records the training set's
+class folders).
 
 Checkpoint keys: the backbone is ``self.model`` (keys ``model.*``), the EMA copy ``self.model_ema``
 (keys ``model_ema.module.*``); ``arch`` and ``num_classes`` are saved hyperparameters, so
@@ -17,7 +21,7 @@ Checkpoint keys: the backbone is ``self.model`` (keys ``model.*``), the EMA copy
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -28,7 +32,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model
-from .callbacks import FinishTraining, recalibrate_bn
+from .callbacks import recalibrate_bn
 from .errors import CheckpointMismatchError, ClassificationError
 
 log = logging.getLogger(__name__)
@@ -54,9 +58,9 @@ class ImageClassifier(pl.LightningModule):
         ema_decay: EMA decay per optimizer step.
         ema_warmup: timm's EMA warmup (decay ramps up over the first steps).
         bn_recalibration_batches: after training, re-estimate BN statistics over this many training
-            batches (0: off). Done by :class:`~shufflenet.classification.callbacks.FinishTraining` at the end
-            of ``fit`` (before the final validation and the export); the module adds that callback itself
-            when the Trainer has none, so a plain ``Trainer.fit`` honours the option too.
+            batches (0: off). Done by the :class:`~shufflenet.classification.callbacks.RecalibrateBN` callback
+            at the end of ``fit`` (before the final validation and the export); ``shufflenet-train`` has it,
+            a plain ``Trainer`` needs it in its ``callbacks``.
         model_kwargs: extra keyword arguments of the model builder (e.g. ``drop_rate``).
         channels_last: keep the model (and so its activations) in ``torch.channels_last`` (NHWC), oneDNN's
             fastest layout for the (grouped) convolutions on CPU; same function (``classification/benchmark.py``).
@@ -92,10 +96,11 @@ class ImageClassifier(pl.LightningModule):
             ("label_smoothing", label_smoothing, 0 <= label_smoothing < 1),
             ("ema_decay", ema_decay, 0 < ema_decay < 1),
             ("warmup_steps", warmup_steps, warmup_steps >= 0),
-            ("num_classes", num_classes, num_classes >= 1),
         ):
             if not ok:
                 raise ClassificationError(f"model.{name}={value!r} is out of range")
+        if num_classes < 2:
+            raise ClassificationError(f"model.num_classes={num_classes!r}: a classifier needs at least 2 classes")
         self.save_hyperparameters()
         self.model = create_model(arch, num_classes=num_classes, **(model_kwargs or {}))
         self.model_ema = ModelEmaV3(self.model, decay=ema_decay, use_warmup=ema_warmup) if ema else None
@@ -108,6 +113,10 @@ class ImageClassifier(pl.LightningModule):
         if compile_model:
             self.model.compile()
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        #: class names (the training set's folders, saved in checkpoints); used by ``predict_step``
+        self.class_names: Optional[List[str]] = None
+        #: how many classes ``predict_step`` returns per image (``shufflenet-train predict --top_k``)
+        self.predict_top_k = 5
         top5 = min(5, num_classes)
         self.train_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -140,14 +149,6 @@ class ImageClassifier(pl.LightningModule):
         if self.model_ema is not None:
             self.model_ema.update(self.model, step=self.global_step)
 
-    def configure_callbacks(self) -> Any:
-        """:class:`FinishTraining` when BN recalibration is asked for and the Trainer has no such callback."""
-        trainer = self._trainer
-        have = trainer is not None and any(isinstance(c, FinishTraining) for c in trainer.callbacks)
-        if int(self.hparams.bn_recalibration_batches) > 0 and not have:
-            return [FinishTraining(export=False)]
-        return []
-
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
         if len(y) == 0:  # every image of the batch was unreadable (skipped and counted)
@@ -162,6 +163,28 @@ class ImageClassifier(pl.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.validation_step(batch, batch_idx)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> List[Dict[str, Any]]:
+        """Per image of an ``(images, paths)`` batch: ``{"path", "top_k": [{"index", "name", "prob"}, ...]}``."""
+        images, paths = batch[0], batch[1]
+        if len(paths) == 0:
+            return []
+        probs = torch.softmax(self.eval_model()(images).float(), dim=1)
+        k = max(1, min(int(self.predict_top_k), probs.shape[1]))
+        top = probs.topk(k, dim=1)
+        names = self.class_names
+        out = []
+        for path, p, idx in zip(paths, top.values.tolist(), top.indices.tolist()):
+            out.append(
+                {
+                    "path": str(path),
+                    "top_k": [
+                        {"index": i, "name": names[i] if names and i < len(names) else None, "prob": q}
+                        for i, q in zip(idx, p)
+                    ],
+                }
+            )
+        return out
 
     # --- optimization -------------------------------------------------------------------------------
     def global_batch_size(self) -> int:
@@ -216,7 +239,17 @@ class ImageClassifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # --- checkpoints --------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        names = self.class_names
+        if names is None and dm is not None and getattr(dm, "train_set", None) is not None:
+            names = list(dm.train_set.classes)
+        if names is not None:
+            checkpoint["class_names"] = list(names)
+
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        if checkpoint.get("class_names"):
+            self.class_names = list(checkpoint["class_names"])
         hp = checkpoint.get("hyper_parameters", {})
         sd = checkpoint.get("state_dict", {})
         theirs = hp.get("num_classes")
