@@ -5,9 +5,20 @@ Layout (torchvision ``ImageFolder`` / ImageNet): ``root/train/<class>/*.JPEG`` a
 Class indices are the sorted folder names (torchvision's ``find_classes``), so a wnid folder tree gives the
 standard ImageNet label order.
 
-Images are decoded with PIL and converted to RGB: grayscale (L/LA), palette (P), RGBA (alpha dropped),
-CMYK and 16-bit (I;16, I) images are *converted*, 16-bit ones by scaling to 8 bits. A file PIL cannot
-decode (corrupt or truncated, not an image) and an image of more than ``max_image_pixels`` pixels
+Decoding (``data.backend``): ``tensor`` (the default) reads the file's bytes once, checks the header with PIL
+(no pixel decoded) and decodes an RGB or grayscale JPEG with ``torchvision.io.decode_jpeg`` into a uint8 tensor;
+``transforms.v2`` then crops, resizes and flips the uint8 tensor, and converts to float only at the end (the
+224x224 crop, not the whole photo). Every other file (PNG, CMYK JPEG, GIF, 16-bit, ...) falls back to PIL's
+decoder. ``pil`` is the previous path: PIL decodes, the crop and resize run on the PIL image. Both apply the
+same transforms with the same random parameters (the crop box and flip of a sample do not depend on the
+backend); the pixels differ only by the resampling arithmetic of the two resize implementations (a few
+levels out of 255). ``dali`` (:mod:`shufflenet.classification.data_dali`, the ``dali`` extra) decodes and
+augments with NVIDIA DALI, on the GPU where there is one. ``data.shards`` reads the training set from
+streaming shards instead of a folder (:mod:`shufflenet.classification.shards`).
+
+Images are converted to RGB: grayscale (L/LA), palette (P), RGBA (alpha dropped),
+CMYK and 16-bit (I;16, I) images are *converted*, 16-bit ones by scaling to 8 bits. A file that cannot be
+decoded (corrupt or truncated, not an image) and an image of more than ``max_image_pixels`` pixels
 (:data:`DEFAULT_MAX_IMAGE_PIXELS`, 100 million; checked from the file header *before* decoding, so a
 decompression bomb never allocates its pixels) is *skipped*. In training the sample is replaced by the next
 readable image of the dataset (so every batch keeps its size, which DDP and exact resumption need); in
@@ -21,6 +32,7 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
@@ -33,6 +45,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
@@ -50,8 +63,11 @@ __all__ = [
     "train_transform",
     "eval_transform",
     "load_rgb",
+    "decode_rgb",
+    "BACKENDS",
     "find_split_dirs",
     "ImageFolderDataset",
+    "ImageListDataset",
     "ResumableSampler",
     "ImageFolderDataModule",
 ]
@@ -68,6 +84,14 @@ Key = Union[int, Tuple[int, int]]
 #: 10000 x 10000 photo, ~300 MB decoded as RGB; ImageNet's largest image has ~ 30 M. PIL's own
 #: decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS`` x 2, ~179 M) also applies: such files are skipped too.
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+
+
+#: ``data.backend`` values: torchvision.io + transforms.v2 on uint8 tensors, PIL, NVIDIA DALI.
+BACKENDS = ("tensor", "pil", "dali")
+
+#: What a failed decode raises: PIL (OSError, UnidentifiedImageError, SyntaxError, ValueError) and
+#: torchvision.io (RuntimeError).
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, RuntimeError)
 
 
 class ImageTooLargeError(ValueError):
@@ -112,6 +136,61 @@ def eval_transform(image_size: int = 224, resize_size: int = 256) -> T.Compose:
     )
 
 
+def _open_checked(source: Any, max_pixels: Optional[int]) -> Image.Image:
+    """``Image.open`` (header only) with the pixel limit and PIL's bomb limit as :class:`ImageTooLargeError`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
+        try:
+            im = Image.open(source)
+        except Image.DecompressionBombError as e:
+            raise ImageTooLargeError(str(e)) from None
+    w, h = im.size
+    if max_pixels is not None and w * h > max_pixels:
+        im.close()
+        raise ImageTooLargeError(f"{w}x{h} = {w * h} pixels, more than data.max_image_pixels={max_pixels}")
+    return im
+
+
+def _pil_to_rgb(im: Image.Image) -> Image.Image:
+    """Fully decode an opened image and convert it to RGB (16-bit scaled to 8 bits)."""
+    im.load()  # force the full decode here: a truncated file fails now, not inside a transform
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.int64)
+        top = 65535 if im.mode.startswith("I;16") or arr.max() > 255 else 255
+        arr = np.clip(arr * 255 // max(top, 1), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if im.mode == "RGB":
+        return im.copy()
+    return im.convert("RGB")
+
+
+def decode_rgb(path: Union[str, Path, bytes], max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> torch.Tensor:
+    """Decode an image file (a path, or its bytes) to an RGB ``uint8`` tensor of shape ``(3, H, W)``.
+
+    The file is read once; PIL reads its header (size, format, mode: no pixel is decoded) for the pixel limit,
+    then an RGB or grayscale JPEG is decoded by ``torchvision.io.decode_jpeg`` (libjpeg-turbo) and anything
+    else (PNG, CMYK JPEG, 16-bit, palette, ...) by PIL, converted as :func:`load_rgb` does. Raises what
+    :func:`load_rgb` raises, and ``RuntimeError`` for a JPEG that libjpeg cannot decode.
+    """
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        data = bytes(path)
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
+    with _open_checked(io.BytesIO(data), max_pixels) as im:
+        if im.format == "JPEG" and im.mode in ("RGB", "L"):
+            buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            with warnings.catch_warnings():
+                # libjpeg's warnings ("premature end of data segment") are errors here: PIL refuses those files too
+                warnings.simplefilter("error")
+                try:
+                    return decode_jpeg(buf, mode=ImageReadMode.RGB)
+                except (UserWarning, RuntimeError) as e:  # "decode_jpeg, <source file>:<line>, <reason>"
+                    raise OSError(f"corrupt JPEG: {str(e).rsplit(', ', 1)[-1]}") from None
+        rgb = _pil_to_rgb(im)
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+
+
 def load_rgb(path: Union[str, Path], max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
     """Decode ``path`` fully and return an RGB image (grayscale/palette/RGBA/CMYK/16-bit converted).
 
@@ -119,25 +198,8 @@ def load_rgb(path: Union[str, Path], max_pixels: Optional[int] = DEFAULT_MAX_IMA
     :class:`ImageTooLargeError` (a ``ValueError``) for an image of more than ``max_pixels`` pixels, read from
     the header before any pixel is decoded (``None``: no limit of ours; PIL's bomb limit still applies).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
-        try:
-            im = Image.open(path)
-        except Image.DecompressionBombError as e:
-            raise ImageTooLargeError(str(e)) from None
-    with im:
-        w, h = im.size
-        if max_pixels is not None and w * h > max_pixels:
-            raise ImageTooLargeError(f"{w}x{h} = {w * h} pixels, more than data.max_image_pixels={max_pixels}")
-        im.load()  # force the full decode here: a truncated file fails now, not inside a transform
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.int64)
-            top = 65535 if im.mode.startswith("I;16") or arr.max() > 255 else 255
-            arr = np.clip(arr * 255 // max(top, 1), 0, 255).astype(np.uint8)
-            return Image.fromarray(arr, "L").convert("RGB")
-        if im.mode == "RGB":
-            return im.copy()
-        return im.convert("RGB")
+    with _open_checked(path, max_pixels) as im:
+        return _pil_to_rgb(im)
 
 
 def find_split_dirs(root: Union[str, Path]) -> Tuple[Path, Path]:
@@ -192,6 +254,8 @@ class ImageFolderDataset(Dataset):
     ``(epoch, i)`` key the random transform is seeded by ``(seed, epoch, i)``. An unreadable or oversized
     image is replaced by the next readable one (``replace_unreadable=True``, training) or returned as
     ``(None, label, skipped_paths)`` (evaluation: :func:`collate` drops it, so no image counts twice).
+    ``backend``: ``"tensor"`` decodes with :func:`decode_rgb` (a uint8 tensor goes into ``transform``),
+    ``"pil"`` with :func:`load_rgb` (a PIL image goes in).
     """
 
     def __init__(
@@ -202,7 +266,11 @@ class ImageFolderDataset(Dataset):
         classes: Optional[Sequence[str]] = None,
         max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
         replace_unreadable: bool = True,
+        backend: str = "tensor",
     ) -> None:
+        if backend not in ("tensor", "pil"):
+            raise DataError(f"data.backend must be 'tensor' or 'pil' for an image folder dataset, got {backend!r}")
+        self.backend = backend
         self.root = Path(split_dir)
         self.classes, self.samples = _scan(self.root)
         if classes is not None and list(classes) != self.classes:
@@ -224,7 +292,15 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def _seed_for(self, epoch: int, index: int) -> int:
-        return (self.seed * 1_000_003 + epoch) * 2_000_000_011 + index
+        return sample_seed(self.seed, epoch, index)
+
+    def decode(self, path: str) -> Any:
+        """The image at ``path``: a uint8 ``(3, H, W)`` tensor (``tensor`` backend) or an RGB PIL image."""
+        return (
+            decode_rgb(path, self.max_image_pixels)
+            if self.backend == "tensor"
+            else load_rgb(path, self.max_image_pixels)
+        )
 
     def __getitem__(self, key: Key) -> Tuple[Optional[torch.Tensor], int, Tuple[str, ...]]:
         epoch, index = key if isinstance(key, tuple) else (None, int(key))
@@ -232,22 +308,96 @@ class ImageFolderDataset(Dataset):
         for attempt in range(len(self.samples) if self.replace_unreadable else 1):
             path, label = self.samples[(index + attempt) % len(self.samples)]
             try:
-                img = load_rgb(path, self.max_image_pixels)
+                img = self.decode(path)
                 break
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+            except DECODE_ERRORS as e:
                 skipped.append(f"{path}: {type(e).__name__}: {e}")
         else:
             if not self.replace_unreadable:
                 return None, self.samples[index % len(self.samples)][1], tuple(skipped)
             raise DataError(f"{self.root}: no image of the dataset can be decoded")
         if self.transform is not None:
-            if epoch is None:
-                img = self.transform(img)
-            else:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(self._seed_for(epoch, index) % (2**63 - 1))
-                    img = self.transform(img)
+            img = apply_seeded(self.transform, img, None if epoch is None else self._seed_for(epoch, index))
         return img, label, tuple(skipped)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index``'s augmentation in ``epoch`` (the same for every backend and worker count)."""
+    return ((int(seed) * 1_000_003 + int(epoch)) * 2_000_000_011 + int(index)) % (2**63 - 1)
+
+
+def apply_seeded(transform: Any, img: Any, seed: Optional[int]) -> Any:
+    """``transform(img)``, with torch's global generator seeded by ``seed`` (and restored after) unless ``None``."""
+    if seed is None:
+        return transform(img)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(img)
+
+
+def list_images(root: Union[str, Path]) -> List[str]:
+    """The image files under ``root`` (recursively, sorted; hidden folders skipped), or ``[root]`` for one image."""
+    root = Path(root).expanduser()
+    if root.is_file():
+        return [str(root)]
+    if not root.is_dir():
+        raise DataError(f"data.predict_root {root} does not exist (expected a folder of images or one image file)")
+    files = sorted(
+        os.path.join(dirpath, f)
+        for dirpath, dirnames, fnames in os.walk(root, followlinks=True)
+        if not any(part.startswith(".") for part in Path(dirpath).relative_to(root).parts)
+        for f in fnames
+        if f.lower().endswith(IMG_EXTENSIONS) and not f.startswith(".")
+    )
+    if not files:
+        raise DataError(f"data.predict_root {root} holds no images (looked for {', '.join(IMG_EXTENSIONS)})")
+    return files
+
+
+class ImageListDataset(Dataset):
+    """The images under a folder (recursive, or flat) for prediction: ``dataset[i]`` is
+    ``(image_tensor or None, path, skipped)``; an unreadable or oversized image gives ``None`` and is listed in
+    ``skipped`` (:func:`collate_predict` drops it)."""
+
+    def __init__(
+        self,
+        root: Union[str, Path],
+        transform: Any = None,
+        max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
+        backend: str = "tensor",
+    ) -> None:
+        if backend not in ("tensor", "pil"):
+            raise DataError(f"data.backend must be 'tensor' or 'pil' for prediction, got {backend!r}")
+        self.root = Path(root).expanduser()
+        self.files = list_images(self.root)
+        self.transform = transform
+        self.max_image_pixels = max_image_pixels
+        self.backend = backend
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Tuple[Optional[torch.Tensor], str, Tuple[str, ...]]:
+        path = self.files[int(index)]
+        try:
+            img = (
+                decode_rgb(path, self.max_image_pixels)
+                if self.backend == "tensor"
+                else load_rgb(path, self.max_image_pixels)
+            )
+        except DECODE_ERRORS as e:
+            return None, path, (f"{path}: {type(e).__name__}: {e}",)
+        return (self.transform(img) if self.transform is not None else img), path, ()
+
+
+def collate_predict(
+    batch: Sequence[Tuple[Optional[torch.Tensor], str, Tuple[str, ...]]],
+) -> Tuple[torch.Tensor, List[str], List[str]]:
+    """``(images, paths, skipped)``; unreadable images are dropped (their paths are in ``skipped``)."""
+    kept = [b for b in batch if b[0] is not None]
+    skipped = [s for b in batch for s in b[2]]
+    images = torch.stack([b[0] for b in kept]) if kept else torch.empty(0)
+    return images, [b[1] for b in kept], skipped
 
 
 def collate(
@@ -334,6 +484,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
         persistent_workers, pin_memory: DataLoader options.
         max_image_pixels: images with more pixels (read from the file header, before decoding) are skipped
             and counted like unreadable ones (default 100 million; see ``DEFAULT_MAX_IMAGE_PIXELS``).
+        backend: ``tensor`` (torchvision.io + transforms.v2 on uint8 tensors, the default), ``pil`` (PIL
+            decode and resize, the previous path) or ``dali`` (NVIDIA DALI; the ``dali`` extra).
+        shards: a folder or object-store URL (``s3://bucket/prefix``, ``gs://``, ``azure://``) written by
+            ``shufflenet-shards``: training and validation stream from its ``train/`` and ``val/`` shards
+            instead of ``root`` (split across ranks and nodes; resumes mid-epoch exactly).
+        predict_root: a folder of images (searched recursively) or one image, for ``predict``: batches of
+            ``(images, paths)`` with the evaluation transform; unreadable images are dropped and listed in
+            :attr:`skipped`.
     """
 
     def __init__(
@@ -349,8 +507,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         pin_memory: bool = True,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        backend: str = "tensor",
+        shards: Optional[str] = None,
+        predict_root: Optional[str] = None,
     ) -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise DataError(f"data.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "dali":
+            from .data_dali import require_dali
+
+            require_dali()
+        if shards is not None and backend == "dali":
+            raise DataError("data.shards works with data.backend tensor or pil, not dali")
         if max_image_pixels < 1:
             raise DataError(f"data.max_image_pixels must be >= 1, got {max_image_pixels}")
         if batch_size < 1:
@@ -364,8 +533,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self._classes: Optional[List[str]] = None
-        self.train_set: Optional[ImageFolderDataset] = None
-        self.val_set: Optional[ImageFolderDataset] = None
+        self.train_set: Optional[Any] = None
+        self.val_set: Optional[Any] = None
+        self.predict_set: Optional[ImageListDataset] = None
         self._sampler: Optional[ResumableSampler] = None
         self._resume: Optional[int] = None
         self._resume_check = 0
@@ -381,6 +551,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     @property
     def classes(self) -> List[str]:
+        if self._classes is None and self.hparams.shards is not None:
+            from .shards import read_classes
+
+            self._classes = read_classes(self.hparams.shards)
         if self._classes is None:
             train, _ = find_split_dirs(self.resolved_root())
             self._classes = sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
@@ -392,15 +566,55 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def _folder_backend(self) -> str:
+        """The decoder of the folder datasets (the DALI loaders read the datasets' file lists only)."""
+        return "pil" if self.hparams.backend == "pil" else "tensor"
+
     def setup(self, stage: Optional[str] = None) -> None:
-        train_dir, val_dir = find_split_dirs(self.resolved_root())
         hp = self.hparams
+        if stage == "predict":
+            if hp.predict_root is None:
+                raise DataError("data.predict_root is not set: give a folder of images (or one image) to predict")
+            if self.predict_set is None:
+                self.predict_set = ImageListDataset(
+                    hp.predict_root,
+                    eval_transform(hp.image_size, hp.resize_size),
+                    max_image_pixels=hp.max_image_pixels,
+                    backend=self._folder_backend(),
+                )
+            return
+        if hp.shards is not None:
+            from .shards import ShardDataset
+
+            if stage in (None, "fit") and self.train_set is None:
+                self.train_set = ShardDataset.open(
+                    hp.shards,
+                    "train",
+                    train_transform(hp.image_size, hp.crop_scale, hp.hflip),
+                    seed=hp.seed,
+                    shuffle=True,
+                    max_image_pixels=hp.max_image_pixels,
+                    backend=self._folder_backend(),
+                )
+            if self.val_set is None:
+                self.val_set = ShardDataset.open(
+                    hp.shards,
+                    "val",
+                    eval_transform(hp.image_size, hp.resize_size),
+                    seed=hp.seed,
+                    shuffle=False,
+                    max_image_pixels=hp.max_image_pixels,
+                    backend=self._folder_backend(),
+                )
+            return
+        train_dir, val_dir = find_split_dirs(self.resolved_root())
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = ImageFolderDataset(
                 train_dir,
                 train_transform(hp.image_size, hp.crop_scale, hp.hflip),
                 seed=hp.seed,
                 max_image_pixels=hp.max_image_pixels,
+                backend=self._folder_backend(),
             )
             self._classes = self.train_set.classes
         if self.val_set is None:
@@ -410,11 +624,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 classes=self.classes,
                 max_image_pixels=hp.max_image_pixels,
                 replace_unreadable=False,
+                backend=self._folder_backend(),
             )
 
     # --- loaders -------------------------------------------------------------------------------------
     def _loader(
-        self, dataset: Dataset, sampler: Any = None, shuffle: bool = False, drop_last: bool = False
+        self, dataset: Dataset, sampler: Any = None, shuffle: bool = False, drop_last: bool = False, collate_fn=None
     ) -> DataLoader:
         workers = min(int(self.num_workers), available_cpus())
         if workers < self.num_workers and not getattr(self, "_capped_logged", False):
@@ -427,17 +642,24 @@ class ImageFolderDataModule(pl.LightningDataModule):
             shuffle=shuffle if sampler is None else None,
             drop_last=drop_last,
             num_workers=workers,
-            collate_fn=collate,
+            collate_fn=collate_fn or collate,
             worker_init_fn=ignore_stop_signals if workers > 0 else None,
             persistent_workers=bool(self.hparams.persistent_workers and workers > 0),
             pin_memory=bool(self.hparams.pin_memory and torch.cuda.is_available()),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def _workers(self) -> int:
+        return min(int(self.num_workers), available_cpus())
+
+    def train_dataloader(self) -> Any:
         assert self.train_set is not None, "call setup('fit') first"
         world, rank = 1, 0
         if self.trainer is not None:
             world, rank = self.trainer.world_size, self.trainer.global_rank
+        if self.hparams.shards is not None:
+            from .shards import shard_loader
+
+            return shard_loader(self, self.train_set, self.batch_size, self._workers(), world, train=True)
         if len(self.train_set) < self.batch_size * world:
             raise DataError(
                 f"{self.train_set.root} has {len(self.train_set)} images, fewer than one global batch "
@@ -461,6 +683,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
             if skip:
                 self._sampler.resume(epoch, skip * self.batch_size)
             self._resume = None
+        if self.hparams.backend == "dali":
+            from .data_dali import DaliLoader
+
+            return DaliLoader.for_training(self, self.train_set, self._sampler)
         return self._loader(self.train_set, sampler=self._sampler, drop_last=True)
 
     def _epoch_of_next_batch(self) -> Optional[int]:
@@ -473,23 +699,49 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def batches_per_epoch(self) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
+        if self.hparams.shards is not None:
+            from .shards import batches_per_epoch
+
+            return batches_per_epoch(self.train_set, self.batch_size, self._workers(), world)
         return len(self.train_set) // world // self.batch_size
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> Any:
         assert self.val_set is not None, "call setup() first"
+        if self.hparams.shards is not None:
+            from .shards import shard_loader
+
+            world = self.trainer.world_size if self.trainer is not None else 1
+            return shard_loader(self, self.val_set, self.batch_size, self._workers(), world, train=False)
+        if self.hparams.backend == "dali":
+            from .data_dali import DaliLoader
+
+            return DaliLoader.for_evaluation(self, self.val_set)
         return self._loader(self.val_set)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> Any:
         return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches of ``(images, paths)`` over :attr:`predict_set` (``data.predict_root``), evaluation transform,
+        in the sorted order of the paths; unreadable images are dropped and counted in :attr:`skipped`."""
+        if self.predict_set is None:
+            self.setup("predict")
+        return self._loader(self.predict_set, collate_fn=collate_predict)
 
     # --- per-batch bookkeeping -------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        images, targets, skipped = batch
+        """``(images, targets, skipped)`` -> ``(images, targets)`` (``(images, paths)`` in prediction); the
+        skipped files are warned about once each and kept in :attr:`skipped` (path -> reason)."""
+        images, targets, skipped = batch[:3]
+        if len(batch) > 3 and hasattr(self.train_set, "note_state"):  # a sharded training batch: its stream state
+            self.train_set.note_state(batch[3])
+        training = self.trainer is not None and self.trainer.training
         for entry in skipped:
             path, _, reason = entry.partition(": ")
             if path not in self.skipped:
                 self.skipped[path] = reason
-                log.warning("skipping unreadable image %s (%s); using the next image instead", path, reason)
+                instead = "; using the next image instead" if training else ""
+                log.warning("skipping unreadable image %s (%s)%s", path, reason, instead)
         return images, targets
 
     # --- exact mid-epoch resumption ----------------------------------------------------------------------
