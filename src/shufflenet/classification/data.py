@@ -542,7 +542,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.skipped: Dict[str, str] = {}
 
     # --- layout --------------------------------------------------------------------------------------
-    def resolved_root(self) -> Path:
+    def resolved_root(self) -> Union[Path, str]:
+        """The data folder (the demo dataset's when ``root`` is unset), or ``data.shards`` when set."""
+        if self.hparams.shards is not None:
+            return self.hparams.shards
         if self.root is None:
             from .demo import ensure_demo_dataset
 
