@@ -185,29 +185,70 @@ def _pil_to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+#: Start-of-frame markers of the JPEG processes libjpeg decodes (baseline, extended, progressive, lossless; Huffman
+#: or arithmetic); C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_frame(buf: Union[bytes, bytearray, memoryview]) -> Optional[Tuple[int, int, int, int]]:
+    """``(height, width, components, bits)`` from a JPEG's start-of-frame segment, ``None`` if ``buf`` is not a
+    JPEG whose frame header can be found (the caller then asks PIL). Reads only the marker segments' headers."""
+    n = len(buf)
+    if n < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+        return None
+    i = 2
+    while i + 4 <= n:
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # standalone markers
+            i += 2
+            continue
+        if marker in _SOF_MARKERS:
+            if i + 10 > n:
+                return None
+            bits, h, w, comps = buf[i + 4], (buf[i + 5] << 8) | buf[i + 6], (buf[i + 7] << 8) | buf[i + 8], buf[i + 9]
+            return h, w, comps, bits
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame
+            return None
+        i += 2 + ((buf[i + 2] << 8) | buf[i + 3])
+    return None
+
+
 def decode_rgb(path: Union[str, Path, bytes], max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> torch.Tensor:
     """Decode an image file (a path, or its bytes) to an RGB ``uint8`` tensor of shape ``(3, H, W)``.
 
-    The file is read once; PIL reads its header (size, format, mode: no pixel is decoded) for the pixel limit,
-    then an RGB or grayscale JPEG is decoded by ``torchvision.io.decode_jpeg`` (libjpeg-turbo) and anything
-    else (PNG, CMYK JPEG, 16-bit, palette, ...) by PIL, converted as :func:`load_rgb` does. Raises what
-    :func:`load_rgb` raises, and ``RuntimeError`` for a JPEG that libjpeg cannot decode.
+    The file is read once. An 8-bit grayscale or YCbCr/RGB JPEG (the frame header gives its size before any pixel
+    is decoded: the pixel limit and PIL's bomb limit are checked first) is decoded by
+    ``torchvision.io.decode_jpeg`` (libjpeg-turbo); anything else (PNG, CMYK JPEG, 16-bit, palette, ...) by PIL,
+    converted as :func:`load_rgb` does. Raises what :func:`load_rgb` raises (``OSError`` for a corrupt JPEG).
     """
     if isinstance(path, (bytes, bytearray, memoryview)):
-        data = bytes(path)
+        data = bytearray(path)
     else:
         with open(path, "rb") as f:
-            data = f.read()
+            data = bytearray(os.fstat(f.fileno()).st_size)
+            got = f.readinto(data)
+            if got != len(data):
+                data = data[:got]
+    frame = jpeg_frame(data)
+    if frame is not None and frame[2] in (1, 3) and frame[3] == 8 and frame[0] > 0:
+        h, w = frame[0], frame[1]
+        bomb = Image.MAX_IMAGE_PIXELS
+        if (max_pixels is not None and w * h > max_pixels) or (bomb and w * h > 2 * bomb):
+            with _open_checked(io.BytesIO(data), max_pixels):  # the same error (and message) as the PIL path
+                pass
+        with warnings.catch_warnings():
+            # libjpeg's warnings ("premature end of data segment") are errors here: PIL refuses those files too
+            warnings.simplefilter("error")
+            try:
+                return decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode=ImageReadMode.RGB)
+            except (UserWarning, RuntimeError) as e:  # "decode_jpeg, <source file>:<line>, <reason>"
+                raise OSError(f"corrupt JPEG: {str(e).rsplit(', ', 1)[-1]}") from None
     with _open_checked(io.BytesIO(data), max_pixels) as im:
-        if im.format == "JPEG" and im.mode in ("RGB", "L"):
-            buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            with warnings.catch_warnings():
-                # libjpeg's warnings ("premature end of data segment") are errors here: PIL refuses those files too
-                warnings.simplefilter("error")
-                try:
-                    return decode_jpeg(buf, mode=ImageReadMode.RGB)
-                except (UserWarning, RuntimeError) as e:  # "decode_jpeg, <source file>:<line>, <reason>"
-                    raise OSError(f"corrupt JPEG: {str(e).rsplit(', ', 1)[-1]}") from None
         rgb = _pil_to_rgb(im)
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
 
