@@ -21,8 +21,8 @@ import torch
 from torchvision.transforms import v2 as T
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
-from .data import DECODE_ERRORS, _open_checked, sample_seed
 from .errors import DataError
+from .imagefiles import DECODE_ERRORS, _open_checked, sample_seed
 
 __all__ = ["require_dali", "dali_available", "DaliLoader", "crop_params"]
 

@@ -37,7 +37,8 @@ import torch
 
 from ..errors import run_cli
 from ..fileio import write_json_atomic
-from .data import (
+from .errors import DataError
+from .imagefiles import (
     DECODE_ERRORS,
     DEFAULT_MAX_IMAGE_PIXELS,
     _scan,
@@ -49,7 +50,6 @@ from .data import (
     load_rgb,
     sample_seed,
 )
-from .errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def write_shards(
                 chunk_bytes=chunk_bytes,
                 num_workers=max(1, int(num_workers)),
                 reorder_files=False,
-                mode="overwrite" if remote else None,
+                mode=None,  # litdata refuses an output folder or prefix that holds data: nothing is overwritten
                 start_method="fork",
                 verbose=True,
             )
