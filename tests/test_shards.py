@@ -75,7 +75,7 @@ def test_writer_keeps_the_files_bytes_and_leaves_out_unreadable(tmp_path, capsys
     assert cli([str(root), str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {out} exists already")
     with pytest.raises(DataError, match="has no shards.json"):
-        ImageFolderDataModule(shards=str(tmp_path)).classes
+        _ = ImageFolderDataModule(shards=str(tmp_path)).classes
 
 
 def test_ranks_read_disjoint_parts_and_crops_are_seeded_per_sample(tmp_path, monkeypatch):
