@@ -5,9 +5,20 @@ Layout (torchvision ``ImageFolder`` / ImageNet): ``root/train/<class>/*.JPEG`` a
 Class indices are the sorted folder names (torchvision's ``find_classes``), so a wnid folder tree gives the
 standard ImageNet label order.
 
-Images are decoded with PIL and converted to RGB: grayscale (L/LA), palette (P), RGBA (alpha dropped),
-CMYK and 16-bit (I;16, I) images are *converted*, 16-bit ones by scaling to 8 bits. A file PIL cannot
-decode (corrupt or truncated, not an image) and an image of more than ``max_image_pixels`` pixels
+Decoding (``data.backend``): ``tensor`` (the default) reads the file's bytes once, checks the header with PIL
+(no pixel decoded) and decodes an RGB or grayscale JPEG with ``torchvision.io.decode_jpeg`` into a uint8 tensor;
+``transforms.v2`` then crops, resizes and flips the uint8 tensor, and converts to float only at the end (the
+224x224 crop, not the whole photo). Every other file (PNG, CMYK JPEG, GIF, 16-bit, ...) falls back to PIL's
+decoder. ``pil`` is the previous path: PIL decodes, the crop and resize run on the PIL image. Both apply the
+same transforms with the same random parameters (the crop box and flip of a sample do not depend on the
+backend); the pixels differ only by the resampling arithmetic of the two resize implementations (a few
+levels out of 255). ``dali`` (:mod:`shufflenet.classification.data_dali`, the ``dali`` extra) decodes and
+augments with NVIDIA DALI, on the GPU where there is one. ``data.shards`` reads the training set from
+streaming shards instead of a folder (:mod:`shufflenet.classification.shards`).
+
+Images are converted to RGB: grayscale (L/LA), palette (P), RGBA (alpha dropped),
+CMYK and 16-bit (I;16, I) images are *converted*, 16-bit ones by scaling to 8 bits. A file that cannot be
+decoded (corrupt or truncated, not an image) and an image of more than ``max_image_pixels`` pixels
 (:data:`DEFAULT_MAX_IMAGE_PIXELS`, 100 million; checked from the file header *before* decoding, so a
 decompression bomb never allocates its pixels) is *skipped*. In training the sample is replaced by the next
 readable image of the dataset (so every batch keeps its size, which DDP and exact resumption need); in
@@ -23,21 +34,34 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
+from .imagefiles import (  # re-exported: the data API of earlier releases
+    DECODE_ERRORS,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageTooLargeError,
+    _scan,
+    apply_seeded,
+    collate,
+    collate_predict,
+    decode_rgb,
+    find_split_dirs,
+    ignore_stop_signals,
+    list_images,
+    load_rgb,
+    sample_seed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +74,17 @@ __all__ = [
     "train_transform",
     "eval_transform",
     "load_rgb",
+    "decode_rgb",
+    "BACKENDS",
     "find_split_dirs",
     "ImageFolderDataset",
+    "ImageListDataset",
     "ResumableSampler",
     "ImageFolderDataModule",
+    "ToNormalizedFloat",
+    "collate",
+    "collate_predict",
+    "sample_seed",
 ]
 
 #: The crop-area range of RandomResizedCrop. ResNeXt/Inception use (0.08, 1); the paper uses "slightly
@@ -64,14 +95,9 @@ DEFAULT_CROP_SCALE = (0.25, 1.0)
 
 Key = Union[int, Tuple[int, int]]
 
-#: Images with more pixels are skipped before decoding (``data.max_image_pixels``). 100 M pixels is a
-#: 10000 x 10000 photo, ~300 MB decoded as RGB; ImageNet's largest image has ~ 30 M. PIL's own
-#: decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS`` x 2, ~179 M) also applies: such files are skipped too.
-DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 
-
-class ImageTooLargeError(ValueError):
-    """An image whose header declares more pixels than the limit (it is skipped, never decoded)."""
+#: ``data.backend`` values: torchvision.io + transforms.v2 on uint8 tensors, PIL, NVIDIA DALI.
+BACKENDS = ("tensor", "pil", "dali")
 
 
 def available_cpus() -> int:
@@ -80,6 +106,31 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+class ToNormalizedFloat(torch.nn.Module):
+    """A uint8 RGB image (a ``(3, H, W)`` tensor or a PIL image) -> float32 ``(x / 255 - mean) / std``.
+
+    The same numbers as ``v2.ToImage() + v2.ToDtype(float32, scale=True) + v2.Normalize(mean, std)`` (to float
+    rounding) in two passes over the crop instead of four: ``x * (1 / (255 std)) + (-mean / std)``.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(v) for v in std)
+        std_t = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1) / std_t
+
+    def forward(self, img: Any) -> torch.Tensor:
+        if isinstance(img, Image.Image):
+            img = torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1)
+        if img.dtype != torch.uint8:
+            raise TypeError(f"ToNormalizedFloat expects a uint8 image, got {img.dtype}")
+        return torch.addcmul(self.shift, img.as_subclass(torch.Tensor).to(torch.float32), self.scale)
+
+    def extra_repr(self) -> str:
+        return f"mean={list(self.mean)}, std={list(self.std)}"
 
 
 def train_transform(
@@ -92,9 +143,7 @@ def train_transform(
                 image_size, scale=tuple(crop_scale), interpolation=InterpolationMode.BILINEAR, antialias=True
             ),
             T.RandomHorizontalFlip(hflip),
-            T.ToImage(),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ToNormalizedFloat(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
 
@@ -105,84 +154,9 @@ def eval_transform(image_size: int = 224, resize_size: int = 256) -> T.Compose:
         [
             T.Resize(resize_size, interpolation=InterpolationMode.BILINEAR, antialias=True),
             T.CenterCrop(image_size),
-            T.ToImage(),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ToNormalizedFloat(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
-
-
-def load_rgb(path: Union[str, Path], max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode ``path`` fully and return an RGB image (grayscale/palette/RGBA/CMYK/16-bit converted).
-
-    Raises ``OSError``/``UnidentifiedImageError``/``ValueError`` for a file PIL cannot decode, and
-    :class:`ImageTooLargeError` (a ``ValueError``) for an image of more than ``max_pixels`` pixels, read from
-    the header before any pixel is decoded (``None``: no limit of ours; PIL's bomb limit still applies).
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below decides
-        try:
-            im = Image.open(path)
-        except Image.DecompressionBombError as e:
-            raise ImageTooLargeError(str(e)) from None
-    with im:
-        w, h = im.size
-        if max_pixels is not None and w * h > max_pixels:
-            raise ImageTooLargeError(f"{w}x{h} = {w * h} pixels, more than data.max_image_pixels={max_pixels}")
-        im.load()  # force the full decode here: a truncated file fails now, not inside a transform
-        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-            arr = np.asarray(im, dtype=np.int64)
-            top = 65535 if im.mode.startswith("I;16") or arr.max() > 255 else 255
-            arr = np.clip(arr * 255 // max(top, 1), 0, 255).astype(np.uint8)
-            return Image.fromarray(arr, "L").convert("RGB")
-        if im.mode == "RGB":
-            return im.copy()
-        return im.convert("RGB")
-
-
-def find_split_dirs(root: Union[str, Path]) -> Tuple[Path, Path]:
-    """``(train_dir, val_dir)`` of an ImageNet-layout root, or a :class:`DataError` saying what is wrong."""
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DataError(f"data root {root} does not exist")
-    if not root.is_dir():
-        raise DataError(f"data root {root} is not a folder (expected ImageNet layout: train/<class>/*, val/<class>/*)")
-    train = root / "train"
-    val = root / "val" if (root / "val").is_dir() else root / "test"
-    missing = [p.name + "/" for p in (train, val) if not p.is_dir()]
-    missing = ["val/" if m == "test/" else m for m in missing]
-    if missing:
-        found = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())[:8]
-        raise DataError(
-            f"data root {root} is not in ImageNet layout: missing {' and '.join(missing)} (expected "
-            f"train/<class>/*.JPEG and val/<class>/*.JPEG, or test/ instead of val/); found {found or 'nothing'}"
-        )
-    return train, val
-
-
-def _scan(split_dir: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
-    """Classes (sorted subfolder names) and ``(path, label)`` samples of one split folder."""
-    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
-    if not classes:
-        loose = [e.name for e in os.scandir(split_dir) if e.is_file()][:3]
-        hint = f" (it holds files directly, e.g. {loose}; put each class in its own subfolder)" if loose else ""
-        raise DataError(f"{split_dir} has no class subfolders{hint}: expected {split_dir}/<class>/<image>")
-    samples: List[Tuple[str, int]] = []
-    for label, name in enumerate(classes):
-        folder = split_dir / name
-        files = sorted(
-            os.path.join(dirpath, f)
-            for dirpath, _, fnames in os.walk(folder, followlinks=True)
-            for f in fnames
-            if f.lower().endswith(IMG_EXTENSIONS)
-        )
-        if not files:
-            raise DataError(
-                f"class folder {folder} has no images (looked for {', '.join(IMG_EXTENSIONS)}); "
-                f"remove the folder or add images"
-            )
-        samples.extend((f, label) for f in files)
-    return classes, samples
 
 
 class ImageFolderDataset(Dataset):
@@ -192,6 +166,8 @@ class ImageFolderDataset(Dataset):
     ``(epoch, i)`` key the random transform is seeded by ``(seed, epoch, i)``. An unreadable or oversized
     image is replaced by the next readable one (``replace_unreadable=True``, training) or returned as
     ``(None, label, skipped_paths)`` (evaluation: :func:`collate` drops it, so no image counts twice).
+    ``backend``: ``"tensor"`` decodes with :func:`decode_rgb` (a uint8 tensor goes into ``transform``),
+    ``"pil"`` with :func:`load_rgb` (a PIL image goes in).
     """
 
     def __init__(
@@ -202,7 +178,11 @@ class ImageFolderDataset(Dataset):
         classes: Optional[Sequence[str]] = None,
         max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
         replace_unreadable: bool = True,
+        backend: str = "tensor",
     ) -> None:
+        if backend not in ("tensor", "pil"):
+            raise DataError(f"data.backend must be 'tensor' or 'pil' for an image folder dataset, got {backend!r}")
+        self.backend = backend
         self.root = Path(split_dir)
         self.classes, self.samples = _scan(self.root)
         if classes is not None and list(classes) != self.classes:
@@ -224,7 +204,15 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def _seed_for(self, epoch: int, index: int) -> int:
-        return (self.seed * 1_000_003 + epoch) * 2_000_000_011 + index
+        return sample_seed(self.seed, epoch, index)
+
+    def decode(self, path: str) -> Any:
+        """The image at ``path``: a uint8 ``(3, H, W)`` tensor (``tensor`` backend) or an RGB PIL image."""
+        return (
+            decode_rgb(path, self.max_image_pixels)
+            if self.backend == "tensor"
+            else load_rgb(path, self.max_image_pixels)
+        )
 
     def __getitem__(self, key: Key) -> Tuple[Optional[torch.Tensor], int, Tuple[str, ...]]:
         epoch, index = key if isinstance(key, tuple) else (None, int(key))
@@ -232,50 +220,53 @@ class ImageFolderDataset(Dataset):
         for attempt in range(len(self.samples) if self.replace_unreadable else 1):
             path, label = self.samples[(index + attempt) % len(self.samples)]
             try:
-                img = load_rgb(path, self.max_image_pixels)
+                img = self.decode(path)
                 break
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+            except DECODE_ERRORS as e:
                 skipped.append(f"{path}: {type(e).__name__}: {e}")
         else:
             if not self.replace_unreadable:
                 return None, self.samples[index % len(self.samples)][1], tuple(skipped)
             raise DataError(f"{self.root}: no image of the dataset can be decoded")
         if self.transform is not None:
-            if epoch is None:
-                img = self.transform(img)
-            else:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(self._seed_for(epoch, index) % (2**63 - 1))
-                    img = self.transform(img)
+            img = apply_seeded(self.transform, img, None if epoch is None else self._seed_for(epoch, index))
         return img, label, tuple(skipped)
 
 
-def collate(
-    batch: Sequence[Tuple[Optional[torch.Tensor], int, Tuple[str, ...]]],
-) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
-    """Stack a batch; samples without an image (skipped in evaluation) are dropped."""
-    kept = [b for b in batch if b[0] is not None]
-    skipped = [s for b in batch for s in b[2]]
-    if not kept:
-        return torch.empty(0), torch.empty(0, dtype=torch.long), skipped
-    images = torch.stack([b[0] for b in kept])
-    targets = torch.tensor([b[1] for b in kept], dtype=torch.long)
-    return images, targets, skipped
+class ImageListDataset(Dataset):
+    """The images under a folder (recursive, or flat) for prediction: ``dataset[i]`` is
+    ``(image_tensor or None, path, skipped)``; an unreadable or oversized image gives ``None`` and is listed in
+    ``skipped`` (:func:`collate_predict` drops it)."""
 
+    def __init__(
+        self,
+        root: Union[str, Path],
+        transform: Any = None,
+        max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
+        backend: str = "tensor",
+    ) -> None:
+        if backend not in ("tensor", "pil"):
+            raise DataError(f"data.backend must be 'tensor' or 'pil' for prediction, got {backend!r}")
+        self.root = Path(root).expanduser()
+        self.files = list_images(self.root)
+        self.transform = transform
+        self.max_image_pixels = max_image_pixels
+        self.backend = backend
 
-def ignore_stop_signals(worker_id: int = 0) -> None:
-    """DataLoader ``worker_init_fn``: workers ignore SIGTERM / SIGINT / SIGUSR1.
+    def __len__(self) -> int:
+        return len(self.files)
 
-    SLURM signals every process of a job and Ctrl-C the whole process group; a worker that died of the signal
-    would make the main process fail at once, before it can save the current step. The main process decides
-    when to stop (:class:`~shufflenet.classification.callbacks.StopOnSignal`); its workers end with it.
-    """
-    import signal
-
-    for name in ("SIGTERM", "SIGINT", "SIGUSR1"):
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, signal.SIG_IGN)
+    def __getitem__(self, index: int) -> Tuple[Optional[torch.Tensor], str, Tuple[str, ...]]:
+        path = self.files[int(index)]
+        try:
+            img = (
+                decode_rgb(path, self.max_image_pixels)
+                if self.backend == "tensor"
+                else load_rgb(path, self.max_image_pixels)
+            )
+        except DECODE_ERRORS as e:
+            return None, path, (f"{path}: {type(e).__name__}: {e}",)
+        return (self.transform(img) if self.transform is not None else img), path, ()
 
 
 class ResumableSampler(DistributedSampler):
@@ -334,6 +325,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
         persistent_workers, pin_memory: DataLoader options.
         max_image_pixels: images with more pixels (read from the file header, before decoding) are skipped
             and counted like unreadable ones (default 100 million; see ``DEFAULT_MAX_IMAGE_PIXELS``).
+        backend: ``tensor`` (torchvision.io + transforms.v2 on uint8 tensors, the default), ``pil`` (PIL
+            decode and resize, the previous path) or ``dali`` (NVIDIA DALI; the ``dali`` extra).
+        shards: a folder or object-store URL (``s3://bucket/prefix``, ``gs://``, ``azure://``) written by
+            ``shufflenet-shards``: training and validation stream from its ``train/`` and ``val/`` shards
+            instead of ``root`` (split across ranks and nodes; resumes mid-epoch exactly).
+        predict_root: a folder of images (searched recursively) or one image, for ``predict``: batches of
+            ``(images, paths)`` with the evaluation transform; unreadable images are dropped and listed in
+            :attr:`skipped`.
     """
 
     def __init__(
@@ -349,8 +348,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
         persistent_workers: bool = True,
         pin_memory: bool = True,
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        backend: str = "tensor",
+        shards: Optional[str] = None,
+        predict_root: Optional[str] = None,
     ) -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise DataError(f"data.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend == "dali":
+            from .data_dali import require_dali
+
+            require_dali()
+        if shards is not None and backend == "dali":
+            raise DataError("data.shards works with data.backend tensor or pil, not dali")
         if max_image_pixels < 1:
             raise DataError(f"data.max_image_pixels must be >= 1, got {max_image_pixels}")
         if batch_size < 1:
@@ -364,15 +374,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self._classes: Optional[List[str]] = None
-        self.train_set: Optional[ImageFolderDataset] = None
-        self.val_set: Optional[ImageFolderDataset] = None
+        self.train_set: Optional[Any] = None
+        self.val_set: Optional[Any] = None
+        self.predict_set: Optional[ImageListDataset] = None
         self._sampler: Optional[ResumableSampler] = None
         self._resume: Optional[int] = None
         self._resume_check = 0
         self.skipped: Dict[str, str] = {}
 
     # --- layout --------------------------------------------------------------------------------------
-    def resolved_root(self) -> Path:
+    def resolved_root(self) -> Union[Path, str]:
+        """The data folder (the demo dataset's when ``root`` is unset), or ``data.shards`` when set."""
+        if self.hparams.shards is not None:
+            return self.hparams.shards
         if self.root is None:
             from .demo import ensure_demo_dataset
 
@@ -381,6 +395,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     @property
     def classes(self) -> List[str]:
+        if self._classes is None and self.hparams.shards is not None:
+            from .shards import read_classes
+
+            self._classes = read_classes(self.hparams.shards)
         if self._classes is None:
             train, _ = find_split_dirs(self.resolved_root())
             self._classes = sorted(e.name for e in os.scandir(train) if e.is_dir() and not e.name.startswith("."))
@@ -392,15 +410,55 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def _folder_backend(self) -> str:
+        """The decoder of the folder datasets (the DALI loaders read the datasets' file lists only)."""
+        return "pil" if self.hparams.backend == "pil" else "tensor"
+
     def setup(self, stage: Optional[str] = None) -> None:
-        train_dir, val_dir = find_split_dirs(self.resolved_root())
         hp = self.hparams
+        if stage == "predict":
+            if hp.predict_root is None:
+                raise DataError("data.predict_root is not set: give a folder of images (or one image) to predict")
+            if self.predict_set is None:
+                self.predict_set = ImageListDataset(
+                    hp.predict_root,
+                    eval_transform(hp.image_size, hp.resize_size),
+                    max_image_pixels=hp.max_image_pixels,
+                    backend=self._folder_backend(),
+                )
+            return
+        if hp.shards is not None:
+            from .shards import ShardDataset
+
+            if stage in (None, "fit") and self.train_set is None:
+                self.train_set = ShardDataset.open(
+                    hp.shards,
+                    "train",
+                    train_transform(hp.image_size, hp.crop_scale, hp.hflip),
+                    seed=hp.seed,
+                    shuffle=True,
+                    max_image_pixels=hp.max_image_pixels,
+                    backend=self._folder_backend(),
+                )
+            if self.val_set is None:
+                self.val_set = ShardDataset.open(
+                    hp.shards,
+                    "val",
+                    eval_transform(hp.image_size, hp.resize_size),
+                    seed=hp.seed,
+                    shuffle=False,
+                    max_image_pixels=hp.max_image_pixels,
+                    backend=self._folder_backend(),
+                )
+            return
+        train_dir, val_dir = find_split_dirs(self.resolved_root())
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = ImageFolderDataset(
                 train_dir,
                 train_transform(hp.image_size, hp.crop_scale, hp.hflip),
                 seed=hp.seed,
                 max_image_pixels=hp.max_image_pixels,
+                backend=self._folder_backend(),
             )
             self._classes = self.train_set.classes
         if self.val_set is None:
@@ -410,11 +468,12 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 classes=self.classes,
                 max_image_pixels=hp.max_image_pixels,
                 replace_unreadable=False,
+                backend=self._folder_backend(),
             )
 
     # --- loaders -------------------------------------------------------------------------------------
     def _loader(
-        self, dataset: Dataset, sampler: Any = None, shuffle: bool = False, drop_last: bool = False
+        self, dataset: Dataset, sampler: Any = None, shuffle: bool = False, drop_last: bool = False, collate_fn=None
     ) -> DataLoader:
         workers = min(int(self.num_workers), available_cpus())
         if workers < self.num_workers and not getattr(self, "_capped_logged", False):
@@ -427,17 +486,24 @@ class ImageFolderDataModule(pl.LightningDataModule):
             shuffle=shuffle if sampler is None else None,
             drop_last=drop_last,
             num_workers=workers,
-            collate_fn=collate,
+            collate_fn=collate_fn or collate,
             worker_init_fn=ignore_stop_signals if workers > 0 else None,
             persistent_workers=bool(self.hparams.persistent_workers and workers > 0),
             pin_memory=bool(self.hparams.pin_memory and torch.cuda.is_available()),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def _workers(self) -> int:
+        return min(int(self.num_workers), available_cpus())
+
+    def train_dataloader(self) -> Any:
         assert self.train_set is not None, "call setup('fit') first"
         world, rank = 1, 0
         if self.trainer is not None:
             world, rank = self.trainer.world_size, self.trainer.global_rank
+        if self.hparams.shards is not None:
+            from .shards import shard_loader
+
+            return shard_loader(self, self.train_set, self.batch_size, self._workers(), world, train=True)
         if len(self.train_set) < self.batch_size * world:
             raise DataError(
                 f"{self.train_set.root} has {len(self.train_set)} images, fewer than one global batch "
@@ -461,6 +527,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
             if skip:
                 self._sampler.resume(epoch, skip * self.batch_size)
             self._resume = None
+        if self.hparams.backend == "dali":
+            from .data_dali import DaliLoader
+
+            return DaliLoader.for_training(self, self.train_set, self._sampler)
         return self._loader(self.train_set, sampler=self._sampler, drop_last=True)
 
     def _epoch_of_next_batch(self) -> Optional[int]:
@@ -473,23 +543,49 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     def batches_per_epoch(self) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
+        if self.hparams.shards is not None:
+            from .shards import batches_per_epoch
+
+            return batches_per_epoch(self.train_set, self.batch_size, self._workers(), world)
         return len(self.train_set) // world // self.batch_size
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> Any:
         assert self.val_set is not None, "call setup() first"
+        if self.hparams.shards is not None:
+            from .shards import shard_loader
+
+            world = self.trainer.world_size if self.trainer is not None else 1
+            return shard_loader(self, self.val_set, self.batch_size, self._workers(), world, train=False)
+        if self.hparams.backend == "dali":
+            from .data_dali import DaliLoader
+
+            return DaliLoader.for_evaluation(self, self.val_set)
         return self._loader(self.val_set)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> Any:
         return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches of ``(images, paths)`` over :attr:`predict_set` (``data.predict_root``), evaluation transform,
+        in the sorted order of the paths; unreadable images are dropped and counted in :attr:`skipped`."""
+        if self.predict_set is None:
+            self.setup("predict")
+        return self._loader(self.predict_set, collate_fn=collate_predict)
 
     # --- per-batch bookkeeping -------------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        images, targets, skipped = batch
+        """``(images, targets, skipped)`` -> ``(images, targets)`` (``(images, paths)`` in prediction); the
+        skipped files are warned about once each and kept in :attr:`skipped` (path -> reason)."""
+        images, targets, skipped = batch[:3]
+        if len(batch) > 3 and hasattr(self.train_set, "note_state"):  # a sharded training batch: its stream state
+            self.train_set.note_state(batch[3])
+        training = self.trainer is not None and self.trainer.training
         for entry in skipped:
             path, _, reason = entry.partition(": ")
             if path not in self.skipped:
                 self.skipped[path] = reason
-                log.warning("skipping unreadable image %s (%s); using the next image instead", path, reason)
+                instead = "; using the next image instead" if training else ""
+                log.warning("skipping unreadable image %s (%s)%s", path, reason, instead)
         return images, targets
 
     # --- exact mid-epoch resumption ----------------------------------------------------------------------
