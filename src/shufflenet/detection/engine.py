@@ -40,7 +40,7 @@ from ..errors import run_cli
 from ..fileio import write_json_atomic
 from ..weights import WeightsError, read_weights
 from .checkpoint import ShuffleNetCheckpointer, load_detector_weights, weights_path
-from .compat import HAS_COMPILED_OPS
+from .compat import HAS_COMPILED_OPS, cpu_ddp
 from .config import DetectionError, get_detection_cfg, list_configs
 from .data import check_trainable, prepare_datasets, register_coco
 
@@ -383,7 +383,8 @@ def run(args) -> Dict[str, Dict[str, float]]:
             ShuffleNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
             results = Trainer.test(cfg, model)
             return _report(cfg, args, results)
-        trainer = Trainer(cfg)
+        with cpu_ddp():  # --num-gpus N without CUDA under upstream detectron2 (see compat.cpu_ddp)
+            trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         trainer.train()
         # The final evaluation (DefaultTrainer's EvalHook runs it after the last iteration).
