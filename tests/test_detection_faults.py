@@ -20,7 +20,7 @@ pytest.importorskip("detectron2")
 
 from detectron2.engine import DefaultTrainer, TrainerBase  # noqa: E402
 
-import shufflenet.detection as det  # noqa: E402,F401  (applies the compat layer)
+import shufflenet.detection as det  # noqa: E402
 from shufflenet import create_model, save_weights  # noqa: E402
 from shufflenet.detection.engine import cli  # noqa: E402
 
@@ -159,19 +159,25 @@ def _upstream_load_state_dict(self, state_dict):  # detectron2 main's DefaultTra
 
 
 def test_resume_of_a_0_6_checkpoint_under_upstream_detectron2(tmp_path, monkeypatch, capfd):
-    """A checkpoint written by the 0.6 copy (no '_trainer' entry) resumed by upstream detectron2's trainer
-    (its state_dict/load_state_dict patched in): a compatible load with a warning, no KeyError."""
+    """A checkpoint in detectron2 0.6's layout (its trainer state has no '_trainer' entry), resumed by upstream
+    detectron2's trainer: a compatible load with a warning, no KeyError. The test writes the 0.6 layout itself
+    (whichever install trained the first iteration), and runs upstream's trainer: the installed one under an
+    upstream detectron2, upstream's state_dict/load_state_dict patched into the trainer on the 0.6 copy."""
     out = tmp_path / "run"
     assert _train(out, 1) == 0
-    saved = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
-    assert "_trainer" not in saved["trainer"] and saved["iteration"] == 0
-    monkeypatch.setattr(DefaultTrainer, "state_dict", _upstream_state_dict)
-    monkeypatch.setattr(DefaultTrainer, "load_state_dict", _upstream_load_state_dict)
+    path = out / "model_final.pth"
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    assert saved["iteration"] == 0
+    saved["trainer"] = {k: v for k, v in saved["trainer"].items() if k != "_trainer"}  # the 0.6 layout
+    torch.save(saved, path)
+    if det.compat.install_kind() != "upstream":
+        monkeypatch.setattr(DefaultTrainer, "state_dict", _upstream_state_dict)
+        monkeypatch.setattr(DefaultTrainer, "load_state_dict", _upstream_load_state_dict)
     capfd.readouterr()
     assert _train(out, 2, "--resume") == 0
     out_text, err_text = capfd.readouterr()
     assert "written by detectron2 0.6" in out_text + err_text  # detectron2's logger (setup_logger) prints it
-    resumed = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+    resumed = torch.load(path, map_location="cpu", weights_only=True)
     assert resumed["iteration"] == 1 and "_trainer" in resumed["trainer"]  # continued at iteration 1, upstream format
 
 
