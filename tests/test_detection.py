@@ -359,9 +359,20 @@ def test_unknown_config_lists_available():
     assert "Available configs" in msg
 
 
-def test_cli_unknown_config_is_one_line_error():
+@pytest.mark.parametrize("flag", ["--config", "--config-file"])
+def test_cli_unknown_config_is_one_line_error(flag, tmp_path):
+    """detectron2's own --config-file looks packaged names up like --config; an unknown one is one error line
+    before detectron2's environment dump, and the run folder is not created."""
+    out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "detection" / "train_net.py"), "--config", "coco_shufflenet3x.yaml"],
+        [
+            sys.executable,
+            str(REPO / "detection" / "train_net.py"),
+            flag,
+            "coco_shufflenet3x.yaml",
+            "OUTPUT_DIR",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -369,7 +380,22 @@ def test_cli_unknown_config_is_one_line_error():
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown detection config 'coco_shufflenet3x.yaml'")
+    assert len(proc.stderr.strip().splitlines()) == 1
     assert "coco_shufflenet2x" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Environment info" not in proc.stdout + proc.stderr
+    assert not out.exists()
+
+
+def test_cli_usage_names_the_command_typed(monkeypatch):
+    """detectron2's flags and the project's, under the name the user typed (the console script's, here)."""
+    from shufflenet.detection.engine import build_argument_parser
+
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/shufflenet-detect", "--help"])
+    text = build_argument_parser().format_help()
+    assert text.startswith("usage: shufflenet-detect ")
+    assert "shufflenet-detect --config demo_shapes" in text and "python detection/train_net.py" not in text
+    for flag in ("--config-file", "--eval-only", "--resume", "--num-gpus", "--num-machines", "--verbose", "opts"):
+        assert flag in text, flag
 
 
 # --- transfer from classification ----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from shufflenet.detection.engine import cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "shufflenet_v1_x0_25_g3"
-CONFIG = ["--config", "coco2017_shufflenet1x_300"]
+CONFIG = ["--config-file", "coco2017_shufflenet1x_300"]  # detectron2's flag takes the packaged name too
 FAST = [
     "MODEL.SHUFFLENET.NAME",
     TINY,
@@ -135,8 +135,17 @@ def _train(out: Path, iters: int, *flags: str) -> int:
 
 def test_resume_of_a_bad_checkpoint_is_one_line(tmp_path, capfd):
     out = tmp_path / "run"
-    assert _train(out, 1) == 0
     capfd.readouterr()
+    assert _train(out, 1) == 0
+    # Quiet by default: detectron2's environment, full config and model print are in log.txt only, without
+    # colour codes, and the files the run wrote are named.
+    printed = "".join(capfd.readouterr())
+    log = (out / "log.txt").read_text()
+    for dump in ("Environment info:", "Running with full config", "Model:\nGeneralizedRCNN"):
+        assert dump in log and dump not in printed, dump
+    assert "\x1b[" not in log
+    assert "No CUDA runtime is found" not in printed and "torch.meshgrid" not in printed
+    assert "model_final.pth" in printed.splitlines()[-1] and "log.txt" in printed.splitlines()[-1]
     final = out / "model_final.pth"
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
     final.write_bytes(final.read_bytes()[:4096])  # cut by a crash or a full disk
