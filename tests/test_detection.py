@@ -50,7 +50,7 @@ D2_MODULES = [
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=900)
 
 
 def test_install_is_one_the_project_supports():
@@ -375,7 +375,7 @@ def test_cli_unknown_config_is_one_line_error(flag, tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,  # an import of detectron2 takes minutes on a loaded 2-core machine
         cwd=REPO,
     )
     assert proc.returncode == 2
