@@ -120,7 +120,7 @@ def test_bad_weights_through_the_script_no_dump(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
         cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
