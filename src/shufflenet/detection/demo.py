@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -200,4 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """``shufflenet-detect-demo`` / ``detection/demo.py``: :func:`main` through :func:`shufflenet.errors.run_cli`."""
-    return run_cli(main, argv)
+    with warnings.catch_warnings():
+        # detectron2's anchor generator calls torch.meshgrid without `indexing`; it means "ij", the default
+        warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
+        return run_cli(main, argv)
