@@ -1,7 +1,9 @@
-"""Detection wing: compat layer, detectron2 registration, backbone/RoI-head structure, configs, transfer."""
+"""Detection wing: the installed detectron2, registration, backbone/RoI-head structure, configs, transfer."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY  # noqa: E
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
-import shufflenet.detection as det  # noqa: E402  (applies the compat layer)
+import shufflenet.detection as det  # noqa: E402
 from shufflenet import ShuffleUnit, create_model, save_weights  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,46 +28,129 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 SMALL_OPTS = ["MODEL.SHUFFLENET.NAME", TINY, "MODEL.RPN.POST_NMS_TOPK_TEST", "50", "MODEL.DEVICE", "cpu"]
 
 
-# --- compat --------------------------------------------------------------------------------------------
+# --- the installed detectron2 ------------------------------------------------------------------------------
+# Each test here checks what holds for the install it runs on: the project's patched 0.6 copy
+# (scripts/install_detectron2.py) or an upstream detectron2 built from source (compat.install_kind()).
+
+INSTALL = det.compat.install_kind()
+D2_MODULES = [
+    "detectron2.checkpoint",
+    "detectron2.config",
+    "detectron2.data",
+    "detectron2.data.transforms",
+    "detectron2.engine",
+    "detectron2.evaluation",
+    "detectron2.export",
+    "detectron2.export.torchscript_patch",
+    "detectron2.layers",
+    "detectron2.modeling",
+    "detectron2.structures",
+    "detectron2.utils.visualizer" if importlib.util.find_spec("cv2") else "detectron2.utils.events",
+]
 
 
-def test_compat_shims_make_detectron2_importable():
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=900)
+
+
+def test_install_is_one_the_project_supports():
+    assert INSTALL in ("patched-0.6", "upstream"), det.compat.unpatched_reason()
+
+
+def test_detectron2_imports_on_its_own():
+    """Without the project imported, detectron2's modules the project uses import (the 0.6 copy: thanks to the
+    install patch; upstream: as shipped), and the resize transform works on today's Pillow."""
+    code = (
+        "import sys, numpy as np\n"
+        f"import {', '.join(D2_MODULES)}\n"
+        "from detectron2.data import transforms as T\n"
+        "img = np.zeros((40, 60, 3), np.uint8)\n"
+        "out = T.ResizeShortestEdge(20, 100).get_transform(img).apply_image(img)\n"
+        "assert out.shape == (20, 30, 3), out.shape\n"
+        "assert not [m for m in sys.modules if m.startswith('shufflenet')]\n"
+        "print('ok')\n"
+    )
+    proc = _python(code)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_ops_of_the_cpp_extension():
+    """Upstream (extension built): a rotated-box op computes. The patched 0.6 copy (no extension): the op fails with
+    one message naming the op, what needs it and how to get it; the patch marker lists every change."""
     import detectron2
-    from PIL import Image
+    from detectron2.layers import batched_nms_rotated
+    from detectron2.layers.rotated_boxes import pairwise_iou_rotated
 
-    assert hasattr(Image, "LINEAR")
-    import detectron2.export  # noqa: F401
-    import detectron2.layers  # noqa: F401  (imports detectron2._C users)
-    from detectron2.export import TracingAdapter  # noqa: F401
+    boxes = torch.tensor([[10.0, 10.0, 8.0, 4.0, 30.0]])
+    if INSTALL == "upstream":
+        assert det.HAS_COMPILED_OPS
+        assert torch.allclose(pairwise_iou_rotated(boxes, boxes), torch.ones(1, 1))
+        return
+    assert not det.HAS_COMPILED_OPS
+    with pytest.raises(RuntimeError, match="box_iou_rotated.*rotated boxes.*build detectron2 from source"):
+        pairwise_iou_rotated(boxes, boxes)
+    with pytest.raises(RuntimeError, match="nms_rotated"):
+        batched_nms_rotated(boxes, torch.ones(1), torch.zeros(1, dtype=torch.long), 0.5)
+    marker = Path(detectron2.__file__).parent / det.compat.PATCH_MARKER
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import install_detectron2
+    finally:
+        sys.path.pop(0)
+    listed = marker.read_text()
+    for rel, what, _ in install_detectron2.PATCHES:
+        assert f"{rel}: {what}" in listed
 
-    if not det.HAS_COMPILED_OPS:
-        assert any("detectron2._C" in s for s in det.compat.applied_shims())
-        # An op this project never uses fails with one clear message naming what needs the extension.
-        with pytest.raises(det.MissingCompiledOpError, match="rotated boxes.*build detectron2 from source"):
-            detectron2._C.box_iou_rotated  # noqa: B018  (the attribute access is what raises)
-        from detectron2.layers import batched_nms_rotated
 
-        with pytest.raises(det.MissingCompiledOpError, match="nms_rotated"):
-            batched_nms_rotated(torch.zeros(1, 5), torch.ones(1), torch.zeros(1, dtype=torch.long), 0.5)
-    assert det.compat.apply() == det.compat.applied_shims()  # idempotent
-
-
-def test_pillow_and_numpy_shims_only_where_the_installed_detectron2_needs_them(monkeypatch):
-    """The PIL.Image.LINEAR alias and the numpy proxy are decided from the installed detectron2's source: an
-    upstream install (BILINEAR, no removed numpy aliases) gets neither global side effect."""
-    from PIL import Image
-
-    compat = det.compat
-    monkeypatch.delattr(Image, "LINEAR", raising=False)  # Pillow >= 10 as shipped
-    zero_six = "Image.LINEAR" in compat.module_source("detectron2.data.transforms.transform")
-    assert compat.needs_pillow_alias() is zero_six
-    monkeypatch.setattr(compat, "module_source", lambda name: "def f(interp=Image.BILINEAR): np.int64(np.float32(1))")
-    assert compat.needs_pillow_alias() is False
-    assert compat.modules_needing_numpy_aliases() == []
-    monkeypatch.setattr(compat, "module_source", lambda name: "h = np.zeros((3,), dtype=np.int)")
-    import numpy as np
-
-    assert compat.modules_needing_numpy_aliases() == ([] if hasattr(np, "int") else list(compat.NUMPY_ALIAS_USERS))
+def test_importing_shufflenet_detection_changes_nothing_in_detectron2():
+    """In a fresh interpreter: import detectron2 (every module the package uses), PIL.Image and numpy, snapshot every
+    attribute of every loaded detectron2/PIL/numpy/torch/fvcore module and every sys.modules entry, import
+    shufflenet.detection, compare (a package gaining a submodule it imports for the first time, e.g.
+    PIL.ImageChops, is import itself, not a change). The only change allowed is detectron2's extension point:
+    the three ShuffleNet builders added to BACKBONE_REGISTRY and ROI_HEADS_REGISTRY."""
+    probe = _python(
+        "import sys, shufflenet.detection\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'detectron2')))"
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    used = probe.stdout.split()
+    assert "detectron2.modeling" in used
+    code = f"""
+import importlib, sys
+for name in {used!r} + ["PIL.Image", "numpy"]:
+    importlib.import_module(name)
+from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY
+watched = lambda: [n for n in sys.modules if n.split(".")[0] in ("detectron2", "PIL", "numpy", "torch", "fvcore")]
+def snapshot():
+    out = {{}}
+    for n in watched():
+        m = sys.modules[n]
+        try:
+            out[n] = {{k: id(v) for k, v in vars(m).items()}}
+        except TypeError:
+            out[n] = {{}}
+    return out
+before, entries = snapshot(), {{n: id(m) for n, m in sys.modules.items()}}
+regs = {{r._name: set(r._obj_map) for r in (BACKBONE_REGISTRY, ROI_HEADS_REGISTRY)}}
+import shufflenet.detection
+after = snapshot()
+replaced = [n for n, i in entries.items() if n not in sys.modules or id(sys.modules[n]) != i]
+newly_imported = {{f"{{n}}.{{k}}" for n in before for k in set(after[n]) - set(before[n])}} - set(entries)
+changed = [f"{{n}}.{{k}}" for n, attrs in before.items() for k in set(attrs) | set(after[n])
+           if attrs.get(k) != after[n].get(k) and not k.startswith("__")
+           and f"{{n}}.{{k}}" not in newly_imported]  # a submodule imported for the first time is no change
+added = {{r._name: sorted(set(r._obj_map) - regs[r._name]) for r in (BACKBONE_REGISTRY, ROI_HEADS_REGISTRY)}}
+import json
+print(json.dumps({{"replaced": replaced, "changed": sorted(changed), "added": added}}))
+"""
+    proc = _python(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["replaced"] == [] and result["changed"] == [], result
+    assert result["added"] == {
+        "BACKBONE": ["build_shufflenet_c4_backbone", "build_shufflenet_fpn_backbone"],
+        "ROI_HEADS": ["ShuffleNetROIHeads"],
+    }, result
 
 
 def test_collect_env_reports_missing_extension():
@@ -274,17 +359,43 @@ def test_unknown_config_lists_available():
     assert "Available configs" in msg
 
 
-def test_cli_unknown_config_is_one_line_error():
+@pytest.mark.parametrize("flag", ["--config", "--config-file"])
+def test_cli_unknown_config_is_one_line_error(flag, tmp_path):
+    """detectron2's own --config-file looks packaged names up like --config; an unknown one is one error line
+    before detectron2's environment dump, and the run folder is not created."""
+    out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "detection" / "train_net.py"), "--config", "coco_shufflenet3x.yaml"],
+        [
+            sys.executable,
+            str(REPO / "detection" / "train_net.py"),
+            flag,
+            "coco_shufflenet3x.yaml",
+            "OUTPUT_DIR",
+            str(out),
+        ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,  # an import of detectron2 takes minutes on a loaded 2-core machine
         cwd=REPO,
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown detection config 'coco_shufflenet3x.yaml'")
+    assert len(proc.stderr.strip().splitlines()) == 1
     assert "coco_shufflenet2x" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Environment info" not in proc.stdout + proc.stderr
+    assert not out.exists()
+
+
+def test_cli_usage_names_the_command_typed(monkeypatch):
+    """detectron2's flags and the project's, under the name the user typed (the console script's, here)."""
+    from shufflenet.detection.engine import build_argument_parser
+
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/shufflenet-detect", "--help"])
+    text = build_argument_parser().format_help()
+    assert text.startswith("usage: shufflenet-detect ")
+    assert "shufflenet-detect --config demo_shapes" in text and "python detection/train_net.py" not in text
+    for flag in ("--config-file", "--eval-only", "--resume", "--num-gpus", "--num-machines", "--verbose", "opts"):
+        assert flag in text, flag
 
 
 # --- transfer from classification ----------------------------------------------------------------------

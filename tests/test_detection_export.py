@@ -13,7 +13,14 @@ import torch
 pytest.importorskip("detectron2")
 
 import shufflenet.detection as det  # noqa: E402
-from shufflenet.detection.export import ExportError, save_traced, trace_detector, traceable_detector  # noqa: E402
+from shufflenet.detection.export import (  # noqa: E402
+    ExportError,
+    check_fusion,
+    compare_detections,
+    save_traced,
+    trace_detector,
+    traceable_detector,
+)
 from shufflenet.detection.modeling import fuse_for_inference  # noqa: E402
 
 VAL = Path(__file__).resolve().parent / "data" / "coco" / "val2017"  # the conftest's coco_root / "val2017"
@@ -33,59 +40,26 @@ def _real_images(cfg, count=3):
     return images
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "config,fuse", [("coco_shufflenet1x_300", False), ("coco_shufflenet1x_fpn", False), ("coco_shufflenet1x_300", True)]
-)
-def test_traced_detector_matches_eager_on_real_images(config, fuse, tmp_path, request):
-    if fuse and os.environ.get("SHUFFLENET_TEST_ISOLATED") != "1":
-        # The fused-vs-unfused comparison runs in a fresh interpreter: after the whole suite ran in this
-        # process it failed at the same place twice (boxes off by more than float32 rounding), while it
-        # passes alone; the in-process state behind that is not yet found (see the closing note).
-        import subprocess
-        import sys
+SMALL = [
+    "MODEL.SHUFFLENET.NAME",
+    "shufflenet_v1_x0_25_g3",
+    "INPUT.MIN_SIZE_TEST",
+    "160",
+    "INPUT.MAX_SIZE_TEST",
+    "256",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "50",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",
+]  # random heads: keep low scores, so N > 0
 
-        env = dict(os.environ, SHUFFLENET_TEST_ISOLATED="1")
-        run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid],
-            cwd=request.config.rootpath,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert run.returncode == 0, run.stdout[-4000:]
-        return
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["coco_shufflenet1x_300", "coco_shufflenet1x_fpn"])
+def test_traced_detector_matches_eager_on_real_images(config, tmp_path):
     torch.manual_seed(0)
-    model, cfg = det.build_detector(
-        config,
-        opts=[
-            "MODEL.SHUFFLENET.NAME",
-            "shufflenet_v1_x0_25_g3",
-            "INPUT.MIN_SIZE_TEST",
-            "160",
-            "INPUT.MAX_SIZE_TEST",
-            "256",
-            "MODEL.RPN.POST_NMS_TOPK_TEST",
-            "50",
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
-            "0.0",
-        ],  # random heads: keep low scores, so N > 0
-    )
-    if fuse:  # frozen BN folded into the convolutions (fuse_for_inference): same detections as unfused
-        _frozen_bn_random(model)
-        unfused = copy.deepcopy(model)
-        fuse_for_inference(model)
-        assert not any(type(m).__name__ == "FrozenBatchNorm2d" for m in model.backbone.modules())
+    model, cfg = det.build_detector(config, opts=SMALL)
     images = _real_images(cfg)
-    if fuse:
-        with torch.no_grad():
-            for image in images:
-                a = unfused.inference([{"image": image}], do_postprocess=False)[0]
-                b = model.inference([{"image": image}], do_postprocess=False)[0]
-                assert len(a) == len(b) > 0 and torch.equal(a.pred_classes, b.pred_classes)
-                # float32 rounding of the folded convs, on coordinates of ~100-250 px
-                assert torch.allclose(a.pred_boxes.tensor, b.pred_boxes.tensor, atol=1e-2, rtol=1e-4)
-                assert torch.allclose(a.scores, b.scores, atol=1e-4)
     assert len({tuple(i.shape) for i in images}) >= 2  # checks run on sizes other than the traced one
     traced = trace_detector(model, images[0], images[1:])
     module = traceable_detector(model)
@@ -97,14 +71,62 @@ def test_traced_detector_matches_eager_on_real_images(config, fuse, tmp_path, re
     with torch.no_grad():
         rgb = images[1].flip(0) if model.input_format == "RGB" else images[1]
         ref = model.inference([{"image": rgb}], do_postprocess=False)[0]
-    assert torch.equal(ref.pred_boxes.tensor, boxes) and torch.equal(ref.pred_classes, classes)
+    # boxes ~100-250 px, BN folded in the module (float32 rounding)
+    assert compare_detections((ref.pred_boxes.tensor, ref.scores, ref.pred_classes), (boxes, scores, classes)) is None
     # Saved and loaded again, it still agrees with eager.
     path = save_traced(traced, tmp_path / "detector.ts")
     loaded = torch.jit.load(str(path))
     with torch.no_grad():
-        out = loaded(images[2])
-        eager = module(images[2])
-    assert all(torch.allclose(a.float(), b.float(), atol=1e-3) for a, b in zip(out, eager))
+        assert compare_detections(module(images[2]), loaded(images[2])) is None
+
+
+#: Folding ``s * conv(x, W) + b`` into ``conv(x, s * W) + b`` changes float32 rounding only: each output is a sum of
+#: products rounded once per step (relative error ~6e-8 per operation), through ~50 layers, so a stage output moves by
+#: some 1e-6 of its range (1.2e-6 measured on the backbone). 1e-4 of the range leaves 100x margin; a real change (a
+#: dropped BN shift, a wrong scale) moves outputs by 1e-2 to 1e-1 of their range.
+FUSION_BOUND = 1e-4
+
+
+@pytest.mark.slow
+def test_fused_detector_computes_what_the_unfused_one_does():
+    """Frozen BN folded into the convolutions (fuse_for_inference), compared on what folding guarantees: backbone
+    features, RPN objectness logits and anchor deltas, box-head class scores and box deltas on the same proposals
+    (before top-k, NMS and the score threshold), each within FUSION_BOUND of its range. The final detections are
+    then compared as sets: the earlier version of this test compared them in order and failed on AVX2 machines,
+    where two boxes of one class with the same score (0.016558347) came out of NMS in swapped order."""
+    from shufflenet.detection.export import stage_outputs
+
+    torch.manual_seed(0)
+    model, cfg = det.build_detector("coco_shufflenet1x_300", opts=SMALL)
+    _frozen_bn_random(model)
+    fused = fuse_for_inference(copy.deepcopy(model))
+    assert not any(type(m).__name__ == "FrozenBatchNorm2d" for m in fused.modules())
+    for image in _real_images(cfg):
+        rgb = image.flip(0)
+        a = stage_outputs(model, rgb)
+        b = stage_outputs(fused, rgb, proposals=a["proposals"])
+        keys = [k for k in a if k != "proposals"]
+        assert {"feature:stage3", "rpn_objectness", "rpn_deltas", "box_scores", "box_deltas"} <= set(keys)
+        for key in keys:
+            scale = float(a[key].abs().max())
+            assert a[key].shape == b[key].shape and scale > 0, key
+            assert float((a[key] - b[key]).abs().max()) <= FUSION_BOUND * scale, key
+        with torch.no_grad():
+            x = model.inference([{"image": rgb}], do_postprocess=False)[0]
+            y = fused.inference([{"image": rgb}], do_postprocess=False)[0]
+        assert len(x) > 0
+        # boxes of ~100-250 px: 1e-2 px; scores in [0, 1]: 1e-4 absolute, far above the measured 1e-6
+        problem = compare_detections(
+            (x.pred_boxes.tensor, x.scores, x.pred_classes), (y.pred_boxes.tensor, y.scores, y.pred_classes), 1e-2, 1e-4
+        )
+        assert problem is None, problem
+    # ... and the check the exporter runs says the same
+    assert check_fusion(model, fused, _real_images(cfg)[0].flip(0)) is None
+    broken = copy.deepcopy(fused)
+    with torch.no_grad():
+        conv = next(m for m in broken.backbone.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None)
+        conv.bias.zero_()  # what optimize_for_mobile did to a traced bias-free conv + BN: the BN shift dropped
+    assert "max difference" in (check_fusion(model, broken, _real_images(cfg)[0].flip(0)) or "")
 
 
 def _frozen_bn_random(model, seed=0):
@@ -126,3 +148,109 @@ def test_trace_detector_rejects_bad_input():
         trace_detector(model, torch.zeros(1, 3, 64, 64))
     with pytest.raises(ExportError, match="GeneralizedRCNN"):
         traceable_detector(torch.nn.Linear(2, 2))
+
+
+# --- a trained detector ---------------------------------------------------------------------------------------
+
+TRAIN_FAST = [
+    "MODEL.ROI_HEADS.NUM_CLASSES",
+    "80",
+    "DATASETS.TRAIN",
+    "('coco_2017_train',)",
+    "DATASETS.TEST",
+    "()",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.MAX_ITER",
+    "4",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "MODEL.DEVICE",
+    "cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_demo_detector(tmp_path_factory, coco_datasets_root):
+    """The demo config (trainable BatchNorm, from scratch) trained 4 iterations on the real COCO slice: its
+    BatchNorm running statistics are no longer the identity, which is what a random detector never shows."""
+    from shufflenet.detection.engine import main
+
+    out = tmp_path_factory.mktemp("trained")
+    old = os.environ.get("DETECTRON2_DATASETS")
+    os.environ["DETECTRON2_DATASETS"] = str(coco_datasets_root)
+    try:
+        main(["--config", "demo_shapes", *TRAIN_FAST, "OUTPUT_DIR", str(out)])
+    finally:
+        if old is None:
+            os.environ.pop("DETECTRON2_DATASETS")
+        else:
+            os.environ["DETECTRON2_DATASETS"] = old
+    weights = out / "model_final.pth"
+    assert weights.is_file()
+    return weights
+
+
+def _bn_shifts(model):
+    return [
+        m.bias - m.running_mean * m.weight / torch.sqrt(m.running_var + m.eps)
+        for m in model.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    ]
+
+
+def test_trained_detector_traces_and_survives_mobile_optimization(trained_demo_detector):
+    """A trained detector (demo config, trainable BN) traced, then run through torch's optimize_for_mobile (what the
+    .ptl export does) gives the eager model's detections. Before the traceable module folded BatchNorm itself,
+    optimize_for_mobile folded each traced bias-free conv + BN by scaling the weights and dropped the BN shift:
+    other scores, other detection counts (eager 32 vs exported 23 on a random 192x192 image)."""
+    from torch.utils.mobile_optimizer import optimize_for_mobile
+
+    from shufflenet.detection.export import compare_detections
+
+    # 4 iterations over 80 classes: scores near 1/81, below the 0.05 threshold; keep them (N > 0)
+    opts = TRAIN_FAST + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    model, cfg = det.build_detector("demo_shapes", opts=opts, weights=str(trained_demo_detector))
+    shifts = torch.cat(_bn_shifts(model))
+    assert shifts.abs().max() > 1e-2  # the BN shift is real: the bug had something to drop
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 192, 192, generator=gen) * 255, torch.rand(3, 160, 224, generator=gen) * 255]
+    images += _real_images(cfg, count=1)
+    traced = trace_detector(model, images[0], images[1:])
+    optimized = optimize_for_mobile(traced)
+    with torch.no_grad():
+        for image in images:
+            rgb = image.flip(0)  # the demo config is RGB; the module takes BGR
+            ref = model.inference([{"image": rgb}], do_postprocess=False)[0]
+            eager = (ref.pred_boxes.tensor, ref.scores, ref.pred_classes)
+            assert len(ref) > 0
+            # fp32 rounding of folded convs + XNNPACK kernels: boxes of up to ~250 px, scores in [0, 1]
+            problem = compare_detections(eager, optimized(image), atol=1e-2, rtol=1e-4)
+            assert problem is None, problem
+    assert not any(type(m).__name__ == "BatchNorm2d" for m in traceable_detector(model).model.modules())
+
+
+def test_trained_detector_exports_through_shufflenet_export(trained_demo_detector, tmp_path, capfd):
+    """The documented command: shufflenet-export --detector demo_shapes --weights model_final.pth --input-size 192
+    writes a verified .ptl, and prints no tracer chatter."""
+    pytest.importorskip("torch.utils.mobile_optimizer")
+    from shufflenet.mobile.cli import cli as export_cli
+
+    rc = export_cli(
+        [
+            "--detector",
+            "demo_shapes",
+            "--weights",
+            str(trained_demo_detector),
+            "--input-size",
+            "192",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    out, err = capfd.readouterr()
+    assert rc == 0, err[-3000:]
+    assert (tmp_path / "demo_shapes.ptl").is_file()
+    assert "TracerWarning" not in err and "torch.meshgrid" not in err, err[-3000:]

@@ -20,13 +20,13 @@ pytest.importorskip("detectron2")
 
 from detectron2.engine import DefaultTrainer, TrainerBase  # noqa: E402
 
-import shufflenet.detection as det  # noqa: E402,F401  (applies the compat layer)
+import shufflenet.detection as det  # noqa: E402
 from shufflenet import create_model, save_weights  # noqa: E402
 from shufflenet.detection.engine import cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "shufflenet_v1_x0_25_g3"
-CONFIG = ["--config", "coco2017_shufflenet1x_300"]
+CONFIG = ["--config-file", "coco2017_shufflenet1x_300"]  # detectron2's flag takes the packaged name too
 FAST = [
     "MODEL.SHUFFLENET.NAME",
     TINY,
@@ -120,7 +120,7 @@ def test_bad_weights_through_the_script_no_dump(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
         cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -135,8 +135,17 @@ def _train(out: Path, iters: int, *flags: str) -> int:
 
 def test_resume_of_a_bad_checkpoint_is_one_line(tmp_path, capfd):
     out = tmp_path / "run"
-    assert _train(out, 1) == 0
     capfd.readouterr()
+    assert _train(out, 1) == 0
+    # Quiet by default: detectron2's environment, full config and model print are in log.txt only, without
+    # colour codes, and the files the run wrote are named.
+    printed = "".join(capfd.readouterr())
+    log = (out / "log.txt").read_text()
+    for dump in ("Environment info:", "Running with full config", "Model:\nGeneralizedRCNN"):
+        assert dump in log and dump not in printed, dump
+    assert "\x1b[" not in log
+    assert "No CUDA runtime is found" not in printed and "torch.meshgrid" not in printed
+    assert "model_final.pth" in printed.splitlines()[-1] and "log.txt" in printed.splitlines()[-1]
     final = out / "model_final.pth"
     assert (out / "last_checkpoint").read_text().strip() == "model_final.pth"
     final.write_bytes(final.read_bytes()[:4096])  # cut by a crash or a full disk
@@ -159,19 +168,25 @@ def _upstream_load_state_dict(self, state_dict):  # detectron2 main's DefaultTra
 
 
 def test_resume_of_a_0_6_checkpoint_under_upstream_detectron2(tmp_path, monkeypatch, capfd):
-    """A checkpoint written by the 0.6 copy (no '_trainer' entry) resumed by upstream detectron2's trainer
-    (its state_dict/load_state_dict patched in): a compatible load with a warning, no KeyError."""
+    """A checkpoint in detectron2 0.6's layout (its trainer state has no '_trainer' entry), resumed by upstream
+    detectron2's trainer: a compatible load with a warning, no KeyError. The test writes the 0.6 layout itself
+    (whichever install trained the first iteration), and runs upstream's trainer: the installed one under an
+    upstream detectron2, upstream's state_dict/load_state_dict patched into the trainer on the 0.6 copy."""
     out = tmp_path / "run"
     assert _train(out, 1) == 0
-    saved = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
-    assert "_trainer" not in saved["trainer"] and saved["iteration"] == 0
-    monkeypatch.setattr(DefaultTrainer, "state_dict", _upstream_state_dict)
-    monkeypatch.setattr(DefaultTrainer, "load_state_dict", _upstream_load_state_dict)
+    path = out / "model_final.pth"
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    assert saved["iteration"] == 0
+    saved["trainer"] = {k: v for k, v in saved["trainer"].items() if k != "_trainer"}  # the 0.6 layout
+    torch.save(saved, path)
+    if det.compat.install_kind() != "upstream":
+        monkeypatch.setattr(DefaultTrainer, "state_dict", _upstream_state_dict)
+        monkeypatch.setattr(DefaultTrainer, "load_state_dict", _upstream_load_state_dict)
     capfd.readouterr()
     assert _train(out, 2, "--resume") == 0
     out_text, err_text = capfd.readouterr()
     assert "written by detectron2 0.6" in out_text + err_text  # detectron2's logger (setup_logger) prints it
-    resumed = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+    resumed = torch.load(path, map_location="cpu", weights_only=True)
     assert resumed["iteration"] == 1 and "_trainer" in resumed["trainer"]  # continued at iteration 1, upstream format
 
 

@@ -122,11 +122,23 @@ def test_train_from_classification_checkpoint_then_eval_and_resume(tmp_path, mon
     assert ev["eval_only"] is True
     assert ev["metrics"]["coco_2017_val"]["AP"] == pytest.approx(metrics["AP"], abs=1e-6)
 
-    # --resume continues from the last checkpoint (iteration 3) instead of starting over.
+    # --resume continues from the last checkpoint (iteration 3) instead of starting over: it logs that start,
+    # runs iteration 3 only, and logs no iteration twice.
+    ran = []
+    step = Trainer.run_step
+    monkeypatch.setattr(Trainer, "run_step", lambda self: (ran.append(self.iter), step(self))[1])
+    capsys.readouterr()
     rc = main([*config, "--resume", *common, "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()"])
     assert rc == 0
-    last = json.loads("[" + ",".join((out / "metrics.json").read_text().split("\n")[:-1]) + "]")
-    assert [r["iteration"] for r in last if "total_loss" in r][-1] == 3
+    assert ran == [3], ran  # a restart would run 0, 1, 2, 3 again
+    assert "Starting training from iteration 3" in (out / "log.txt").read_text()
+    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines() if line]
+    logged = [r["iteration"] for r in records if "total_loss" in r]  # training records (not timing-only ones)
+    assert len(logged) == len(set(logged)) and logged[-1] == 3, records  # no iteration logged twice
+    resumed = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+    assert resumed["iteration"] == 3
+    moved = [k for k, v in resumed["model"].items() if v.is_floating_point() and not torch.equal(v, trained[k])]
+    assert moved  # the one resumed step trained
 
 
 def _overfit_two_images(tmp: str, coco: str) -> dict:

@@ -1,7 +1,10 @@
 """COCO detection with detectron2: Faster R-CNN on the package's ShuffleNet v1 (paper Sec. 4.4).
 
-Importing this package first applies :mod:`.compat` (detectron2 0.6's Python code without its C++
-extension, Pillow >= 10, NumPy 2, CPU ``launch``), then registers in detectron2's registries:
+Importing this package changes nothing in detectron2 (or Pillow, NumPy, torch): it registers the ShuffleNet
+builders in detectron2's registries, detectron2's own extension point, and that is all. What detectron2 0.6's
+Python copy needs on today's stack is patched into it when ``scripts/install_detectron2.py`` installs it
+(see :mod:`.compat`); with an unpatched 0.6 copy the import fails with an ``ImportError`` that says so.
+Registered:
 
 * ``BACKBONE_REGISTRY``: ``build_shufflenet_c4_backbone`` (stem + stages 2-3, stride 16) and
   ``build_shufflenet_fpn_backbone`` (stages 2-4 + FPN);
@@ -15,14 +18,17 @@ Public API (the other wings may use only these)::
     from shufflenet.detection.export import traceable_detector, trace_detector
 """
 
-from . import compat as _compat
+from .compat import HAS_COMPILED_OPS, MissingCompiledOpError, unpatched_reason
 
-_compat.apply()
-
-from .api import build_detector  # noqa: E402
-from .compat import HAS_COMPILED_OPS, MissingCompiledOpError  # noqa: E402
-from .config import ConfigNotFoundError, DetectionError, get_detection_cfg, list_configs  # noqa: E402
-from .data import DatasetError, register_coco  # noqa: E402
+try:
+    from .api import build_detector
+    from .config import ConfigNotFoundError, DetectionError, get_detection_cfg, list_configs
+    from .data import DatasetError, register_coco
+except ImportError as e:
+    reason = unpatched_reason()
+    if reason:
+        raise ImportError(f"{e}; {reason}") from e
+    raise
 
 __all__ = [
     "ConfigNotFoundError",

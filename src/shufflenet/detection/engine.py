@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+import time
+import warnings
 import weakref
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+import torch
 from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog, build_detection_train_loader
 from detectron2.data.build import filter_images_with_only_crowd_annotations
@@ -40,8 +44,8 @@ from ..errors import run_cli
 from ..fileio import write_json_atomic
 from ..weights import WeightsError, read_weights
 from .checkpoint import ShuffleNetCheckpointer, load_detector_weights, weights_path
-from .compat import HAS_COMPILED_OPS
-from .config import DetectionError, get_detection_cfg, list_configs
+from .compat import HAS_COMPILED_OPS, cpu_ddp
+from .config import DetectionError, get_detection_cfg, list_configs, resolve_config
 from .data import check_trainable, prepare_datasets, register_coco
 
 __all__ = [
@@ -169,21 +173,21 @@ class Trainer(DefaultTrainer):
 
 def build_argument_parser():
     """detectron2's ``default_argument_parser`` plus ``--config`` and ``--register-coco``."""
-    parser = default_argument_parser(
-        epilog=(
-            "Examples:\n"
-            "  python detection/train_net.py --config coco_shufflenet2x.yaml MODEL.WEIGHTS model.pth\n"
-            "  python detection/train_net.py --config coco_shufflenet1x_300 --eval-only MODEL.WEIGHTS "
-            "outputs/detection/coco_shufflenet1x_300/model_final.pth\n"
-            "  python detection/train_net.py --config demo_shapes\n"
-            f"Configs in configs/detection: {', '.join(list_configs())}"
-        )
+    parser = default_argument_parser()
+    prog = parser.prog  # the command as typed: shufflenet-detect, or train_net.py
+    parser.epilog = (
+        "Examples:\n"
+        f"  {prog} --config coco_shufflenet2x.yaml MODEL.WEIGHTS model.pth\n"
+        f"  {prog} --config coco_shufflenet1x_300 --eval-only MODEL.WEIGHTS "
+        "outputs/detection/coco_shufflenet1x_300/model_final.pth\n"
+        f"  {prog} --config demo_shapes\n"
+        f"--config and --config-file both take a packaged name or a path. Packaged configs: {', '.join(list_configs())}"
     )
     parser.add_argument(
         "--config",
         default="",
         metavar="NAME",
-        help="a config name in configs/detection (e.g. coco_shufflenet2x.yaml); --config-file takes a path",
+        help="a packaged config name (e.g. coco_shufflenet2x.yaml) or a path; same as detectron2's --config-file",
     )
     parser.add_argument(
         "--register-coco",
@@ -193,6 +197,11 @@ def build_argument_parser():
         metavar=("NAME", "JSON", "IMAGE_DIR"),
         help="register a COCO-format dataset (instances json + image folder) under NAME; use NAME in "
         "DATASETS.TRAIN / DATASETS.TEST. May be repeated.",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print detectron2's environment, full config and model (always in OUTPUT_DIR/log.txt)",
     )
     parser.add_argument(
         "--results-json",
@@ -343,9 +352,10 @@ def _nan_to_none(obj: Any) -> Any:
     return obj
 
 
-def _report(cfg: CfgNode, args, results: Mapping[str, Any]) -> Dict[str, Dict[str, float]]:
+def _report(cfg: CfgNode, args, results: Mapping[str, Any], started: float = 0.0) -> Dict[str, Dict[str, float]]:
     metrics = summary_metrics(results, cfg.DATASETS.TEST)
     if not metrics:
+        _list_written(cfg, started)
         return metrics
     if comm.is_main_process():
         counts = detection_counts(results, cfg.DATASETS.TEST)
@@ -367,7 +377,78 @@ def _report(cfg: CfgNode, args, results: Mapping[str, Any]) -> Dict[str, Dict[st
         except OSError as e:  # the table is printed already; the file is not half-written (atomic)
             raise DetectionError(f"--results-json {path}: cannot write the results ({e.strerror or e})") from None
         print(f"COCO box metrics written to {path}")
+        _list_written(cfg, started)
     return metrics
+
+
+def _list_written(cfg: CfgNode, started: float) -> None:
+    if started and comm.is_main_process():
+        files = _written_files(Path(cfg.OUTPUT_DIR), started)
+        if files:
+            print(f"wrote in {cfg.OUTPUT_DIR}: " + ", ".join(str(p.relative_to(cfg.OUTPUT_DIR)) for p in files))
+
+
+#: Long records of detectron2's setup and trainer that go to OUTPUT_DIR/log.txt only, unless --verbose.
+_LOG_FILE_ONLY = (
+    "Environment info:",
+    "Command line arguments:",
+    "Contents of args.config_file",
+    "Running with full config",
+    "Model:\n",
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _ConsoleOnlyShort(logging.Filter):
+    """Drops detectron2's environment, config and model dumps from the console (they stay in log.txt)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_LOG_FILE_ONLY)
+
+
+class _NoColour(logging.Filter):
+    """Strips ANSI colour codes (detectron2 highlights the config with pygments) from what a file receives."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\x1b[" in message:
+            record.msg, record.args = _ANSI.sub("", message), ()
+        return True
+
+
+class _HarmlessNoCuda(logging.Filter):
+    """torch's C++-extension helper warns ``No CUDA runtime is found`` when detectron2 collects its environment
+    on a machine without CUDA; a CPU run (MODEL.DEVICE cpu) needs none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No CUDA runtime is found" not in str(record.msg)
+
+
+def configure_logging(cfg: CfgNode, verbose: bool) -> None:
+    """Before ``default_setup``: create detectron2's loggers as it will (``setup_logger`` is cached on its
+    arguments, so ``default_setup`` gets these very loggers), then keep the environment / config / model dumps
+    in OUTPUT_DIR/log.txt (console too with ``verbose``) and colour codes out of every file and non-terminal."""
+    rank = comm.get_rank()
+    loggers = [
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="fvcore"),
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank),
+    ]
+    for logger_ in loggers:
+        for handler in logger_.handlers:
+            stream = getattr(handler, "stream", None)
+            console = stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)  # else log.txt
+            if not (console and hasattr(stream, "isatty") and stream.isatty()):
+                handler.addFilter(_NoColour())
+            if console and not verbose:
+                handler.addFilter(_ConsoleOnlyShort())
+    if not torch.cuda.is_available():
+        logging.getLogger("torch.utils.cpp_extension").addFilter(_HarmlessNoCuda())
+
+
+def _written_files(folder: Path, since: float) -> List[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.stat().st_mtime >= since)
 
 
 def run(args) -> Dict[str, Dict[str, float]]:
@@ -375,19 +456,27 @@ def run(args) -> Dict[str, Dict[str, float]]:
     cfg = setup(args, verify_weights=False)  # main() checked the weights before any process started
     metrics_file = Path(cfg.OUTPUT_DIR) / "metrics.json"
     had_metrics = metrics_file.exists()
+    started = time.time() - 1
     try:
+        configure_logging(cfg, verbose=args.verbose)
         default_setup(cfg, args)
+        if comm.is_main_process() and not args.verbose:
+            print(
+                f"detectron2's environment, config and model are in {Path(cfg.OUTPUT_DIR) / 'log.txt'} "
+                "(--verbose prints them)"
+            )
         setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="shufflenet", abbrev_name="shufflenet")
         if args.eval_only:
             model = Trainer.build_model(cfg)
             ShuffleNetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
             results = Trainer.test(cfg, model)
-            return _report(cfg, args, results)
-        trainer = Trainer(cfg)
+            return _report(cfg, args, results, started)
+        with cpu_ddp():  # --num-gpus N without CUDA under upstream detectron2 (see compat.cpu_ddp)
+            trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         trainer.train()
         # The final evaluation (DefaultTrainer's EvalHook runs it after the last iteration).
-        return _report(cfg, args, trainer.eval_results or {})
+        return _report(cfg, args, trainer.eval_results or {}, started)
     except BaseException:
         # detectron2's JSONWriter opens metrics.json when the trainer is built: a run that fails before
         # logging anything leaves no empty file behind.
@@ -402,6 +491,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Bad input raises a :class:`~shufflenet.errors.ShuffleNetError` (:func:`cli` prints it as one line)."""
     args = build_argument_parser().parse_args(argv)
     setup(args)  # bad config / dataset / weights / override: one message here, before any process starts
+    # detectron2's default_setup opens --config-file itself: hand it the resolved file (a packaged name works
+    # with --config-file as with --config)
+    args.config_file, args.config = str(resolve_config(args.config or args.config_file)), ""
     launch(
         run,
         args.num_gpus,
@@ -416,4 +508,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def cli(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point (``shufflenet-detect``, ``detection/train_net.py``): :func:`main` through
     :func:`shufflenet.errors.run_cli`."""
-    return run_cli(main, argv)
+    with warnings.catch_warnings():
+        # detectron2's anchor generator calls torch.meshgrid without `indexing`; it means "ij", the default
+        warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
+        return run_cli(main, argv)

@@ -1,4 +1,4 @@
-"""detection/benchmark.py: JSON + table (per stage, per runtime) + PNG from a tiny interleaved run; bad input is
+"""tools/detection_benchmark.py: JSON + table (per stage, per runtime) + PNG from a tiny interleaved run; bad input is
 one message."""
 
 from __future__ import annotations
@@ -7,41 +7,49 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("detectron2")
 
-from shufflenet.detection.benchmark import cli  # noqa: E402
+from tools.detection_benchmark import cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_benchmark_writes_json_table_and_plot(tmp_path, capsys):
-    """Per-stage eager times, the fused and traced paths, on the package's sample photos by default."""
-    rc = cli(
-        [
-            "--models",
-            "ShuffleNet 1x (g=3)",
-            "--sizes",
-            "300",
-            "--proposals",
-            "100",
-            "--repeats",
-            "2",
-            "--warmup",
-            "0",
-            "--runtimes",
-            "eager",
-            "fused",
-            "traced",
-            "--threads",
-            "1",
-            "--out",
-            str(tmp_path),
-            "MODEL.SHUFFLENET.NAME",
-            "shufflenet_v1_x0_25_g3",
-        ]
-    )
+    """Per-stage eager times, the fused and traced paths, on the package's sample photos by default; the process's
+    thread count is what it was before (--threads 1 applies to the run only)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rc = cli(
+            [
+                "--models",
+                "ShuffleNet 1x (g=3)",
+                "--sizes",
+                "300",
+                "--proposals",
+                "100",
+                "--repeats",
+                "2",
+                "--warmup",
+                "0",
+                "--runtimes",
+                "eager",
+                "fused",
+                "traced",
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path),
+                "MODEL.SHUFFLENET.NAME",
+                "shufflenet_v1_x0_25_g3",
+            ]
+        )
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     assert rc == 0
     result = json.loads((tmp_path / "benchmark.json").read_text())
     rows = {r["runtime"]: r for r in result["metrics"]}

@@ -7,10 +7,10 @@ through py-faster-rcnn's test defaults), it reports the median ms/image
 * ``eager``: detectron2's model in PyTorch, timed per stage: ``backbone`` (normalization + stem and stages
   2-3, or R50's res2-res4), ``rpn`` (RPN head, anchors, top-k, NMS) and ``roi_head`` (RoIAlign, stage 4 /
   res5 on every proposal, box predictor, per-class NMS);
-* ``fused``: the same eager model after :func:`.modeling.fuse_for_inference` (frozen BatchNorm folded
-  into the convolutions), timed per stage too;
-* ``traced``: the fused detector through ``torch.jit.trace`` (:func:`.export.trace_detector`, checked
-  against eager);
+* ``fused``: the same eager model after :func:`shufflenet.detection.modeling.fuse_for_inference` (frozen
+  BatchNorm folded into the convolutions), timed per stage too;
+* ``traced``: the fused detector through ``torch.jit.trace`` (:func:`shufflenet.detection.export.trace_detector`,
+  checked against eager);
 * ``ptl``: that traced module through ``torch.utils.mobile_optimizer.optimize_for_mobile`` and the lite
   interpreter (``_save_for_lite_interpreter`` / ``_load_for_lite_interpreter``), as ``mobile/export.py
   --detector`` ships a detector.
@@ -25,7 +25,9 @@ head on the same number of boxes (measured and reported as ``rois``). R50-C4 is 
 sample photos (``shufflenet.paths.sample_images()``) or ``--images DIR``, resized as at test time. Runs are
 interleaved (repeat r: every model, size, proposal setting and runtime) so that load drifts hit all alike.
 
-    python detection/benchmark.py --threads 1 --repeats 3 --out outputs/detection/benchmark
+    python -m tools.detection_benchmark --threads 1 --repeats 3 --out outputs/detection/benchmark
+
+A developer tool (it measures the package, it is not part of it): run from the repository root.
 """
 
 from __future__ import annotations
@@ -44,14 +46,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import run_cli
-from ..fileio import atomic_write
-from ..paths import IMAGE_SUFFIXES, sample_images
-from .api import build_detector
-from .config import DetectionError
-from .engine import write_results
-from .export import ExportError, trace_detector, traceable_detector
-from .modeling import fuse_for_inference
+from shufflenet.detection import DetectionError, build_detector
+from shufflenet.detection.engine import write_results
+from shufflenet.detection.export import ExportError, trace_detector, traceable_detector
+from shufflenet.detection.modeling import fuse_for_inference
+from shufflenet.errors import run_cli
+from shufflenet.fileio import atomic_write
+from shufflenet.paths import IMAGE_SUFFIXES, sample_images
 
 __all__ = ["MODELS", "SIZES", "PROPOSALS", "RUNTIMES", "STAGES", "run_benchmark", "format_table", "main", "cli"]
 
@@ -207,7 +208,7 @@ def run_benchmark(
                 if {"traced", "ptl"} & set(runtimes):  # traced once, checked against eager, for both runtimes
                     bgr = [_to_bgr(i, fmt) for i in imgs]
                     try:
-                        traced = trace_detector(traceable_detector(fused), bgr[0], bgr[1:2])
+                        traced = trace_detector(traceable_detector(fused, fuse=False), bgr[0], bgr[1:2])
                     except (ExportError, RuntimeError) as e:
                         trace_note = f"trace failed: {str(e).splitlines()[0][:200]}"
                         progress(f"{name} @ {short} / {k}: {trace_note}")
@@ -425,20 +426,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise DetectionError(f"--images {args.images}: no such folder")
     if args.out.exists() and not args.out.is_dir():
         raise DetectionError(f"--out {args.out}: exists and is not a folder")
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run_benchmark(
-        {m: MODELS[m] for m in args.models},
-        {s: SIZES[s] for s in args.sizes},
-        list(dict.fromkeys(args.proposals)),
-        list(dict.fromkeys(args.runtimes)),
-        args.repeats,
-        args.warmup,
-        args.images,
-        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
-        opts=args.opts,
-        clock=args.clock or ("thread" if torch.get_num_threads() == 1 else "wall"),
-    )
+    try:
+        result = _run(args)
+    finally:
+        torch.set_num_threads(threads)  # a library call leaves the process's thread count as it found it
     table = format_table(result)
     print(table)
     try:
@@ -450,6 +444,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def _run(args) -> dict:
+    return run_benchmark(
+        {m: MODELS[m] for m in args.models},
+        {s: SIZES[s] for s in args.sizes},
+        list(dict.fromkeys(args.proposals)),
+        list(dict.fromkeys(args.runtimes)),
+        args.repeats,
+        args.warmup,
+        args.images,
+        progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+        opts=args.opts,
+        clock=args.clock or ("thread" if torch.get_num_threads() == 1 else "wall"),
+    )
+
+
 def cli(argv: Optional[Sequence[str]] = None) -> int:
-    """Console entry point (``detection/benchmark.py``): :func:`main` through :func:`shufflenet.errors.run_cli`."""
+    """``python -m tools.detection_benchmark``: :func:`main` through :func:`shufflenet.errors.run_cli`."""
     return run_cli(main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
