@@ -68,7 +68,7 @@ def _randomized_classifier(path: Path) -> torch.nn.Module:
     torch.manual_seed(1)
     net = create_model(TINY, num_classes=1000)
     with torch.no_grad():
-        for n, t in list(net.named_parameters()) + list(net.named_buffers()):
+        for _name, t in list(net.named_parameters()) + list(net.named_buffers()):
             if t.is_floating_point():
                 t.copy_(torch.rand_like(t) + 0.5 if t.dim() == 1 else torch.randn_like(t) * 0.1)
     save_weights(net, path, arch=TINY, meta={"source": "test"})
