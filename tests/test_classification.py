@@ -1,4 +1,4 @@
-"""Classification wing, fast tests: data layout and bad input, configs, evaluation loading, recipe pieces."""
+"""Classification integration, fast tests: data layout and bad input, configs, evaluation loading, recipe pieces."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Classification wing, training runs: the no-argument demo, real CIFAR-10 images, SIGKILL + resume,
+"""Classification integration, training runs: the no-argument demo, real CIFAR-10 images, SIGKILL + resume,
 two-process DDP, bad images inside a training set, evaluation of the run's outputs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Detection wing: the installed detectron2, registration, backbone/RoI-head structure, configs, transfer."""
+"""Detection integration: the installed detectron2, registration, backbone/RoI-head structure, configs, transfer."""
 
 from __future__ import annotations
 

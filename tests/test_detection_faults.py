@@ -1,4 +1,4 @@
-"""Fault injection for detection/train_net.py (issue 10): bad weights, bad resumes, unwritable results, a model
+"""Fault injection for detection/train_net.py: bad weights, bad resumes, unwritable results, a model
 that detects nothing, a crash mid-run. Each is one `error:` line and exit 2 (or a compatible load), before
 detectron2's environment/config dump, with no output folder or empty metrics.json left behind.
 

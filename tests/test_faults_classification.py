@@ -225,7 +225,7 @@ def test_a_second_writer_is_refused_and_a_stale_lock_taken_over(data, tmp_path, 
     assert state(run)["global_step"] == 6 and not (run / ".lock").exists()
 
 
-# --- 5. oversized and bomb images ---------------------------------------------------------------------------------------
+# --- 5. oversized and bomb images ----------------------------------------------------------------------------------
 def test_oversized_and_bomb_images_are_skipped_and_counted(data, tmp_path, capsys):
     import shutil
 
@@ -261,7 +261,7 @@ def test_oversized_and_bomb_images_are_skipped_and_counted(data, tmp_path, capsy
     assert res["num_images"] == 4 and res["num_skipped_images"] == 1  # 5 files, the huge one skipped
 
 
-# --- 6. evaluation: no image twice, the result survives a failed write ----------------------------------------------------
+# --- 6. evaluation: no image twice, the result survives a failed write ---------------------------------------------
 def test_evaluate_counts_each_image_once_and_prints_before_writing(data, tmp_path, capsys):
     import shutil
 
@@ -301,7 +301,7 @@ def test_evaluate_counts_each_image_once_and_prints_before_writing(data, tmp_pat
     assert captured.err.strip().splitlines()[-1].startswith("error: cannot write the results to")
 
 
-# --- 7. best.ckpt, and a normal run's output without noise -----------------------------------------------------------------
+# --- 7. best.ckpt, and a normal run's output without noise ---------------------------------------------------------
 def test_best_ckpt_exists_without_validation_and_no_noise(data, tmp_path):
     run = tmp_path / "run"
     args = args_for(data, "--run_dir", str(run), steps=3, batch=2)  # 8 batches an epoch
@@ -355,7 +355,7 @@ def test_resume_from_an_end_of_epoch_checkpoint_is_exact(data, tmp_path, monkeyp
         assert torch.equal(v, b["state_dict"][k]), k
 
 
-# --- 8. signals and the kill loop ------------------------------------------------------------------------------------------
+# --- 8. signals and the kill loop ----------------------------------------------------------------------------------
 def _wait_for_change(path: Path, proc: subprocess.Popen, old: float, timeout: float = 120) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:

@@ -10,7 +10,7 @@ Registered:
   ``build_shufflenet_fpn_backbone`` (stages 2-4 + FPN);
 * ``ROI_HEADS_REGISTRY``: ``ShuffleNetROIHeads`` (RoIAlign -> the network's own ``stage4`` -> box head).
 
-Public API (the other wings may use only these)::
+Public API (the other integrations may use only these)::
 
     from shufflenet.detection import build_detector
     model, cfg = build_detector("coco_shufflenet1x_300", opts=["MODEL.DEVICE", "cpu"], weights="model.pth")

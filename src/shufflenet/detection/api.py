@@ -1,4 +1,4 @@
-"""``build_detector``: the wing's public builder (config name or path -> detectron2 model + cfg)."""
+"""``build_detector``: the integration's public builder (config name or path -> detectron2 model + cfg)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ through its public extension point ``_load_file`` (fvcore's documented hook for 
 * a detectron2 checkpoint (``{"model": ...}``, e.g. ``model_final.pth``): loaded as detectron2 does;
 * the package weights file ``{"format", "arch", "config", "state_dict", "meta"}`` written by
   ``shufflenet.save_weights`` (also what the public-checkpoint converters produce);
-* a Lightning ``.ckpt`` of the classification wing (backbone under ``model.``);
+* a Lightning ``.ckpt`` of the classification integration (backbone under ``model.``);
 * a plain ``ShuffleNetV1`` state dict (``conv1.*``, ``stage2.*`` ...);
 * an original public checkpoint (mmpretrain ``.pth``, megvii ``.pth.tar``): converted on read;
 * published ImageNet weights by name, ``shufflenet://<model>[/<weights>]`` (e.g.

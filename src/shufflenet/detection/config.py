@@ -29,7 +29,7 @@ __all__ = [
 
 
 class DetectionError(ShuffleNetError, ValueError):
-    """Bad input to the detection wing (config, dataset, weights): one message, no traceback needed."""
+    """Bad input to the detection integration (config, dataset, weights): one message, no traceback needed."""
 
 
 class ConfigNotFoundError(DetectionError):

@@ -1,4 +1,4 @@
-"""Training and evaluation: detectron2's ``DefaultTrainer`` with the wing's checkpointer and COCO evaluation.
+"""Training and evaluation: detectron2's ``DefaultTrainer`` with the integration's checkpointer and COCO evaluation.
 
 ``detection/train_net.py`` (and the ``shufflenet-detect`` console script) call :func:`cli` here, which runs
 :func:`main` through :func:`shufflenet.errors.run_cli` (any project error: one ``error:`` line, exit 2).

@@ -1,6 +1,6 @@
 """Weights: the package's weights file and the one reader of every file the project accepts.
 
-This floor sits below the models (it imports no network); the converters of public checkpoints sit above
+This layer sits below the models (it imports no network); the converters of public checkpoints sit above
 them, in :mod:`shufflenet.convert`, and register themselves here (:func:`register_public_converter`) so that
 this reader converts an original public checkpoint on read. :mod:`.download` fetches public weights into
 torch.hub's cache with its hash check (``SHUFFLENET_WEIGHTS_MIRROR`` redirects downloads to a mirror).

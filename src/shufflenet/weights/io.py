@@ -6,10 +6,10 @@ A weights file is a ``torch.save`` dict, loadable with ``torch.load(weights_only
      "state_dict": {...}, "meta": {free-form, JSON-able: source, converter, accuracy, ...}}
 
 :func:`read_weights` is the one reader of every file the project accepts: the package weights file (also
-what the public-checkpoint converters write), a Lightning ``.ckpt`` of the classification wing, a plain
+what the public-checkpoint converters write), a Lightning ``.ckpt`` of the classification integration, a plain
 ``ShuffleNetV1`` state dict and a detectron2 checkpoint. It says what kind of file it is and hands back
 the architecture, constructor config, state dict, EMA weights and metadata; ``create_model(name_or_None,
-weights=FILE)`` and every wing build on it. An original public checkpoint (megvii's ShuffleNet-Series
+weights=FILE)`` and every integration build on it. An original public checkpoint (megvii's ShuffleNet-Series
 ``.pth.tar``, mmpretrain's ``.pth``) is recognised by its keys and converted on read by the converter that
 :mod:`shufflenet.convert` registers here (:func:`register_public_converter`: the converter sits above the
 models, this reader below them); the converted file is cached in ``torch.hub.get_dir()/checkpoints``
