@@ -73,7 +73,15 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     one channel from each input group. Uses the native ``channel_shuffle`` op, which computes exactly
     that permutation, supports autograd and channels_last, and is kept as a single op by TorchScript,
     tracing and the mobile optimizer. ``channel_shuffle(x, c // groups)`` is the inverse permutation.
+
+    While ``torch.onnx.export`` runs, the same permutation is written as reshape/transpose/reshape (ONNX has
+    no channel-shuffle operator and the TorchScript-based exporter has no translation for it); eager calls
+    keep the native op, which is faster and keeps channels_last.
     """
+    if not torch.jit.is_scripting():  # (TorchScript compiles the native op only)
+        if torch.onnx.is_in_onnx_export():
+            n, c, h, w = x.shape
+            return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
     return F.channel_shuffle(x, groups)
 
 
