@@ -177,7 +177,7 @@ def verify_runtime(
                     f"the {runtime} failed on the {where}: {str(e).splitlines()[0]}; no file was written"
                 ) from None
         res = compare_outputs(ref, got, atol, rtol)
-        row = {"input": inp.label, "size": list(inp.size), "batch": int(inp.tensor.shape[0]), **res}
+        row = {"input": inp.label, "size": list(inp.size), "batch": int(inp.tensor.shape[0]) if inp.tensor.dim() == 4 else 1, **res}
         rows.append(row)
         if not res["ok"]:
             why = res.get("why") or (

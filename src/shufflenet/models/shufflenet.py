@@ -36,6 +36,7 @@ from ..weights.io import load_weights
 
 __all__ = [
     "channel_shuffle",
+    "shuffle_permutation",
     "ChannelShuffle",
     "InputShift",
     "SqueezeExcite",
@@ -83,6 +84,12 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
             n, c, h, w = x.shape
             return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
     return F.channel_shuffle(x, groups)
+
+
+def shuffle_permutation(channels: int, groups: int) -> Tensor:
+    """The index ``perm`` with ``channel_shuffle(x, groups)[:, k] == x[:, perm[k]]`` (``groups = g``: the
+    paper's permutation; ``groups = channels // g``: its inverse, megvii's)."""
+    return torch.arange(channels).view(groups, channels // groups).t().reshape(-1)
 
 
 class ChannelShuffle(nn.Module):
