@@ -24,7 +24,7 @@ step() { echo "[aarch64] $(date +%H:%M:%S) $*"; }
 step "exporting on $(uname -m) with $("$PY" -c 'import torch; print("torch", torch.__version__)')"
 rm -rf "$CASES"
 # shellcheck disable=SC2086
-"$PY" -m shufflenet.mobile.aarch64 prepare "$CASES" --models $MODELS --input-size $SIZES --backport-to 7
+"$PY" -m tools.mobile_aarch64 prepare "$CASES" --models $MODELS --input-size $SIZES --backport-to 7
 
 if ! command -v qemu-aarch64-static >/dev/null 2>&1; then
   step "installing qemu-user-static"

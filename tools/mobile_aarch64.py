@@ -1,8 +1,8 @@
 """Host side of the emulated aarch64 check (``mobile/check_aarch64.sh``, ``make check-aarch64``).
 
-``python -m shufflenet.mobile.aarch64 prepare DIR`` exports verified ``.ptl`` files (as written by this
+``python -m tools.mobile_aarch64 prepare DIR`` exports verified ``.ptl`` files (as written by this
 torch, and backported to bytecode v7 for older runtimes), random + real inputs (the package's sample photos)
-and the x86 lite-interpreter outputs into ``DIR`` for :mod:`shufflenet.mobile.device_check`, which runs them
+and the x86 lite-interpreter outputs into ``DIR`` for :mod:`tools.mobile_device_check`, which runs them
 on the device side. Every file is written atomically; bad input is one ``error:`` line, exit status 2.
 """
 
@@ -15,13 +15,13 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..errors import run_cli
-from ..fileio import write_json_atomic, write_text_atomic
-from ..weights.io import atomic_torch_save
-from .images import parse_size, resolve_images
-from .ptl import export_ptl, require_xnnpack
-from .source import MobileError, load_model, writable_dir
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL, make_inputs
+from shufflenet.errors import run_cli
+from shufflenet.fileio import write_json_atomic, write_text_atomic
+from shufflenet.mobile.images import parse_size, resolve_images
+from shufflenet.mobile.ptl import export_ptl, require_xnnpack
+from shufflenet.mobile.source import MobileError, load_model, writable_dir
+from shufflenet.mobile.verify import DEFAULT_ATOL, DEFAULT_RTOL, make_inputs
+from shufflenet.weights.io import atomic_torch_save
 
 
 def prepare(out: Path, models: Sequence[str], sizes: Sequence[str], backport_to: Optional[int] = 7) -> Path:
@@ -56,13 +56,13 @@ def prepare(out: Path, models: Sequence[str], sizes: Sequence[str], backport_to:
                 }
             )
     write_json_atomic(cases, out / "cases.json")
-    write_text_atomic(Path(__file__).with_name("device_check.py").read_text(), out / "device_check.py")
+    write_text_atomic(Path(__file__).with_name("mobile_device_check.py").read_text(), out / "device_check.py")
     print(f"[host] {len(cases)} cases in {out}")
     return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m shufflenet.mobile.aarch64")
+    p = argparse.ArgumentParser(prog="python -m tools.mobile_aarch64")
     sub = p.add_subparsers(dest="cmd", required=True)
     pr = sub.add_parser("prepare", help="export .ptl files + x86 reference outputs for device_check.py")
     pr.add_argument("out")
