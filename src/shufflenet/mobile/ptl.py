@@ -148,6 +148,7 @@ def host_info(threads: Optional[int] = None) -> Dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "xnnpack": xnnpack_available(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 

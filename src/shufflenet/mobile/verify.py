@@ -124,7 +124,8 @@ def compare_outputs(ref: Any, got: Any, atol: float = DEFAULT_ATOL, rtol: float 
             "max_abs_diff": float("inf"),
             "bound": 0.0,
             "max_abs_ref": 0.0,
-            "why": f"output structure differs: eager {[tuple(a.shape) for a in r]} vs exported {[tuple(b.shape) for b in g]}",
+            "why": f"output structure differs: eager {[tuple(a.shape) for a in r]} "
+            f"vs exported {[tuple(b.shape) for b in g]}",
         }
     r = [a.detach().float() for a in r]
     g = [b.detach().float() for b in g]
@@ -177,7 +178,8 @@ def verify_runtime(
                     f"the {runtime} failed on the {where}: {str(e).splitlines()[0]}; no file was written"
                 ) from None
         res = compare_outputs(ref, got, atol, rtol)
-        row = {"input": inp.label, "size": list(inp.size), "batch": int(inp.tensor.shape[0]) if inp.tensor.dim() == 4 else 1, **res}
+        batch = int(inp.tensor.shape[0]) if inp.tensor.dim() == 4 else 1  # a detector takes one 3 x H x W image
+        row = {"input": inp.label, "size": list(inp.size), "batch": batch, **res}
         rows.append(row)
         if not res["ok"]:
             why = res.get("why") or (
