@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..complexity import count_macs
 from ..errors import run_cli
 from ..fileio import atomic_write, write_json_atomic, write_text_atomic
 from ..models import create_model, list_models, paper_tables
-from ..models.shufflenet import ShuffleNetV1, ShuffleUnit
+from ..models.baselines import megvii_style
+from ..models.shufflenet import ShuffleNetV1
 from .images import parse_size
 from .ncnn_export import export_ncnn, ncnn_runner, require_ncnn
 from .onnx_export import export_onnx, onnx_runner, require_onnx
@@ -50,42 +50,6 @@ from .ptl import export_ptl, host_info
 from .source import MobileError, ModelSource, writable_dir
 
 warnings.filterwarnings("ignore", message=".*Lite Interpreter is deprecated.*")
-
-# --- the megvii-style reference (measurement only) ---------------------------------------------------
-
-
-class MegviiStyleUnit(nn.Module):
-    """Reference for timing only: one of *our* :class:`ShuffleUnit`'s modules, run megvii-style.
-
-    Same convolutions and weights, but the channel shuffle sits after the depthwise conv + BN and is a
-    reshape -> permute -> reshape (the pattern of megvii's published ShuffleNet v1 code), and the
-    stride-2 ReLU is applied to the branch only. Not a library model; not numerically the same network.
-    """
-
-    def __init__(self, unit: ShuffleUnit) -> None:
-        super().__init__()
-        self.gconv1, self.dwconv, self.gconv2, self.shortcut = unit.gconv1, unit.dwconv, unit.gconv2, unit.shortcut
-        self.stride = unit.stride
-        self.groups = unit.shuffle.groups  # 1: no shuffle (first unit of stage 2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.dwconv(F.relu(self.gconv1(x)))
-        if self.groups > 1:
-            b, c, h, w = out.shape
-            out = out.reshape(b, c // self.groups, self.groups, h, w).permute(0, 2, 1, 3, 4).reshape(b, c, h, w)
-        out = self.gconv2(out)
-        if self.stride == 2:
-            return torch.cat((self.shortcut(x), F.relu(out)), 1)
-        return F.relu(x + out)
-
-
-def megvii_style_reference(model: ShuffleNetV1) -> ShuffleNetV1:
-    """Swap every unit of ``model`` (in place) for a :class:`MegviiStyleUnit` over the same modules."""
-    for stage in model.stages():
-        for i, unit in enumerate(list(stage)):
-            stage[i] = MegviiStyleUnit(unit)
-    return model
-
 
 # --- the table ---------------------------------------------------------------------------------------
 
@@ -114,7 +78,7 @@ def _torchvision_v2(width: str) -> Callable[[], nn.Module]:
 
 
 def _megvii(name: str) -> Callable[[], nn.Module]:
-    return lambda: megvii_style_reference(create_model(name))
+    return lambda: megvii_style(create_model(name))
 
 
 SN = {"0.5": "shufflenet_v1_x0_5_g3", "1": "shufflenet_v1_x1_0_g3", "2": "shufflenet_v1_x2_0_g3"}
