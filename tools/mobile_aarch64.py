@@ -56,9 +56,59 @@ def prepare(out: Path, models: Sequence[str], sizes: Sequence[str], backport_to:
                 }
             )
     write_json_atomic(cases, out / "cases.json")
+    write_json_atomic(_runtime_cases(out, models, sources, hw, images), out / "runtime_cases.json")
+    write_text_atomic(
+        Path(__file__).with_name("mobile_device_check_runtimes.py").read_text(), out / "device_check_runtimes.py"
+    )
     write_text_atomic(Path(__file__).with_name("mobile_device_check.py").read_text(), out / "device_check.py")
     print(f"[host] {len(cases)} cases in {out}")
     return out
+
+
+def _runtime_cases(out: Path, models, sources, hw, images) -> list:
+    """ONNX and ncnn files of each model (where the extras are installed) with their x86 outputs as ``.npy``
+    (the device side needs numpy and the runtime only)."""
+    import numpy as np
+
+    from shufflenet.mobile.ncnn_export import export_ncnn, ncnn_runner, require_ncnn
+    from shufflenet.mobile.onnx_export import export_onnx, onnx_runner, require_onnx
+
+    cases = []
+    for name, src in zip(models, sources):
+        inputs = [t.tensor for t in make_inputs(hw, images, n_real=1)]
+        for i, x in enumerate(inputs):
+            np.save(out / f"{name}.rt_input{i}.npy", x.contiguous().numpy())
+        runs = []
+        try:
+            require_onnx()
+            path, _ = export_onnx(src, out, hw, images=images, n_real=1, basename=name)
+            runs.append(("onnx", [path.name], onnx_runner(path, threads=1)))
+        except MobileError as e:
+            print(f"[host] skipping ONNX: {e}")
+        try:
+            require_ncnn()
+            paths, _ = export_ncnn(src, out, hw, images=images, n_real=1, basename=name)
+            runs.append(("ncnn", [paths["param"].name, paths["bin"].name], ncnn_runner(paths["param"], paths["bin"])))
+        except MobileError as e:
+            print(f"[host] skipping ncnn: {e}")
+        for runtime, files, run in runs:
+            expected = []
+            for i, x in enumerate(inputs):
+                with torch.no_grad():
+                    y = run(x)
+                np.save(out / f"{name}.{runtime}.expected{i}.npy", y.numpy())
+                expected.append(f"{name}.{runtime}.expected{i}.npy")
+            cases.append(
+                {
+                    "runtime": runtime,
+                    "files": files,
+                    "inputs": [f"{name}.rt_input{i}.npy" for i in range(len(inputs))],
+                    "expected": expected,
+                    "atol": DEFAULT_ATOL,
+                    "rtol": DEFAULT_RTOL,
+                }
+            )
+    return cases
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
