@@ -169,6 +169,13 @@ def _lite_runner(path: Path) -> Callable[[Tensor], Any]:
     return run
 
 
+def _by_size(runs: Dict[Any, Callable[[Tensor], Any]]) -> Callable[[Tensor], Any]:
+    """One runner over files that each serve one size (key ``(H, W)``) or all (key ``None``)."""
+    if None in runs:
+        return runs[None]
+    return lambda x: runs[tuple(x.shape[-2:])](x)
+
+
 def run_benchmark(
     keys: Optional[Sequence[str]] = None,
     sizes: Sequence[Tuple[int, int]] = SIZES,
@@ -258,12 +265,28 @@ def _run_benchmark(
             files[bm.key]["pte"] = [str(p) for p in paths.values()]
             files[bm.key]["pte_operators"] = side["operators"]
         if "onnx" in runtimes:
-            path, _ = export_onnx(
-                src, export_dir, sizes, images="auto", n_real=verify_real, basename=f"bench_{bm.key}", log=quiet
-            )
-            log(f"[bench] exported + verified {bm.label} -> {path}")
-            runners[(bm.key, "onnx")] = onnx_runner(path, threads=threads)
-            files[bm.key]["onnx"] = str(path)
+            try:
+                onnx_paths = {
+                    None: export_onnx(
+                        src, export_dir, sizes, images="auto", n_real=verify_real, basename=f"bench_{bm.key}", log=quiet
+                    )[0]
+                }
+            except MobileError:  # no dynamic height/width (AlexNet's adaptive pool): one file per size
+                onnx_paths = {
+                    s: export_onnx(
+                        src,
+                        export_dir,
+                        [s],
+                        images="auto",
+                        n_real=verify_real,
+                        basename=f"bench_{bm.key}_{s[0]}x{s[1]}",
+                        log=quiet,
+                    )[0]
+                    for s in sizes
+                }
+            log(f"[bench] exported + verified {bm.label} -> {', '.join(str(p) for p in onnx_paths.values())}")
+            runners[(bm.key, "onnx")] = _by_size({k: onnx_runner(p, threads=threads) for k, p in onnx_paths.items()})
+            files[bm.key]["onnx"] = [str(p) for p in onnx_paths.values()]
         if "ncnn" in runtimes:
             ncnn_paths, _ = export_ncnn(
                 src, export_dir, sizes, images="auto", n_real=verify_real, basename=f"bench_{bm.key}", log=quiet

@@ -78,13 +78,21 @@ AXES = {
 }
 
 
-def write_onnx(form: nn.Module, example: Tensor, path: Path, output_names: Sequence[str], layout: str = "NCHW") -> None:
+def write_onnx(
+    form: nn.Module,
+    example: Tensor,
+    path: Path,
+    output_names: Sequence[str],
+    layout: str = "NCHW",
+    spatial: bool = True,
+) -> None:
     """``torch.onnx.export`` of ``form`` (a module or a traced ScriptModule) into ``path`` with the ``layout``'s
-    dynamic axes, then ``onnx.checker``."""
+    dynamic axes (``spatial=False``: the batch only), then ``onnx.checker``."""
     import onnx
 
     outputs = list(output_names)
-    dynamic_axes = {"input": AXES[layout]}
+    axes = AXES[layout] if spatial else {k: v for k, v in AXES[layout].items() if v == "batch"}
+    dynamic_axes = {"input": axes}
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic, the exporter's deprecation notice
         try:
@@ -147,7 +155,18 @@ def export_onnx(
         name = f"{basename}.onnx"
         log(f"[export] {source.name}: torch.onnx.export (opset {OPSET}) of {type(form).__name__} ...")
         tmp = staged.tmp(name)
-        write_onnx(form, example, tmp, output_names, layout)
+        spatial = True
+        try:
+            write_onnx(form, example, tmp, output_names, layout)
+        except MobileError as e:
+            # e.g. torchvision's AlexNet: adaptive_avg_pool2d needs static sizes in this exporter
+            if len(sizes) > 1:
+                raise MobileError(f"{e}; with dynamic height and width -- export one --input-size per file") from None
+            log(
+                f"[export] {source.name}: no dynamic height/width ({str(e)[:80]}...); fixed {sizes[0][0]}x{sizes[0][1]}"
+            )
+            spatial = False
+            write_onnx(form, example, tmp, output_names, layout, spatial=False)
         rows = verify(reference, onnx_runner(tmp), inputs, atol, rtol, "ONNX Runtime", log)
         shape = "N x H x W x 3 (camera frame, RGB)" if camera else "N x 3 x H x W"
         if source.task == "detection":
@@ -155,7 +174,13 @@ def export_onnx(
         side = sidecar(
             source,
             f"ONNX Runtime (onnxruntime.InferenceSession; any ONNX runtime with opset {OPSET})",
-            input_spec(source, sizes, shape, camera, dynamic_axes=sorted(AXES[layout].values())),
+            input_spec(
+                source,
+                sizes,
+                shape,
+                camera,
+                dynamic_axes=sorted(v for v in AXES[layout].values() if spatial or v == "batch"),
+            ),
             outputs,
             rows,
             atol,
