@@ -85,6 +85,7 @@ def write_onnx(
     output_names: Sequence[str],
     layout: str = "NCHW",
     spatial: bool = True,
+    dynamo: bool = False,
 ) -> None:
     """``torch.onnx.export`` of ``form`` (a module or a traced ScriptModule) into ``path`` with the ``layout``'s
     dynamic axes (``spatial=False``: the batch only), then ``onnx.checker``."""
@@ -102,10 +103,11 @@ def write_onnx(
                 str(path),
                 input_names=["input"],
                 output_names=outputs,
-                dynamic_axes=dynamic_axes,
-                opset_version=OPSET,
+                dynamic_axes=None if dynamo else dynamic_axes,
+                opset_version=18 if dynamo else OPSET,
                 do_constant_folding=True,
-                dynamo=False,
+                dynamo=dynamo,
+                **({"external_data": False} if dynamo else {}),  # one self-contained file (< 2 GB)
             )
         except Exception as e:  # the exporter raises several classes (SymbolicValueError, RuntimeError, ...)
             raise MobileError(f"torch.onnx.export failed: {str(e).splitlines()[0]}") from None
@@ -166,7 +168,11 @@ def export_onnx(
                 f"[export] {source.name}: no dynamic height/width ({str(e)[:80]}...); fixed {sizes[0][0]}x{sizes[0][1]}"
             )
             spatial = False
-            write_onnx(form, example, tmp, output_names, layout, spatial=False)
+            try:
+                write_onnx(form, example, tmp, output_names, layout, spatial=False)
+            except MobileError:  # e.g. an adaptive pool whose output size does not divide the input's
+                log(f"[export] {source.name}: TorchScript-based exporter failed; torch.export-based one (static)")
+                write_onnx(form, example, tmp, output_names, layout, spatial=False, dynamo=True)
         rows = verify(reference, onnx_runner(tmp), inputs, atol, rtol, "ONNX Runtime", log)
         shape = "N x H x W x 3 (camera frame, RGB)" if camera else "N x 3 x H x W"
         if source.task == "detection":
