@@ -21,7 +21,7 @@ from shufflenet.mobile.rewrite import (
     with_reshape_shuffles,
 )
 from shufflenet.mobile.verify import frame_reference
-from shufflenet.models.shufflenet import shuffle_permutation
+from shufflenet.models.shufflenet import ChannelShuffle, shuffle_permutation
 
 
 def _net(name="shufflenet_v1_x0_25_g3", **kw):
@@ -51,9 +51,9 @@ def test_reshape_form_of_the_shuffle_is_the_same_permutation():
         assert torch.equal(reshape_shuffle(z, g), F.channel_shuffle(z, g))
     net = _net().eval()
     features = shufflenet.create_model("shufflenet_v1_x0_25_g3", features_only=True).eval()
-    for model in (net, features):
-        swapped = with_reshape_shuffles(model)
-        assert swapped is not model and not any(type(m).__name__ == "ChannelShuffle" for m in swapped.modules())
+    for model, form in ((net, "reshape"), (features, "reshape"), (net, "module")):
+        swapped = with_reshape_shuffles(model, form)
+        assert swapped is not model and not any(type(m) is ChannelShuffle for m in swapped.modules())
         x = torch.randn(1, 3, 64, 64)
         with torch.no_grad():
             a, b = model(x), swapped(x)

@@ -7,8 +7,9 @@ height and width; every size is then verified in ncnn (one image per call, as nc
 it). Weights are stored and computed in fp32 (``fp16=0``; the runtime's fp16 storage and arithmetic are
 switched off when checking), so the bound is the one of the other float exports.
 
-pnnx has no ``aten::channel_shuffle``; the shuffle is traced in its reshape form (:mod:`.rewrite`), which ncnn
-runs as ``Reshape`` + ``Permute`` + ``Reshape``. Input blob ``in0`` (``3 x H x W``, normalized), outputs ``out0``...; an
+pnnx has no functional ``aten::channel_shuffle``; the shuffle is traced as the ``torch.nn.ChannelShuffle`` module
+(:mod:`.rewrite`), which pnnx converts to ncnn's ``ShuffleChannel`` layer.
+Input blob ``in0`` (``3 x H x W``, normalized), outputs ``out0``...; an
 app feeds camera pixels through ``ncnn::Mat::from_pixels`` + ``substract_mean_normalize`` (the sidecar
 gives the mean and std on the 0-255 scale).
 """
@@ -130,7 +131,7 @@ def export_ncnn(
     reference, inputs = reference_and_inputs(source, sizes, files, n_real)
     model = source.model.eval()
     net = for_runtime(model, "ncnn") if rewrite else model
-    form = with_reshape_shuffles(net)
+    form = with_reshape_shuffles(net, "module")
     h, w = sizes[0]
     second = sizes[1] if len(sizes) > 1 else (h + 32, w + 64)  # pnnx infers which dimensions are dynamic
     with Staged(out_dir) as staged, tempfile.TemporaryDirectory(prefix="pnnx-") as work:

@@ -65,7 +65,7 @@ class RewriteOptions:
     head: str = "mean"  #: "mean" | "keepdim"
     shuffle_after_dw: bool = True  #: stride-2 units only
     branch_relu: bool = True  #: stride-2 ReLU on the branch only (fuses into GConv2)
-    shuffle: str = "native"  #: "native" (the model's channel_shuffle) | "reshape" (reshape/transpose/reshape)
+    shuffle: str = "native"  #: "native" (the model's channel_shuffle) | "module" (torch.nn.ChannelShuffle)
 
 
 #: The forms measured fastest per runtime on the benchmark host (docs/mobile.md, "what the rewrite does").
@@ -74,8 +74,10 @@ RUNTIME_DEFAULTS: Dict[str, RewriteOptions] = {
     "pte": RewriteOptions(shortcut="dwconv", maxpool="pool", head="keepdim"),
     # ONNX Runtime: the model's channel_shuffle becomes Reshape/Transpose/Reshape during torch.onnx.export.
     "onnx": RewriteOptions(shortcut="dwconv", maxpool="pool", head="keepdim"),
-    # pnnx (ncnn's converter) has no aten::channel_shuffle; it turns reshape/transpose/reshape into ShuffleChannel.
-    "ncnn": RewriteOptions(shortcut="dwconv", maxpool="pool", head="keepdim", shuffle="reshape"),
+    # pnnx (ncnn's converter) has no functional aten::channel_shuffle, but converts the torch.nn.ChannelShuffle
+    # module to ncnn's ShuffleChannel layer (the traced reshape/transpose form becomes 5-D Reshape + Permute with
+    # dynamic shapes: measured 5x slower in ncnn for ShuffleNet 0.5x at 224).
+    "ncnn": RewriteOptions(shortcut="dwconv", maxpool="pool", head="keepdim", shuffle="module"),
 }
 
 
@@ -97,16 +99,20 @@ class ReshapeShuffle(nn.Module):
         return reshape_shuffle(x, self.groups) if self.groups > 1 else x
 
 
-def with_reshape_shuffles(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every :class:`ChannelShuffle` in the reshape form (detectors, backbones
-    with ``features_only``, ...); ``model`` itself when it has none."""
+def with_reshape_shuffles(model: nn.Module, form: str = "reshape") -> nn.Module:
+    """A deep copy of ``model`` with every :class:`ChannelShuffle` in another form (detectors, backbones with
+    ``features_only``, ...): ``"reshape"`` (:class:`ReshapeShuffle`: what the ONNX exporter translates from a
+    trace) or ``"module"`` (``torch.nn.ChannelShuffle``: what pnnx converts to ncnn's ShuffleChannel);
+    ``model`` itself when it has none."""
     if not any(isinstance(m, ChannelShuffle) for m in model.modules()):
         return model
     new = copy.deepcopy(model)
     for parent in list(new.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, ChannelShuffle):
-                setattr(parent, name, ReshapeShuffle(child.groups))
+                groups = child.groups
+                swap = ReshapeShuffle(groups) if form == "reshape" or groups == 1 else nn.ChannelShuffle(groups)
+                setattr(parent, name, swap)
     return new
 
 
@@ -154,7 +160,8 @@ class FastShuffleUnit(nn.Module):
         else:
             self.dwconv = copy.deepcopy(unit.dwconv)
         self.branch_relu = bool(opts.branch_relu)
-        self.reshape = opts.shuffle == "reshape"
+        self.use_module = opts.shuffle == "module" and self.shuffle_groups > 1
+        self.shuffle_module = nn.ChannelShuffle(self.shuffle_groups) if self.use_module else nn.Identity()
         if self.stride == 2:
             cin = unit.gconv1[0].in_channels
             self.shortcut: nn.Module = _avgpool_as_dwconv(cin) if opts.shortcut == "dwconv" else nn.AvgPool2d(3, 2, 1)
@@ -162,7 +169,9 @@ class FastShuffleUnit(nn.Module):
             self.shortcut = nn.Identity()
 
     def _shuffle(self, x: Tensor) -> Tensor:
-        return reshape_shuffle(x, self.shuffle_groups) if self.reshape else channel_shuffle(x, self.shuffle_groups)
+        if self.use_module:
+            return self.shuffle_module(x)
+        return channel_shuffle(x, self.shuffle_groups)
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.gconv1(x))
