@@ -77,11 +77,10 @@ def test_leftover_of_a_killed_export_is_removed_by_the_next_one(tmp_path):
     out = tmp_path / "out"
     code = (
         "import os, signal, sys\n"
-        "from shufflenet.mobile import ptl\n"
-        "real = ptl.verify_runtime\n"
+        "from shufflenet.mobile import artifact\n"  # the verify-and-write path every exporter uses
         "def die(*a, **k):\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "ptl.verify_runtime = die\n"
+        "artifact.verify_runtime = die\n"
         "from shufflenet.mobile.cli import cli\n"
         f"sys.exit(cli([{TINY!r}, '--input-size', '32', '--images', 'none', '--out', {str(out)!r}]))\n"
     )
