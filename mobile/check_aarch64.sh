@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Emulated aarch64 check: load the exported .ptl in an aarch64 Python (torch 2.9.1, the newest aarch64 CPU
+# Emulated aarch64 check: load the exported .ptl (and, where the extras are installed, the ONNX and ncnn files)
+# in an aarch64 Python (torch 2.9.1, the newest aarch64 CPU
 # wheel that imports there) under qemu-user and reproduce the x86 outputs, for the file as written
 # (bytecode v8) and backported to v7. Slow (10+ minutes: the emulated `import torch` alone takes ~45 s);
 # not part of CI: `make check-aarch64`. Timings it prints are emulator timings, NOT ARM timings.
@@ -24,7 +25,7 @@ step() { echo "[aarch64] $(date +%H:%M:%S) $*"; }
 step "exporting on $(uname -m) with $("$PY" -c 'import torch; print("torch", torch.__version__)')"
 rm -rf "$CASES"
 # shellcheck disable=SC2086
-"$PY" -m shufflenet.mobile.aarch64 prepare "$CASES" --models $MODELS --input-size $SIZES --backport-to 7
+"$PY" -m tools.mobile_aarch64 prepare "$CASES" --models $MODELS --input-size $SIZES --backport-to 7
 
 if ! command -v qemu-aarch64-static >/dev/null 2>&1; then
   step "installing qemu-user-static"
@@ -60,4 +61,18 @@ fi
 step "running the device side under qemu-aarch64-static (emulated; slow)"
 PYTHONHOME="$(realpath "$ROOT")/usr" PYTHONPATH="$(realpath "$SITE")" PYTHONDONTWRITEBYTECODE=1 \
   qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3.11" "$CASES/device_check.py" "$CASES"
+# ONNX Runtime and ncnn (correctness only): their aarch64 wheels and numpy in a second folder.
+RTSITE="$DIR/site-runtimes"; RTWHEELS="$DIR/wheels-runtimes"
+if [ -s "$CASES/runtime_cases.json" ] && [ "$(cat "$CASES/runtime_cases.json")" != "[]" ]; then
+  if [ ! -d "$RTSITE/numpy" ]; then
+    step "downloading the aarch64 wheels of onnxruntime, ncnn and numpy"
+    mkdir -p "$RTWHEELS" "$RTSITE"
+    "$PY" -m pip download -q --only-binary=:all: --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
+      --python-version 3.11 --implementation cp -d "$RTWHEELS" onnxruntime ncnn numpy
+    for whl in "$RTWHEELS"/*.whl; do "$PY" -m zipfile -e "$whl" "$RTSITE"; done
+  fi
+  step "running the ONNX / ncnn device side under qemu-aarch64-static (emulated; slow)"
+  PYTHONHOME="$(realpath "$ROOT")/usr" PYTHONPATH="$(realpath "$RTSITE")" PYTHONDONTWRITEBYTECODE=1 \
+    qemu-aarch64-static -L "$ROOT" "$ROOT/usr/bin/python3.11" "$CASES/device_check_runtimes.py" "$CASES"
+fi
 step "done"

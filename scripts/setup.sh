@@ -24,7 +24,7 @@ echo "setup: creating $VENV with $($PYTHON --version)"
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=24" "setuptools>=70,<82" wheel
 echo "setup: installing the pinned stack (torch 2.12.0 is a large download the first time)"
 # pyproject.toml declares ranges; constraints.txt holds the exact versions this project is tested with
-"$VENV/bin/python" -m pip install --quiet --progress-bar off -c constraints.txt -e ".[dev,detection,mobile,shards]"
+"$VENV/bin/python" -m pip install --quiet --progress-bar off -c constraints.txt -e ".[dev,detection,mobile,onnx,ncnn,shards]"
 "$VENV/bin/python" scripts/install_detectron2.py
 echo "$want" > "$stamp"
 echo "setup: done ($VENV)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -14,6 +15,7 @@ from shufflenet.mobile.benchmark import cli, main
 def test_quick_benchmark_writes_table_json_and_chart(tmp_path, capsys):
     threads = torch.get_num_threads()
     out = tmp_path / "bench"
+    exported = ["ptl", "onnx"] if importlib.util.find_spec("onnxruntime") else ["ptl"]
     rc = main(
         [
             "--quick",
@@ -29,7 +31,7 @@ def test_quick_benchmark_writes_table_json_and_chart(tmp_path, capsys):
             "1",
             "--runtimes",
             "eager",
-            "ptl",
+            *exported,
             "--out",
             str(out),
             "--profile",
@@ -43,22 +45,23 @@ def test_quick_benchmark_writes_table_json_and_chart(tmp_path, capsys):
     assert res["settings"]["interleaved"] is True and res["settings"]["input_layout"] == "nhwc"
     assert res["host"]["torch"] == torch.__version__ and res["host"]["arch"]
     for key in ("sn0.5", "megvii0.5", "alexnet"):
-        for rt in ("eager", "ptl"):
+        for rt in ("eager", *exported):
             cell = res["cells"][key][rt]["64x96"]
             assert cell["n"] == 2 and len(cell["runs_ms"]) == 2 and len(cell["wall_runs_ms"]) == 2
             assert 0 < min(cell["runs_ms"]) <= cell["median_ms"] <= cell["p90_ms"] <= max(cell["runs_ms"])
         assert (out / "exported" / f"bench_{key}.ptl").is_file()
         # The ratios use the fastest exported runtime (eager only counts when nothing was exported).
-        assert res["fastest"][key]["64x96"]["runtime"] == "ptl"
+        best = min(exported, key=lambda rt: res["cells"][key][rt]["64x96"]["median_ms"])
+        assert res["fastest"][key]["64x96"]["runtime"] == best
         assert res["models"][key]["macs"]["64x96"] > 0
     assert res["models"]["megvii0.5"]["macs"] == res["models"]["sn0.5"]["macs"]  # same network, other code
     # MAC/s and the share of AlexNet's come from the cells, not typed in.
     eff = res["efficiency"]["sn0.5"]["64x96"]
-    gmacs = res["models"]["sn0.5"]["macs"]["64x96"] / res["cells"]["sn0.5"]["ptl"]["64x96"]["median_ms"] / 1e6
+    gmacs = res["models"]["sn0.5"]["macs"]["64x96"] / res["fastest"]["sn0.5"]["64x96"]["median_ms"] / 1e6
     assert eff["gmac_per_s"] == pytest.approx(gmacs)
     assert eff["share_of_alexnet"] == pytest.approx(gmacs / res["efficiency"]["alexnet"]["64x96"]["gmac_per_s"])
     (row,) = [r for r in res["ratios"] if r["num"] == "megvii0.5"]
-    expect = res["cells"]["megvii0.5"]["ptl"]["64x96"]["median_ms"] / res["cells"]["sn0.5"]["ptl"]["64x96"]["median_ms"]
+    expect = res["fastest"]["megvii0.5"]["64x96"]["median_ms"] / res["fastest"]["sn0.5"]["64x96"]["median_ms"]
     assert row["fastest"]["64x96"] == pytest.approx(expect) and row["met"]["64x96"] == (expect >= 1.5)
     # The per-layer-type profile names ShuffleNet's parts and adds up to 100 %.
     prof = res["profile"]["rows"]
@@ -69,8 +72,10 @@ def test_quick_benchmark_writes_table_json_and_chart(tmp_path, capsys):
     assert "megvii-style 0.5x / ours 0.5x" in md and "vs AlexNet" in md
     png = (out / "benchmark.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    # A progress line per measurement (3 models x 2 runtimes x 1 size) and per round.
-    assert sum(line.startswith("[bench ") for line in printed.out.splitlines()) == 6
+    if "onnx" in exported:  # the same ratio through each runtime
+        assert set(row["measured"]) == {"eager", *exported} and "The same ratios per runtime" in md
+    # A progress line per measurement (3 models x runtimes x 1 size) and per round.
+    assert sum(line.startswith("[bench ") for line in printed.out.splitlines()) == 3 * (1 + len(exported))
     assert sum(" round " in line for line in printed.out.splitlines()) == 2
 
 

@@ -1,4 +1,4 @@
-"""ExecuTorch ``--format pte`` (optional dependency): verified .pte per size, int8 via PT2E, clear message without it."""
+"""ExecuTorch ``--format pte`` (optional dependency): verified .pte per size, int8 via PT2E, one message without it."""
 
 from __future__ import annotations
 

@@ -17,9 +17,11 @@ from shufflenet.mobile.rewrite import (
     RewriteOptions,
     _maxpool_slices,
     for_runtime,
-    shuffle_permutation,
+    reshape_shuffle,
+    with_reshape_shuffles,
 )
 from shufflenet.mobile.verify import frame_reference
+from shufflenet.models.shufflenet import ChannelShuffle, shuffle_permutation
 
 
 def _net(name="shufflenet_v1_x0_25_g3", **kw):
@@ -40,6 +42,23 @@ def test_shuffle_permutation_matches_channel_shuffle():
     perm = shuffle_permutation(12, 3)
     assert torch.equal(F.channel_shuffle(z, 3), z[:, perm])
     assert sorted(perm.tolist()) == list(range(12)) and perm.tolist() != list(range(12))
+
+
+def test_reshape_form_of_the_shuffle_is_the_same_permutation():
+    """The form pnnx (ncnn) converts: bit-exact with the native op, and swapped into any model's shuffles."""
+    for g in (2, 3, 8):
+        z = torch.randn(2, 4 * g, 5, 7)
+        assert torch.equal(reshape_shuffle(z, g), F.channel_shuffle(z, g))
+    net = _net().eval()
+    features = shufflenet.create_model("shufflenet_v1_x0_25_g3", features_only=True).eval()
+    for model, form in ((net, "reshape"), (features, "reshape"), (net, "module")):
+        swapped = with_reshape_shuffles(model, form)
+        assert swapped is not model and not any(type(m) is ChannelShuffle for m in swapped.modules())
+        x = torch.randn(1, 3, 64, 64)
+        with torch.no_grad():
+            a, b = model(x), swapped(x)
+        for ta, tb in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            assert torch.equal(ta, tb)
 
 
 @pytest.mark.parametrize(

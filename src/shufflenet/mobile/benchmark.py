@@ -34,56 +34,22 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..complexity import count_macs
 from ..errors import run_cli
 from ..fileio import atomic_write, write_json_atomic, write_text_atomic
 from ..models import create_model, list_models, paper_tables
-from ..models.shufflenet import ShuffleNetV1, ShuffleUnit
+from ..models.baselines import megvii_style
+from ..models.shufflenet import ShuffleNetV1
 from .images import parse_size
-from .pte import executorch_available, executorch_version, export_pte, pte_runner
+from .ncnn_export import export_ncnn, ncnn_runner, require_ncnn
+from .onnx_export import export_onnx, onnx_runner, require_onnx
+from .pte import DELEGATE_OPS, executorch_available, executorch_version, export_pte, pte_runner
 from .ptl import export_ptl, host_info
 from .source import MobileError, ModelSource, writable_dir
 
 warnings.filterwarnings("ignore", message=".*Lite Interpreter is deprecated.*")
-
-# --- the megvii-style reference (measurement only) ---------------------------------------------------
-
-
-class MegviiStyleUnit(nn.Module):
-    """Reference for timing only: one of *our* :class:`ShuffleUnit`'s modules, run megvii-style.
-
-    Same convolutions and weights, but the channel shuffle sits after the depthwise conv + BN and is a
-    reshape -> permute -> reshape (the pattern of megvii's published ShuffleNet v1 code), and the
-    stride-2 ReLU is applied to the branch only. Not a library model; not numerically the same network.
-    """
-
-    def __init__(self, unit: ShuffleUnit) -> None:
-        super().__init__()
-        self.gconv1, self.dwconv, self.gconv2, self.shortcut = unit.gconv1, unit.dwconv, unit.gconv2, unit.shortcut
-        self.stride = unit.stride
-        self.groups = unit.shuffle.groups  # 1: no shuffle (first unit of stage 2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.dwconv(F.relu(self.gconv1(x)))
-        if self.groups > 1:
-            b, c, h, w = out.shape
-            out = out.reshape(b, c // self.groups, self.groups, h, w).permute(0, 2, 1, 3, 4).reshape(b, c, h, w)
-        out = self.gconv2(out)
-        if self.stride == 2:
-            return torch.cat((self.shortcut(x), F.relu(out)), 1)
-        return F.relu(x + out)
-
-
-def megvii_style_reference(model: ShuffleNetV1) -> ShuffleNetV1:
-    """Swap every unit of ``model`` (in place) for a :class:`MegviiStyleUnit` over the same modules."""
-    for stage in model.stages():
-        for i, unit in enumerate(list(stage)):
-            stage[i] = MegviiStyleUnit(unit)
-    return model
-
 
 # --- the table ---------------------------------------------------------------------------------------
 
@@ -112,7 +78,7 @@ def _torchvision_v2(width: str) -> Callable[[], nn.Module]:
 
 
 def _megvii(name: str) -> Callable[[], nn.Module]:
-    return lambda: megvii_style_reference(create_model(name))
+    return lambda: megvii_style(create_model(name))
 
 
 SN = {"0.5": "shufflenet_v1_x0_5_g3", "1": "shufflenet_v1_x1_0_g3", "2": "shufflenet_v1_x2_0_g3"}
@@ -145,7 +111,7 @@ RATIOS = [
         "alexnet",
         "sn0.5",
         "AlexNet / ShuffleNet 0.5x (paper headline ~13x)",
-        {"224x224": 10.0, "480x640": 7.0, "720x1280": 6.0},
+        13.0,
     ),
     ("mobilenet", "sn2", "MobileNet 1.0 / ShuffleNet 2x", None),
     ("sn1", "sn0.5", "ShuffleNet 1x / 0.5x", None),
@@ -154,11 +120,18 @@ RATIOS = [
     ("megvii1", "sn1", "megvii-style 1x / ours 1x", 1.5),
     ("megvii2", "sn2", "megvii-style 2x / ours 2x", 1.5),
     ("tv_v2_0.5", "sn0.5", "torchvision ShuffleNetV2 0.5x / ours 0.5x", 1.0),
-    ("tv_v2_1", "sn1", "torchvision ShuffleNetV2 1x / ours 1x", None),
+    ("tv_v2_1", "sn1", "torchvision ShuffleNetV2 1x / ours 1x", 1.0),
 ]
 
 SIZES = [(224, 224), (480, 640), (720, 1280)]
-RUNTIMES = ("ptl", "pte")
+#: ShuffleNet 0.5x's MAC/s as a share of AlexNet's at the same size, on each model's fastest runtime.
+SHARE_TARGET = 0.70
+#: The paper's rule of thumb (Sec. 4.5): each 4x fewer FLOPs gave ~2.6x speed.
+RULE_SPEEDUP_PER_4X = 2.6
+RUNTIMES = ("ptl", "pte", "onnx", "ncnn")
+#: What each runtime is timed on: the lite interpreter and ExecuTorch take the NHWC tensor as it arrives (their
+#: XNNPACK kernels compute in NHWC); ONNX Runtime and ncnn take their own NCHW layout, prepared outside the timing.
+NCHW_RUNTIMES = ("onnx", "ncnn")
 
 
 def paper_ms() -> Dict[str, List[float]]:
@@ -194,6 +167,13 @@ def _lite_runner(path: Path) -> Callable[[Tensor], Any]:
             return m(x)
 
     return run
+
+
+def _by_size(runs: Dict[Any, Callable[[Tensor], Any]]) -> Callable[[Tensor], Any]:
+    """One runner over files that each serve one size (key ``(H, W)``) or all (key ``None``)."""
+    if None in runs:
+        return runs[None]
+    return lambda x: runs[tuple(x.shape[-2:])](x)
 
 
 def run_benchmark(
@@ -247,6 +227,13 @@ def _run_benchmark(
     if "pte" in runtimes and not executorch_available():
         log("[bench] executorch is not installed: skipping the .pte runtime (pip install executorch==1.3.1)")
         runtimes.remove("pte")
+    for rt, check, extra in (("onnx", require_onnx, "onnx"), ("ncnn", require_ncnn, "ncnn")):
+        if rt in runtimes:
+            try:
+                check()
+            except MobileError:
+                log(f'[bench] {rt}: not installed, skipping (pip install "shufflenet[{extra}]")')
+                runtimes.remove(rt)
     runners: Dict[Tuple[str, str], Callable[[Tensor], Any]] = {}
     files: Dict[str, Dict[str, Any]] = {}
     macs: Dict[str, Dict[str, int]] = {}
@@ -271,32 +258,65 @@ def _run_benchmark(
             )
             log(
                 f"[bench] exported + verified {bm.label} -> {', '.join(str(p) for p in paths.values())} "
-                f"(ops outside XNNPACK: {[o for o in side['operators'] if o not in ('executorch_call_delegate', 'getitem')]})"
+                f"(ops outside XNNPACK: {[o for o in side['operators'] if o not in DELEGATE_OPS]})"
             )
             formats = {tuple(int(v) for v in tag.split("x")): f["memory_format"] for tag, f in side["files"].items()}
             runners[(bm.key, "pte")] = pte_runner(paths, threads=threads, memory_format=formats)
             files[bm.key]["pte"] = [str(p) for p in paths.values()]
             files[bm.key]["pte_operators"] = side["operators"]
+        if "onnx" in runtimes:
+            try:
+                onnx_paths = {
+                    None: export_onnx(
+                        src, export_dir, sizes, images="auto", n_real=verify_real, basename=f"bench_{bm.key}", log=quiet
+                    )[0]
+                }
+            except MobileError:  # no dynamic height/width (AlexNet's adaptive pool): one file per size
+                onnx_paths = {
+                    s: export_onnx(
+                        src,
+                        export_dir,
+                        [s],
+                        images="auto",
+                        n_real=verify_real,
+                        basename=f"bench_{bm.key}_{s[0]}x{s[1]}",
+                        log=quiet,
+                    )[0]
+                    for s in sizes
+                }
+            log(f"[bench] exported + verified {bm.label} -> {', '.join(str(p) for p in onnx_paths.values())}")
+            runners[(bm.key, "onnx")] = _by_size({k: onnx_runner(p, threads=threads) for k, p in onnx_paths.items()})
+            files[bm.key]["onnx"] = [str(p) for p in onnx_paths.values()]
+        if "ncnn" in runtimes:
+            ncnn_paths, _ = export_ncnn(
+                src, export_dir, sizes, images="auto", n_real=verify_real, basename=f"bench_{bm.key}", log=quiet
+            )
+            log(f"[bench] exported + verified {bm.label} -> {ncnn_paths['param']}")
+            runners[(bm.key, "ncnn")] = ncnn_runner(ncnn_paths["param"], ncnn_paths["bin"], threads=threads)
+            files[bm.key]["ncnn"] = [str(p) for p in ncnn_paths.values()]
 
     cells: Dict[str, Dict[str, Dict[str, Any]]] = {}
     total = len(runners) * len(sizes)
     done = 0
     for size in sizes:
         tag = f"{size[0]}x{size[1]}"
-        x = torch.randn(1, 3, *size)
+        x_nchw = torch.randn(1, 3, *size)
+        x = x_nchw
         if input_layout == "nhwc":  # a tensor that arrives HWC (camera, decoder): no layout copy in any model
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x_nchw.contiguous(memory_format=torch.channels_last)
+        feed = {k: (x_nchw if k[1] in NCHW_RUNTIMES else x) for k in runners}
         cpu: Dict[Tuple[str, str], List[float]] = {k: [] for k in runners}
         wall: Dict[Tuple[str, str], List[float]] = {k: [] for k in runners}
         for k, run in runners.items():
             for _ in range(warmup):
-                run(x)
+                run(feed[k])
         start = time.perf_counter()
         rounds = 0
         for _ in range(repeats):
             for k, run in runners.items():  # interleaved: one run of every (model, runtime) per round
+                xk = feed[k]
                 w, c = time.perf_counter(), time.process_time()
-                run(x)
+                run(xk)
                 cpu[k].append((time.process_time() - c) * 1e3)
                 wall[k].append((time.perf_counter() - w) * 1e3)
             rounds += 1
@@ -358,6 +378,7 @@ def _run_benchmark(
     result["fastest"] = fastest(result)
     result["efficiency"] = efficiency(result)
     result["ratios"] = ratios(result)
+    result["rule_of_thumb"] = rule_of_thumb(result)
     return result
 
 
@@ -387,7 +408,7 @@ def efficiency(result: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, float]]]
                 continue
             gmacs = macs / (fast[key][tag]["median_ms"] / 1e3) / 1e9
             out.setdefault(key, {})[tag] = {"gmac_per_s": gmacs}
-    for key, per in out.items():
+    for per in out.values():
         for tag, row in per.items():
             ref = out.get("alexnet", {}).get(tag)
             if ref:
@@ -436,6 +457,32 @@ def ratios(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     return out
 
 
+def rule_of_thumb(result: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Time ratios the paper's rule of thumb predicts for the ShuffleNet widths (from their MACs at 224) and the
+    measured ones (fastest runtime)."""
+    out = []
+    for big, small in (("sn1", "sn0.5"), ("sn2", "sn1"), ("sn2", "sn0.5")):
+        mb, ms = result["models"].get(big), result["models"].get(small)
+        if not mb or not ms or not ms["macs"].get("224x224"):
+            continue
+        flops = mb["macs"]["224x224"] / ms["macs"]["224x224"]
+        measured = {}
+        for tag in mb["macs"]:
+            a, b = result["fastest"].get(big, {}).get(tag), result["fastest"].get(small, {}).get(tag)
+            if a and b:
+                measured[tag] = a["median_ms"] / b["median_ms"]
+        predicted = RULE_SPEEDUP_PER_4X ** (math.log(flops) / math.log(4.0))
+        out.append(
+            {
+                "pair": f"{mb['label']} / {ms['label']}",
+                "flops_ratio": flops,
+                "predicted": predicted,
+                "measured": measured,
+            }
+        )
+    return out
+
+
 # --- reports -----------------------------------------------------------------------------------------
 
 
@@ -449,7 +496,8 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
         "# Table 8 (latency), reproduced on this machine",
         "",
         f"Host: {h['cpu']} ({h['arch']}, {h['logical_cpus']} logical CPUs), {h['threads']} thread(s), "
-        f"torch {h['torch']} (XNNPACK {'on' if h['xnnpack'] else 'off'})"
+        f"torch {h['torch']} (XNNPACK {'on' if h['xnnpack'] else 'off'}, "
+        f"get_cpu_capability() {h.get('torch_cpu_capability', '?')})"
         + (f", executorch {result['executorch']}" if result.get("executorch") and "pte" in rts else "")
         + f"; batch 1, {st.get('input_layout', 'nchw').upper()} float32 tensor in, {st['warmup']} warm-up + up to "
         f"{st['repeats']} interleaved rounds; median process-CPU ms per call (wall medians in the JSON). "
@@ -482,7 +530,8 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
     lines += [
         "",
         "Efficiency (fastest runtime): GMAC/s and share of AlexNet's MAC/s at the same size "
-        "(the paper's implementation: ShuffleNet 0.5x at ~64 % of AlexNet's at 224):",
+        "(the paper's implementation: ShuffleNet 0.5x at ~64 % of AlexNet's at 224; target: ShuffleNet 0.5x at "
+        f">= {100 * SHARE_TARGET:.0f} %):",
         "",
         "| model | MMACs @224 | " + " | ".join(f"GMAC/s {s} | vs AlexNet {s}" for s in sizes) + " |",
         "|---|---:|" + "---:|---:|" * len(sizes),
@@ -493,10 +542,9 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
         cols = []
         for s in sizes:
             e = eff.get(s)
-            cols += [
-                f"{e['gmac_per_s']:.2f}" if e else "-",
-                f"{100 * e['share_of_alexnet']:.0f} %" if e and "share_of_alexnet" in e else "-",
-            ]
+            share = e.get("share_of_alexnet") if e else None
+            mark = (" ✓" if share >= SHARE_TARGET else " ✗") if key == "sn0.5" and share is not None else ""
+            cols += [f"{e['gmac_per_s']:.2f}" if e else "-", f"{100 * share:.0f} %{mark}" if share is not None else "-"]
         lines.append(
             f"| {m['label']} | {m224 / 1e6:.0f} | " + " | ".join(cols) + " |"
             if m224
@@ -504,7 +552,7 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
         )
     lines += [
         "",
-        "Ratios of the fastest runtimes' medians (paper; measured; target of issue 11, met?):",
+        "Ratios of the fastest runtimes' medians (paper; measured; target, met?):",
         "",
         "| ratio | "
         + " | ".join(f"paper {s}" for s in sizes)
@@ -524,6 +572,34 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
         if r["target"] and len(set(r["target"].values())) == 1:
             tgt = f">= {next(iter(r['target'].values())):g}"
         lines.append(f"| {r['ratio']} | " + " | ".join(ps) + " | " + " | ".join(ms) + f" | {tgt or '-'} |")
+    lines += [
+        "",
+        "The same ratios per runtime (each model through that runtime):",
+        "",
+        "| ratio | runtime | " + " | ".join(sizes) + " |",
+        "|---|---|" + "---:|" * len(sizes),
+    ]
+    for r in result["ratios"]:
+        for rt, per in r["measured"].items():
+            lines.append(
+                f"| {r['ratio']} | {rt} | " + " | ".join(f"{per[s]:.2f}x" if s in per else "-" for s in sizes) + " |"
+            )
+    rule = rule_of_thumb(result)
+    if rule:
+        lines += [
+            "",
+            "The paper's rule of thumb (each 4x fewer FLOPs gave ~2.6x speed, i.e. time ~ FLOPs^0.69) beside the "
+            "measured time ratios of the fastest runtimes:",
+            "",
+            "| pair | FLOPs ratio | predicted | " + " | ".join(f"measured {s}" for s in sizes) + " |",
+            "|---|---:|---:|" + "---:|" * len(sizes),
+        ]
+        for row in rule:
+            lines.append(
+                f"| {row['pair']} | {row['flops_ratio']:.1f}x | {row['predicted']:.2f}x | "
+                + " | ".join(f"{row['measured'][s]:.2f}x" if s in row["measured"] else "-" for s in sizes)
+                + " |"
+            )
     if result.get("profile"):
         lines += [
             "",
@@ -699,13 +775,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="subset of: sn0.5 sn1 sn2 alexnet mobilenet megvii0.5 megvii1 megvii2 tv_v2_0.5 tv_v2_1 (default all)",
     )
     p.add_argument("--sizes", nargs="+", default=None, metavar="S|HxW", help="default 224 480x640 720x1280")
-    p.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=("eager", "ptl", "pte"))
+    p.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=list(RUNTIMES),
+        choices=("eager", *RUNTIMES),
+        help="default: every installed one of ptl pte onnx ncnn",
+    )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as the paper)")
     p.add_argument(
         "--input-layout",
         choices=("nchw", "nhwc"),
         default="nhwc",
-        help="memory layout of the timed input tensor (default nhwc: as a camera frame arrives, no model pays a layout copy)",
+        help="layout of the tensor timed in the lite interpreter / ExecuTorch (default nhwc: as a camera frame "
+        "arrives, no model pays a layout copy); ONNX Runtime and ncnn take NCHW",
     )
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=9, help="interleaved rounds per size (default 9)")

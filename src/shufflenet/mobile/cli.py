@@ -1,11 +1,13 @@
-"""``mobile/export.py`` / ``shufflenet-export``: export a model to a verified ``.ptl`` or ``.pte`` with a sidecar.
+"""``mobile/export.py`` / ``shufflenet-export``: export a model to verified mobile files, each with a sidecar.
 
     python mobile/export.py shufflenet_v1_x0_5_g3 --input-size 224 480x640 --out exported/
     python mobile/export.py model.pth --format pte --input-size 224
+    python mobile/export.py model.pth --format onnx ncnn ptl     # several runtimes at once
     python mobile/export.py model.pth --camera-input          # uint8 NHWC frames in, normalization folded in
     python mobile/export.py --detector demo_shapes --input-size 96x128
 
-Top of the wing: parses arguments and calls :mod:`.ptl`, :mod:`.pte`, :mod:`.detector` and :mod:`.quantize`.
+Top of the wing: parses arguments and calls :mod:`.ptl`, :mod:`.pte`, :mod:`.onnx_export`, :mod:`.ncnn_export`,
+:mod:`.detector` and :mod:`.quantize`.
 Bad input (unknown model, bad size, missing file, an ``--out`` that is a file or cannot be written, no real
 images in ``--images``) is one ``error:`` line and exit status 2, checked before any export work.
 """
@@ -21,13 +23,16 @@ from .images import parse_size, resolve_images
 from .source import MobileError, load_model, writable_dir
 from .verify import DEFAULT_ATOL, DEFAULT_RTOL, INT8_ATOL, INT8_RTOL
 
-__all__ = ["build_parser", "main", "cli"]
+__all__ = ["FORMATS", "build_parser", "main", "cli"]
+
+FORMATS = ("ptl", "pte", "onnx", "ncnn")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mobile/export.py",
-        description="Export a model to a verified .ptl (PyTorch lite interpreter) or .pte (ExecuTorch) with a JSON sidecar.",
+        description="Export a model to verified mobile files (.ptl lite interpreter, .pte ExecuTorch, ONNX, ncnn), "
+        "each with a JSON sidecar.",
     )
     p.add_argument(
         "model",
@@ -51,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="exported", help="output folder (default: exported/)")
     p.add_argument("--name", default=None, help="file stem (default: the model name, + _int8 when quantized)")
     p.add_argument(
-        "--format", choices=("ptl", "pte"), default="ptl", help="ptl: lite interpreter; pte: ExecuTorch + XNNPACK"
+        "--format",
+        nargs="+",
+        choices=FORMATS,
+        default=["ptl"],
+        help="one or more of: ptl (lite interpreter), pte (ExecuTorch + XNNPACK), onnx (ONNX Runtime; extra "
+        "'onnx'), ncnn (pnnx + ncnn; extra 'ncnn') (default: ptl)",
     )
     p.add_argument("--arch", default=None, help="architecture name for a checkpoint that does not store one")
     p.add_argument(
@@ -106,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--quantize",
         choices=("none", "int8"),
         default="none",
-        help="int8 post-training static quantization calibrated on --calib-images (ptl: FX/QNNPACK; pte: PT2E/XNNPACKQuantizer)",
+        help="int8 post-training static quantization calibrated on --calib-images (ptl: FX/QNNPACK; "
+        "pte: PT2E/XNNPACKQuantizer)",
     )
     p.add_argument(
         "--calib-images",
@@ -124,92 +135,133 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    formats = list(dict.fromkeys(args.format))  # each once, in the order given
     sizes = [parse_size(s) for s in args.input_size]
     if (args.model is None) == (args.detector is None):
         raise MobileError("give either a MODEL (name, weights file or checkpoint) or --detector CONFIG")
     if args.n_real < 0:
         raise MobileError(f"--n-real must be >= 0, got {args.n_real}")
     images = resolve_images(args.images)
+    _require_runtimes(formats)
     if args.detector is not None:
-        if args.format != "ptl" or args.quantize != "none" or args.camera_input:
-            raise MobileError("--detector exports fp32 .ptl only (no --format pte / --quantize int8 / --camera-input)")
-        from .detector import export_detector
-
-        out = writable_dir(args.out)
-        export_detector(
-            args.detector,
-            out,
-            sizes,
-            weights=args.weights,
-            images=images,
-            n_real=args.n_real,
-            atol=args.atol or DEFAULT_ATOL,
-            rtol=args.rtol or DEFAULT_RTOL,
-            bytecode_version=args.bytecode_version,
-            basename=args.name,
-        )
-        return 0
+        return _export_detector(args, formats, sizes, images)
     int8 = args.quantize == "int8"
     if int8 and args.camera_input:
         raise MobileError("--camera-input is for fp32 exports (not with --quantize int8)")
-    if args.format == "pte" and args.bytecode_version is not None:
-        raise MobileError("--bytecode-version applies to .ptl files only (ExecuTorch has no bytecode backport)")
+    if args.bytecode_version is not None and formats != ["ptl"]:
+        raise MobileError("--bytecode-version applies to .ptl files only (give --format ptl alone)")
+    if int8 and set(formats) - {"ptl", "pte"}:
+        raise MobileError("--quantize int8 is available for --format ptl and pte (onnx and ncnn export fp32)")
+    if "ncnn" in formats and (int8 or args.camera_input):
+        raise MobileError(
+            "--format ncnn exports fp32 NCHW files (an app feeds pixels through ncnn::Mat::from_pixels + "
+            "substract_mean_normalize); no --camera-input / --quantize int8"
+        )
     source = load_model(args.model, arch=args.arch, num_classes=args.num_classes)
     atol = args.atol if args.atol is not None else (INT8_ATOL if int8 else DEFAULT_ATOL)
     rtol = args.rtol if args.rtol is not None else (INT8_RTOL if int8 else DEFAULT_RTOL)
     stem = args.name or (source.name + ("_int8" if int8 else "") + ("_camera" if args.camera_input else ""))
     calib_size = parse_size(args.calib_size) if args.calib_size else sizes[0]
-    if args.format == "pte":
-        from .pte import _require_executorch, export_pte
+    out = writable_dir(args.out)
+    common = dict(images=images, n_real=args.n_real, atol=atol, rtol=rtol, basename=stem)
+    for fmt in formats:
+        if fmt == "pte":
+            from .pte import export_pte
 
-        _require_executorch()
-        quantize_fn = None
-        if int8:
-            from .quantize import pt2e_int8_for_pte
+            quantize_fn = None
+            if int8:
+                from .quantize import pt2e_int8_for_pte
 
-            quantize_fn = pt2e_int8_for_pte(source, args.calib_images, args.calib_count, calib_size)
-        out = writable_dir(args.out)
-        export_pte(
-            source,
-            out,
-            sizes,
-            images=images,
-            n_real=args.n_real,
-            atol=atol,
-            rtol=rtol,
-            basename=stem,
-            quantize_fn=quantize_fn,
-            memory_format=args.memory_format or "auto",
-            rewrite=args.rewrite,
-            camera=args.camera_input,
-        )
-        return 0
-    from .ptl import export_ptl, require_xnnpack
+                quantize_fn = pt2e_int8_for_pte(source, args.calib_images, args.calib_count, calib_size)
+            export_pte(
+                source,
+                out,
+                sizes,
+                quantize_fn=quantize_fn,
+                memory_format=args.memory_format or "auto",
+                rewrite=args.rewrite,
+                camera=args.camera_input,
+                **common,
+            )
+        elif fmt == "onnx":
+            from .onnx_export import export_onnx
 
-    require_xnnpack()
+            export_onnx(source, out, sizes, rewrite=args.rewrite, camera=args.camera_input, **common)
+        elif fmt == "ncnn":
+            from .ncnn_export import export_ncnn
+
+            export_ncnn(source, out, sizes, rewrite=args.rewrite, **common)
+        else:
+            _export_ptl(args, source, out, sizes, calib_size, common)
+    return 0
+
+
+def _require_runtimes(formats: Sequence[str]) -> None:
+    """Every asked-for runtime importable, checked before any work (one error line naming the extra)."""
+    for fmt in formats:
+        if fmt == "ptl":
+            from .ptl import require_xnnpack
+
+            require_xnnpack()
+        elif fmt == "pte":
+            from .pte import _require_executorch
+
+            _require_executorch()
+        elif fmt == "onnx":
+            from .onnx_export import require_onnx
+
+            require_onnx()
+        elif fmt == "ncnn":
+            from .ncnn_export import require_ncnn
+
+            require_ncnn()
+
+
+def _export_ptl(args, source, out, sizes, calib_size, common) -> None:
+    from .ptl import export_ptl
+
     engine = None
-    if int8:
+    if args.quantize == "int8":
         from .quantize import quantize_fx_int8, resolve_calib_dir
 
         calib = resolve_calib_dir(args.calib_images)
         source = quantize_fx_int8(source, calib, args.calib_count, calib_size)
         engine = "qnnpack"
-    out = writable_dir(args.out)
     export_ptl(
         source,
         out,
         sizes,
         method=args.method,
-        images=images,
-        n_real=args.n_real,
         channels_last=args.memory_format != "contiguous",
-        atol=atol,
-        rtol=rtol,
         bytecode_version=args.bytecode_version,
-        basename=stem,
         quantized_engine=engine,
         rewrite=args.rewrite,
         camera=args.camera_input,
+        **common,
+    )
+
+
+def _export_detector(args, formats, sizes, images) -> int:
+    if set(formats) - {"ptl", "onnx"} or args.quantize != "none" or args.camera_input:
+        raise MobileError(
+            "--detector exports fp32 .ptl and ONNX files (--format ptl onnx; no pte / ncnn / --quantize int8 / "
+            "--camera-input)"
+        )
+    from .detector import export_detector
+
+    out = writable_dir(args.out)
+    export_detector(
+        args.detector,
+        out,
+        sizes,
+        weights=args.weights,
+        images=images,
+        n_real=args.n_real,
+        atol=args.atol or DEFAULT_ATOL,
+        rtol=args.rtol or DEFAULT_RTOL,
+        bytecode_version=args.bytecode_version,
+        basename=args.name,
+        formats=formats,
     )
     return 0
 

@@ -1,4 +1,5 @@
-"""Detector export: the detection wing's traceable detector (its public API only) to a verified ``.ptl``."""
+"""Detector export: the detection integration's traced detector (its public API only) to a verified ``.ptl`` and
+ONNX file (boxes, scores, classes), each checked against the eager detector on random and real images."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import torch
 from ..errors import ShuffleNetError
 from .images import load_images, resolve_images
 from .ptl import export_ptl, require_xnnpack
+from .rewrite import with_reshape_shuffles
 from .source import MobileError, ModelSource
 from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyInput
 
-__all__ = ["detector_inputs", "export_detector"]
+__all__ = ["OUTPUT_NAMES", "detector_inputs", "export_detector"]
+
+OUTPUT_NAMES = ("boxes", "scores", "classes")
 
 
 def detector_inputs(
@@ -43,13 +47,20 @@ def export_detector(
     rtol: float = DEFAULT_RTOL,
     bytecode_version: Optional[int] = None,
     basename: Optional[str] = None,
+    formats: Sequence[str] = ("ptl",),
     log: Callable[[str], None] = print,
 ) -> Tuple[Path, Dict[str, Any]]:
     """``build_detector(config, weights=...)`` -> ``traceable_detector`` -> ``trace_detector`` (traced ==
     eager, checked by the detection wing) -> ``optimize_for_mobile`` -> lite interpreter, verified here
     against the eager detector on random and real images at every size: same number of detections, boxes
-    and scores within the bound, identical classes."""
-    require_xnnpack()
+    and scores within the bound, identical classes. ``formats``: ``ptl`` and/or ``onnx`` (the traced module
+    through ``torch.onnx.export``); returns the first format's (path, sidecar)."""
+    if "ptl" in formats:
+        require_xnnpack()
+    if "onnx" in formats:
+        from .onnx_export import require_onnx
+
+        require_onnx()
     try:
         from ..detection import build_detector
         from ..detection.export import trace_detector, traceable_detector
@@ -83,18 +94,28 @@ def export_detector(
         input_spec=spec,
         extra={"outputs": "boxes [N, 4] (x0, y0, x1, y1), scores [N], classes [N]"},
     )
-    return export_ptl(
-        src,
-        out_dir,
-        sizes,
-        images=files,
-        n_real=n_real,
-        atol=atol,
-        rtol=rtol,
-        bytecode_version=bytecode_version,
-        basename=basename or name,
-        channels_last=False,
-        scripted=(traced, "trace"),
-        inputs=inputs,
-        log=log,
-    )
+    common = dict(images=files, n_real=n_real, atol=atol, rtol=rtol, basename=basename or name, inputs=inputs, log=log)
+    results = []
+    for fmt in formats:
+        if fmt == "onnx":
+            from .onnx_export import export_onnx
+
+            # traced again with the shuffle in its reshape form: the first trace holds aten::channel_shuffle,
+            # which ONNX has no operator for (a plain torch.onnx.export of the module would trace without
+            # the detection integration's tracing patches)
+            log("[export] detector: trace for ONNX (channel shuffle as reshape/transpose/reshape) ...")
+            onnx_form = trace_detector(with_reshape_shuffles(module), inputs[0].tensor, [i.tensor for i in inputs[1:]])
+            results.append(export_onnx(src, out_dir, sizes, form=onnx_form, output_names=OUTPUT_NAMES, **common))
+        else:
+            results.append(
+                export_ptl(
+                    src,
+                    out_dir,
+                    sizes,
+                    bytecode_version=bytecode_version,
+                    channels_last=False,
+                    scripted=(traced, "trace"),
+                    **common,
+                )
+            )
+    return results[0]

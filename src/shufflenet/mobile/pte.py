@@ -18,9 +18,7 @@ to ``sys.executable``, or set ``FLATC_EXECUTABLE``.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import platform
 import shutil
 import sys
 import warnings
@@ -30,20 +28,21 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..fileio import sha256_file, tmp_sibling, write_json_atomic
+from .artifact import (
+    Staged,
+    check_sizes,
+    filtered_stderr,
+    input_spec,
+    output_shapes,
+    reference_and_inputs,
+    sidecar,
+    verify,
+    without_log_records,
+)
 from .images import resolve_images
 from .rewrite import CameraInput, for_runtime
 from .source import MobileError, ModelSource
-from .verify import (
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
-    flatten_outputs,
-    frame_reference,
-    images_note,
-    make_frame_inputs,
-    make_inputs,
-    verify_runtime,
-)
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL
 
 __all__ = [
     "ExecutorchUnavailableError",
@@ -61,10 +60,17 @@ class ExecutorchUnavailableError(MobileError):
     """ExecuTorch (optional) is not installed or cannot serialize (no ``flatc``)."""
 
 
+#: ExecuTorch's harmless start-up chatter: its cpuinfo probe of ARM identification files (``midr``) that an
+#: x86 host or a container does not have, and torch's deprecation notice for an Enum that torchao registers.
+CPUINFO_CHATTER = (r"^\[cpuinfo_utils\.cpp:\d+\] ",)
+PYTREE_NOTICE = ("torch.utils._pytree", r"is an Enum subclass and is now natively supported")
+
+
 def executorch_available() -> bool:
     try:
-        import executorch.exir  # noqa: F401
-        import executorch.runtime  # noqa: F401
+        with without_log_records(*PYTREE_NOTICE):
+            import executorch.exir  # noqa: F401
+            import executorch.runtime  # noqa: F401
 
         return True
     except Exception:
@@ -132,8 +138,9 @@ def _per_sample(fn: Callable[[Tensor], Any]) -> Callable[[Tensor], Any]:
 def _load_method(path: Path):
     from executorch.runtime import Runtime
 
-    program = Runtime.get().load_program(str(path))
-    return program.load_method("forward")
+    with filtered_stderr(CPUINFO_CHATTER):
+        program = Runtime.get().load_program(str(path))
+        return program.load_method("forward")
 
 
 def set_threads(threads: int) -> None:
@@ -194,143 +201,89 @@ def export_pte(
 ) -> Tuple[Dict[Tuple[int, int], Path], Dict[str, Any]]:
     """Export one verified ``.pte`` per size (batch 1) + a ``<stem>.pte.json`` sidecar; all or nothing.
 
-        ``quantize_fn(model, example) -> module`` (int8, :func:`shufflenet.mobile.quantize.pt2e_int8_for_pte`)
-        makes a converted PT2E module per size; the program is lowered from it and must reproduce it. Otherwise
-        the program is lowered from the runtime's equivalent form (``rewrite``) and must reproduce
-        ``source.model``. ``memory_format``: the program's input layout (``"auto"``: channels_last when XNNPACK takes
-    the whole program, else contiguous, which the portable kernels outside the delegate need); ``camera``:
-    ``uint8`` NHWC frames in.
+    ``quantize_fn(model, example) -> module`` (int8, :func:`shufflenet.mobile.quantize.pt2e_int8_for_pte`)
+    makes a converted PT2E module per size; the program is lowered from it and must reproduce it. Otherwise
+    the program is lowered from the runtime's equivalent form (``rewrite``) and must reproduce
+    ``source.model``. ``memory_format``: the program's input layout (``"auto"``: channels_last when XNNPACK
+    takes the whole program, else contiguous, which the portable kernels outside the delegate need);
+    ``camera``: ``uint8`` NHWC frames in.
     """
     _require_executorch()
     if memory_format not in (*MEMORY_FORMATS, "auto"):
         raise MobileError(f"--memory-format must be auto or one of {sorted(MEMORY_FORMATS)}, got {memory_format!r}")
     if camera and quantize_fn is not None:
         raise MobileError("--camera-input is for fp32 exports (not with --quantize int8)")
-    sizes = [tuple(int(v) for v in s) for s in sizes]
-    if not sizes:
-        raise MobileError("at least one --input-size is needed")
+    sizes = check_sizes(sizes)
     files = images if isinstance(images, (list, tuple)) else resolve_images(images)
     basename = basename or source.name.replace("/", "_")
-    out_dir = Path(out_dir)
     model = source.model.eval()
     net = for_runtime(model, "pte") if rewrite and quantize_fn is None else model
     form = CameraInput(net, source.mean, source.std) if camera else net
-    tmps: Dict[Tuple[int, int], Path] = {}
     checks: List[Dict[str, Any]] = []
     files_out: Dict[str, Dict[str, Any]] = {}
     ops: set = set()
     outputs: Optional[List[List[int]]] = None
-    try:
+    with Staged(out_dir) as staged:
         for size in sizes:
             tag = f"{size[0]}x{size[1]}"
-            final = out_dir / f"{basename}_{tag}.pte"
             log(f"[export] {source.name} @ {tag}: torch.export -> XNNPACK partitioner -> .pte ...")
+            ref_fn, inputs = reference_and_inputs(source, [size], files, n_real, camera)
             if camera:
-                inputs = make_frame_inputs([size], files, n_real)
-                example = inputs[0].tensor
-                ref_fn = frame_reference(model, source.mean, source.std)
-                lowered = form
-                prep = lambda x: x.contiguous()  # noqa: E731
-                fmt_name = "contiguous"
-                data, size_ops = lower_to_pte(lowered, example)
+                fmt_name, data, size_ops = "contiguous", *lower_to_pte(form, inputs[0].tensor)
             else:
-                inputs = make_inputs([size], files, n_real, mean=source.mean, std=source.std)
-                fmt_name = (
-                    memory_format
-                    if memory_format != "auto"
-                    else ("channels_last" if quantize_fn is None else "contiguous")
-                )
-                example = torch.randn(1, 3, *size).contiguous(memory_format=MEMORY_FORMATS[fmt_name])
-                ref_fn = quantize_fn(model, example) if quantize_fn is not None else model
-                lowered = ref_fn if quantize_fn is not None else form
-                data, size_ops = lower_to_pte(lowered, example)
-                if memory_format == "auto" and set(size_ops) - DELEGATE_OPS:  # portable kernels want NCHW
-                    fmt_name = "contiguous"
-                    example = example.contiguous()
-                    ref_fn = quantize_fn(model, example) if quantize_fn is not None else model
-                    lowered = ref_fn if quantize_fn is not None else form
-                    data, size_ops = lower_to_pte(lowered, example)
-                fmt = MEMORY_FORMATS[fmt_name]
-                prep = lambda x, fmt=fmt: x.contiguous(memory_format=fmt)  # noqa: E731
-            tmp = tmp_sibling(final)
-            tmps[size] = tmp
+                fmt_name, ref_fn, data, size_ops = _lower_classifier(model, form, size, memory_format, quantize_fn)
+            name = f"{basename}_{tag}.pte"
+            tmp = staged.tmp(name)
             tmp.write_bytes(data)
             method = _load_method(tmp)
-            rows = verify_runtime(
-                _per_sample(ref_fn),
-                _per_sample(lambda x, m=method: m.execute([prep(x)])),
-                inputs,
-                atol,
-                rtol,
-                runtime="ExecuTorch runtime",
+            fmt = None if camera else MEMORY_FORMATS[fmt_name]
+            run = _per_sample(
+                lambda x, m=method, f=fmt: m.execute([x.contiguous() if f is None else x.contiguous(memory_format=f)])
             )
-            for r in rows:
-                log(f"[verify] {tag} {r['input']:<18} max|diff| {r['max_abs_diff']:.2e} <= bound {r['bound']:.2e}  ok")
-            checks += rows
+            checks += verify(_per_sample(ref_fn), run, inputs, atol, rtol, "ExecuTorch runtime", log)
             if outputs is None:  # output shapes at the first size, from that size's reference (static shapes)
-                with torch.no_grad():
-                    outputs = [list(t.shape) for t in flatten_outputs(ref_fn(example))]
+                outputs = output_shapes(ref_fn, inputs[0].tensor[:1])
             ops |= set(size_ops)
             files_out[tag] = {
-                "file": final.name,
-                "sha256": sha256_file(tmp),
-                "size_bytes": tmp.stat().st_size,
+                **staged.entry(name),
                 "memory_format": fmt_name,
                 "outside_delegate": sorted(set(size_ops) - DELEGATE_OPS),
             }
-        input_desc: Dict[str, Any] = {
-            "sizes_hw_verified": [list(s) for s in sizes],
-            "shape": "1 x 3 x H x W (static per file)",
-            "dtype": "float32",
-            "memory_format": sorted({f["memory_format"] for f in files_out.values()})[0]
-            if len({f["memory_format"] for f in files_out.values()}) == 1
-            else "per file",
-            "normalization": source.normalization,
-        }
-        if camera:
-            input_desc.update(
-                shape="1 x H x W x 3 camera frame, RGB (static per file)",
-                dtype="uint8",
-                memory_format="contiguous",
-                normalization={
-                    "color": "RGB",
-                    "scale": "0-255 uint8 pixels; mean/std folded into the stem",
-                    "mean": list(source.mean),
-                    "std": list(source.std),
-                },
-            )
-        sidecar = {
-            "format": "shufflenet-mobile/1",
-            "runtime": "ExecuTorch (executorch.runtime / Module API) with the XNNPACK backend",
-            "model": source.name,
-            "task": source.task,
-            "source": source.origin,
-            "files": files_out,
-            "input": input_desc,
-            "outputs": outputs,
-            "operators": sorted(ops),
-            "rewrite": "runtime-specific equivalent form (shufflenet.mobile.rewrite)" if net is not model else None,
-            "quantization": "int8 PT2E XNNPACKQuantizer (static, per-channel weights)" if quantize_fn else None,
-            "verification": {"atol": atol, "rtol": rtol, **images_note(files), "checks": checks},
-            "exported_with": {
-                "torch": torch.__version__,
-                "executorch": executorch_version(),
-                "python": platform.python_version(),
-                "arch": platform.machine(),
-            },
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            **({"extra": source.extra} if source.extra else {}),
-        }
-        finals = {}
-        for size, tmp in tmps.items():
-            final = out_dir / f"{basename}_{size[0]}x{size[1]}.pte"
-            os.replace(tmp, final)
-            finals[size] = final
-        write_json_atomic(sidecar, out_dir / f"{basename}.pte.json")
-    finally:
-        for tmp in tmps.values():
-            if tmp.exists():
-                tmp.unlink()
-    total = sum(f["size_bytes"] for f in files_out.values())
-    log(f"[export] wrote {len(finals)} .pte file(s) ({total / 1e6:.2f} MB) + {basename}.pte.json in {out_dir}")
-    return finals, sidecar
+        formats = sorted({f["memory_format"] for f in files_out.values()})
+        side = sidecar(
+            source,
+            "ExecuTorch (executorch.runtime / Module API) with the XNNPACK backend",
+            input_spec(
+                source,
+                sizes,
+                "1 x H x W x 3 camera frame, RGB (static per file)" if camera else "1 x 3 x H x W (static per file)",
+                camera,
+                memory_format=formats[0] if len(formats) == 1 else "per file",
+            ),
+            outputs,
+            checks,
+            atol,
+            rtol,
+            files,
+            net is not model,
+            {"executorch": executorch_version()},
+            files=files_out,
+            operators=sorted(ops),
+            quantization="int8 PT2E XNNPACKQuantizer (static, per-channel weights)" if quantize_fn else None,
+        )
+        written = staged.commit(side, f"{basename}.pte.json", log)
+    return {size: path for size, path in zip(sizes, written)}, side
+
+
+def _lower_classifier(model, form, size, memory_format: str, quantize_fn):
+    """Lower at ``size`` in the requested layout; ``auto`` falls back to NCHW when kernels outside the
+    XNNPACK delegate remain (the portable kernels want NCHW). (layout, reference, program bytes, operators)."""
+    fmt_name = memory_format if memory_format != "auto" else ("channels_last" if quantize_fn is None else "contiguous")
+    for _ in range(2):
+        example = torch.randn(1, 3, *size).contiguous(memory_format=MEMORY_FORMATS[fmt_name])
+        ref_fn = quantize_fn(model, example) if quantize_fn is not None else model
+        data, size_ops = lower_to_pte(ref_fn if quantize_fn is not None else form, example)
+        if memory_format != "auto" or fmt_name == "contiguous" or not set(size_ops) - DELEGATE_OPS:
+            break
+        fmt_name = "contiguous"
+    return fmt_name, ref_fn, data, size_ops

@@ -12,7 +12,6 @@ temporary file; a temporary file left by a killed earlier export is removed by t
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import platform
 import warnings
@@ -22,21 +21,12 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..fileio import sha256_file, tmp_sibling, write_json_atomic
+from ..fileio import tmp_sibling
+from .artifact import Staged, check_sizes, input_spec, output_shapes, reference_and_inputs, sidecar, verify
 from .images import resolve_images
 from .rewrite import CameraInput, for_runtime
 from .source import MobileError, ModelSource
-from .verify import (
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
-    VerifyInput,
-    flatten_outputs,
-    frame_reference,
-    images_note,
-    make_frame_inputs,
-    make_inputs,
-    verify_runtime,
-)
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyInput
 
 __all__ = [
     "XnnpackUnavailableError",
@@ -158,6 +148,7 @@ def host_info(threads: Optional[int] = None) -> Dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "xnnpack": xnnpack_available(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
 
 
@@ -210,120 +201,96 @@ def export_ptl(
     Raises :class:`~.verify.VerificationError` (nothing written) when the lite-interpreter outputs differ
     from eager's beyond ``atol + rtol * max|eager|``.
     """
-    from torch.jit.mobile import _export_operator_list, _load_for_lite_interpreter
-
     require_xnnpack()
-    sizes = [tuple(s) for s in sizes]
-    if not sizes:
-        raise MobileError("at least one --input-size is needed")
+    sizes = check_sizes(sizes)
     files = images if isinstance(images, (list, tuple)) else resolve_images(images)
     basename = basename or source.name.replace("/", "_")
-    out_dir = Path(out_dir)
-    final = out_dir / f"{basename}.ptl"
-    side = out_dir / f"{basename}.json"
-    model = source.model.eval()
-    if inputs is None:
-        inputs = (
-            make_frame_inputs(sizes, files, n_real)
-            if camera
-            else make_inputs(sizes, files, n_real, mean=source.mean, std=source.std)
-        )
-    reference = frame_reference(model, source.mean, source.std) if camera else model
-
+    reference, default_inputs = reference_and_inputs(source, sizes, files, n_real, camera)
+    inputs = list(inputs) if inputs is not None else default_inputs
     prev_engine = torch.backends.quantized.engine
     if quantized_engine:
         torch.backends.quantized.engine = quantized_engine
-    tmp = tmp_sibling(final)
-    tmp2: Optional[Path] = None
-    rewritten = False
     try:
-        if scripted is None:
-            net = for_runtime(model, "ptl") if rewrite and quantized_engine is None else model
-            rewritten = net is not model
-            if camera:
-                form: nn.Module = CameraInput(net, source.mean, source.std)
-            else:
-                form = ChannelsLastInput(net) if channels_last else net
-            log(f"[export] {source.name}: TorchScript ({method}) of {type(form).__name__} ...")
-            scripted, used = to_torchscript(form, inputs[0].tensor, method)
-        else:
-            scripted, used = scripted
-        log("[export] optimize_for_mobile (freeze, fold BN, XNNPACK prepack, fuse ReLU) ...")
-        optimized = optimize(scripted)
-        optimized._save_for_lite_interpreter(str(tmp))
-        written_version = lite_bytecode_version(tmp)
-        if bytecode_version is not None:
-            log(f"[export] backport bytecode {written_version} -> {bytecode_version}")
-            tmp2 = tmp_sibling(final)
-            backport(tmp, tmp2, bytecode_version)
-            os.replace(tmp2, tmp)
-        lite = _load_for_lite_interpreter(str(tmp))
-        log(f"[export] verify against eager on {len(inputs)} inputs at {', '.join(f'{h}x{w}' for h, w in sizes)}")
-        rows = verify_runtime(reference, lite, inputs, atol, rtol)
-        for r in rows:
-            log(
-                f"[verify] {r['size'][0]}x{r['size'][1]} {r['input']:<18} max|diff| {r['max_abs_diff']:.2e} "
-                f"<= bound {r['bound']:.2e}  ok"
+        with Staged(out_dir) as staged:
+            rewritten = False
+            if scripted is None:
+                form, rewritten = _ptl_form(source, rewrite and quantized_engine is None, camera, channels_last)
+                log(f"[export] {source.name}: TorchScript ({method}) of {type(form).__name__} ...")
+                scripted = to_torchscript(form, inputs[0].tensor, method)
+            module, used = scripted
+            tmp = staged.tmp(f"{basename}.ptl")
+            written_version = _write_lite(module, tmp, bytecode_version, log)
+            lite = _load_lite(tmp)
+            log(f"[export] verify against eager on {len(inputs)} inputs at {', '.join(f'{h}x{w}' for h, w in sizes)}")
+            rows = verify(reference, lite, inputs, atol, rtol, "lite interpreter", log)
+            ops = _operators(lite)
+            extra = (
+                {}
+                if source.task == "detection"
+                else {"memory_format": "channels_last" if channels_last or camera else "contiguous"}
             )
-        ops = sorted(set(_export_operator_list(lite)))
-        with torch.no_grad():
-            outputs = [list(t.shape) for t in flatten_outputs(reference(inputs[0].tensor))]
-        input_desc = {
-            "sizes_hw_verified": [list(s) for s in sizes],
-            "shape": "3 x H x W (one image)" if source.task == "detection" else "N x 3 x H x W",
-            "dtype": "float32",
-            "normalization": source.normalization,
-        }
-        if camera:
-            input_desc.update(
-                shape="N x H x W x 3 (camera frame, RGB)",
-                dtype="uint8",
-                normalization={
-                    "color": "RGB",
-                    "scale": "0-255 uint8 pixels; mean/std folded into the stem",
-                    "mean": list(source.mean),
-                    "std": list(source.std),
-                },
+            shape = "3 x H x W (one image)" if source.task == "detection" else "N x 3 x H x W"
+            side = sidecar(
+                source,
+                "pytorch lite interpreter (torch.jit.mobile._load_for_lite_interpreter / LiteModuleLoader)",
+                input_spec(source, sizes, "N x H x W x 3 (camera frame, RGB)" if camera else shape, camera),
+                output_shapes(reference, inputs[0].tensor),
+                rows,
+                atol,
+                rtol,
+                files,
+                rewritten,
+                file=f"{basename}.ptl",
+                **{k: v for k, v in staged.entry(f"{basename}.ptl").items() if k != "file"},
+                bytecode_version=lite_bytecode_version(tmp),
+                bytecode_version_written=written_version,
+                operators=ops,
+                torchscript_method=used,
+                optimize_for_mobile=True,
+                memory_format=extra.get("memory_format", "contiguous"),
+                quantized_engine=quantized_engine,
             )
-        sidecar = {
-            "format": "shufflenet-mobile/1",
-            "file": final.name,
-            "runtime": "pytorch lite interpreter (torch.jit.mobile._load_for_lite_interpreter / LiteModuleLoader)",
-            "model": source.name,
-            "task": source.task,
-            "source": source.origin,
-            "input": input_desc,
-            "outputs": outputs,
-            "sha256": sha256_file(tmp),
-            "size_bytes": tmp.stat().st_size,
-            "bytecode_version": lite_bytecode_version(tmp),
-            "bytecode_version_written": written_version,
-            "operators": ops,
-            "torchscript_method": used,
-            "optimize_for_mobile": True,
-            "rewrite": "runtime-specific equivalent form (shufflenet.mobile.rewrite)" if rewritten else None,
-            "memory_format": "channels_last"
-            if (channels_last or camera) and source.task != "detection"
-            else "contiguous",
-            "quantized_engine": quantized_engine,
-            "verification": {"atol": atol, "rtol": rtol, **images_note(files), "checks": rows},
-            "exported_with": {
-                "torch": torch.__version__,
-                "python": platform.python_version(),
-                "arch": platform.machine(),
-            },
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            **({"extra": source.extra} if source.extra else {}),
-        }
-        os.replace(tmp, final)
-        write_json_atomic(sidecar, side)
+            final = staged.commit(side, f"{basename}.json", log)[0]
     finally:
         torch.backends.quantized.engine = prev_engine
-        for t in (tmp, tmp2):
-            if t is not None and t.exists():
-                t.unlink()
-    log(
-        f"[export] wrote {final} ({sidecar['size_bytes'] / 1e6:.2f} MB, bytecode v{sidecar['bytecode_version']}, "
-        f"{len(ops)} ops) + {side.name}"
-    )
-    return final, sidecar
+    log(f"[export] {final.name}: bytecode v{side['bytecode_version']}, {len(ops)} operators")
+    return final, side
+
+
+def _ptl_form(source: ModelSource, rewrite: bool, camera: bool, channels_last: bool) -> Tuple[nn.Module, bool]:
+    """What gets scripted: the runtime's equivalent form (``rewrite``), behind a camera or NHWC input."""
+    model = source.model.eval()
+    net = for_runtime(model, "ptl") if rewrite else model
+    if camera:
+        return CameraInput(net, source.mean, source.std), net is not model
+    return (ChannelsLastInput(net) if channels_last else net), net is not model
+
+
+def _write_lite(module: torch.jit.ScriptModule, tmp: Path, bytecode_version: Optional[int], log) -> int:
+    """``optimize_for_mobile`` and save for the lite interpreter into ``tmp`` (backported if asked); the
+    bytecode version torch wrote."""
+    log("[export] optimize_for_mobile (freeze, fold BN, XNNPACK prepack, fuse ReLU) ...")
+    optimize(module)._save_for_lite_interpreter(str(tmp))
+    written = lite_bytecode_version(tmp)
+    if bytecode_version is not None:
+        log(f"[export] backport bytecode {written} -> {bytecode_version}")
+        tmp2 = tmp_sibling(tmp.with_name(tmp.name + ".backport"))
+        try:
+            backport(tmp, tmp2, bytecode_version)
+            os.replace(tmp2, tmp)
+        finally:
+            if tmp2.exists():
+                tmp2.unlink()
+    return written
+
+
+def _load_lite(path: Path):
+    from torch.jit.mobile import _load_for_lite_interpreter
+
+    return _load_for_lite_interpreter(str(path))
+
+
+def _operators(lite) -> list:
+    from torch.jit.mobile import _export_operator_list
+
+    return sorted(set(_export_operator_list(lite)))

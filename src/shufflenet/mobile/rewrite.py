@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
-from ..models.shufflenet import ChannelShuffle, ShuffleNetV1, ShuffleUnit
+from ..models.shufflenet import ChannelShuffle, ShuffleNetV1, ShuffleUnit, channel_shuffle, shuffle_permutation
 from .source import MobileError
 
 __all__ = [
@@ -52,7 +52,9 @@ __all__ = [
     "FastShuffleNet",
     "FastShuffleUnit",
     "CameraInput",
-    "shuffle_permutation",
+    "ReshapeShuffle",
+    "reshape_shuffle",
+    "with_reshape_shuffles",
 ]
 
 
@@ -63,19 +65,55 @@ class RewriteOptions:
     head: str = "mean"  #: "mean" | "keepdim"
     shuffle_after_dw: bool = True  #: stride-2 units only
     branch_relu: bool = True  #: stride-2 ReLU on the branch only (fuses into GConv2)
+    shuffle: str = "native"  #: "native" (the model's channel_shuffle) | "module" (torch.nn.ChannelShuffle)
 
 
 #: The forms measured fastest per runtime on the benchmark host (docs/mobile.md, "what the rewrite does").
 RUNTIME_DEFAULTS: Dict[str, RewriteOptions] = {
     "ptl": RewriteOptions(shortcut="dwconv", maxpool="slices", head="mean"),
     "pte": RewriteOptions(shortcut="dwconv", maxpool="pool", head="keepdim"),
+    # ONNX Runtime: the model's channel_shuffle becomes Reshape/Transpose/Reshape during torch.onnx.export.
+    "onnx": RewriteOptions(shortcut="dwconv", maxpool="pool", head="keepdim"),
+    # pnnx (ncnn's converter) has no functional aten::channel_shuffle, but converts the torch.nn.ChannelShuffle
+    # module to ncnn's ShuffleChannel layer (the traced reshape/transpose form becomes 5-D Reshape + Permute with
+    # dynamic shapes: measured 5x slower in ncnn for ShuffleNet 0.5x at 224).
+    "ncnn": RewriteOptions(shortcut="dwconv", maxpool="pool", head="keepdim", shuffle="module"),
 }
 
 
-def shuffle_permutation(channels: int, groups: int) -> Tensor:
-    """``perm`` with ``channel_shuffle(z, groups)[:, k] == z[:, perm[k]]``."""
-    idx = torch.arange(channels, dtype=torch.float32).view(1, channels, 1, 1)
-    return F.channel_shuffle(idx, groups).flatten().long()
+def reshape_shuffle(x: Tensor, groups: int) -> Tensor:
+    """:func:`~shufflenet.models.shufflenet.channel_shuffle` as reshape -> transpose -> reshape (bit-exact: a
+    permutation of channels), the pattern converters recognise (pnnx -> ncnn ``ShuffleChannel``)."""
+    n, c, h, w = x.shape
+    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class ReshapeShuffle(nn.Module):
+    """A :class:`ChannelShuffle` in the reshape form (for models the rewrite does not restructure)."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = int(groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return reshape_shuffle(x, self.groups) if self.groups > 1 else x
+
+
+def with_reshape_shuffles(model: nn.Module, form: str = "reshape") -> nn.Module:
+    """A deep copy of ``model`` with every :class:`ChannelShuffle` in another form (detectors, backbones with
+    ``features_only``, ...): ``"reshape"`` (:class:`ReshapeShuffle`: what the ONNX exporter translates from a
+    trace) or ``"module"`` (``torch.nn.ChannelShuffle``: what pnnx converts to ncnn's ShuffleChannel);
+    ``model`` itself when it has none."""
+    if not any(isinstance(m, ChannelShuffle) for m in model.modules()):
+        return model
+    new = copy.deepcopy(model)
+    for parent in list(new.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ChannelShuffle):
+                groups = child.groups
+                swap = ReshapeShuffle(groups) if form == "reshape" or groups == 1 else nn.ChannelShuffle(groups)
+                setattr(parent, name, swap)
+    return new
 
 
 def _permuted_dw(dw: nn.Sequential, perm: Tensor) -> nn.Sequential:
@@ -122,19 +160,26 @@ class FastShuffleUnit(nn.Module):
         else:
             self.dwconv = copy.deepcopy(unit.dwconv)
         self.branch_relu = bool(opts.branch_relu)
+        self.use_module = opts.shuffle == "module" and self.shuffle_groups > 1
+        self.shuffle_module = nn.ChannelShuffle(self.shuffle_groups) if self.use_module else nn.Identity()
         if self.stride == 2:
             cin = unit.gconv1[0].in_channels
             self.shortcut: nn.Module = _avgpool_as_dwconv(cin) if opts.shortcut == "dwconv" else nn.AvgPool2d(3, 2, 1)
         else:
             self.shortcut = nn.Identity()
 
+    def _shuffle(self, x: Tensor) -> Tensor:
+        if self.use_module:
+            return self.shuffle_module(x)
+        return channel_shuffle(x, self.shuffle_groups)
+
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.gconv1(x))
         if self.shuffle_groups > 1 and not self.late_shuffle:
-            out = F.channel_shuffle(out, self.shuffle_groups)
+            out = self._shuffle(out)
         out = self.dwconv(out)
         if self.late_shuffle:
-            out = F.channel_shuffle(out, self.shuffle_groups)
+            out = self._shuffle(out)
         out = self.se(self.gconv2(out))
         if self.stride == 2:
             if self.branch_relu:  # x >= 0 (output of a ReLU or max pool over one), so avgpool(x) >= 0

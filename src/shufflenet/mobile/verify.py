@@ -115,7 +115,8 @@ def flatten_outputs(out: Any) -> List[Tensor]:
 
 
 def compare_outputs(ref: Any, got: Any, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> Dict[str, Any]:
-    """Max |ref - got| against ``atol + rtol * max|ref|`` over all output tensors."""
+    """Max |ref - got| against ``atol + rtol * max|ref|`` over all output tensors; NaN or inf in any output of
+    either side fails (``why`` names the output)."""
     r, g = flatten_outputs(ref), flatten_outputs(got)
     if len(r) != len(g) or any(a.shape != b.shape for a, b in zip(r, g)):
         return {
@@ -123,15 +124,32 @@ def compare_outputs(ref: Any, got: Any, atol: float = DEFAULT_ATOL, rtol: float 
             "max_abs_diff": float("inf"),
             "bound": 0.0,
             "max_abs_ref": 0.0,
-            "why": f"output structure differs: eager {[tuple(a.shape) for a in r]} vs exported {[tuple(b.shape) for b in g]}",
+            "why": f"output structure differs: eager {[tuple(a.shape) for a in r]} "
+            f"vs exported {[tuple(b.shape) for b in g]}",
         }
-    max_ref = max((a.detach().float().abs().max().item() for a in r if a.numel()), default=0.0)
-    diff = max(
-        ((a.detach().float() - b.detach().float()).abs().max().item() for a, b in zip(r, g) if a.numel()), default=0.0
-    )
+    r = [a.detach().float() for a in r]
+    g = [b.detach().float() for b in g]
+    nonfinite = [
+        f"{side} output {i} {tuple(t.shape)}"
+        for side, ts in (("eager", r), ("exported", g))
+        for i, t in enumerate(ts)
+        if not bool(torch.isfinite(t).all())
+    ]
+    # A torch reduction, not Python's max(): max() keeps its first argument when compared with NaN, so a NaN in
+    # any output but the first would vanish. NaN/inf anywhere fails (and is reported as an infinite difference).
+    max_ref = max((float(a.abs().max()) for a in r if a.numel()), default=0.0)
+    diffs = [(a - b).abs().max() for a, b in zip(r, g) if a.numel()]
+    diff = float(torch.stack(diffs).max()) if diffs else 0.0
     bound = atol + rtol * max_ref
-    ok = diff <= bound and diff == diff  # NaN fails
-    return {"ok": bool(ok), "max_abs_diff": diff, "bound": bound, "max_abs_ref": max_ref}
+    if nonfinite:
+        return {
+            "ok": False,
+            "max_abs_diff": float("inf"),
+            "bound": bound,
+            "max_abs_ref": max_ref,
+            "why": "non-finite values (NaN or inf) in " + ", ".join(nonfinite),
+        }
+    return {"ok": bool(diff <= bound), "max_abs_diff": diff, "bound": bound, "max_abs_ref": max_ref}
 
 
 def verify_runtime(
@@ -160,7 +178,8 @@ def verify_runtime(
                     f"the {runtime} failed on the {where}: {str(e).splitlines()[0]}; no file was written"
                 ) from None
         res = compare_outputs(ref, got, atol, rtol)
-        row = {"input": inp.label, "size": list(inp.size), "batch": int(inp.tensor.shape[0]), **res}
+        batch = int(inp.tensor.shape[0]) if inp.tensor.dim() == 4 else 1  # a detector takes one 3 x H x W image
+        row = {"input": inp.label, "size": list(inp.size), "batch": batch, **res}
         rows.append(row)
         if not res["ok"]:
             why = res.get("why") or (

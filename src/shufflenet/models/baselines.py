@@ -315,3 +315,48 @@ def _register_baselines() -> None:
 
 
 _register_baselines()
+
+
+# --- megvii-style peer (Table 8 latency comparison) -------------------------------------------------------------
+# The same ShuffleNet modules run in the order and style of megvii's published ShuffleNet v1 code, to time how much
+# the code structure (not the network) costs. Built from an existing model's units; not registered.
+
+from torch import cat  # noqa: E402
+
+from .shufflenet import ShuffleUnit  # noqa: E402
+
+__all__ += ["MegviiStyleUnit", "megvii_style"]
+
+
+class MegviiStyleUnit(nn.Module):
+    """A comparison peer for the latency table: one of *our* :class:`ShuffleUnit`'s modules, run megvii-style.
+
+    Same convolutions and weights, but the channel shuffle sits after the depthwise conv + BN and is a
+    reshape -> permute -> reshape (the pattern of megvii's published ShuffleNet v1 code), and the
+    stride-2 ReLU is applied to the branch only. Not a registered model; not numerically the same network
+    (the shuffle's position differs), the same FLOPs and parameters.
+    """
+
+    def __init__(self, unit: ShuffleUnit) -> None:
+        super().__init__()
+        self.gconv1, self.dwconv, self.gconv2, self.shortcut = unit.gconv1, unit.dwconv, unit.gconv2, unit.shortcut
+        self.stride = unit.stride
+        self.groups = unit.shuffle.groups  # 1: no shuffle (first unit of stage 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.dwconv(F.relu(self.gconv1(x)))
+        if self.groups > 1:
+            b, c, h, w = out.shape
+            out = out.reshape(b, c // self.groups, self.groups, h, w).permute(0, 2, 1, 3, 4).reshape(b, c, h, w)
+        out = self.gconv2(out)
+        if self.stride == 2:
+            return cat((self.shortcut(x), F.relu(out)), 1)
+        return F.relu(x + out)
+
+
+def megvii_style(model: ShuffleNetV1) -> ShuffleNetV1:
+    """Swap every unit of ``model`` (in place) for a :class:`MegviiStyleUnit` over the same modules."""
+    for stage in model.stages():
+        for i, unit in enumerate(list(stage)):
+            stage[i] = MegviiStyleUnit(unit)
+    return model

@@ -78,8 +78,26 @@ def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     one channel from each input group. Uses the native ``channel_shuffle`` op, which computes exactly
     that permutation, supports autograd and channels_last, and is kept as a single op by TorchScript,
     tracing and the mobile optimizer. ``channel_shuffle(x, c // groups)`` is the inverse permutation.
+
+    While ``torch.onnx.export`` runs, the same permutation is written as reshape/transpose/reshape (ONNX has
+    no channel-shuffle operator and the TorchScript-based exporter has no translation for it); eager calls
+    keep the native op, which is faster and keeps channels_last.
     """
+    if not torch.jit.is_scripting():  # (TorchScript compiles the native op only)
+        if torch.onnx.is_in_onnx_export():
+            n, c, h, w = x.shape
+            return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
     return F.channel_shuffle(x, groups)
+
+
+def shuffle_permutation(channels: int, groups: int) -> Tensor:
+    """The permutation :func:`channel_shuffle` applies, as an index: ``channel_shuffle(x, groups)[:, k] ==
+    x[:, perm[k]]``. Read off the operation itself (so there is one definition of the shuffle), exact for any
+    channel count (float64 holds integers up to 2**53). ``shuffle_permutation(c, c // groups)`` is its inverse."""
+    if groups < 1 or channels % groups:
+        raise InvalidConfigError(f"shuffle_permutation: {channels} channels do not split into {groups} groups")
+    index = torch.arange(channels, dtype=torch.float64).view(1, channels, 1, 1)
+    return channel_shuffle(index, groups).flatten().long()
 
 
 class ChannelShuffle(nn.Module):
@@ -635,13 +653,3 @@ def shufflenet_v1(
     wf = weights_file(weights, _builder_name(groups, width_mult, options), progress=progress)
     model = _model_for(wf, groups, width_mult, dict(options))
     return load_state_dict_strict(model, wf.state_dict, str(wf.path))
-
-
-def shuffle_permutation(channels: int, groups: int) -> Tensor:
-    """The permutation :func:`channel_shuffle` applies, as an index: ``channel_shuffle(x, groups)[:, k] ==
-    x[:, perm[k]]``. Read off the operation itself (so there is one definition of the shuffle), exact for any
-    channel count (float64 holds integers up to 2**53). ``shuffle_permutation(c, c // groups)`` is its inverse."""
-    if groups < 1 or channels % groups:
-        raise InvalidConfigError(f"shuffle_permutation: {channels} channels do not split into {groups} groups")
-    index = torch.arange(channels, dtype=torch.float64).view(1, channels, 1, 1)
-    return channel_shuffle(index, groups).flatten().long()

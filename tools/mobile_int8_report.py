@@ -3,7 +3,7 @@
     # 1. train with the classification wing (its own loop, recipe and checkpoints), e.g. on the CIFAR slice:
     python classification/train.py --config configs/classification/<a CIFAR config> --data.root tests/data/cifar10
     # 2. report on the weights it wrote:
-    python -m shufflenet.mobile.int8_report --weights outputs/.../model.pth --data tests/data/cifar10
+    python -m tools.mobile_int8_report --weights outputs/.../model.pth --data tests/data/cifar10
 
 Exports fp32 and int8 ``.ptl`` (FX/QNNPACK) and, when ExecuTorch is installed, fp32 and int8 ``.pte``
 (PT2E/XNNPACKQuantizer), calibrated on ``DATA/train`` images and verified as usual, and evaluates every file
@@ -22,14 +22,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from ..errors import run_cli
-from ..fileio import write_json_atomic, write_text_atomic
-from ..paths import data_dir
-from .images import list_images, load_images
-from .ptl import export_ptl, host_info
-from .quantize import pt2e_int8_for_pte, quantize_fx_int8
-from .source import MobileError, load_model, writable_dir
-from .verify import INT8_ATOL, INT8_RTOL
+from shufflenet.errors import run_cli
+from shufflenet.fileio import write_json_atomic, write_text_atomic
+from shufflenet.mobile.images import list_images, load_images
+from shufflenet.mobile.ptl import export_ptl, host_info
+from shufflenet.mobile.quantize import pt2e_int8_for_pte, quantize_fx_int8
+from shufflenet.mobile.source import MobileError, load_model, writable_dir
+from shufflenet.mobile.verify import INT8_ATOL, INT8_RTOL
+from shufflenet.paths import data_dir
 
 
 def _split(root: Path, split: str):
@@ -75,7 +75,7 @@ def report(
 ) -> Dict[str, Any]:
     from torch.jit.mobile import _load_for_lite_interpreter
 
-    from .pte import executorch_available, export_pte, pte_runner
+    from shufflenet.mobile.pte import executorch_available, export_pte, pte_runner
 
     torch.set_num_threads(1)
     src = load_model(str(weights))
@@ -175,7 +175,7 @@ def report(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m shufflenet.mobile.int8_report", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.mobile_int8_report", description=__doc__.splitlines()[0])
     p.add_argument("--weights", required=True, help="weights of a trained classifier (any file the project reads)")
     p.add_argument(
         "--data",

@@ -3,7 +3,7 @@
 Standalone on purpose (imports torch only), so it runs on any device Python with a torch wheel: an aarch64
 board, or the emulated aarch64 Python of ``mobile/check_aarch64.sh``::
 
-    python device_check.py CASE_DIR        # CASE_DIR made by ``python -m shufflenet.mobile.aarch64 prepare``
+    python device_check.py CASE_DIR        # CASE_DIR made by ``python -m tools.mobile_aarch64 prepare``
 
 ``CASE_DIR/cases.json`` lists ``{"ptl": file, "inputs": file, "expected": file, "atol": ..., "rtol": ...}``;
 inputs/expected are ``torch.save``'d lists of tensors. Prints one line per case and exits 1 on any mismatch.

@@ -1,0 +1,230 @@
+"""The one verify-and-write path of every exporter (``.ptl``, ``.pte``, ONNX, ncnn, LiteRT).
+
+An exporter builds its runtime's file into temporary siblings of the final names (:class:`Staged`), loads it
+back in the runtime, checks it against the eager model with :func:`verify` (random and real images at every
+size), describes it with :func:`sidecar`, and calls :meth:`Staged.commit`: the files are renamed into place,
+then the JSON sidecar is written, and every written file is named in the output. Any failure or interrupt
+before the commit leaves neither a file nor a temporary one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import logging
+import os
+import platform
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ..fileio import sha256_file, tmp_sibling, write_json_atomic
+from .source import MobileError, ModelSource
+from .verify import (
+    VerifyInput,
+    flatten_outputs,
+    frame_reference,
+    images_note,
+    make_frame_inputs,
+    make_inputs,
+    verify_runtime,
+)
+
+__all__ = [
+    "Staged",
+    "filtered_stderr",
+    "without_log_records",
+    "check_sizes",
+    "reference_and_inputs",
+    "verify",
+    "input_spec",
+    "sidecar",
+    "output_shapes",
+]
+
+Log = Callable[[str], None]
+
+
+class Staged:
+    """Temporary siblings of the files one export writes; :meth:`commit` renames them into place."""
+
+    def __init__(self, out_dir: os.PathLike) -> None:
+        self.out_dir = Path(out_dir)
+        self.files: Dict[Path, Path] = {}  # final -> temporary
+
+    def tmp(self, name: str) -> Path:
+        final = self.out_dir / name
+        self.files[final] = tmp_sibling(final)
+        return self.files[final]
+
+    def entry(self, name: str) -> Dict[str, Any]:
+        """``file``, ``sha256`` and ``size_bytes`` of the staged file that will be ``name``."""
+        t = self.files[self.out_dir / name]
+        return {"file": name, "sha256": sha256_file(t), "size_bytes": t.stat().st_size}
+
+    def commit(self, side: Dict[str, Any], sidecar_name: str, log: Log = print) -> List[Path]:
+        for final, t in self.files.items():
+            os.replace(t, final)
+        side_path = write_json_atomic(side, self.out_dir / sidecar_name)
+        for final in self.files:
+            log(f"[export] wrote {final} ({final.stat().st_size / 1e6:.2f} MB)")
+        log(f"[export] wrote {side_path}")
+        return list(self.files)
+
+    def __enter__(self) -> Staged:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for t in self.files.values():
+            if t.exists():
+                t.unlink()
+
+
+def check_sizes(sizes: Sequence[Sequence[int]]) -> List[Tuple[int, int]]:
+    sizes = [(int(s[0]), int(s[1])) for s in sizes]
+    if not sizes:
+        raise MobileError("at least one --input-size is needed")
+    return sizes
+
+
+def reference_and_inputs(
+    source: ModelSource,
+    sizes: Sequence[Tuple[int, int]],
+    files: Optional[Sequence[os.PathLike]],
+    n_real: int,
+    camera: bool = False,
+) -> Tuple[Callable[[Tensor], Any], List[VerifyInput]]:
+    """The eager reference and the verification inputs (camera frames when ``camera``)."""
+    model = source.model.eval()
+    if camera:
+        return frame_reference(model, source.mean, source.std), make_frame_inputs(sizes, files, n_real)
+    return model, make_inputs(sizes, files, n_real, mean=source.mean, std=source.std)
+
+
+def verify(
+    reference: Callable[[Tensor], Any],
+    exported: Callable[[Tensor], Any],
+    inputs: Sequence[VerifyInput],
+    atol: float,
+    rtol: float,
+    runtime: str,
+    log: Log = print,
+) -> List[Dict[str, Any]]:
+    """:func:`~.verify.verify_runtime` with one line per check."""
+    rows = verify_runtime(reference, exported, inputs, atol, rtol, runtime=runtime)
+    for r in rows:
+        log(
+            f"[verify] {runtime}: {r['size'][0]}x{r['size'][1]} {r['input']:<18} batch {r['batch']} "
+            f"max|diff| {r['max_abs_diff']:.2e} <= bound {r['bound']:.2e}  ok"
+        )
+    return rows
+
+
+def output_shapes(reference: Callable[[Tensor], Any], example: Tensor) -> List[List[int]]:
+    with torch.no_grad():
+        return [list(t.shape) for t in flatten_outputs(reference(example))]
+
+
+def input_spec(source: ModelSource, sizes: Sequence[Tuple[int, int]], shape: str, camera: bool = False, **extra: Any):
+    """The sidecar's ``input`` block: verified sizes, shape, dtype and normalization (camera frames folded)."""
+    spec: Dict[str, Any] = {
+        "sizes_hw_verified": [list(s) for s in sizes],
+        "shape": shape,
+        "dtype": "float32",
+        "normalization": source.normalization,
+        **extra,
+    }
+    if camera:
+        spec.update(
+            dtype="uint8",
+            normalization={
+                "color": "RGB",
+                "scale": "0-255 uint8 pixels; mean/std folded into the stem",
+                "mean": list(source.mean),
+                "std": list(source.std),
+            },
+        )
+    return spec
+
+
+def sidecar(
+    source: ModelSource,
+    runtime: str,
+    input: Dict[str, Any],
+    outputs: List[List[int]],
+    checks: List[Dict[str, Any]],
+    atol: float,
+    rtol: float,
+    images: Optional[Sequence[os.PathLike]],
+    rewritten: bool,
+    versions: Optional[Dict[str, Optional[str]]] = None,
+    **fields: Any,
+) -> Dict[str, Any]:
+    """The JSON sidecar every exported file carries (``fields`` adds the runtime's own entries)."""
+    return {
+        "format": "shufflenet-mobile/1",
+        "runtime": runtime,
+        "model": source.name,
+        "task": source.task,
+        "source": source.origin,
+        **fields,
+        "input": input,
+        "outputs": outputs,
+        "rewrite": "runtime-specific equivalent form (shufflenet.mobile.rewrite)" if rewritten else None,
+        "verification": {"atol": atol, "rtol": rtol, **images_note(images), "checks": checks},
+        "exported_with": {
+            "torch": torch.__version__,
+            **(versions or {}),
+            "python": platform.python_version(),
+            "arch": platform.machine(),
+        },
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        **({"extra": source.extra} if source.extra else {}),
+    }
+
+
+@contextlib.contextmanager
+def filtered_stderr(harmless: Sequence[str]) -> Iterator[None]:
+    """Drop the lines of native runtime chatter known to be harmless (``harmless``: regular expressions) that C++
+    code writes to file descriptor 2 inside the block; every other line is written to stderr afterwards."""
+    patterns = [re.compile(p) for p in harmless]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as buf:
+        os.dup2(buf.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            buf.seek(0)
+            kept = [
+                line
+                for line in buf.read().decode("utf-8", "replace").splitlines(keepends=True)
+                if not any(p.search(line) for p in patterns)
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def without_log_records(logger: str, harmless: str) -> Iterator[None]:
+    """Drop the ``logging`` records of ``logger`` whose message matches ``harmless`` inside the block only."""
+    pattern = re.compile(harmless)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not pattern.search(record.getMessage())
+
+    log = logging.getLogger(logger)
+    log.addFilter(keep)
+    try:
+        yield
+    finally:
+        log.removeFilter(keep)

@@ -1,0 +1,221 @@
+"""ONNX export (``--format onnx``): ``torch.onnx.export`` -> ``onnx.checker`` -> ONNX Runtime, verified like ``.ptl``.
+
+Optional dependencies: ``pip install "shufflenet[onnx]"`` (``onnx``, ``onnxruntime``). One file serves every
+batch size and resolution: the input's batch, height and width are dynamic axes, and the verification runs it
+at every ``--input-size`` with a batch of one random input and a batch of real photos. A ShuffleNet is
+exported in its runtime's equivalent form (:mod:`.rewrite`); the channel shuffle becomes
+Reshape/Transpose/Reshape (ONNX has no channel-shuffle operator), in the model's own
+:func:`~shufflenet.models.shufflenet.channel_shuffle`, so ``torch.onnx.export`` on the plain model works too.
+
+The TorchScript-based exporter (``dynamo=False``) is used: it writes dynamic axes directly and takes seconds;
+the ``torch.export``-based one gives the same graph here but needs ``onnxscript`` and a minute per model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .artifact import Staged, check_sizes, input_spec, output_shapes, reference_and_inputs, sidecar, verify
+from .images import resolve_images
+from .rewrite import CameraInput, for_runtime
+from .source import MobileError, ModelSource
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyInput
+
+__all__ = ["OPSET", "require_onnx", "onnx_runner", "write_onnx", "export_onnx"]
+
+#: ONNX opset of the written files: supported by ONNX Runtime 1.14+ (desktop and mobile builds).
+OPSET = 17
+
+
+def require_onnx() -> None:
+    """One error line naming the extra when ``onnx`` or ``onnxruntime`` is missing."""
+    missing = []
+    for mod in ("onnx", "onnxruntime"):
+        try:
+            __import__(mod)
+        except ImportError:
+            missing.append(mod)
+    if missing:
+        raise MobileError(
+            f"--format onnx needs {' and '.join(missing)} (optional, not installed): "
+            'pip install "shufflenet[onnx]" (onnx, onnxruntime)'
+        )
+
+
+def onnx_runner(path: os.PathLike, threads: Optional[int] = None) -> Callable[[Tensor], Any]:
+    """An ONNX Runtime CPU session over ``path`` as a callable on torch tensors (``threads``: intra-op)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: Tensor) -> Any:
+        outs = session.run(None, {name: x.contiguous().numpy()})
+        ts = [torch.from_numpy(o) for o in outs]
+        return ts[0] if len(ts) == 1 else ts
+
+    return run
+
+
+#: Dynamic input axes per input layout.
+AXES = {
+    "NCHW": {0: "batch", 2: "height", 3: "width"},
+    "NHWC": {0: "batch", 1: "height", 2: "width"},  # camera frames
+    "CHW": {1: "height", 2: "width"},  # one detector image
+}
+
+
+def write_onnx(
+    form: nn.Module,
+    example: Tensor,
+    path: Path,
+    output_names: Sequence[str],
+    layout: str = "NCHW",
+    spatial: bool = True,
+    dynamo: bool = False,
+) -> None:
+    """``torch.onnx.export`` of ``form`` (a module or a traced ScriptModule) into ``path`` with the ``layout``'s
+    dynamic axes (``spatial=False``: the batch only), then ``onnx.checker``."""
+    import onnx
+
+    outputs = list(output_names)
+    axes = AXES[layout] if spatial else {k: v for k, v in AXES[layout].items() if v == "batch"}
+    dynamic_axes = {"input": axes}
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic, the exporter's deprecation notice
+        try:
+            torch.onnx.export(
+                form,
+                (example,),
+                str(path),
+                input_names=["input"],
+                output_names=outputs,
+                dynamic_axes=None if dynamo else dynamic_axes,
+                opset_version=18 if dynamo else OPSET,
+                do_constant_folding=True,
+                dynamo=dynamo,
+                **({"external_data": False} if dynamo else {}),  # one self-contained file (< 2 GB)
+            )
+        except Exception as e:  # the exporter raises several classes (SymbolicValueError, RuntimeError, ...)
+            raise MobileError(f"torch.onnx.export failed: {str(e).splitlines()[0]}") from None
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as e:
+        raise MobileError(f"onnx.checker refused the exported graph: {str(e).splitlines()[0]}") from None
+
+
+def export_onnx(
+    source: ModelSource,
+    out_dir: os.PathLike,
+    sizes: Sequence[Tuple[int, int]] = ((224, 224),),
+    images: Any = "auto",
+    n_real: int = 2,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    basename: Optional[str] = None,
+    rewrite: bool = True,
+    camera: bool = False,
+    inputs: Optional[Sequence[VerifyInput]] = None,
+    form: Optional[nn.Module] = None,
+    output_names: Optional[Sequence[str]] = None,
+    log: Callable[[str], None] = print,
+) -> Tuple[Path, Dict[str, Any]]:
+    """Export ``source.model`` to ``out_dir/<basename>.onnx`` + ``<basename>.onnx.json``; verified, atomic.
+
+    ``inputs`` replaces the default verification inputs and ``form`` what is exported (the detector: its
+    traced module, verified against ``source.model``); ``output_names`` names the graph's outputs.
+    """
+    require_onnx()
+    sizes = check_sizes(sizes)
+    files = images if isinstance(images, (list, tuple)) else resolve_images(images)
+    basename = basename or source.name.replace("/", "_")
+    reference, default_inputs = reference_and_inputs(source, sizes, files, n_real, camera)
+    inputs = list(inputs) if inputs is not None else default_inputs
+    model = source.model.eval()
+    net = for_runtime(model, "onnx") if rewrite and form is None else model
+    if form is None:
+        form = CameraInput(net, source.mean, source.std) if camera else net
+    example = inputs[0].tensor
+    outputs = output_shapes(reference, example)
+    layout = "CHW" if source.task == "detection" else ("NHWC" if camera else "NCHW")
+    if output_names is None:
+        output_names = ["logits"] if len(outputs) == 1 else [f"output{i}" for i in range(len(outputs))]
+    with Staged(out_dir) as staged:
+        name = f"{basename}.onnx"
+        log(f"[export] {source.name}: torch.onnx.export (opset {OPSET}) of {type(form).__name__} ...")
+        tmp = staged.tmp(name)
+        spatial = True
+        try:
+            write_onnx(form, example, tmp, output_names, layout)
+        except MobileError as e:
+            # e.g. torchvision's AlexNet: adaptive_avg_pool2d needs static sizes in this exporter
+            if len(sizes) > 1:
+                raise MobileError(f"{e}; with dynamic height and width -- export one --input-size per file") from None
+            log(
+                f"[export] {source.name}: no dynamic height/width ({str(e)[:80]}...); fixed {sizes[0][0]}x{sizes[0][1]}"
+            )
+            spatial = False
+            try:
+                write_onnx(form, example, tmp, output_names, layout, spatial=False)
+            except MobileError:  # e.g. an adaptive pool whose output size does not divide the input's
+                log(f"[export] {source.name}: TorchScript-based exporter failed; torch.export-based one (static)")
+                write_onnx(form, example, tmp, output_names, layout, spatial=False, dynamo=True)
+        rows = verify(reference, onnx_runner(tmp), inputs, atol, rtol, "ONNX Runtime", log)
+        shape = "N x H x W x 3 (camera frame, RGB)" if camera else "N x 3 x H x W"
+        if source.task == "detection":
+            shape = "3 x H x W (one image)"
+        side = sidecar(
+            source,
+            f"ONNX Runtime (onnxruntime.InferenceSession; any ONNX runtime with opset {OPSET})",
+            input_spec(
+                source,
+                sizes,
+                shape,
+                camera,
+                dynamic_axes=sorted(v for v in AXES[layout].values() if spatial or v == "batch"),
+            ),
+            outputs,
+            rows,
+            atol,
+            rtol,
+            files,
+            net is not model,
+            _versions(),
+            **staged.entry(name),
+            opset=OPSET,
+            output_names=list(output_names),
+            operators=_operators(tmp),
+        )
+        final = staged.commit(side, f"{basename}.onnx.json", log)[0]
+    return final, side
+
+
+def _operators(path: Path) -> List[str]:
+    import onnx
+
+    return sorted({n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node})
+
+
+def _versions() -> Dict[str, Optional[str]]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: Dict[str, Optional[str]] = {}
+    for pkg in ("onnx", "onnxruntime"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:  # pragma: no cover - required above
+            out[pkg] = None
+    return out
