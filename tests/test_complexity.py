@@ -9,7 +9,7 @@ from torch import nn
 from shufflenet import create_model
 from shufflenet.complexity import cli, complexity_report, count_macs, fit_skeleton_widths, main, paper_entries
 
-# The bounds, restated here rather than read from the module under test.
+# The bounds the README states, restated here rather than read from the module under test.
 PER_MODEL_TABLES, PER_MODEL_PCT = {"1", "5", "6", "8"}, 3.0
 PER_ROW_TABLES, PER_ROW_PCT = {"2", "4"}, 5.0
 
