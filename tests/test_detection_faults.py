@@ -89,7 +89,7 @@ def test_bad_weights_are_one_line_before_any_output(tmp_path, capfd):
     half = save_weights(create_model("shufflenet_v1_x0_5_g3", num_classes=10), tmp_path / "half.pth")
     assert cli([*CONFIG, *FAST, "OUTPUT_DIR", str(out), "MODEL.WEIGHTS", str(half)]) == 2
     _one_error_line(capfd, "half.pth", "MODEL.SHUFFLENET")
-    # an unconverted public checkpoint: the converter command
+    # a public (megvii-layout) checkpoint is converted on read; a broken one is one line naming the file
     torch.save(
         {
             "state_dict": {
@@ -100,7 +100,7 @@ def test_bad_weights_are_one_line_before_any_output(tmp_path, capfd):
         tmp_path / "m.pth.tar",
     )
     assert cli([*CONFIG, *FAST, "OUTPUT_DIR", str(out), "MODEL.WEIGHTS", str(tmp_path / "m.pth.tar")]) == 2
-    _one_error_line(capfd, "megvii", "python -m shufflenet.convert")
+    _one_error_line(capfd, "MODEL.WEIGHTS", "m.pth.tar", "expected 3 stages of units")
     assert not out.exists()  # no run folder, no 0-byte metrics.json
 
 
