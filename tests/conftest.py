@@ -60,6 +60,27 @@ def _set_torch_global_state(state) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _remove_logging_handlers_a_test_added():
+    """A CLI run in process (detectron2's ``setup_logger``, Lightning) attaches handlers to loggers that write to
+    the stream pytest captured for that test; a later test's log record would then hit a closed stream
+    ("--- Logging error ---"). Remove the handlers a test added."""
+    import logging
+
+    def snapshot():
+        loggers = [logging.getLogger()] + [
+            lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+        ]
+        return {lg: list(lg.handlers) for lg in loggers}
+
+    before = snapshot()
+    yield
+    for lg, handlers in snapshot().items():
+        for h in handlers:
+            if h not in before.get(lg, ()):
+                lg.removeHandler(h)
+
+
+@pytest.fixture(autouse=True)
 def _restore_torch_global_state():
     """Every test starts with the torch settings the session started with: the intra-op thread count and the
     deterministic flags are process-wide, and an in-process call that sets them (a Trainer, a benchmark run with

@@ -462,13 +462,18 @@ def _config_data_root(path: Path) -> Tuple[bool, Optional[str]]:
     except (OSError, yaml.YAMLError) as e:
         raise ClassificationError(f"--config {path}: cannot be read as YAML ({e})") from None
     data = cfg.get("data") if isinstance(cfg, dict) else None
+    if isinstance(data, dict) and data.get("shards"):
+        return True, data["shards"]
     if isinstance(data, dict) and "root" in data:
         return True, data["root"]
     return False, None
 
 
 def _root_on_command_line(args: Sequence[str]) -> bool:
-    return any(a in ("--data.root", "--data") or a.startswith(("--data.root=", "--data=")) for a in args)
+    """A data source on the command line: a folder (``--data.root``), shards (``--data.shards``) or a whole
+    ``--data`` group. Any of them means real data, never the demo."""
+    flags = ("--data.root", "--data.shards", "--data")
+    return any(a in flags or a.startswith(tuple(f + "=" for f in flags)) for a in args)
 
 
 @contextlib.contextmanager

@@ -243,7 +243,7 @@ class ImageClassifier(pl.LightningModule):
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         names = self.class_names
         if names is None and dm is not None and getattr(dm, "train_set", None) is not None:
-            names = list(dm.train_set.classes)
+            names = getattr(dm, "classes", None)  # the data module's, for folders and shards alike
         if names is not None:
             checkpoint["class_names"] = list(names)
 
