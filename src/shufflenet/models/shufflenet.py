@@ -22,8 +22,6 @@ within 3 % (per-model tables) or 5 % (Table 2 rows) of the paper's MFLOPs; see
 is set with ``stem_channels``.
 """
 
-from __future__ import annotations
-
 import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
