@@ -45,6 +45,15 @@ if [ ! -x "$ROOT/usr/bin/python3.11" ]; then
   (cd "$DEBS" && for p in $PKGS; do apt-get download -qq "$p:arm64"; done)
   for deb in "$DEBS"/*.deb; do dpkg -x "$deb" "$ROOT"; done
 fi
+# qemu-user (7.2, Debian 12) hands the emulated process the host's x86 /proc/cpuinfo; cpuinfo (used by ONNX Runtime,
+# XNNPACK, torch) finds no ARM processor in it, and onnxruntime 1.32's native module segfaults at import (NULL
+# dereference after reading it). qemu looks every absolute path up under its -L prefix first, so the emulated
+# process reads this one-core aarch64 (Cortex-A72) description instead; ISA features still come from qemu's
+# HWCAP (auxv), as on a board.
+mkdir -p "$ROOT/proc" "$ROOT/sys/devices/system/cpu"
+printf 'processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n' >"$ROOT/proc/cpuinfo"
+echo 0 >"$ROOT/sys/devices/system/cpu/possible"
+echo 0 >"$ROOT/sys/devices/system/cpu/present"
 
 if [ ! -d "$SITE/torch" ]; then
   step "downloading the aarch64 wheels ($TORCH_AARCH64, CPU build with XNNPACK)"

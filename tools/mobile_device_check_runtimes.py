@@ -80,6 +80,9 @@ def main(argv=None):
             flush=True,
         )
     print(f"[device] {checked - failed}/{checked} ONNX/ncnn files reproduce the x86 outputs", flush=True)
+    if cases and not checked:
+        print("[device] FAIL: no runtime could be loaded, nothing was checked", flush=True)
+        return 1
     return 1 if failed else 0
 
 

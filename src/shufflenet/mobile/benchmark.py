@@ -2,7 +2,7 @@
 
     python mobile/benchmark.py                 # 224x224, 480x640, 720x1280; .ptl and .pte; 1 thread; NHWC in
     python mobile/benchmark.py --quick         # a few minutes: fewer models, sizes and repeats
-    python mobile/benchmark.py --profile       # + a per-layer-type profile of ShuffleNet 0.5x (lite interpreter)
+    python mobile/benchmark.py --profile-ops   # + per-op-kind profiles per runtime beside the MAC shares
 
 Every model is exported with the project's exporters (:func:`.ptl.export_ptl`, :func:`.pte.export_pte`:
 ShuffleNets in their runtime-specific equivalent forms, every file verified against its eager model at the
@@ -41,7 +41,7 @@ from ..errors import run_cli
 from ..fileio import atomic_write, write_json_atomic, write_text_atomic
 from ..models import create_model, list_models, paper_tables
 from ..models.baselines import megvii_style
-from ..models.shufflenet import ShuffleNetV1
+from . import opprofile
 from .images import parse_size
 from .ncnn_export import export_ncnn, ncnn_runner, require_ncnn
 from .onnx_export import export_onnx, onnx_runner, require_onnx
@@ -128,6 +128,8 @@ SIZES = [(224, 224), (480, 640), (720, 1280)]
 SHARE_TARGET = 0.70
 #: The paper's rule of thumb (Sec. 4.5): each 4x fewer FLOPs gave ~2.6x speed.
 RULE_SPEEDUP_PER_4X = 2.6
+#: (bigger, smaller) model pairs the rule of thumb is shown for: the widths, and AlexNet against ShuffleNet 0.5x.
+RULE_PAIRS = (("sn1", "sn0.5"), ("sn2", "sn1"), ("sn2", "sn0.5"), ("alexnet", "sn0.5"))
 RUNTIMES = ("ptl", "pte", "onnx", "ncnn")
 #: What each runtime is timed on: the lite interpreter and ExecuTorch take the NHWC tensor as it arrives (their
 #: XNNPACK kernels compute in NHWC); ONNX Runtime and ncnn take their own NCHW layout, prepared outside the timing.
@@ -192,7 +194,7 @@ def run_benchmark(
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run_benchmark(
+        result = _run_benchmark(
             keys,
             sizes,
             runtimes,
@@ -205,6 +207,8 @@ def run_benchmark(
             input_layout,
             log,
         )
+        result["kernel_isa"] = opprofile.kernel_isa(result["settings"]["runtimes"])
+        return result
     finally:
         torch.set_num_threads(prev_threads)
 
@@ -461,23 +465,29 @@ def rule_of_thumb(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     """Time ratios the paper's rule of thumb predicts for the ShuffleNet widths (from their MACs at 224) and the
     measured ones (fastest runtime)."""
     out = []
-    for big, small in (("sn1", "sn0.5"), ("sn2", "sn1"), ("sn2", "sn0.5")):
+    for big, small in RULE_PAIRS:
         mb, ms = result["models"].get(big), result["models"].get(small)
         if not mb or not ms or not ms["macs"].get("224x224"):
             continue
         flops = mb["macs"]["224x224"] / ms["macs"]["224x224"]
-        measured = {}
+        measured, per_runtime = {}, {}
         for tag in mb["macs"]:
             a, b = result["fastest"].get(big, {}).get(tag), result["fastest"].get(small, {}).get(tag)
             if a and b:
                 measured[tag] = a["median_ms"] / b["median_ms"]
+            for rt in result["settings"]["runtimes"]:
+                a = result["cells"].get(big, {}).get(rt, {}).get(tag)
+                b = result["cells"].get(small, {}).get(rt, {}).get(tag)
+                if a and b:
+                    per_runtime.setdefault(rt, {})[tag] = a["median_ms"] / b["median_ms"]
         predicted = RULE_SPEEDUP_PER_4X ** (math.log(flops) / math.log(4.0))
         out.append(
             {
                 "pair": f"{mb['label']} / {ms['label']}",
                 "flops_ratio": flops,
                 "predicted": predicted,
-                "measured": measured,
+                "measured": measured,  # fastest runtime of each model
+                "per_runtime": per_runtime,
             }
         )
     return out
@@ -584,47 +594,153 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
             lines.append(
                 f"| {r['ratio']} | {rt} | " + " | ".join(f"{per[s]:.2f}x" if s in per else "-" for s in sizes) + " |"
             )
-    rule = rule_of_thumb(result)
-    if rule:
-        lines += [
-            "",
-            "The paper's rule of thumb (each 4x fewer FLOPs gave ~2.6x speed, i.e. time ~ FLOPs^0.69) beside the "
-            "measured time ratios of the fastest runtimes:",
-            "",
-            "| pair | FLOPs ratio | predicted | " + " | ".join(f"measured {s}" for s in sizes) + " |",
-            "|---|---:|---:|" + "---:|" * len(sizes),
-        ]
-        for row in rule:
-            lines.append(
-                f"| {row['pair']} | {row['flops_ratio']:.1f}x | {row['predicted']:.2f}x | "
-                + " | ".join(f"{row['measured'][s]:.2f}x" if s in row["measured"] else "-" for s in sizes)
-                + " |"
-            )
-    if result.get("profile"):
-        lines += [
-            "",
-            "Per-layer-type profile of ShuffleNet 0.5x through the lite interpreter (self CPU time share, "
-            "torch profiler, mean of 3 runs; the .pte runs as one XNNPACK delegate and has no per-op profile "
-            "here):",
-            "",
-            "| layer type | " + " | ".join(result["profile"]["sizes"]) + " |",
-            "|---|" + "---:|" * len(result["profile"]["sizes"]),
-        ]
-        for cat, per in result["profile"]["rows"].items():
-            lines.append(
-                f"| {cat} | "
-                + " | ".join(
-                    f"{per[s]['pct']:.1f} % ({per[s]['ms']:.2f} ms)" if s in per else "-"
-                    for s in result["profile"]["sizes"]
-                )
-                + " |"
-            )
+    lines += rule_markdown(result, sizes)
+    lines += isa_markdown(result)
+    lines += ops_markdown(result)
     lines += [
         "",
         "The machine is shared with other jobs: absolute ms are noisy; the ratios of interleaved runs are the result.",
         "",
     ]
     return "\n".join(lines)
+
+
+def rule_markdown(result: Dict[str, Any], sizes: Sequence[str]) -> List[str]:
+    """The rule-of-thumb table: predicted time ratio beside the measured one, on the fastest and per runtime."""
+    rule = result.get("rule_of_thumb") or rule_of_thumb(result)
+    if not rule:
+        return []
+    lines = [
+        "",
+        "The paper's rule of thumb (each 4x fewer FLOPs gave ~2.6x speed, i.e. time ~ FLOPs^0.69) beside the "
+        "measured time ratios, on each model's fastest runtime and through each runtime:",
+        "",
+        "| pair | runtime | FLOPs ratio | predicted | " + " | ".join(f"measured {s}" for s in sizes) + " |",
+        "|---|---|---:|---:|" + "---:|" * len(sizes),
+    ]
+    for row in rule:
+        per = [("fastest", row["measured"])] + list(row.get("per_runtime", {}).items())
+        for rt, measured in per:
+            lines.append(
+                f"| {row['pair']} | {rt} | {row['flops_ratio']:.1f}x | {row['predicted']:.2f}x | "
+                + " | ".join(f"{measured[s]:.2f}x" if s in measured else "-" for s in sizes)
+                + " |"
+            )
+    return lines
+
+
+def isa_markdown(result: Dict[str, Any]) -> List[str]:
+    """Which kernels each runtime ran, as far as it says (``"not reported"`` where it does not)."""
+    isa = result.get("kernel_isa")
+    if not isa:
+        return []
+    host = isa["host"]
+    flags = host.get("cpu_flags")
+    lines = [
+        "",
+        f"Kernel ISA: host {host['arch']}, torch `get_cpu_capability()` {host['torch_cpu_capability']}, oneDNN bf16 "
+        f"{host['onednn_bf16']}, fp16 {host['onednn_fp16']}; CPU flags the runtimes dispatch on: "
+        + (", ".join(flags) if flags else "not readable")
+        + ". What each runtime says about its kernels:",
+        "",
+        "| runtime | kernels | what it reports |",
+        "|---|---|---|",
+    ]
+    for rt, info in isa["runtimes"].items():
+        lines.append(f"| {rt} | {info.get('kernels', '-')} | {opprofile.isa_summary(info)} |")
+    return lines
+
+
+def ops_markdown(result: Dict[str, Any]) -> List[str]:
+    """Per model: time share per op kind through each runtime beside the op kind's MAC share."""
+    prof = result.get("op_profile")
+    if not prof:
+        return []
+    sizes = prof["sizes"]
+    lines = [
+        "",
+        "Where the time goes (`--profile-ops`): share of one call's time per op kind (ms in brackets; each "
+        f"operator's fastest of {prof['runs']} profiled calls) through each runtime that can say it, beside the "
+        "op kind's share of the multiply-adds (convolutions and fc; the paper's count). Lite interpreter / eager: "
+        "torch profiler; ONNX Runtime: its own profiler (SessionOptions.enable_profiling). Profiled calls are slower "
+        "than timed ones (profiler overhead per operator); the shares are the result.",
+    ]
+    for rt, why in prof.get("unavailable", {}).items():
+        lines.append(f"No per-op times from {rt}: {why}.")
+    for entry in prof["models"].values():
+        rts = [rt for rt in entry["runtimes"]]
+        kinds = [k for k in opprofile.OP_KINDS if any(k in entry["macs"].get(s, {}) for s in sizes)]
+        for rt in rts:
+            for s in sizes:
+                kinds += [k for k in entry["runtimes"][rt].get(s, {}) if k not in kinds]
+        cols = [(s, rt) for s in sizes for rt in ["MACs", *rts]]
+        lines += [
+            "",
+            f"{entry['label']}:",
+            "",
+            "| op kind | " + " | ".join(f"{rt} {s}" for s, rt in cols) + " |",
+            "|---|" + "---:|" * len(cols),
+        ]
+        for k in kinds:
+            vals = []
+            for s, rt in cols:
+                if rt == "MACs":
+                    m = entry["macs"].get(s, {}).get(k)
+                    vals.append(f"{m['pct']:.1f} %" if m else "-")
+                else:
+                    c = entry["runtimes"][rt].get(s, {}).get(k)
+                    vals.append(f"{c['pct']:.1f} % ({c['ms']:.2f})" if c else "-")
+            lines.append(f"| {k} | " + " | ".join(vals) + " |")
+        total = []
+        for s, rt in cols:
+            if rt == "MACs":
+                total.append(f"{sum(v['macs'] for v in entry['macs'].get(s, {}).values()) / 1e6:.0f} M")
+            else:
+                total.append(f"{sum(v['ms'] for v in entry['runtimes'][rt].get(s, {}).values()):.2f} ms")
+        lines.append("| total | " + " | ".join(total) + " |")
+    return lines
+
+
+def plot_ops(result: Dict[str, Any], path: Path) -> Optional[Path]:
+    """Stacked bars: per profiled model and size, the MAC share and each runtime's time share per op kind."""
+    prof = result.get("op_profile")
+    if not prof or not prof["models"]:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    sizes = prof["sizes"]
+    entries = list(prof["models"].values())
+    kinds = list(opprofile.OP_KINDS) + ["conv (order not matched)"]
+    colors = {k: plt.get_cmap("tab20")(i % 20) for i, k in enumerate(kinds)}
+    fig, axes = plt.subplots(len(entries), len(sizes), figsize=(4.5 * len(sizes), 2.6 * len(entries)), squeeze=False)
+    for i, entry in enumerate(entries):
+        for j, s in enumerate(sizes):
+            ax = axes[i][j]
+            bars = [("MACs", {k: v["pct"] for k, v in entry["macs"].get(s, {}).items()})]
+            bars += [(rt, {k: v["pct"] for k, v in per.get(s, {}).items()}) for rt, per in entry["runtimes"].items()]
+            for b, (_name, shares) in enumerate(bars):
+                left = 0.0
+                for k in kinds:
+                    if shares.get(k):
+                        ax.barh(b, shares[k], left=left, color=colors[k])
+                        left += shares[k]
+            ax.set_yticks(range(len(bars)))
+            ax.set_yticklabels([n for n, _ in bars], fontsize=7)
+            ax.set_xlim(0, 100)
+            ax.set_title(f"{entry['label']} {s}: share in %", fontsize=8)
+            ax.tick_params(axis="x", labelsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in kinds]
+    fig.legend(handles, kinds, loc="lower center", ncol=4, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
+    plt.close(fig)
+    return path
 
 
 def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
@@ -675,90 +791,66 @@ def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
     return path
 
 
-# --- per-layer-type profile --------------------------------------------------------------------------
+# --- per-op profiles -----------------------------------------------------------------------------------
+
+#: The models whose per-op profiles explain the targets: AlexNet / ShuffleNet 0.5x and the share of AlexNet's
+#: MAC/s (sn0.5, alexnet), ours against torchvision's ShuffleNetV2 at 0.5x and 1x.
+PROFILE_MODELS = ("sn0.5", "alexnet", "tv_v2_0.5", "sn1", "tv_v2_1")
 
 
-def conv_order(model: nn.Module) -> List[str]:
-    """Layer type of each convolution of a (rewritten) ShuffleNet in execution order, for the profile."""
-    from .rewrite import FastShuffleNet, FastShuffleUnit
-
-    order = ["stem conv 3x3"]
-    units = (
-        [u for st in (model.stage2, model.stage3, model.stage4) for u in st]
-        if isinstance(model, (FastShuffleNet, ShuffleNetV1))
-        else []
-    )
-    for u in units:
-        order.append("1x1 conv (first unit, dense)" if u.gconv1[0].groups == 1 else "1x1 group conv")
-        order.append("depthwise 3x3 conv")
-        order.append("1x1 group conv")
-        if isinstance(u, FastShuffleUnit) and isinstance(u.shortcut, nn.Conv2d):
-            order.append("shortcut avg pool (as depthwise conv)")
-    return order
-
-
-_OP_TYPES = [
-    ("aten::channel_shuffle", "channel shuffle"),
-    ("aten::native_channel_shuffle", "channel shuffle"),
-    ("aten::_add_relu", "add + ReLU"),
-    ("aten::add", "add + ReLU"),
-    ("aten::relu", "ReLU"),
-    ("aten::cat", "concat"),
-    ("aten::maximum", "stem max pool"),
-    ("aten::constant_pad_nd", "stem max pool"),
-    ("aten::max_pool2d", "stem max pool"),
-    ("aten::max_pool2d_with_indices", "stem max pool"),
-    ("aten::avg_pool2d", "shortcut avg pool"),
-    ("aten::mean", "global pool + FC"),
-    ("prepacked::linear_clamp_run", "global pool + FC"),
-    ("aten::copy_", "copies (XNNPACK input padding / layout)"),
-    ("aten::contiguous", "copies (XNNPACK input padding / layout)"),
-    ("aten::fill_", "stem max pool"),
-]
-
-
-def profile_layer_types(
-    run: Callable[[Tensor], Any], x: Tensor, convs: Sequence[str], runs: int = 3
-) -> Dict[str, Dict[str, float]]:
-    """Self CPU time per layer type over ``runs`` calls of ``run(x)`` (after one warm-up); convolutions are
-    told apart by their position in the execution order (``convs``, from :func:`conv_order`)."""
-    from torch.autograd import profiler
-
-    run(x)
-    with profiler.profile() as prof:
-        for _ in range(runs):
-            run(x)
-    events = sorted(prof.function_events, key=lambda e: e.time_range.start)
-    types = dict(_OP_TYPES)
-    totals: Dict[str, float] = {}
-    conv_i = 0
-    for e in events:
-        if e.name == "prepacked::conv2d_clamp_run":
-            cat = convs[conv_i % len(convs)] if convs else "conv"
-            conv_i += 1
-        else:
-            cat = types.get(e.name, "other")
-        totals[cat] = totals.get(cat, 0.0) + e.self_cpu_time_total / 1e3 / runs
-    total = sum(totals.values()) or 1.0
-    return {k: {"ms": v, "pct": 100.0 * v / total} for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
-
-
-def profile_shufflenet(path: Path, model: nn.Module, sizes: Sequence[Tuple[int, int]], layout: str) -> Dict[str, Any]:
+def profile_ops(
+    result: Dict[str, Any],
+    sizes: Sequence[Tuple[int, int]],
+    input_layout: str = "nhwc",
+    runs: int = 5,
+    log: Callable[[str], None] = print,
+) -> Dict[str, Any]:
+    """Time per op kind through every runtime that can say it, beside each kind's share of the MACs, for the
+    :data:`PROFILE_MODELS` of a :func:`run_benchmark` result (its exported files); the runtimes that cannot
+    are listed with the reason."""
     from .rewrite import for_runtime
 
-    run = _lite_runner(path)
-    convs = conv_order(for_runtime(model.eval(), "ptl"))
-    tags, rows = [], {}
-    for h, w in sizes:
-        x = torch.randn(1, 3, h, w)
-        if layout == "nhwc":
-            x = x.contiguous(memory_format=torch.channels_last)
-        tag = f"{h}x{w}"
-        tags.append(tag)
-        for cat, v in profile_layer_types(run, x, convs).items():
-            rows.setdefault(cat, {})[tag] = v
-    order = sorted(rows, key=lambda c: -max(v["pct"] for v in rows[c].values()))
-    return {"model": "ShuffleNet 0.5x (g=3)", "runtime": "ptl", "sizes": tags, "rows": {c: rows[c] for c in order}}
+    threads = result["settings"]["threads"]
+    rts = result["settings"]["runtimes"]
+    builds = {m.key: m for m in bench_models()}
+    tags = [f"{h}x{w}" for h, w in sizes]
+    out: Dict[str, Any] = {"sizes": tags, "runs": runs, "models": {}, "unavailable": {}}
+    for rt in rts:
+        if rt in opprofile.NO_OP_TIMES:
+            out["unavailable"][rt] = opprofile.NO_OP_TIMES[rt]
+    for key in PROFILE_MODELS:
+        if key not in result["models"]:
+            continue
+        model = builds[key].build().eval()
+        files = result["models"][key]["files"]
+        entry: Dict[str, Any] = {"label": builds[key].label, "macs": {}, "runtimes": {}}
+        for (h, w), tag in zip(sizes, tags):
+            entry["macs"][tag] = opprofile.mac_shares(model, (h, w))
+        for rt in rts:
+            per: Dict[str, Any] = {}
+            if rt in ("ptl", "eager") and (rt == "eager" or files.get("ptl")):
+                form = for_runtime(model, "ptl") if rt == "ptl" else model
+                run = _lite_runner(Path(files["ptl"])) if rt == "ptl" else _eager_runner(model)
+                convs = opprofile.conv_kinds(form)
+                for (h, w), tag in zip(sizes, tags):
+                    x = torch.randn(1, 3, h, w)
+                    if input_layout == "nhwc":
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    per[tag] = opprofile.profile_layer_types(run, x, convs, runs)
+            elif rt == "onnx" and files.get("onnx"):
+                scopes = opprofile.pool_scopes(for_runtime(model, "onnx"))
+                for (h, w), tag in zip(sizes, tags):
+                    path = opprofile.onnx_file_for(files["onnx"], (h, w))
+                    if path:
+                        per[tag] = opprofile.profile_onnx(path, torch.randn(1, 3, h, w), runs, threads, scopes)
+            elif rt == "pte" and files.get("pte") and "pte" not in out["unavailable"]:
+                ok, said = opprofile.etdump_probe(files["pte"][0], torch.randn(1, 3, *sizes[0]))
+                out["unavailable"]["pte"] = said if not ok else f"{said}; reading it is not implemented"
+            if per:
+                entry["runtimes"][rt] = per
+                log(f"[bench] profiled {entry['label']} through {rt} at {', '.join(per)}")
+        out["models"][key] = entry
+    return out
 
 
 # --- command line ------------------------------------------------------------------------------------
@@ -798,8 +890,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/mobile/benchmark", help="folder for benchmark.json/.md/.png")
     p.add_argument("--export-dir", default=None, help="where the verified .ptl/.pte go (default OUT/exported)")
     p.add_argument(
-        "--profile", action="store_true", help="add a per-layer-type profile of ShuffleNet 0.5x (lite interpreter)"
+        "--profile-ops",
+        "--profile",
+        dest="profile_ops",
+        action="store_true",
+        help="add per-op-kind profiles (time share beside MAC share) of ShuffleNet 0.5x/1x, AlexNet and "
+        "torchvision ShuffleNetV2 0.5x/1x through every runtime that can give per-op times",
     )
+    p.add_argument("--profile-runs", type=int, default=5, help="profiled calls per model, runtime and size (default 5)")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -819,6 +917,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         repeats = min(repeats, 5)
     if args.threads < 1:
         raise MobileError(f"--threads must be >= 1, got {args.threads}")
+    if args.profile_runs < 1:
+        raise MobileError(f"--profile-runs must be >= 1, got {args.profile_runs}")
     if repeats < 1 or args.warmup < 0:
         raise MobileError(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {args.warmup}")
     _check_keys(keys)
@@ -836,12 +936,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         export_dir,
         input_layout=args.input_layout,
     )
-    path = result["models"].get("sn0.5", {}).get("files", {}).get("ptl")
-    if args.profile and path:
+    if args.profile_ops:
         prev = torch.get_num_threads()
         torch.set_num_threads(args.threads)
         try:
-            result["profile"] = profile_shufflenet(Path(path), create_model(SN["0.5"]), sizes, args.input_layout)
+            result["op_profile"] = profile_ops(result, sizes, args.input_layout, args.profile_runs)
         finally:
             torch.set_num_threads(prev)
     result["wall_s"] = time.time() - t0
@@ -851,10 +950,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     md = markdown(result, result["command"])
     write_text_atomic(md, out / "benchmark.md")
     png = plot(result, out / "benchmark.png")
+    ops_png = plot_ops(result, out / "benchmark_ops.png")
     print(md)
     print(
         f"[bench] wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}"
         + (f", {png}" if png else "")
+        + (f", {ops_png}" if ops_png else "")
         + f" in {result['wall_s']:.0f} s"
     )
     return 0

@@ -1,0 +1,559 @@
+"""What each runtime says about its kernels, and where its time goes per op kind (Table 8's ``--profile-ops``).
+
+* :func:`kernel_isa`: the host's ISA as torch sees it (``get_cpu_capability()``, oneDNN bf16/fp16), the CPU
+  flags the runtimes dispatch on, and what each runtime itself reports about its kernels; a runtime that
+  reports nothing is marked ``"not reported"`` (never guessed).
+* Per-op profiles, grouped into :data:`OP_KINDS` (grouped 1x1 conv, depthwise conv, dense conv, shuffle,
+  add/ReLU, pool, fc, ...), each beside that kind's share of the multiply-adds (:func:`mac_shares`, the paper's
+  count: convolutions and fully connected layers): the lite interpreter (and eager) through the torch profiler
+  (:func:`profile_layer_types`), ONNX Runtime through its own profiler (``SessionOptions.enable_profiling``,
+  :func:`aggregate_ort_profile`). ExecuTorch, ncnn and LiteRT are probed and the reason they give no per-op
+  times is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .rewrite import FastShuffleUnit
+
+__all__ = [
+    "OP_KINDS",
+    "conv_kind",
+    "conv_kinds",
+    "mac_shares",
+    "profile_layer_types",
+    "aggregate_ort_profile",
+    "profile_onnx",
+    "etdump_probe",
+    "kernel_isa",
+    "pool_scopes",
+    "onnx_file_for",
+    "NO_OP_TIMES",
+    "cpu_flags",
+    "isa_summary",
+]
+
+#: The op kinds of a profile, in the order the tables list them.
+OP_KINDS = (
+    "grouped 1x1 conv",
+    "dense 1x1 conv",
+    "depthwise conv",
+    "dense conv (kxk)",
+    "grouped conv (kxk)",
+    "channel shuffle / reshape",
+    "add / ReLU",
+    "pool",
+    "fc",
+    "concat / split",
+    "layout copies / reorders",
+    "other",
+)
+
+
+def conv_kind(in_channels: int, groups: int, kernel: Tuple[int, int]) -> str:
+    """The op kind of a 2-D convolution: depthwise (one input channel per group), grouped, or dense; 1x1 or kxk."""
+    if groups > 1 and in_channels == groups:
+        return "depthwise conv"
+    one = tuple(kernel) == (1, 1)
+    if groups > 1:
+        return "grouped 1x1 conv" if one else "grouped conv (kxk)"
+    return "dense 1x1 conv" if one else "dense conv (kxk)"
+
+
+def _pool_convs(form: nn.Module) -> Set[int]:
+    """ids of the convolutions that compute a pooling (the rewritten stride-2 shortcut ``avg_pool2d`` as a
+    depthwise conv with weights 1/9): a pool in the paper's network, so counted as a pool."""
+    return {
+        id(m.shortcut) for m in form.modules() if isinstance(m, FastShuffleUnit) and isinstance(m.shortcut, nn.Conv2d)
+    }
+
+
+def _module_kind(m: nn.Module, pool_ids: Set[int]) -> Optional[str]:
+    if isinstance(m, nn.Conv2d):
+        return "pool" if id(m) in pool_ids else conv_kind(m.in_channels, m.groups, m.kernel_size)
+    if isinstance(m, nn.Linear):
+        return "fc"
+    return None
+
+
+def _forward_calls(model: nn.Module, size: Tuple[int, int]) -> List[Tuple[nn.Module, Tensor, Tensor]]:
+    """(module, input, output) of every ``Conv2d`` / ``Linear`` call of one batch-1 forward, in call order."""
+    calls: List[Tuple[nn.Module, Tensor, Tensor]] = []
+
+    def hook(m, inp, out):
+        calls.append((m, inp[0], out))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *size))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def conv_kinds(form: nn.Module, size: Tuple[int, int] = (64, 64)) -> List[str]:
+    """Op kind of each convolution of ``form`` (what was exported) in execution order: the order in which a
+    runtime's profile lists its convolution events."""
+    pool_ids = _pool_convs(form)
+    return [_module_kind(m, pool_ids) for m, _, _ in _forward_calls(form, size) if isinstance(m, nn.Conv2d)]
+
+
+def mac_shares(model: nn.Module, size: Tuple[int, int]) -> Dict[str, Dict[str, float]]:
+    """Multiply-adds of ``model`` (the network as defined, batch 1) per op kind and their share in %: every
+    convolution ``out.numel() * in/groups * kh * kw`` and fully connected layer ``in * out`` (the paper's count,
+    the same total as :func:`shufflenet.complexity.count_macs`)."""
+    totals: Dict[str, int] = {}
+    for m, _x, y in _forward_calls(model, size):
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            macs = y.numel() * (m.in_channels // m.groups) * kh * kw
+        else:
+            macs = y.numel() * m.in_features
+        kind = _module_kind(m, set())
+        totals[kind] = totals.get(kind, 0) + int(macs)
+    total = sum(totals.values()) or 1
+    return {k: {"macs": v, "pct": 100.0 * v / total} for k, v in _ordered(totals)}
+
+
+def _ordered(totals: Dict[str, Any]) -> List[Tuple[str, Any]]:
+    return sorted(totals.items(), key=lambda kv: OP_KINDS.index(kv[0]) if kv[0] in OP_KINDS else len(OP_KINDS))
+
+
+def _shares(totals: Dict[str, float], detail: Optional[Dict[str, Dict[str, float]]] = None) -> Dict[str, Any]:
+    total = sum(totals.values()) or 1.0
+    out: Dict[str, Any] = {}
+    for k, v in _ordered(totals):
+        out[k] = {"ms": v, "pct": 100.0 * v / total}
+        if detail and k in detail:
+            out[k]["ops"] = dict(sorted(detail[k].items(), key=lambda kv: -kv[1]))
+    return out
+
+
+# --- the lite interpreter (and eager) through the torch profiler ----------------------------------------
+
+#: Top-level operators of the lite interpreter / eager forward and their op kind; convolutions are told apart by
+#: their position in the execution order (:func:`conv_kinds`).
+_TORCH_OPS = {
+    "aten::channel_shuffle": "channel shuffle / reshape",
+    "aten::native_channel_shuffle": "channel shuffle / reshape",
+    "aten::pixel_shuffle": "channel shuffle / reshape",
+    "aten::view": "channel shuffle / reshape",
+    "aten::reshape": "channel shuffle / reshape",
+    "aten::transpose": "channel shuffle / reshape",
+    "aten::permute": "channel shuffle / reshape",
+    "aten::flatten": "channel shuffle / reshape",
+    "aten::contiguous": "channel shuffle / reshape",  # torchvision's shuffle: view, transpose, contiguous, view
+    "aten::_add_relu": "add / ReLU",
+    "aten::add": "add / ReLU",
+    "aten::add_": "add / ReLU",
+    "aten::relu": "add / ReLU",
+    "aten::relu_": "add / ReLU",
+    "aten::hardtanh": "add / ReLU",
+    "aten::hardtanh_": "add / ReLU",
+    "aten::clamp": "add / ReLU",
+    "aten::max_pool2d": "pool",
+    "aten::max_pool2d_with_indices": "pool",
+    "aten::avg_pool2d": "pool",
+    "aten::adaptive_avg_pool2d": "pool",
+    "aten::mean": "pool",
+    "aten::maximum": "pool",  # the stem max pool as the max of strided slices of the -inf-padded input
+    "aten::pad": "pool",
+    "aten::constant_pad_nd": "pool",
+    "aten::linear": "fc",
+    "aten::addmm": "fc",
+    "prepacked::linear_clamp_run": "fc",
+    "aten::cat": "concat / split",
+    "aten::chunk": "concat / split",
+    "aten::split": "concat / split",
+    "aten::slice": "concat / split",
+    "aten::dropout": "other",
+}
+_CONV_OPS = ("prepacked::conv2d_clamp_run", "aten::conv2d")
+#: Copies a runtime makes inside a convolution (desktop tensors lack XNNPACK's tail padding; layout changes).
+_COPY_OPS = ("aten::copy_", "aten::contiguous", "aten::clone")
+
+
+def _top(e):
+    while e.cpu_parent is not None:
+        e = e.cpu_parent
+    return e
+
+
+def profile_layer_types(
+    run: Callable[[Tensor], Any], x: Tensor, convs: Sequence[str], runs: int = 5
+) -> Dict[str, Dict[str, float]]:
+    """CPU time per op kind of one call of ``run(x)``: the torch profiler over ``runs`` calls (after one warm-up).
+
+    Each event's self time goes to the kind of its top-level operator; convolutions are told apart by their
+    position in the execution order (``convs``, from :func:`conv_kinds`), and copies made inside a convolution or
+    linear layer count as ``layout copies / reorders``. Each top-level operator's time is its fastest over the
+    calls (the profiler's clock is wall time: a call preempted on a shared host does not count). If the calls do
+    not list the same operators, or the number of convolutions is not ``len(convs)`` per call, the means are
+    taken and the convolutions are ``conv (order not matched)``."""
+    from torch.autograd import profiler
+
+    run(x)
+    with profiler.profile() as prof:
+        for _ in range(runs):
+            run(x)
+    events = sorted(prof.function_events, key=lambda e: e.time_range.start)
+    tops = sorted({id(_top(e)): _top(e) for e in events}.values(), key=lambda e: e.time_range.start)
+    conv_events = [t for t in tops if t.name in _CONV_OPS]
+    matched = bool(convs) and len(conv_events) == runs * len(convs)
+    kind_of: Dict[int, str] = {}
+    for i, t in enumerate(conv_events):
+        kind_of[id(t)] = convs[i % len(convs)] if matched else "conv (order not matched)"
+    per_top: Dict[int, Dict[str, float]] = {}  # top-level event -> ms per kind of its subtree's self times
+    for e in events:
+        top = _top(e)
+        kind = kind_of.get(id(top)) or _TORCH_OPS.get(top.name, "other")
+        if e is not top and e.name in _COPY_OPS and (top.name in _CONV_OPS or _TORCH_OPS.get(top.name) == "fc"):
+            kind = "layout copies / reorders"
+        d = per_top.setdefault(id(top), {})
+        d[kind] = d.get(kind, 0.0) + e.self_cpu_time_total / 1e3
+    n = len(tops) // runs if runs and len(tops) % runs == 0 else 0
+    aligned = n > 0 and all(tops[k].name == tops[r * n + k].name for r in range(runs) for k in range(n))
+    totals: Dict[str, float] = {}
+    detail: Dict[str, Dict[str, float]] = {}
+
+    def add(kind: str, op: str, ms: float) -> None:
+        totals[kind] = totals.get(kind, 0.0) + ms
+        detail.setdefault(kind, {})[op] = detail.get(kind, {}).get(op, 0.0) + ms
+
+    if aligned and matched:
+        for k in range(n):
+            kinds = {kd for r in range(runs) for kd in per_top[id(tops[r * n + k])]}
+            for kd in kinds:
+                add(kd, tops[k].name, min(per_top[id(tops[r * n + k])].get(kd, 0.0) for r in range(runs)))
+    else:
+        for t in tops:
+            for kd, ms in per_top[id(t)].items():
+                add(kd, t.name, ms / runs)
+    return _shares(totals, detail)
+
+
+# --- ONNX Runtime through its own profiler ---------------------------------------------------------------
+
+_ORT_OPS = {
+    "Gemm": "fc",
+    "FusedGemm": "fc",
+    "MatMul": "fc",
+    "FusedMatMul": "fc",
+    "ReorderInput": "layout copies / reorders",
+    "ReorderOutput": "layout copies / reorders",
+    "Reshape": "channel shuffle / reshape",
+    "Transpose": "channel shuffle / reshape",
+    "Flatten": "channel shuffle / reshape",
+    "Squeeze": "channel shuffle / reshape",
+    "Unsqueeze": "channel shuffle / reshape",
+    "Add": "add / ReLU",
+    "Sum": "add / ReLU",
+    "Relu": "add / ReLU",
+    "Clip": "add / ReLU",
+    "Mul": "add / ReLU",
+    "MaxPool": "pool",
+    "AveragePool": "pool",
+    "GlobalAveragePool": "pool",
+    "GlobalMaxPool": "pool",
+    "ReduceMean": "pool",
+    "Concat": "concat / split",
+    "Split": "concat / split",
+    "Slice": "concat / split",
+    "Gather": "concat / split",
+}
+
+
+def _scope(node_name: str) -> str:
+    """The module path in an exported node's name: ``/stage2/stage2.0/shortcut/Conv`` -> ``stage2.0.shortcut``."""
+    parts = [p for p in node_name.split("/") if p][:-1]
+    path, last = "", ""
+    for p in parts:
+        if last and p.startswith(last + "."):
+            path = path[: len(path) - len(last)] + p
+        else:
+            path = f"{path}.{p}" if path else p
+        last = p
+    return path
+
+
+def _ort_kind(e: Dict[str, Any], pool_scopes: Iterable[str]) -> str:
+    args = e.get("args", {})
+    op = args.get("op_name", "")
+    ins = [next(iter(d.values())) for d in args.get("input_type_shape", []) if d]
+    outs = args.get("output_type_shape", [])
+    if op in ("Conv", "FusedConv", "NhwcFusedConv"):
+        if any(_scope(e["name"]) == s or _scope(e["name"]).startswith(s + ".") for s in pool_scopes):
+            return "pool"
+        if len(ins) >= 2 and len(ins[0]) == 4 and len(ins[1]) == 4 and ins[1][1]:
+            groups = max(1, round(ins[0][1] / ins[1][1]))
+            return conv_kind(ins[0][1], groups, (ins[1][2], ins[1][3]))
+        return "dense conv (kxk)"
+    if outs and not any(k.startswith("float") for d in outs for k in d):
+        return "other"  # integer shape arithmetic (Shape, Gather, Unsqueeze, Concat of dims ...)
+    return _ORT_OPS.get(op, "other")
+
+
+def aggregate_ort_profile(
+    events: Sequence[Dict[str, Any]], runs: Optional[int] = None, pool_scopes: Iterable[str] = ()
+) -> Dict[str, Dict[str, Any]]:
+    """ms per call and share per op kind of an ONNX Runtime profile (the JSON list its profiler writes).
+
+    Node kernel times (``cat == "Node"``, ``..._kernel_time``) inside the last ``runs`` ``model_run`` windows
+    (all when ``None``): each node's fastest over the windows (the profiler's clock is wall time; a call preempted
+    on a shared host does not count), summed by op kind: convolutions by their weight and input shapes (groups =
+    input channels / the weight's second dimension), the rest by operator type; ``pool_scopes`` are the module
+    paths of convolutions that compute a pooling. Without ``model_run`` windows every node event counts once."""
+    windows = [(e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e["name"] == "model_run"]
+    if runs is not None:
+        windows = windows[-runs:]
+    scopes = list(pool_scopes)
+    per_node: Dict[str, List[float]] = {}
+    info: Dict[str, Tuple[str, str]] = {}
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        w = next((i for i, (a, b) in enumerate(windows) if a <= e["ts"] <= b), None)
+        if windows and w is None:
+            continue
+        per_node.setdefault(e["name"], [0.0] * max(1, len(windows)))[w or 0] += e["dur"] / 1e3
+        info.setdefault(e["name"], (_ort_kind(e, scopes), e.get("args", {}).get("op_name", "?")))
+    totals: Dict[str, float] = {}
+    detail: Dict[str, Dict[str, float]] = {}
+    for name, times in per_node.items():
+        kind, op = info[name]
+        ms = min(times)
+        totals[kind] = totals.get(kind, 0.0) + ms
+        detail.setdefault(kind, {})[op] = detail.get(kind, {}).get(op, 0.0) + ms
+    return _shares(totals, detail)
+
+
+def pool_scopes(form: nn.Module) -> List[str]:
+    """Module paths (as the ONNX exporter names nodes) of the convolutions of ``form`` that compute a pooling."""
+    ids = _pool_convs(form)
+    return [name for name, m in form.named_modules() if id(m) in ids]
+
+
+def profile_onnx(
+    path: os.PathLike, x: Tensor, runs: int = 5, threads: int = 1, pool_scopes: Iterable[str] = ()
+) -> Dict[str, Dict[str, Any]]:
+    """Per-op-kind profile of ``runs`` calls of an ONNX file through ONNX Runtime's profiler (one warm-up call
+    first, left out); the profiler's JSON is written into a temporary folder and removed."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="ort-profile-") as tmp:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x.contiguous().numpy()}
+        for _ in range(runs + 1):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return aggregate_ort_profile(events, runs=runs, pool_scopes=pool_scopes)
+
+
+def onnx_file_for(files: Sequence[str], size: Tuple[int, int]) -> Optional[str]:
+    """The ONNX file (of a benchmark's list) that takes ``size``: a dynamic one, or the one exported at it."""
+    import onnx
+
+    for f in files:
+        dims = onnx.load(f, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        hw = [d.dim_value if d.HasField("dim_value") else None for d in dims[2:4]]
+        if all(v is None or v == s for v, s in zip(hw, size)):
+            return f
+    return None
+
+
+# --- runtimes without per-op times --------------------------------------------------------------------------
+
+
+def etdump_probe(pte_path: os.PathLike, x: Tensor) -> Tuple[bool, str]:
+    """Whether this ExecuTorch runtime records an ETDump (per-op/delegate events for ``executorch.devtools``'
+    Inspector): load ``pte_path`` with ``enable_etdump=True``, run once, write the dump. (ok, what it said)."""
+    from executorch.extension.pybindings import portable_lib
+
+    with tempfile.TemporaryDirectory(prefix="etdump-") as tmp:
+        out = Path(tmp) / "run.etdp"
+        with tempfile.TemporaryFile(mode="w+b") as log:
+            saved = os.dup(2)
+            os.dup2(log.fileno(), 2)
+            try:
+                module = portable_lib._load_for_executorch(str(pte_path), enable_etdump=True)
+                module.forward([x.contiguous()])
+                module.write_etdump_result_to_file(str(out))
+            except Exception as e:  # noqa: BLE001 - reported, not raised: the probe is part of a report
+                return False, f"ETDump probe failed: {type(e).__name__}: {e}"
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            log.seek(0)
+            said = [ln for ln in log.read().decode("utf-8", "replace").splitlines() if "etdump" in ln.lower()]
+        if out.is_file() and out.stat().st_size > 0:
+            return True, f"ETDump written ({out.stat().st_size} bytes)"
+    return False, (
+        "this ExecuTorch runtime records no ETDump: "
+        + (re.sub(r"^\[[^\]]*\]\s*", "", said[0]) if said else "write_etdump_result_to_file wrote nothing")
+    )
+
+
+NO_OP_TIMES = {
+    "ncnn": "the ncnn Python binding has no per-layer timer (ncnn prints per-layer times only when built with "
+    "NCNN_BENCHMARK, and the wheel's extractor prints none); timing truncated nets is not a profile",
+    "tflite": "LiteRT's Python Interpreter has no per-op profiler (op profiling is in LiteRT's C++ "
+    "benchmark_model tool, --enable_op_profiling)",
+}
+
+
+# --- kernel ISA -----------------------------------------------------------------------------------------------
+
+#: CPU flags that decide which kernels XNNPACK, MLAS (ONNX Runtime), ncnn and oneDNN pick at run time.
+_X86_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx_vnni",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+_ARM_FLAGS = ("asimd", "asimdhp", "asimddp", "fphp", "i8mm", "bf16", "sve", "sve2", "sme")
+NOT_REPORTED = "not reported"
+
+
+def cpu_flags(cpuinfo: Optional[str] = None) -> Optional[List[str]]:
+    """The SIMD flags (of :data:`_X86_FLAGS` / :data:`_ARM_FLAGS`) in ``/proc/cpuinfo``; None where unreadable."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            have = set(value.split())
+            return [f for f in (*_X86_FLAGS, *_ARM_FLAGS) if f in have]
+    return None
+
+
+def _onednn(kind: str) -> Optional[bool]:
+    fn = getattr(torch.ops.mkldnn, f"_is_mkldnn_{kind}_supported", None)
+    try:
+        return bool(fn()) if fn is not None else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _ptl_isa() -> Dict[str, Any]:
+    import torch.backends.xnnpack
+
+    return {
+        "kernels": "XNNPACK (prepacked conv/linear) + ATen for the other ops",
+        "xnnpack_enabled": bool(torch.backends.xnnpack.enabled),
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "xnnpack_isa": NOT_REPORTED,
+    }
+
+
+def _pte_isa() -> Dict[str, Any]:
+    from executorch.extension.pybindings import portable_lib
+
+    return {
+        "kernels": "XNNPACK delegate + ExecuTorch portable kernels",
+        "registered_backends": list(portable_lib._get_registered_backend_names()),
+        "xnnpack_isa": NOT_REPORTED,
+    }
+
+
+def _onnx_isa() -> Dict[str, Any]:
+    import onnxruntime as ort
+
+    return {
+        "kernels": "MLAS (CPUExecutionProvider)",
+        "version": ort.__version__,
+        "device": ort.get_device(),
+        "providers": list(ort.get_available_providers()),
+        "build_info": ort.get_build_info() if hasattr(ort, "get_build_info") else NOT_REPORTED,
+        "mlas_isa": NOT_REPORTED,
+    }
+
+
+def _ncnn_isa() -> Dict[str, Any]:
+    import ncnn
+
+    out: Dict[str, Any] = {"kernels": "ncnn (its own x86/ARM kernels)", "version": getattr(ncnn, "__version__", "?")}
+    for name in sorted(n for n in dir(ncnn) if n.startswith("cpu_support_")):
+        out[name] = bool(getattr(ncnn, name)())
+    if not any(n.startswith("cpu_support_x86_avx512") for n in out):
+        out["cpu_support_x86_avx512"] = NOT_REPORTED + " (the Python binding has no such query)"
+    return out
+
+
+def _tflite_isa() -> Dict[str, Any]:
+    from importlib.metadata import version
+
+    import ai_edge_litert  # noqa: F401
+
+    return {
+        "kernels": "LiteRT built-in kernels + the XNNPACK delegate the Interpreter applies by default",
+        "version": version("ai-edge-litert"),
+        "xnnpack_isa": NOT_REPORTED,
+    }
+
+
+_ISA = {"ptl": _ptl_isa, "pte": _pte_isa, "onnx": _onnx_isa, "ncnn": _ncnn_isa, "tflite": _tflite_isa}
+
+
+def kernel_isa(runtimes: Sequence[str]) -> Dict[str, Any]:
+    """The host's ISA and what each of ``runtimes`` says about its kernels (``"not reported"`` where it says
+    nothing; ``{"error": ...}`` where its module cannot be imported)."""
+    out: Dict[str, Any] = {
+        "host": {
+            "arch": platform.machine(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_bf16": _onednn("bf16"),
+            "onednn_fp16": _onednn("fp16"),
+            "cpu_flags": cpu_flags(),
+        },
+        "runtimes": {},
+    }
+    for rt in runtimes:
+        if rt not in _ISA:
+            continue
+        try:
+            out["runtimes"][rt] = _ISA[rt]()
+        except Exception as e:  # noqa: BLE001 - a report: say what failed
+            out["runtimes"][rt] = {"error": f"{type(e).__name__}: {e}"}
+    return out
+
+
+def isa_summary(info: Dict[str, Any]) -> str:
+    """One line for a runtime's entry of :func:`kernel_isa`."""
+    if "error" in info:
+        return f"error: {info['error']}"
+    return "; ".join(f"{k} {v}" for k, v in info.items() if k != "kernels")
