@@ -664,13 +664,14 @@ def ops_markdown(result: Dict[str, Any]) -> List[str]:
         "Where the time goes (`--profile-ops`): share of one call's time per op kind (ms in brackets; each "
         f"operator's fastest of {prof['runs']} profiled calls) through each runtime that can say it, beside the "
         "op kind's share of the multiply-adds (convolutions and fc; the paper's count). Lite interpreter / eager: "
-        "torch profiler; ONNX Runtime: its own profiler (SessionOptions.enable_profiling). Profiled calls are slower "
-        "than timed ones (profiler overhead per operator); the shares are the result.",
+        "torch profiler; ONNX Runtime: its own profiler (SessionOptions.enable_profiling). The profilers' clocks "
+        "are wall time: where the profiled total is well above the timed (process-CPU) median, the host was busy "
+        "and long operators are over-weighted; on a quiet host the two agree within the profiler's overhead.",
     ]
     for rt, why in prof.get("unavailable", {}).items():
         lines.append(f"No per-op times from {rt}: {why}.")
-    for entry in prof["models"].values():
-        rts = [rt for rt in entry["runtimes"]]
+    for key, entry in prof["models"].items():
+        rts = list(entry["runtimes"])
         kinds = [k for k in opprofile.OP_KINDS if any(k in entry["macs"].get(s, {}) for s in sizes)]
         for rt in rts:
             for s in sizes:
@@ -699,7 +700,12 @@ def ops_markdown(result: Dict[str, Any]) -> List[str]:
                 total.append(f"{sum(v['macs'] for v in entry['macs'].get(s, {}).values()) / 1e6:.0f} M")
             else:
                 total.append(f"{sum(v['ms'] for v in entry['runtimes'][rt].get(s, {}).values()):.2f} ms")
-        lines.append("| total | " + " | ".join(total) + " |")
+        lines.append("| total profiled | " + " | ".join(total) + " |")
+        timed = []
+        for s, rt in cols:
+            c = result.get("cells", {}).get(key, {}).get(rt, {}).get(s)
+            timed.append(f"{c['median_ms']:.2f} ms" if c and rt != "MACs" else "")
+        lines.append("| timed median (CPU) | " + " | ".join(timed) + " |")
     return lines
 
 
@@ -719,7 +725,9 @@ def plot_ops(result: Dict[str, Any], path: Path) -> Optional[Path]:
     entries = list(prof["models"].values())
     kinds = list(opprofile.OP_KINDS) + ["conv (order not matched)"]
     colors = {k: plt.get_cmap("tab20")(i % 20) for i, k in enumerate(kinds)}
-    fig, axes = plt.subplots(len(entries), len(sizes), figsize=(4.5 * len(sizes), 2.6 * len(entries)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(entries), len(sizes), figsize=(max(9.0, 4.5 * len(sizes)), 2.6 * len(entries) + 1), squeeze=False
+    )
     for i, entry in enumerate(entries):
         for j, s in enumerate(sizes):
             ax = axes[i][j]
@@ -737,7 +745,7 @@ def plot_ops(result: Dict[str, Any], path: Path) -> Optional[Path]:
             ax.set_title(f"{entry['label']} {s}: share in %", fontsize=8)
             ax.tick_params(axis="x", labelsize=7)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in kinds]
-    fig.legend(handles, kinds, loc="lower center", ncol=4, fontsize=7)
+    fig.legend(handles, kinds, loc="lower center", ncol=3, fontsize=7)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     with atomic_write(path, "wb") as f:
         fig.savefig(f, dpi=100, format="png")
