@@ -22,7 +22,7 @@ test-extended: setup
 	@test -n "$(SHUFFLENET_DATA)" || { echo "test-extended: set SHUFFLENET_DATA=/path/to/data" >&2; exit 2; }
 	SHUFFLENET_DATA="$(SHUFFLENET_DATA)" $(PY) -m pytest -q -m extended; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
-# Emulated aarch64 check of the .ptl export (qemu-user, aarch64 torch 2.9.1; slow, not in CI): docs/mobile.md
+# Emulated aarch64 check of the .ptl, ONNX and ncnn exports (qemu-user, aarch64 wheels; slow, not in CI): docs/mobile.md
 check-aarch64: setup
 	bash mobile/check_aarch64.sh
 
