@@ -227,7 +227,14 @@ def test_ort_profile_aggregation_of_a_recorded_profile(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "kinds.onnx"
     write_onnx(_AllKinds().eval(), torch.randn(1, 3, 32, 32), path, ["logits"], "NCHW")
-    assert onnx_file_for([str(path)], (48, 64)) == str(path)  # dynamic height/width
+    assert onnx_file_for([str(path)], (48, 64)) == str(path)  # dynamic height/width (the graph's input)
+    fixed = tmp_path / "fixed.onnx"  # a file whose sidecar says it was exported at one size only
+    fixed.write_bytes(b"")
+    (tmp_path / "fixed.onnx.json").write_text(
+        json.dumps({"input": {"dynamic_axes": ["batch"], "sizes_hw_verified": [[32, 32]]}})
+    )
+    assert onnx_file_for([str(fixed), str(path)], (32, 32)) == str(fixed)
+    assert onnx_file_for([str(fixed), str(path)], (48, 64)) == str(path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.enable_profiling = True

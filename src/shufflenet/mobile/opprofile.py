@@ -371,10 +371,20 @@ def profile_onnx(
 
 
 def onnx_file_for(files: Sequence[str], size: Tuple[int, int]) -> Optional[str]:
-    """The ONNX file (of a benchmark's list) that takes ``size``: a dynamic one, or the one exported at it."""
-    import onnx
-
+    """The ONNX file (of a benchmark's list) that takes ``size``: one with dynamic height and width, or one
+    exported at that size. Read from each file's sidecar (``<file>.json``: ``input.dynamic_axes`` and
+    ``input.sizes_hw_verified``), else from the graph's input shape."""
     for f in files:
+        side = Path(f"{f}.json")
+        if side.is_file():
+            spec = json.loads(side.read_text()).get("input", {})
+            if {"height", "width"} <= set(spec.get("dynamic_axes", [])) or list(size) in spec.get(
+                "sizes_hw_verified", []
+            ):
+                return f
+            continue
+        import onnx
+
         dims = onnx.load(f, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
         hw = [d.dim_value if d.HasField("dim_value") else None for d in dims[2:4]]
         if all(v is None or v == s for v, s in zip(hw, size)):
