@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import os
+import platform
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -81,6 +83,12 @@ def require_litert() -> None:
         raise MobileError(
             f"--format tflite needs {' and '.join(missing)} (optional, not installed): "
             f"{LITERT_EXTRA} (litert-torch, ai-edge-litert)"
+        )
+    if importlib.util.find_spec("litert_converter") is None:  # imported by litert-torch only when converting
+        raise MobileError(
+            "--format tflite needs litert-converter (litert-torch's converter, not installed; it has x86-64 Linux "
+            f"and arm64 macOS wheels only, none for {platform.machine()} Linux): {LITERT_EXTRA} on an x86-64 machine, "
+            "and run the .tflite files here with ai-edge-litert"
         )
 
 
