@@ -144,7 +144,7 @@ def test_tflite_int8_cli_is_full_integer_and_verified_against_its_reference(fp32
     assert sorted(p.name for p in out.iterdir()) == sorted([path.name, f"{TINY}_int8.tflite.json"])
     side = json.loads((out / f"{TINY}_int8.tflite.json").read_text())
     q = side["quantization"]
-    assert q["scheme"].startswith("int8 full integer")
+    assert q["scheme"].startswith("int8 full integer") and q["float_ops"] == []  # every op runs in int8
     assert q["calibration"]["images"] >= 2 and q["calibration"]["dir"].endswith("images")  # the sample photos
     assert q["io"]["input"]["dtype"] == "int8" and q["io"]["input"]["scale"] > 0
     assert all(o["dtype"] == "int8" for o in q["io"]["outputs"])
