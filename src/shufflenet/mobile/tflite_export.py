@@ -330,9 +330,7 @@ def export_tflite(
     files = images if isinstance(images, (list, tuple)) else resolve_images(images)
     basename = basename or source.name.replace("/", "_")
     model = source.model.eval()
-    # int8 quantizes the rewritten form too: as written, the converter gives relu(cat(avgpool(x), b)) of the
-    # stride-2 units no quantization parameters of their own and the file is ~30 % of max|output| off its reference
-    # (measured on ShuffleNet 0.25x g3; verification refuses it), while the rewritten form is within one step.
+    # int8 quantizes the rewritten form too (fewer ops: the shortcut pool is a conv, not PAD + AVERAGE_POOL_2D).
     net = for_runtime(model, "tflite") if rewrite else model
     form = nhwc_form(net)
     checks: List[Dict[str, Any]] = []
