@@ -48,6 +48,7 @@ from .onnx_export import export_onnx, onnx_runner, require_onnx
 from .pte import DELEGATE_OPS, executorch_available, executorch_version, export_pte, pte_runner
 from .ptl import export_ptl, host_info
 from .source import MobileError, ModelSource, writable_dir
+from .tflite_export import export_tflite, require_litert, tflite_runner
 
 warnings.filterwarnings("ignore", message=".*Lite Interpreter is deprecated.*")
 
@@ -128,9 +129,10 @@ SIZES = [(224, 224), (480, 640), (720, 1280)]
 SHARE_TARGET = 0.70
 #: The paper's rule of thumb (Sec. 4.5): each 4x fewer FLOPs gave ~2.6x speed.
 RULE_SPEEDUP_PER_4X = 2.6
-RUNTIMES = ("ptl", "pte", "onnx", "ncnn")
-#: What each runtime is timed on: the lite interpreter and ExecuTorch take the NHWC tensor as it arrives (their
-#: XNNPACK kernels compute in NHWC); ONNX Runtime and ncnn take their own NCHW layout, prepared outside the timing.
+RUNTIMES = ("ptl", "pte", "onnx", "ncnn", "tflite")
+#: What each runtime is timed on: the lite interpreter, ExecuTorch and LiteRT take the NHWC tensor as it arrives
+#: (their XNNPACK kernels compute in NHWC; LiteRT gets its NHWC view, no copy); ONNX Runtime and ncnn take their
+#: own NCHW layout, prepared outside the timing.
 NCHW_RUNTIMES = ("onnx", "ncnn")
 
 
@@ -229,7 +231,11 @@ def _run_benchmark(
     if "pte" in runtimes and not executorch_available():
         log("[bench] executorch is not installed: skipping the .pte runtime (pip install executorch==1.3.1)")
         runtimes.remove("pte")
-    for rt, check, extra in (("onnx", require_onnx, "onnx"), ("ncnn", require_ncnn, "ncnn")):
+    for rt, check, extra in (
+        ("onnx", require_onnx, "onnx"),
+        ("ncnn", require_ncnn, "ncnn"),
+        ("tflite", require_litert, "litert"),
+    ):
         if rt in runtimes:
             try:
                 check()
@@ -296,6 +302,13 @@ def _run_benchmark(
             log(f"[bench] exported + verified {bm.label} -> {ncnn_paths['param']}")
             runners[(bm.key, "ncnn")] = ncnn_runner(ncnn_paths["param"], ncnn_paths["bin"], threads=threads)
             files[bm.key]["ncnn"] = [str(p) for p in ncnn_paths.values()]
+        if "tflite" in runtimes:  # static shapes: one file per size; takes the NHWC view of the tensor fed
+            tfl_paths, _ = export_tflite(
+                src, export_dir, sizes, images="auto", n_real=verify_real, basename=f"bench_{bm.key}", log=quiet
+            )
+            log(f"[bench] exported + verified {bm.label} -> {', '.join(str(p) for p in tfl_paths.values())}")
+            runners[(bm.key, "tflite")] = tflite_runner(tfl_paths, threads=threads)
+            files[bm.key]["tflite"] = [str(p) for p in tfl_paths.values()]
 
     cells: Dict[str, Dict[str, Dict[str, Any]]] = {}
     total = len(runners) * len(sizes)
@@ -882,7 +895,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=list(RUNTIMES),
         choices=("eager", *RUNTIMES),
-        help="default: every installed one of ptl pte onnx ncnn",
+        help="default: every installed one of ptl pte onnx ncnn tflite",
     )
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as the paper)")
     p.add_argument(

@@ -3,11 +3,12 @@
     python mobile/export.py shufflenet_v1_x0_5_g3 --input-size 224 480x640 --out exported/
     python mobile/export.py model.pth --format pte --input-size 224
     python mobile/export.py model.pth --format onnx ncnn ptl     # several runtimes at once
+    python mobile/export.py model.pth --format tflite --quantize int8   # LiteRT full-integer int8
     python mobile/export.py model.pth --camera-input          # uint8 NHWC frames in, normalization folded in
     python mobile/export.py --detector demo_shapes --input-size 96x128
 
 Top of the wing: parses arguments and calls :mod:`.ptl`, :mod:`.pte`, :mod:`.onnx_export`, :mod:`.ncnn_export`,
-:mod:`.detector` and :mod:`.quantize`.
+:mod:`.tflite_export`, :mod:`.detector` and :mod:`.quantize`.
 Bad input (unknown model, bad size, missing file, an ``--out`` that is a file or cannot be written, no real
 images in ``--images``) is one ``error:`` line and exit status 2, checked before any export work.
 """
@@ -25,13 +26,14 @@ from .verify import DEFAULT_ATOL, DEFAULT_RTOL, INT8_ATOL, INT8_RTOL
 
 __all__ = ["FORMATS", "build_parser", "main", "cli"]
 
-FORMATS = ("ptl", "pte", "onnx", "ncnn")
+FORMATS = ("ptl", "pte", "onnx", "ncnn", "tflite")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mobile/export.py",
-        description="Export a model to verified mobile files (.ptl lite interpreter, .pte ExecuTorch, ONNX, ncnn), "
+        description="Export a model to verified mobile files (.ptl lite interpreter, .pte ExecuTorch, ONNX, ncnn, "
+        "LiteRT .tflite), "
         "each with a JSON sidecar.",
     )
     p.add_argument(
@@ -61,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=FORMATS,
         default=["ptl"],
         help="one or more of: ptl (lite interpreter), pte (ExecuTorch + XNNPACK), onnx (ONNX Runtime; extra "
-        "'onnx'), ncnn (pnnx + ncnn; extra 'ncnn') (default: ptl)",
+        "'onnx'), ncnn (pnnx + ncnn; extra 'ncnn'), tflite (LiteRT, NHWC input; extra 'litert') (default: ptl)",
     )
     p.add_argument("--arch", default=None, help="architecture name for a checkpoint that does not store one")
     p.add_argument(
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "int8"),
         default="none",
         help="int8 post-training static quantization calibrated on --calib-images (ptl: FX/QNNPACK; "
-        "pte: PT2E/XNNPACKQuantizer)",
+        "pte: PT2E/XNNPACKQuantizer; tflite: full integer, PT2E/litert-torch)",
     )
     p.add_argument(
         "--calib-images",
@@ -150,8 +152,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise MobileError("--camera-input is for fp32 exports (not with --quantize int8)")
     if args.bytecode_version is not None and formats != ["ptl"]:
         raise MobileError("--bytecode-version applies to .ptl files only (give --format ptl alone)")
-    if int8 and set(formats) - {"ptl", "pte"}:
-        raise MobileError("--quantize int8 is available for --format ptl and pte (onnx and ncnn export fp32)")
+    if int8 and set(formats) - {"ptl", "pte", "tflite"}:
+        raise MobileError("--quantize int8 is available for --format ptl, pte and tflite (onnx and ncnn export fp32)")
+    if "tflite" in formats and args.camera_input:
+        raise MobileError("--format tflite takes float32 NHWC tensors (1 x H x W x 3, normalized; no --camera-input)")
     if "ncnn" in formats and (int8 or args.camera_input):
         raise MobileError(
             "--format ncnn exports fp32 NCHW files (an app feeds pixels through ncnn::Mat::from_pixels + "
@@ -191,6 +195,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .ncnn_export import export_ncnn
 
             export_ncnn(source, out, sizes, rewrite=args.rewrite, **common)
+        elif fmt == "tflite":
+            from .tflite_export import export_tflite, tflite_int8
+
+            quantize_fn = tflite_int8(source, args.calib_images, args.calib_count, calib_size) if int8 else None
+            export_tflite(source, out, sizes, rewrite=args.rewrite, quantize_fn=quantize_fn, **common)
         else:
             _export_ptl(args, source, out, sizes, calib_size, common)
     return 0
@@ -215,6 +224,10 @@ def _require_runtimes(formats: Sequence[str]) -> None:
             from .ncnn_export import require_ncnn
 
             require_ncnn()
+        elif fmt == "tflite":
+            from .tflite_export import require_litert
+
+            require_litert()
 
 
 def _export_ptl(args, source, out, sizes, calib_size, common) -> None:
@@ -244,8 +257,8 @@ def _export_ptl(args, source, out, sizes, calib_size, common) -> None:
 def _export_detector(args, formats, sizes, images) -> int:
     if set(formats) - {"ptl", "onnx"} or args.quantize != "none" or args.camera_input:
         raise MobileError(
-            "--detector exports fp32 .ptl and ONNX files (--format ptl onnx; no pte / ncnn / --quantize int8 / "
-            "--camera-input)"
+            "--detector exports fp32 .ptl and ONNX files (--format ptl onnx; no pte / ncnn / tflite / "
+            "--quantize int8 / --camera-input)"
         )
     from .detector import export_detector
 

@@ -78,6 +78,10 @@ RUNTIME_DEFAULTS: Dict[str, RewriteOptions] = {
     # module to ncnn's ShuffleChannel layer (the traced reshape/transpose form becomes 5-D Reshape + Permute with
     # dynamic shapes: measured 5x slower in ncnn for ShuffleNet 0.5x at 224).
     "ncnn": RewriteOptions(shortcut="dwconv", maxpool="pool", head="keepdim", shuffle="module"),
+    # LiteRT (litert-torch): the model's channel_shuffle becomes RESHAPE/TRANSPOSE/RESHAPE in the converter; the
+    # shortcut pool as a depthwise conv (as written, avg_pool2d with count_include_pad becomes PAD +
+    # AVERAGE_POOL_2D: TFLite's pooling excludes the padding, as XNNPACK's does). The ONNX forms, not tuned apart.
+    "tflite": RewriteOptions(shortcut="dwconv", maxpool="pool", head="keepdim"),
 }
 
 
@@ -245,7 +249,8 @@ def _pair(v) -> tuple:
 
 
 def for_runtime(model: nn.Module, runtime: str, opts: Optional[RewriteOptions] = None) -> nn.Module:
-    """The fastest equivalent form of ``model`` for ``runtime`` ("ptl" or "pte"); other models unchanged.
+    """The fastest equivalent form of ``model`` for ``runtime`` (a key of :data:`RUNTIME_DEFAULTS`); other models
+    unchanged.
 
     Only an eval-mode :class:`ShuffleNetV1` without dropout in the head is rewritten (dropout is the identity
     in eval mode, and the rewritten head has none). The argument is never modified.

@@ -1,0 +1,406 @@
+"""LiteRT export (``--format tflite``): ``litert-torch`` -> ``.tflite``, verified in ai-edge-litert's ``Interpreter``.
+
+Optional dependencies: ``pip install "shufflenet[litert]"`` (``litert-torch``, Google's PyTorch -> LiteRT
+converter, and ``ai-edge-litert``, the LiteRT runtime's Python binding that loads the files back and checks
+them; docs/mobile.md gives the smaller install that leaves the rest of the environment as it is).
+
+The file takes what an Android camera pipeline or ``Bitmap`` -> ``ByteBuffer`` delivers: ``1 x H x W x 3``
+float32 (NHWC, RGB, normalized like training), through litert-torch's own channel-last wrapper
+(``litert_torch.to_channel_last_io``: one permute in front of the network that the converter folds into its
+layout pass). LiteRT programs converted this way have static shapes, so every ``--input-size`` gets its own
+file ``<stem>_<H>x<W>.tflite`` (batch 1); one sidecar ``<stem>.tflite.json`` describes them all and says so.
+Each file is loaded in ``ai_edge_litert.interpreter.Interpreter`` (one thread, the default XNNPACK delegate)
+and compared with the eager model on random and real images before anything is written.
+
+A ShuffleNet is converted in its runtime's equivalent form (:mod:`.rewrite`, ``"tflite"``); the model's own
+:func:`~shufflenet.models.shufflenet.channel_shuffle` becomes RESHAPE/TRANSPOSE/RESHAPE in the converter
+(LiteRT has no channel-shuffle operator).
+
+int8 (:func:`tflite_int8`): full-integer post-training static quantization through litert-torch's PT2E path
+(``torch.export`` -> ``prepare_pt2e`` with ``litert_torch.quantize.PT2EQuantizer``, symmetric per-channel
+weights -> calibrate on real images -> ``convert_pt2e(fold_quantize=False)`` -> ``litert_torch.convert(...,
+quant_config=QuantConfig(pt2e_quantizer=...))``). The converted file takes and returns int8 tensors (scale
+and zero point in the sidecar); :func:`tflite_runner` quantizes float inputs and dequantizes outputs with
+them. It is verified against its own quantized reference (the converted PT2E module) within the int8 bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import os
+import platform
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .artifact import (
+    Staged,
+    check_sizes,
+    filtered_stderr,
+    input_spec,
+    reference_and_inputs,
+    sidecar,
+    verify,
+    without_log_records,
+)
+from .images import resolve_images
+from .pte import PYTREE_NOTICE, _per_sample
+from .quantize import calibration_batch, resolve_calib_dir
+from .rewrite import for_runtime
+from .source import MobileError, ModelSource
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL
+
+__all__ = [
+    "LITERT_EXTRA",
+    "require_litert",
+    "litert_versions",
+    "tflite_runner",
+    "convert_to_tflite",
+    "tflite_int8",
+    "export_tflite",
+]
+
+LITERT_EXTRA = 'pip install "shufflenet[litert]"'
+
+#: What the converter and the runtime write to file descriptor 2 on every call and that says nothing to the
+#: user: absl's "before InitializeLog" notice, its INFO/WARNING lines (the MAC estimate, the MLIR quantizer's
+#: "missing quantization parameter" notes on the reshapes of the shuffle), the XNNPACK delegate's creation.
+LITERT_CHATTER = (
+    r"^WARNING: All log messages before absl::InitializeLog\(\) is called",
+    r"^[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\]",
+    r"^INFO: Created TensorFlow Lite XNNPACK delegate",
+    r"^\s*$",
+)
+
+
+def require_litert() -> None:
+    """One error line naming the extra when ``litert-torch`` or ``ai-edge-litert`` is missing."""
+    missing = []
+    for mod, pkg in (("litert_torch", "litert-torch"), ("ai_edge_litert.interpreter", "ai-edge-litert")):
+        try:
+            with _quiet_import():
+                __import__(mod)
+        except ImportError:
+            missing.append(pkg)
+    if missing:
+        raise MobileError(
+            f"--format tflite needs {' and '.join(missing)} (optional, not installed): "
+            f"{LITERT_EXTRA} (litert-torch, ai-edge-litert)"
+        )
+    if importlib.util.find_spec("litert_converter") is None:  # imported by litert-torch only when converting
+        raise MobileError(
+            "--format tflite needs litert-converter (litert-torch's converter, not installed; it has x86-64 Linux "
+            f"and arm64 macOS wheels only, none for {platform.machine()} Linux): {LITERT_EXTRA} on an x86-64 machine, "
+            "and run the .tflite files here with ai-edge-litert"
+        )
+
+
+@contextlib.contextmanager
+def _quiet_import() -> Iterator[None]:
+    with without_log_records(*PYTREE_NOTICE), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def litert_versions() -> Dict[str, Optional[str]]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: Dict[str, Optional[str]] = {}
+    for pkg in ("litert-torch", "ai-edge-litert"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _interpreter(path: os.PathLike, threads: Optional[int] = 1, delegates: bool = True):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    with filtered_stderr(LITERT_CHATTER):
+        it = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=kind)
+        it.allocate_tensors()
+    return it
+
+
+def _one_file_runner(path: os.PathLike, threads: Optional[int]) -> Callable[[Tensor], Any]:
+    """A batch-1 NHWC interpreter as a callable on ``1 x H x W x 3`` float tensors (int8 files: quantized in,
+    dequantized out with the file's own scale and zero point)."""
+    import numpy as np
+
+    it = _interpreter(path, threads)
+    inp = it.get_input_details()[0]
+    outs = it.get_output_details()
+
+    def run(x: Tensor) -> Any:
+        a = x.detach().contiguous().numpy()
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            a = np.clip(np.round(a / scale) + zero, info.min, info.max).astype(inp["dtype"])
+        it.set_tensor(inp["index"], a)
+        it.invoke()
+        res = []
+        for o in outs:
+            v = it.get_tensor(o["index"])
+            if o["dtype"] != np.float32:
+                scale, zero = o["quantization"]
+                v = (v.astype(np.float32) - zero) * scale
+            res.append(torch.from_numpy(np.array(v, dtype=np.float32)))
+        return res[0] if len(res) == 1 else tuple(res)
+
+    return run
+
+
+def tflite_runner(
+    paths: Dict[Tuple[int, int], os.PathLike] | os.PathLike, threads: Optional[int] = 1, layout: str = "nchw"
+) -> Callable[[Tensor], Any]:
+    """LiteRT interpreters (``threads`` each, default one; the default XNNPACK delegate) over the static-shape,
+    batch-1 ``.tflite`` files of one model (``{(H, W): path}``, or one path) as a callable on torch tensors.
+
+    ``layout="nchw"``: takes ``N x 3 x H x W`` tensors like the other runners and hands LiteRT their NHWC
+    view (free for a channels_last tensor: the permute is a view and its memory is already NHWC);
+    ``"nhwc"``: takes ``N x H x W x 3``. Picks the file by H x W and loops over N.
+    """
+    if layout not in ("nchw", "nhwc"):
+        raise MobileError(f"tflite_runner: layout must be 'nchw' or 'nhwc', got {layout!r}")
+    if not isinstance(paths, dict):
+        paths = {None: paths}
+    runs = {k: _one_file_runner(p, threads) for k, p in paths.items()}
+
+    def run(x: Tensor) -> Any:
+        nhwc = x.permute(0, 2, 3, 1) if layout == "nchw" else x
+        key = tuple(int(v) for v in nhwc.shape[1:3])
+        fn = runs.get(key, runs.get(None))
+        if fn is None:
+            raise MobileError(f"no .tflite file for input size {key[0]}x{key[1]} (have {sorted(runs)})")
+        return _per_sample(fn)(nhwc)
+
+    return run
+
+
+@contextlib.contextmanager
+def _converter_quiet() -> Iterator[None]:
+    """litert-torch's progress lines off (its own switch, restored after), warnings and C++ chatter filtered."""
+    key = "LITERT_TORCH_SHOW_PROGRESS"
+    before = os.environ.get(key)
+    os.environ[key] = "n"
+    try:
+        with _quiet_import(), filtered_stderr(LITERT_CHATTER):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+def nhwc_form(net: nn.Module) -> nn.Module:
+    """``net`` behind litert-torch's channel-last input wrapper (takes ``N x H x W x 3``)."""
+    import litert_torch
+
+    return litert_torch.to_channel_last_io(net, args=[0]).eval()
+
+
+def convert_to_tflite(form: nn.Module, example: Tensor, quantizer: Any = None) -> bytes:
+    """``litert_torch.convert`` of ``form`` at ``example``'s static shape; the flatbuffer's bytes.
+    ``quantizer``: the PT2EQuantizer a PT2E-converted ``form`` was quantized with (static int8)."""
+    import litert_torch
+
+    kw: Dict[str, Any] = {}
+    if quantizer is not None:
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        kw["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
+    # the PT2E module was captured in eval mode (BatchNorm with running statistics); an exported module keeps
+    # training=True, which litert-torch warns about
+    with _converter_quiet(), without_log_records("root", r"is converted in training mode"):
+        try:
+            edge = litert_torch.convert(form, (example,), **kw)
+            return bytes(edge.model_content())
+        except Exception as e:  # the converter raises many classes (lowering, MLIR, torch.export errors)
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise MobileError(f"litert-torch could not convert the model: {type(e).__name__}: {first}") from None
+
+
+def _export_for_quantization(model: nn.Module, example: Tensor) -> nn.Module:
+    """``torch.export`` for PT2E, strict (TorchDynamo) first: the quantizer finds ``add`` + ``relu`` by the source
+    partitions only strict export records; without them the residual ``relu(x + branch)`` and the head's mean
+    stayed float between DEQUANTIZE and QUANTIZE (measured: 13 float ADDs in ShuffleNet 0.25x g3)."""
+    try:
+        return torch.export.export(model, (example,), strict=True).module()
+    except Exception:  # a model TorchDynamo cannot trace: non-strict export (then some ops may stay float)
+        return torch.export.export(model, (example,)).module()
+
+
+def tflite_int8(
+    source: ModelSource, calib_images: Any = "auto", count: int = 64, size: Optional[Tuple[int, int]] = None
+) -> Callable[[nn.Module, Tensor], Tuple[nn.Module, Any]]:
+    """A ``quantize_fn(nhwc_model, example) -> (converted PT2E module, quantizer)`` for :func:`export_tflite`:
+    full-integer static int8 (symmetric per-channel weights, per-tensor activations), calibrated on ``count``
+    real images of ``calib_images`` (default: the package's sample photos), resized to each exported size."""
+    calib_dir = resolve_calib_dir(calib_images)
+    calibration_batch(calib_dir, 1, size or (32, 32), source.mean, source.std)  # fail early on a bad folder
+
+    def quantize_fn(model: nn.Module, example: Tensor) -> Tuple[nn.Module, Any]:
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        hw = tuple(int(v) for v in example.shape[1:3])
+        batch = calibration_batch(calib_dir, count, hw, source.mean, source.std).permute(0, 2, 3, 1)
+        with _quiet_import():
+            gm = _export_for_quantization(copy.deepcopy(model).eval(), example)
+            quantizer = PT2EQuantizer().set_global(
+                get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
+            )
+            prepared = prepare_pt2e(gm, quantizer)
+            with torch.no_grad():
+                for i in range(batch.shape[0]):  # static batch-1 graph
+                    prepared(batch[i : i + 1].contiguous())
+            converted = move_exported_model_to_eval(convert_pt2e(prepared, fold_quantize=False))
+        quantize_fn.calibration = {"dir": str(calib_dir), "images": int(batch.shape[0]), "size": list(hw)}
+        return converted, quantizer
+
+    quantize_fn.calibration = None  # type: ignore[attr-defined]  # set by each call: what was calibrated on
+    return quantize_fn
+
+
+def _ops(path: Path) -> List[str]:
+    """Every builtin operator of the file (what a LiteRT build must provide), read without delegates."""
+    return sorted({d["op_name"] for d in _interpreter(path, 1, delegates=False)._get_ops_details()})
+
+
+def _float_ops(path: Path) -> List[str]:
+    """Operators of a quantized file that still compute in float32 (between DEQUANTIZE and QUANTIZE)."""
+    it = _interpreter(path, 1, delegates=False)
+    dtypes = {d["index"]: d["dtype"] for d in it.get_tensor_details()}
+    out = set()
+    for d in it._get_ops_details():
+        if d["op_name"] not in ("DEQUANTIZE", "QUANTIZE") and any(
+            dtypes.get(i) is not None and dtypes[i].__name__ == "float32" for i in d["outputs"] if i >= 0
+        ):
+            out.add(d["op_name"])
+    return sorted(out)
+
+
+def _io_quantization(path: Path) -> Dict[str, Any]:
+    it = _interpreter(path, 1, delegates=False)
+
+    def desc(d: Dict[str, Any]) -> Dict[str, Any]:
+        scale, zero = d["quantization"]
+        out: Dict[str, Any] = {"dtype": d["dtype"].__name__, "shape": [int(v) for v in d["shape"]]}
+        if scale:
+            out.update(scale=float(scale), zero_point=int(zero))
+        return out
+
+    return {"input": desc(it.get_input_details()[0]), "outputs": [desc(d) for d in it.get_output_details()]}
+
+
+def export_tflite(
+    source: ModelSource,
+    out_dir: os.PathLike,
+    sizes: Sequence[Tuple[int, int]] = ((224, 224),),
+    images: Any = "auto",
+    n_real: int = 2,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    basename: Optional[str] = None,
+    rewrite: bool = True,
+    quantize_fn: Optional[Callable[[nn.Module, Tensor], Tuple[nn.Module, Any]]] = None,
+    log: Callable[[str], None] = print,
+) -> Tuple[Dict[Tuple[int, int], Path], Dict[str, Any]]:
+    """Export one verified ``<basename>_<H>x<W>.tflite`` per size (NHWC float32 input, batch 1) + the sidecar
+    ``<basename>.tflite.json``; all or nothing.
+
+    The file is converted from the runtime's equivalent form (``rewrite``) and must reproduce ``source.model``;
+    ``quantize_fn`` (:func:`tflite_int8`) quantizes that form to a full-integer int8 file per size, verified
+    against its own converted PT2E module (pass the int8 bound, ``INT8_ATOL``/``INT8_RTOL``).
+    """
+    require_litert()
+    if source.task != "classification":
+        raise MobileError("--format tflite exports classifiers (the detector exports to .ptl and ONNX)")
+    sizes = check_sizes(sizes)
+    files = images if isinstance(images, (list, tuple)) else resolve_images(images)
+    basename = basename or source.name.replace("/", "_")
+    model = source.model.eval()
+    # int8 quantizes the rewritten form too (fewer ops: the shortcut pool is a conv, not PAD + AVERAGE_POOL_2D).
+    net = for_runtime(model, "tflite") if rewrite else model
+    form = nhwc_form(net)
+    checks: List[Dict[str, Any]] = []
+    files_out: Dict[str, Dict[str, Any]] = {}
+    ops: set = set()
+    outputs: Optional[List[List[int]]] = None
+    io: Dict[str, Any] = {}
+    files_out_float: List[str] = []
+    precision = "int8" if quantize_fn is not None else "fp32"
+    with Staged(out_dir) as staged:
+        for size in sizes:
+            tag = f"{size[0]}x{size[1]}"
+            log(f"[export] {source.name} @ {tag}: litert-torch convert ({precision}, NHWC input) -> .tflite ...")
+            ref_fn, inputs = reference_and_inputs(source, [size], files, n_real)
+            example = torch.randn(1, *size, 3)
+            if quantize_fn is not None:
+                qmodel, quantizer = quantize_fn(form, example)
+                data = convert_to_tflite(qmodel, example, quantizer)
+                ref_fn = _per_sample(lambda x, q=qmodel: q(x.permute(0, 2, 3, 1).contiguous()))
+            else:
+                data = convert_to_tflite(form, example)
+            name = f"{basename}_{tag}.tflite"
+            tmp = staged.tmp(name)
+            tmp.write_bytes(data)
+            checks += verify(ref_fn, tflite_runner(tmp), inputs, atol, rtol, "LiteRT interpreter", log)
+            if outputs is None:
+                with torch.no_grad():
+                    outputs = [[1, *list(t.shape[1:])] for t in _flat(ref_fn(inputs[0].tensor[:1]))]
+            ops |= set(_ops(tmp))
+            io = _io_quantization(tmp)
+            if quantize_fn is not None:
+                files_out_float = sorted(set(files_out_float) | set(_float_ops(tmp)))
+            files_out[tag] = staged.entry(name)
+        side = sidecar(
+            source,
+            "LiteRT / TensorFlow Lite (ai_edge_litert Interpreter or the LiteRT CompiledModel API; XNNPACK on CPU)",
+            input_spec(
+                source,
+                sizes,
+                "1 x H x W x 3 (NHWC, RGB; static per file: one file per size, batch 1)",
+                static_shapes=True,
+                **({"quantized": io["input"]} if quantize_fn is not None else {}),
+            ),
+            outputs,
+            checks,
+            atol,
+            rtol,
+            files,
+            net is not model,
+            litert_versions(),
+            files=files_out,
+            operators=sorted(ops),
+            signature="serving_default",
+            quantization=(
+                {
+                    "scheme": "int8 full integer, PT2E (litert_torch.quantize.PT2EQuantizer, symmetric per-channel "
+                    "weights, static per-tensor activations); int8 input and output, float_ops: any op left in float",
+                    "float_ops": files_out_float,
+                    "calibration": getattr(quantize_fn, "calibration", None),
+                    "io": io,
+                }
+                if quantize_fn is not None
+                else None
+            ),
+        )
+        written = staged.commit(side, f"{basename}.tflite.json", log)
+    return {size: path for size, path in zip(sizes, written)}, side
+
+
+def _flat(out: Any) -> List[Tensor]:
+    from .verify import flatten_outputs
+
+    return flatten_outputs(out)
