@@ -77,6 +77,8 @@ def onnx_runner(path: os.PathLike, threads: Optional[int] = None, optimize: bool
     if threads is not None:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+    else:  # a verification session: its idle pool threads must not spin while torch computes the reference
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
