@@ -333,10 +333,8 @@ def markdown(result: Dict[str, Any], sizes: Sequence[Tuple[int, int]]) -> str:
     ]
     for r in result["rows"]:
         if "skipped" in r:
-            lines.append(
-                f"| {r['runtime']} | {r['precision']} | {r['scheme']} | skipped: {r['skipped']} | | "
-                + "| " * len(sizes)
-            )
+            cells = " | ".join(["-"] * (1 + len(sizes)))
+            lines.append(f"| {r['runtime']} | {r['precision']} | {r['scheme']} | skipped: {r['skipped']} | {cells} |")
             continue
         size = f"{r['size_bytes'] / 1e6:.2f}" if "size_bytes" in r else "-"
         ms = " | ".join(f"{r['latency_ms'][f'{h}x{w}']:.2f}" for h, w in sizes)
