@@ -46,9 +46,9 @@ INT8_ATOL = 1e-3
 INT8_RTOL = 0.05
 #: Fidelity of an int8 file against the *fp32* model on real photos (ONNX Runtime QDQ, ncnn int8), the check that
 #: refuses a degenerate calibration: ``max|int8 - fp32| <= INT8_ATOL + INT8_FIDELITY_RTOL x max|fp32|``. Measured
-#: (docs/mobile.md): a sound calibration stays at 2-31 % of max|fp32| (trained CIFAR model, calibrated on 32
-#: train images / the sample photos; random networks 2-18 %), a calibration on blank frames reaches 108-122 %.
-#: Half the largest logit is where an int8 output stops telling the classes apart reliably.
+#: (docs/mobile.md): sound calibrations stayed at 3-40 % of max|fp32| (a trained CIFAR model calibrated on 32
+#: train images or the sample photos; random networks with real-image BatchNorm statistics), calibrations on
+#: blank frames at 108-122 %. Half the largest logit lies between: a guard against a broken calibration.
 INT8_FIDELITY_RTOL = 0.5
 
 
