@@ -239,6 +239,7 @@ def test_ncnn_int8_export_with_the_tools(tmp_path):
     qfn = ncnn_int8_for_ncnn(src, CIFAR_TRAIN, 32, (32, 32))
     paths, side = export_ncnn(src, tmp_path, [(32, 32), (48, 64)], quantize_fn=qfn, log=_quiet)
     assert side["quantization"]["table_entries"] > 10
+    assert side["runtime_options"] == {"use_packing_layout": False}  # what an app must set (docs/mobile.md)
     assert side["verification"]["checks"] and all(c["ok"] for c in side["verification"]["checks"])
     # int8 weights: the .bin shrinks to about a quarter.
     f32_paths, _ = export_ncnn(src, tmp_path / "f32", [(32, 32)], log=_quiet)

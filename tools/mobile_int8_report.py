@@ -143,7 +143,7 @@ def _onnx(int8: bool) -> Callable[[Context], Exported]:
 
 def _ncnn(int8: bool) -> Callable[[Context], Exported]:
     def export(ctx: Context) -> Exported:
-        from shufflenet.mobile.ncnn_export import export_ncnn, ncnn_runner
+        from shufflenet.mobile.ncnn_export import NCNN_INT8_OPTIONS, export_ncnn, ncnn_runner
         from shufflenet.mobile.quantize import ncnn_int8_for_ncnn
 
         qfn = ncnn_int8_for_ncnn(ctx.source, ctx.calib_dir, ctx.calib_count, ctx.sizes[0]) if int8 else None
@@ -153,7 +153,8 @@ def _ncnn(int8: bool) -> Callable[[Context], Exported]:
         )
         ref = "fp32 model (fidelity)" if int8 else "eager fp32"
         files = [paths["param"], paths["bin"]]
-        return Exported(files, ncnn_runner(paths["param"], paths["bin"], threads=1), ref, files)
+        run = ncnn_runner(paths["param"], paths["bin"], threads=1, options=NCNN_INT8_OPTIONS if int8 else None)
+        return Exported(files, run, ref, files)
 
     return export
 
@@ -194,7 +195,7 @@ register(
     Row("onnx", "int8", "ONNX Runtime QDQ, quantize_static", _onnx(True), _missing("onnx", "onnxruntime", extra="onnx"))
 )
 register(Row("ncnn", "fp32", "ncnn (pnnx), fp32", _ncnn(False), _missing("pnnx", "ncnn", extra="ncnn")))
-register(Row("ncnn", "int8", "ncnn2table + ncnn2int8", _ncnn(True), _ncnn_int8_tools))
+register(Row("ncnn", "int8", "ncnn2table + ncnn2int8 (unpacked layout)", _ncnn(True), _ncnn_int8_tools))
 
 
 # ------------------------------------------------------------------------------------------------ measuring
