@@ -20,7 +20,6 @@ pass ``--calib-images DIR`` (e.g. the train split of the data the model was trai
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import subprocess
 import tempfile
@@ -183,7 +182,7 @@ def ort_int8_for_onnx(
                 x = next(self.batches, None)
                 return None if x is None else {"input": x}
 
-        with tempfile.TemporaryDirectory(prefix="ort-quant-") as work, _quiet_ort_logging():
+        with tempfile.TemporaryDirectory(prefix="ort-quant-") as work:
             pre = Path(work) / "preprocessed.onnx"
             try:
                 quant_pre_process(str(fp32_path), str(pre))
@@ -234,17 +233,6 @@ def _weight_granularity(graph) -> Dict[str, Dict[str, int]]:
             entry = out.setdefault(op, {"per_channel": 0, "per_tensor": 0})
             entry["per_channel" if per_channel else "per_tensor"] += 1
     return dict(sorted(out.items()))
-
-
-class _quiet_ort_logging:
-    """ONNX Runtime's quantizer logs its progress at INFO/WARNING through the root logger; keep it quiet here."""
-
-    def __enter__(self):
-        self.prev = logging.getLogger().level
-        logging.getLogger().setLevel(max(self.prev, logging.ERROR))
-
-    def __exit__(self, *exc):
-        logging.getLogger().setLevel(self.prev)
 
 
 NCNN_INT8_SCHEME = (
