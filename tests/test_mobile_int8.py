@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from test_mobile_export import CIFAR_TEST, TINY, _cifar, _lite, _quiet, _tiny
 
+from shufflenet.mobile.images import list_images, load_images
 from shufflenet.mobile.ptl import export_ptl
 from shufflenet.mobile.quantize import calibration_batch, quantize_fx_int8, resolve_calib_dir
 from shufflenet.mobile.source import MobileError, ModelSource
@@ -68,3 +69,178 @@ def test_int8_cli_and_calibration_errors(tmp_path, capsys):
     assert resolve_calib_dir("auto") == sample_images_dir()
     photos = calibration_batch(resolve_calib_dir("auto"), 64, (32, 32), (0.5,) * 3, (0.5,) * 3)
     assert 4 <= photos.shape[0] <= 64 and photos.std() > 0.1
+
+
+# ---------------------------------------------------------------------------------------- ONNX Runtime int8
+#
+# A random network's logits hardly depend on its input (biases dominate), so a calibration that sees nothing
+# of the real inputs would go unnoticed on it. These tests use a network whose BatchNorm statistics are those
+# of real CIFAR images (one pass in train mode): every layer is normalized for real inputs, as in a trained
+# model, and the logits change from image to image.
+
+ONNX_REASON = "needs the 'onnx' extra: pip install 'shufflenet[onnx]'"
+SAMPLE_PHOTOS = sample_images_dir()
+
+
+def _data_bn_source(name=TINY, size=(32, 32)) -> ModelSource:
+    import shufflenet
+
+    torch.manual_seed(0)
+    model = shufflenet.create_model(name)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the pass
+    model.train()
+    with torch.no_grad():
+        model(calibration_batch(CIFAR_TRAIN, 32, size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))
+    return ModelSource(model.eval(), name, "test")
+
+
+def _session_ops(path, optimize, tmp_path):
+    """The op types ONNX Runtime actually runs for ``path`` at the default level or with optimizations off."""
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / f"session_{optimize}.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
+
+
+def test_onnx_int8_export_verified_on_real_photos(tmp_path):
+    pytest.importorskip("onnxruntime", reason=ONNX_REASON)
+    from shufflenet.mobile.onnx_export import export_onnx, onnx_runner
+    from shufflenet.mobile.quantize import ORT_INT8_SCHEME, ort_int8_for_onnx
+    from shufflenet.mobile.verify import INT8_FIDELITY_RTOL
+
+    src = _data_bn_source()
+    qfn = ort_int8_for_onnx(src, CIFAR_TRAIN, 32, (32, 32))
+    sizes = [(32, 32), (48, 64)]
+    path, side = export_onnx(src, tmp_path / "i8", sizes, atol=INT8_ATOL, rtol=INT8_RTOL, quantize_fn=qfn, log=_quiet)
+    assert sorted(p.name for p in (tmp_path / "i8").iterdir()) == [f"{TINY}.onnx", f"{TINY}.onnx.json"]
+    q = side["quantization"]
+    assert q["scheme"] == ORT_INT8_SCHEME and q["calibration"]["images"] == 32
+    # Per channel wherever ONNX Runtime supports it: every Conv and the classifier's Gemm.
+    assert q["weights"]["Conv"]["per_channel"] >= 50 and q["weights"]["Conv"]["per_tensor"] == 0
+    assert q["weights"]["Gemm"] == {"per_channel": 1, "per_tensor": 0}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= set(side["operators"])
+    fp32_bytes = 4 * sum(p.numel() for p in src.model.parameters())
+    assert path.stat().st_size < 0.5 * fp32_bytes  # int8 weights (the QDQ nodes and scales cost a little)
+    # Verified twice at every size: the int8 kernels against the file's own QDQ graph (random and real inputs),
+    # and the file against the fp32 model on the real photos.
+    assert [(c["input"], c["size"]) for c in side["verification"]["checks"]] == [
+        (label, list(s)) for s in sizes for label in ("random", "real (2 images)")
+    ]
+    assert [c["size"] for c in side["fidelity"]["checks"]] == [list(s) for s in sizes]
+    # The reference is a different computation: node by node in fp32, while the default level runs fused
+    # int8 kernels.
+    assert "QLinearConv" in _session_ops(path, True, tmp_path)
+    assert "QLinearConv" not in _session_ops(path, False, tmp_path)
+    # On other real photos than the verification's: close to the fp32 network, mostly the same class.
+    x = load_images(list_images(SAMPLE_PHOTOS), (32, 32))
+    with torch.no_grad():
+        f32 = src.model(x)
+    got = onnx_runner(path)(x)
+    assert (got - f32).abs().max() <= INT8_ATOL + INT8_FIDELITY_RTOL * f32.abs().max()
+    assert F.cosine_similarity(got, f32).min() > 0.9
+    assert (got.argmax(1) == f32.argmax(1)).float().mean() >= 0.5
+
+
+def test_onnx_int8_refuses_a_degenerate_calibration(tmp_path):
+    """Blank frames as calibration: the int8 file matches its own QDQ graph, but not the fp32 model."""
+    pytest.importorskip("onnxruntime", reason=ONNX_REASON)
+    from PIL import Image
+
+    from shufflenet.mobile.onnx_export import export_onnx
+    from shufflenet.mobile.quantize import ort_int8_for_onnx
+    from shufflenet.mobile.verify import VerificationError
+
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for i in range(4):
+        Image.new("RGB", (32, 32), (124, 116, 104)).save(blank / f"{i}.png")  # the normalization's mean colour
+    src = _data_bn_source()
+    out = tmp_path / "out"
+    out.mkdir()
+    qfn = ort_int8_for_onnx(src, blank, 4, (32, 32))
+    with pytest.raises(VerificationError, match=r"int8 check against the fp32 model failed .*--calib-images DIR"):
+        export_onnx(src, out, [(32, 32)], atol=INT8_ATOL, rtol=INT8_RTOL, quantize_fn=qfn, log=_quiet)
+    assert list(out.iterdir()) == []  # nothing written, no temporary file left
+
+
+def test_onnx_int8_kernels_are_checked_against_the_qdq_graph(tmp_path, monkeypatch):
+    """A fault in the int8 kernels' result (injected into the optimized session only) is refused."""
+    pytest.importorskip("onnxruntime", reason=ONNX_REASON)
+    from shufflenet.mobile import onnx_export
+    from shufflenet.mobile.quantize import ort_int8_for_onnx
+    from shufflenet.mobile.verify import VerificationError
+
+    real_runner = onnx_export.onnx_runner
+
+    def off_by_ten_percent(path, threads=None, optimize=True):
+        run = real_runner(path, threads, optimize)
+        return (lambda x: run(x) * 1.1) if optimize else run
+
+    monkeypatch.setattr(onnx_export, "onnx_runner", off_by_ten_percent)
+    src = _data_bn_source()
+    qfn = ort_int8_for_onnx(src, CIFAR_TRAIN, 16, (32, 32))
+    with pytest.raises(VerificationError, match="int8 kernels vs QDQ graph"):
+        onnx_export.export_onnx(src, tmp_path, [(32, 32)], atol=INT8_ATOL, rtol=INT8_RTOL, quantize_fn=qfn, log=_quiet)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_onnx_int8(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason=ONNX_REASON)
+    import json
+
+    from shufflenet.mobile.cli import cli
+
+    out = tmp_path / "o"
+    args = [TINY, "--format", "onnx", "--quantize", "int8", "--input-size", "32", "--out", str(out)]
+    assert cli(args + ["--calib-images", str(CIFAR_TRAIN), "--calib-count", "16"]) == 0
+    side = json.loads((out / f"{TINY}_int8.onnx.json").read_text())
+    assert side["quantization"]["calibration"] == {"dir": str(CIFAR_TRAIN), "images": 16, "size": [32, 32]}
+    assert side["verification"]["atol"] == INT8_ATOL and side["verification"]["rtol"] == INT8_RTOL
+    assert (out / f"{TINY}_int8.onnx").is_file()
+    capsys.readouterr()
+    # Bad calibration input is one error line before any export work.
+    assert cli(args + ["--calib-images", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --calib-images") and err.count("\n") == 1
+
+
+def test_cli_ncnn_int8_without_the_tools_is_one_error_line(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("pnnx", reason="needs the 'ncnn' extra: pip install 'shufflenet[ncnn]'")
+    pytest.importorskip("ncnn", reason="needs the 'ncnn' extra: pip install 'shufflenet[ncnn]'")
+    from shufflenet.mobile.cli import cli
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # whatever this machine has: no ncnn2table here
+    out = tmp_path / "o"
+    rc = cli([TINY, "--format", "ncnn", "--quantize", "int8", "--input-size", "32", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error:") and err.count("\n") == 1, err
+    assert "ncnn2table and ncnn2int8 on PATH" in err and "wheels do not ship" in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_ncnn_int8_export_with_the_tools(tmp_path):
+    """Only where ncnn2table and ncnn2int8 are on PATH (built from the ncnn source, docs/mobile.md)."""
+    pytest.importorskip("pnnx", reason="needs the 'ncnn' extra: pip install 'shufflenet[ncnn]'")
+    from shufflenet.mobile.ncnn_export import export_ncnn, find_ncnn_int8_tools
+    from shufflenet.mobile.quantize import ncnn_int8_for_ncnn
+
+    if find_ncnn_int8_tools() is None:
+        pytest.skip("needs ncnn's ncnn2table and ncnn2int8 on PATH (built from the ncnn source, docs/mobile.md)")
+    src = _data_bn_source()
+    qfn = ncnn_int8_for_ncnn(src, CIFAR_TRAIN, 32, (32, 32))
+    paths, side = export_ncnn(src, tmp_path, [(32, 32), (48, 64)], quantize_fn=qfn, log=_quiet)
+    assert side["quantization"]["table_entries"] > 10
+    assert side["runtime_options"] == {"use_packing_layout": False}  # what an app must set (docs/mobile.md)
+    assert side["verification"]["checks"] and all(c["ok"] for c in side["verification"]["checks"])
+    # int8 weights: the .bin shrinks to about a quarter.
+    f32_paths, _ = export_ncnn(src, tmp_path / "f32", [(32, 32)], log=_quiet)
+    assert paths["bin"].stat().st_size < 0.5 * f32_paths["bin"].stat().st_size

@@ -1,14 +1,20 @@
-"""int8 vs fp32 on a trained model: size, speed and accuracy of every export format.
+"""int8 vs fp32 on a trained model, every runtime side by side: top-1, file size and latency.
 
     # 1. train with the classification wing (its own loop, recipe and checkpoints), e.g. on the CIFAR slice:
-    python classification/train.py --config configs/classification/<a CIFAR config> --data.root tests/data/cifar10
+    python classification/train.py --config configs/classification/demo.yaml --model.arch shufflenet_v1_x0_5_g3 \\
+        --data.root $SHUFFLENET_DATA/cifar10 --trainer.max_steps 800 --output_root outputs/mobile/cls
     # 2. report on the weights it wrote:
-    python -m tools.mobile_int8_report --weights outputs/.../model.pth --data tests/data/cifar10
+    python -m tools.mobile_int8_report --weights outputs/mobile/cls/.../model.pth --data $SHUFFLENET_DATA/cifar10
 
-Exports fp32 and int8 ``.ptl`` (FX/QNNPACK) and, when ExecuTorch is installed, fp32 and int8 ``.pte``
-(PT2E/XNNPACKQuantizer), calibrated on ``DATA/train`` images and verified as usual, and evaluates every file
-on the whole ``DATA/test`` split (an ImageFolder). ``--data`` defaults to ``$SHUFFLENET_DATA/cifar10``.
-Writes int8_report.json / .md under ``--out``. No training happens here (that is the classification wing's).
+Every row of :data:`ROWS` is one (runtime, precision) entry: how to export the model (through the package's
+verified exporters, calibrated on ``DATA/train`` images) and how to run the file. A row whose runtime is not
+installed (or, for ncnn int8, whose tools are not on ``PATH``) is listed as skipped with the reason. Each file
+is evaluated on the whole ``DATA/test`` split (an ImageFolder) at 32x32; latencies are measured one thread,
+batch 1, interleaved (every row once per round, ``--repeats`` rounds after ``--warmup`` runs), median process
+CPU time per call (the host is shared; wall medians are kept in the JSON). ``--data`` defaults to
+``$SHUFFLENET_DATA/cifar10``. Writes int8_report.json / .md under ``--out``. No training happens here.
+
+A new runtime adds its two rows with :func:`register` (``export(ctx) -> Exported``); nothing else changes.
 """
 
 from __future__ import annotations
@@ -17,19 +23,226 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from shufflenet.errors import run_cli
 from shufflenet.fileio import write_json_atomic, write_text_atomic
 from shufflenet.mobile.images import list_images, load_images
-from shufflenet.mobile.ptl import export_ptl, host_info
-from shufflenet.mobile.quantize import pt2e_int8_for_pte, quantize_fx_int8
-from shufflenet.mobile.source import MobileError, load_model, writable_dir
+from shufflenet.mobile.ptl import host_info
+from shufflenet.mobile.source import MobileError, ModelSource, load_model, writable_dir
 from shufflenet.mobile.verify import INT8_ATOL, INT8_RTOL
 from shufflenet.paths import data_dir
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+#: Resolution of the accuracy evaluation (CIFAR-style data).
+EVAL_SIZE = (32, 32)
+
+
+@dataclass
+class Context:
+    """What every row's exporter gets: the fp32 model, where to write, the sizes, real images."""
+
+    source: ModelSource
+    out: Path
+    sizes: Sequence[Tuple[int, int]]
+    test_dir: Path  #: real images for the exporters' verification
+    calib_dir: Path  #: calibration images (the train split)
+    calib_count: int
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class Exported:
+    files: Sequence[Path]  #: the files one deployment at one input size needs
+    runner: Runner  #: N x 3 x H x W float in, logits out (at every size of ``Context.sizes``)
+    verified_against: str
+    all_files: Sequence[Path] = ()  #: every file written (e.g. a .pte per size)
+
+
+@dataclass
+class Row:
+    runtime: str
+    precision: str
+    scheme: str
+    export: Callable[[Context], Exported]
+    available: Callable[[], Optional[str]] = lambda: None  #: None, or why the row is skipped
+
+
+#: (runtime, precision) -> row, in the order of the report.
+ROWS: Dict[Tuple[str, str], Row] = {}
+
+
+def register(row: Row) -> Row:
+    ROWS[(row.runtime, row.precision)] = row
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------- rows
+
+
+def _ptl(int8: bool) -> Callable[[Context], Exported]:
+    def export(ctx: Context) -> Exported:
+        from torch.jit.mobile import _load_for_lite_interpreter
+
+        from shufflenet.mobile.ptl import export_ptl
+        from shufflenet.mobile.quantize import quantize_fx_int8
+
+        src, extra = ctx.source, {}
+        if int8:
+            src = quantize_fx_int8(src, ctx.calib_dir, ctx.calib_count, ctx.sizes[0])
+            extra = dict(atol=INT8_ATOL, rtol=INT8_RTOL, quantized_engine="qnnpack")
+        name = "int8" if int8 else "fp32"
+        path, _ = export_ptl(src, ctx.out, ctx.sizes, images=ctx.test_dir, basename=name, log=ctx.log, **extra)
+        ref = "FX int8 reference" if int8 else "eager fp32"
+        return Exported([path], _load_for_lite_interpreter(str(path)), ref, [path])
+
+    return export
+
+
+def _pte(int8: bool) -> Callable[[Context], Exported]:
+    def export(ctx: Context) -> Exported:
+        from shufflenet.mobile.pte import export_pte, pte_runner
+        from shufflenet.mobile.quantize import pt2e_int8_for_pte
+
+        extra: Dict[str, Any] = {}
+        if int8:
+            qfn = pt2e_int8_for_pte(ctx.source, ctx.calib_dir, ctx.calib_count, ctx.sizes[0])
+            extra = dict(quantize_fn=qfn, atol=INT8_ATOL, rtol=INT8_RTOL)
+        name = "int8" if int8 else "fp32"
+        paths, side = export_pte(
+            ctx.source, ctx.out, ctx.sizes, images=ctx.test_dir, basename=name, log=ctx.log, **extra
+        )
+        fmts = {tuple(int(v) for v in k.split("x")): f["memory_format"] for k, f in side["files"].items()}
+        run = pte_runner(paths, threads=1, memory_format=fmts)
+        ref = "PT2E int8 reference" if int8 else "eager fp32"
+        return Exported([paths[tuple(ctx.sizes[0])]], run, ref, list(paths.values()))
+
+    return export
+
+
+def _onnx(int8: bool) -> Callable[[Context], Exported]:
+    def export(ctx: Context) -> Exported:
+        from shufflenet.mobile.onnx_export import export_onnx, onnx_runner
+        from shufflenet.mobile.quantize import ort_int8_for_onnx
+
+        extra: Dict[str, Any] = {}
+        if int8:
+            qfn = ort_int8_for_onnx(ctx.source, ctx.calib_dir, ctx.calib_count, ctx.sizes[0])
+            extra = dict(quantize_fn=qfn, atol=INT8_ATOL, rtol=INT8_RTOL)
+        name = "int8" if int8 else "fp32"
+        sizes = ctx.sizes[:1] if int8 else ctx.sizes  # see _int8_sizes
+        path, _ = export_onnx(ctx.source, ctx.out, sizes, images=ctx.test_dir, basename=name, log=ctx.log, **extra)
+        ref = "its QDQ graph in fp32 + fp32 model (fidelity)" if int8 else "eager fp32"
+        return Exported([path], onnx_runner(path, threads=1), ref, [path])
+
+    return export
+
+
+def _ncnn(int8: bool) -> Callable[[Context], Exported]:
+    def export(ctx: Context) -> Exported:
+        from shufflenet.mobile.ncnn_export import NCNN_INT8_OPTIONS, export_ncnn, ncnn_runner
+        from shufflenet.mobile.quantize import ncnn_int8_for_ncnn
+
+        qfn = ncnn_int8_for_ncnn(ctx.source, ctx.calib_dir, ctx.calib_count, ctx.sizes[0]) if int8 else None
+        name = "int8" if int8 else "fp32"
+        sizes = ctx.sizes[:1] if int8 else ctx.sizes  # see _int8_sizes
+        paths, _ = export_ncnn(
+            ctx.source, ctx.out, sizes, images=ctx.test_dir, basename=name, quantize_fn=qfn, log=ctx.log
+        )
+        ref = "fp32 model (fidelity)" if int8 else "eager fp32"
+        files = [paths["param"], paths["bin"]]
+        run = ncnn_runner(paths["param"], paths["bin"], threads=1, options=NCNN_INT8_OPTIONS if int8 else None)
+        return Exported(files, run, ref, files)
+
+    return export
+
+
+def _tflite(int8: bool) -> Callable[[Context], Exported]:
+    def export(ctx: Context) -> Exported:
+        from shufflenet.mobile.tflite_export import export_tflite, tflite_int8, tflite_runner
+
+        extra: Dict[str, Any] = {}
+        if int8:
+            qfn = tflite_int8(ctx.source, ctx.calib_dir, ctx.calib_count, ctx.sizes[0])
+            extra = dict(quantize_fn=qfn, atol=INT8_ATOL, rtol=INT8_RTOL)
+        name = "int8" if int8 else "fp32"
+        paths, _ = export_tflite(
+            ctx.source, ctx.out, ctx.sizes, images=ctx.test_dir, basename=name, log=ctx.log, **extra
+        )
+        ref = "PT2E int8 reference" if int8 else "eager fp32"
+        return Exported([paths[tuple(ctx.sizes[0])]], tflite_runner(paths, threads=1), ref, list(paths.values()))
+
+    return export
+
+
+# _int8_sizes: an ONNX / ncnn int8 file is checked against the fp32 model on real photos (the fidelity bound),
+# which is meaningful at the resolution the model was trained and calibrated at (the data's 32x32), not at 224
+# where a CIFAR model sees 7x upscaled photos; those files take any size, so they are verified at the first
+# size only and timed at every size. (.ptl/.pte int8 files are checked against their own int8 reference.)
+
+
+def _missing(*modules: str, extra: str) -> Callable[[], Optional[str]]:
+    def check() -> Optional[str]:
+        for m in modules:
+            try:
+                __import__(m)
+            except ImportError:
+                return f"{m} not installed (pip install 'shufflenet[{extra}]')"
+        return None
+
+    return check
+
+
+def _executorch() -> Optional[str]:
+    from shufflenet.mobile.pte import EXECUTORCH_PIN, executorch_available
+
+    return None if executorch_available() else f"executorch not installed (pip install {EXECUTORCH_PIN})"
+
+
+def _ncnn_int8_tools() -> Optional[str]:
+    why = _missing("pnnx", "ncnn", extra="ncnn")()
+    if why:
+        return why
+    from shufflenet.mobile.ncnn_export import find_ncnn_int8_tools
+
+    return None if find_ncnn_int8_tools() else "ncnn2table / ncnn2int8 not on PATH (the ncnn wheel has no int8 tools)"
+
+
+register(Row("ptl", "fp32", "lite interpreter, XNNPACK", _ptl(False)))
+register(Row("ptl", "int8", "FX graph mode, qnnpack", _ptl(True)))
+register(Row("pte", "fp32", "ExecuTorch + XNNPACK", _pte(False), _executorch))
+register(Row("pte", "int8", "PT2E, XNNPACKQuantizer", _pte(True), _executorch))
+register(Row("onnx", "fp32", "ONNX Runtime CPU", _onnx(False), _missing("onnx", "onnxruntime", extra="onnx")))
+register(
+    Row("onnx", "int8", "ONNX Runtime QDQ, quantize_static", _onnx(True), _missing("onnx", "onnxruntime", extra="onnx"))
+)
+register(Row("ncnn", "fp32", "ncnn (pnnx), fp32", _ncnn(False), _missing("pnnx", "ncnn", extra="ncnn")))
+register(Row("ncnn", "int8", "ncnn2table + ncnn2int8 (unpacked layout)", _ncnn(True), _ncnn_int8_tools))
+register(
+    Row(
+        "tflite",
+        "fp32",
+        "LiteRT (litert-torch), XNNPACK",
+        _tflite(False),
+        _missing("litert_torch", "ai_edge_litert", extra="litert"),
+    )
+)
+register(
+    Row(
+        "tflite",
+        "int8",
+        "LiteRT full integer, PT2E litert-torch",
+        _tflite(True),
+        _missing("litert_torch", "ai_edge_litert", extra="litert"),
+    )
+)
+
+
+# ------------------------------------------------------------------------------------------------ measuring
 
 
 def _split(root: Path, split: str):
@@ -41,10 +254,10 @@ def _split(root: Path, split: str):
     if not files:
         raise MobileError(f"{folder}: no images")
     labels = torch.tensor([classes.index(f.parent.name) for f in files])
-    return load_images(files, (32, 32)), labels, classes
+    return load_images(files, EVAL_SIZE), labels, classes
 
 
-def _accuracy(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor, batch: int = 100) -> float:
+def _accuracy(run: Runner, x: torch.Tensor, y: torch.Tensor, batch: int = 100) -> float:
     correct = 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
@@ -52,129 +265,136 @@ def _accuracy(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: t
     return correct / len(x)
 
 
-def _latency(run: Callable[[torch.Tensor], Any], size, repeats: int = 20) -> float:
+def interleaved_latency(
+    runners: Dict[str, Runner], size: Tuple[int, int], warmup: int = 3, repeats: int = 15
+) -> Dict[str, Dict[str, float]]:
+    """Median process-CPU and wall ms per call of each runner on one ``1 x 3 x H x W`` input, in rounds in
+    which every runner runs once (so a load change on the host hits all of them alike)."""
     x = torch.randn(1, 3, *size)
+    cpu: Dict[str, List[float]] = {k: [] for k in runners}
+    wall: Dict[str, List[float]] = {k: [] for k in runners}
     with torch.no_grad():
-        for _ in range(3):
-            run(x)
-        ts = []
+        for run in runners.values():
+            for _ in range(warmup):
+                run(x)
         for _ in range(repeats):
-            t = time.perf_counter()
-            run(x)
-            ts.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ts)
+            for k, run in runners.items():
+                w, c = time.perf_counter(), time.process_time()
+                run(x)
+                cpu[k].append((time.process_time() - c) * 1e3)
+                wall[k].append((time.perf_counter() - w) * 1e3)
+    return {k: {"cpu_ms": statistics.median(cpu[k]), "wall_ms": statistics.median(wall[k])} for k in runners}
 
 
 def report(
     weights: Path,
     data: Path,
     out: Path,
-    sizes=((32, 32), (224, 224)),
+    sizes: Sequence[Tuple[int, int]] = ((32, 32), (224, 224)),
     calib_count: int = 256,
+    runtimes: Optional[Sequence[str]] = None,
+    warmup: int = 3,
+    repeats: int = 15,
     log: Callable[[str], None] = print,
 ) -> Dict[str, Any]:
-    from torch.jit.mobile import _load_for_lite_interpreter
+    """Export every available row of :data:`ROWS` (of ``runtimes``, default all), evaluate and time them.
 
-    from shufflenet.mobile.pte import executorch_available, export_pte, pte_runner
-
+    Accuracy is measured at 32x32 (the test split's size), so every file is exported (and verified, and
+    calibrated) at 32x32 first, then at the latency ``sizes``."""
     torch.set_num_threads(1)
     src = load_model(str(weights))
     xt, yt, _ = _split(data, "test")
-    calib = data / "train"
-    test_dir = data / "test"
-    rows: List[Dict[str, Any]] = []
-
-    def add(fmt: str, precision: str, files: Sequence[Path], run: Callable, verify: str) -> None:
-        row = {
-            "format": fmt,
-            "precision": precision,
-            "size_bytes": sum(p.stat().st_size for p in files),
-            "top1": _accuracy(run, xt, yt),
-            "latency_ms": {f"{h}x{w}": _latency(run, (h, w)) for h, w in sizes},
-            "verified_against": verify,
-            "files": [str(p) for p in files],
-        }
-        rows.append(row)
-        log(
-            f"[int8] {fmt} {precision}: top-1 {row['top1']:.4f}, {row['size_bytes'] / 1e6:.2f} MB, "
-            + ", ".join(f"{k} {v:.2f} ms" for k, v in row["latency_ms"].items())
-        )
-
-    rows.append(
-        {
-            "format": "eager",
-            "precision": "fp32",
-            "top1": _accuracy(src.model, xt, yt),
-            "latency_ms": {f"{h}x{w}": _latency(src.model, (h, w)) for h, w in sizes},
-        }
-    )
-    log(f"[int8] eager fp32: top-1 {rows[0]['top1']:.4f}")
-    ptl, _ = export_ptl(src, out, sizes, images=test_dir, basename="fp32", log=log)
-    add("ptl", "fp32", [ptl], _load_for_lite_interpreter(str(ptl)), "eager fp32")
-    q = quantize_fx_int8(src, calib, calib_count, sizes[0])
-    prev = torch.backends.quantized.engine
-    torch.backends.quantized.engine = "qnnpack"
+    sizes = [(int(h), int(w)) for h, w in sizes]
+    export_sizes = list(dict.fromkeys([EVAL_SIZE, *sizes]))
+    ctx = Context(src, out, export_sizes, data / "test", data / "train", calib_count, log)
+    prev_engine = torch.backends.quantized.engine
+    if "qnnpack" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "qnnpack"  # the FX int8 .ptl's kernels (no effect on float ops)
     try:
-        qptl, _ = export_ptl(
-            q,
-            out,
-            sizes,
-            images=test_dir,
-            basename="int8",
-            atol=INT8_ATOL,
-            rtol=INT8_RTOL,
-            quantized_engine="qnnpack",
-            log=log,
-        )
-        add("ptl", "int8 (FX, qnnpack)", [qptl], _load_for_lite_interpreter(str(qptl)), "FX int8 reference")
+        rows: List[Dict[str, Any]] = [{"runtime": "eager", "precision": "fp32", "scheme": "PyTorch eager"}]
+        runners: Dict[str, Runner] = {"eager/fp32": src.model.eval()}
+        for row in ROWS.values():
+            if runtimes is not None and row.runtime not in runtimes:
+                continue
+            entry: Dict[str, Any] = {"runtime": row.runtime, "precision": row.precision, "scheme": row.scheme}
+            why = row.available()
+            if why:
+                log(f"[int8] {row.runtime} {row.precision}: skipped ({why})")
+                rows.append({**entry, "skipped": why})
+                continue
+            try:
+                ex = row.export(ctx)
+            except MobileError as e:  # a file that does not verify is a result too: the row says why
+                log(f"[int8] {row.runtime} {row.precision}: export refused: {e}")
+                rows.append({**entry, "skipped": f"export refused: {e}"})
+                continue
+            entry.update(
+                size_bytes=sum(Path(p).stat().st_size for p in ex.files),
+                files=[str(p) for p in ex.all_files or ex.files],
+                verified_against=ex.verified_against,
+            )
+            rows.append(entry)
+            runners[f"{row.runtime}/{row.precision}"] = ex.runner
+        for entry in rows:
+            key = f"{entry['runtime']}/{entry['precision']}"
+            if key in runners:
+                entry["top1"] = _accuracy(runners[key], xt, yt)
+                log(f"[int8] {key}: top-1 {entry['top1']:.4f} on {len(xt)} test images")
+        lat = {}
+        for h, w in sizes:
+            log(f"[int8] timing {len(runners)} rows at {h}x{w} ({warmup} warm-up runs, {repeats} interleaved rounds)")
+            lat[f"{h}x{w}"] = interleaved_latency(runners, (h, w), warmup, repeats)
+        for entry in rows:
+            key = f"{entry['runtime']}/{entry['precision']}"
+            if key in runners:
+                entry["latency_ms"] = {s: v[key]["cpu_ms"] for s, v in lat.items()}
+                entry["wall_median_ms"] = {s: v[key]["wall_ms"] for s, v in lat.items()}
     finally:
-        torch.backends.quantized.engine = prev
-    if executorch_available():
-        paths, _ = export_pte(src, out, sizes, images=test_dir, basename="fp32", log=log)
-        add("pte", "fp32", list(paths.values()), pte_runner(paths, threads=1), "eager fp32")
-        qfn = pt2e_int8_for_pte(src, calib, calib_count, sizes[0])
-        qpaths, _ = export_pte(
-            src, out, sizes, images=test_dir, basename="int8", quantize_fn=qfn, atol=INT8_ATOL, rtol=INT8_RTOL, log=log
-        )
-        add(
-            "pte",
-            "int8 (PT2E, XNNPACKQuantizer)",
-            list(qpaths.values()),
-            pte_runner(qpaths, threads=1),
-            "PT2E int8 reference",
-        )
-    else:
-        log("[int8] executorch not installed: .pte rows skipped")
+        torch.backends.quantized.engine = prev_engine
     result = {
         "weights": str(weights),
         "data": str(data),
         "model": src.name,
         "test_images": len(xt),
         "calibration_images": calib_count,
+        "clock": "process CPU time per call, median of interleaved rounds (1 thread, batch 1)",
+        "warmup": warmup,
+        "repeats": repeats,
         "host": host_info(1),
         "rows": rows,
     }
     write_json_atomic(result, out / "int8_report.json")
-    lines = [
-        f"# int8 vs fp32: {src.name} on {data} ({len(xt)} test images, 1 thread)",
-        "",
-        "| format | precision | top-1 | size (MB) | " + " | ".join(f"ms @ {h}x{w}" for h, w in sizes) + " |",
-        "|---|---|---:|---:|" + "---:|" * len(sizes),
-    ]
-    for r in rows:
-        size = f"{r['size_bytes'] / 1e6:.2f}" if "size_bytes" in r else "-"
-        lines.append(
-            f"| {r['format']} | {r['precision']} | {r['top1']:.4f} | {size} | "
-            + " | ".join(f"{r['latency_ms'][f'{h}x{w}']:.2f}" for h, w in sizes)
-            + " |"
-        )
-    md = "\n".join(lines) + "\n"
+    md = markdown(result, sizes)
     write_text_atomic(md, out / "int8_report.md")
-    print(md)
+    log(md)
     return result
 
 
+def markdown(result: Dict[str, Any], sizes: Sequence[Tuple[int, int]]) -> str:
+    host = result["host"]
+    lines = [
+        f"# int8 vs fp32: {result['model']} on {result['data']} ({result['test_images']} test images)",
+        "",
+        f"1 thread, batch 1, median process-CPU ms of {result['repeats']} interleaved rounds; host {host['cpu']}, "
+        f"torch CPU capability {host['torch_cpu_capability']}.",
+        "",
+        "| runtime | precision | scheme | top-1 | size (MB) | " + " | ".join(f"ms @ {h}x{w}" for h, w in sizes) + " |",
+        "|---|---|---|---:|---:|" + "---:|" * len(sizes),
+    ]
+    for r in result["rows"]:
+        if "skipped" in r:
+            cells = " | ".join(["-"] * (1 + len(sizes)))
+            lines.append(f"| {r['runtime']} | {r['precision']} | {r['scheme']} | skipped: {r['skipped']} | {cells} |")
+            continue
+        size = f"{r['size_bytes'] / 1e6:.2f}" if "size_bytes" in r else "-"
+        ms = " | ".join(f"{r['latency_ms'][f'{h}x{w}']:.2f}" for h, w in sizes)
+        lines.append(f"| {r['runtime']} | {r['precision']} | {r['scheme']} | {r['top1']:.4f} | {size} | {ms} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from shufflenet.mobile.images import parse_size
+
     p = argparse.ArgumentParser(prog="python -m tools.mobile_int8_report", description=__doc__.splitlines()[0])
     p.add_argument("--weights", required=True, help="weights of a trained classifier (any file the project reads)")
     p.add_argument(
@@ -183,8 +403,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="ImageFolder root with train/ (calibration) and test/ (accuracy); default $SHUFFLENET_DATA/cifar10",
     )
     p.add_argument("--calib-count", type=int, default=256)
+    p.add_argument("--input-size", nargs="+", default=["32", "224"], metavar="S|HxW", help="latency sizes")
+    p.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=None,
+        choices=sorted({r.runtime for r in ROWS.values()}),
+        help="only these runtimes' rows (default: every installed one)",
+    )
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--out", default="outputs/mobile/int8")
     args = p.parse_args(argv)
+    sizes = [parse_size(s) for s in args.input_size]
     data = Path(args.data) if args.data else data_dir("cifar10")
     if data is None:
         raise MobileError(
@@ -193,10 +424,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
     if not data.is_dir():
         raise MobileError(f"--data {data}: no such folder")
+    if args.repeats < 1 or args.warmup < 0:
+        raise MobileError(f"--repeats must be >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
     weights = Path(args.weights)
     load_model(str(weights))  # a bad weights file is one error line before any work
     out = writable_dir(args.out)
-    report(weights, data, out, calib_count=args.calib_count)
+    report(
+        weights,
+        data,
+        out,
+        sizes=sizes,
+        calib_count=args.calib_count,
+        runtimes=args.runtimes,
+        warmup=args.warmup,
+        repeats=args.repeats,
+    )
     return 0
 
 

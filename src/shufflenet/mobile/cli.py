@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "int8"),
         default="none",
         help="int8 post-training static quantization calibrated on --calib-images (ptl: FX/QNNPACK; "
-        "pte: PT2E/XNNPACKQuantizer; tflite: full integer, PT2E/litert-torch)",
+        "pte: PT2E/XNNPACKQuantizer; onnx: ONNX Runtime QDQ; ncnn: ncnn2table + ncnn2int8, which must be on PATH; "
+        "tflite: full integer, PT2E/litert-torch)",
     )
     p.add_argument(
         "--calib-images",
@@ -152,15 +153,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise MobileError("--camera-input is for fp32 exports (not with --quantize int8)")
     if args.bytecode_version is not None and formats != ["ptl"]:
         raise MobileError("--bytecode-version applies to .ptl files only (give --format ptl alone)")
-    if int8 and set(formats) - {"ptl", "pte", "tflite"}:
-        raise MobileError("--quantize int8 is available for --format ptl, pte and tflite (onnx and ncnn export fp32)")
     if "tflite" in formats and args.camera_input:
         raise MobileError("--format tflite takes float32 NHWC tensors (1 x H x W x 3, normalized; no --camera-input)")
-    if "ncnn" in formats and (int8 or args.camera_input):
+    if "ncnn" in formats and args.camera_input:
         raise MobileError(
-            "--format ncnn exports fp32 NCHW files (an app feeds pixels through ncnn::Mat::from_pixels + "
-            "substract_mean_normalize); no --camera-input / --quantize int8"
+            "--format ncnn exports NCHW files (an app feeds pixels through ncnn::Mat::from_pixels + "
+            "substract_mean_normalize); no --camera-input"
         )
+    if "ncnn" in formats and int8:
+        from .ncnn_export import require_ncnn_int8_tools
+
+        require_ncnn_int8_tools()
     source = load_model(args.model, arch=args.arch, num_classes=args.num_classes)
     atol = args.atol if args.atol is not None else (INT8_ATOL if int8 else DEFAULT_ATOL)
     rtol = args.rtol if args.rtol is not None else (INT8_RTOL if int8 else DEFAULT_RTOL)
@@ -190,11 +193,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         elif fmt == "onnx":
             from .onnx_export import export_onnx
 
-            export_onnx(source, out, sizes, rewrite=args.rewrite, camera=args.camera_input, **common)
+            quantize_fn = None
+            if int8:
+                from .quantize import ort_int8_for_onnx
+
+                quantize_fn = ort_int8_for_onnx(source, args.calib_images, args.calib_count, calib_size)
+            export_onnx(
+                source, out, sizes, rewrite=args.rewrite, camera=args.camera_input, quantize_fn=quantize_fn, **common
+            )
         elif fmt == "ncnn":
             from .ncnn_export import export_ncnn
 
-            export_ncnn(source, out, sizes, rewrite=args.rewrite, **common)
+            int8_fn = None
+            if int8:
+                from .quantize import ncnn_int8_for_ncnn
+
+                int8_fn = ncnn_int8_for_ncnn(source, args.calib_images, args.calib_count, calib_size)
+            export_ncnn(source, out, sizes, rewrite=args.rewrite, quantize_fn=int8_fn, **common)
         elif fmt == "tflite":
             from .tflite_export import export_tflite, tflite_int8
 

@@ -27,13 +27,53 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from .artifact import Staged, check_sizes, input_spec, output_shapes, reference_and_inputs, sidecar, verify
+from .artifact import (
+    Staged,
+    check_sizes,
+    input_spec,
+    output_shapes,
+    reference_and_inputs,
+    sidecar,
+    verify,
+    verify_int8_fidelity,
+)
 from .images import resolve_images
 from .rewrite import for_runtime, with_reshape_shuffles
 from .source import MobileError, ModelSource
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL, INT8_ATOL, INT8_FIDELITY_RTOL
 
-__all__ = ["require_ncnn", "ncnn_runner", "convert_with_pnnx", "export_ncnn"]
+__all__ = [
+    "require_ncnn",
+    "NCNN_INT8_TOOLS",
+    "find_ncnn_int8_tools",
+    "require_ncnn_int8_tools",
+    "NCNN_INT8_OPTIONS",
+    "ncnn_runner",
+    "convert_with_pnnx",
+    "export_ncnn",
+]
+
+#: ncnn's post-training int8 programs (C++, ``tools/quantize`` of the ncnn source): the calibration table
+#: from real inputs, then the int8 ``.param``/``.bin``. The ``ncnn`` and ``pnnx`` wheels ship neither.
+NCNN_INT8_TOOLS = ("ncnn2table", "ncnn2int8")
+
+
+def find_ncnn_int8_tools() -> Optional[Dict[str, str]]:
+    """Paths of ``ncnn2table`` and ``ncnn2int8`` on ``PATH``, or None when either is missing."""
+    found = {t: shutil.which(t) for t in NCNN_INT8_TOOLS}
+    return None if None in found.values() else {t: str(p) for t, p in found.items()}
+
+
+def require_ncnn_int8_tools() -> Dict[str, str]:
+    tools = find_ncnn_int8_tools()
+    if tools is None:
+        missing = [t for t in NCNN_INT8_TOOLS if shutil.which(t) is None]
+        raise MobileError(
+            f"--format ncnn --quantize int8 needs ncnn's {' and '.join(missing)} on PATH (C++ tools the ncnn and "
+            "pnnx wheels do not ship): build them from the ncnn source (cmake -DNCNN_BUILD_TOOLS=ON, targets "
+            "ncnn2table ncnn2int8; see the project's docs/mobile.md, 'ncnn int8') and put them on PATH"
+        )
+    return tools
 
 
 def require_ncnn() -> None:
@@ -50,14 +90,25 @@ def require_ncnn() -> None:
         )
 
 
-def ncnn_runner(param: os.PathLike, bin: os.PathLike, threads: Optional[int] = 1) -> Callable[[Tensor], Any]:
-    """An ncnn ``Net`` (fp32 storage and arithmetic) as a callable on ``N x 3 x H x W`` torch tensors."""
+#: ncnn options an int8 file needs (the sidecar's ``runtime_options``): the wheel's packed-layout int8 path gave
+#: wrong results for ShuffleNet on x86 (AVX2; trained 0.5x at 32x32: max|int8 - fp32| 370 % of max|fp32|, top-1
+#: agreement 10 % on 10 CIFAR test images), the unpacked path 4 % and 100 %; the fidelity check refuses the former.
+NCNN_INT8_OPTIONS = {"use_packing_layout": False}
+
+
+def ncnn_runner(
+    param: os.PathLike, bin: os.PathLike, threads: Optional[int] = 1, options: Optional[Dict[str, Any]] = None
+) -> Callable[[Tensor], Any]:
+    """An ncnn ``Net`` (fp32 storage and arithmetic; ``options``: more ``ncnn.Option`` settings) as a callable
+    on ``N x 3 x H x W`` torch tensors."""
     import ncnn
     import numpy as np
 
     net = ncnn.Net()
     for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage"):
         setattr(net.opt, flag, False)
+    for flag, value in (options or {}).items():
+        setattr(net.opt, flag, value)
     if threads is not None:
         net.opt.num_threads = int(threads)
     if net.load_param(str(param)) != 0 or net.load_model(str(bin)) != 0:
@@ -121,10 +172,19 @@ def export_ncnn(
     rtol: float = DEFAULT_RTOL,
     basename: Optional[str] = None,
     rewrite: bool = True,
+    quantize_fn: Optional[Callable[[Path, Path, Path], Dict[str, Any]]] = None,
     log: Callable[[str], None] = print,
 ) -> Tuple[Dict[str, Path], Dict[str, Any]]:
-    """Export ``out_dir/<basename>.ncnn.param`` + ``.ncnn.bin`` + ``<basename>.ncnn.json``; verified, atomic."""
+    """Export ``out_dir/<basename>.ncnn.param`` + ``.ncnn.bin`` + ``<basename>.ncnn.json``; verified, atomic.
+
+    ``quantize_fn(param, bin, workdir) -> description`` (int8: :func:`shufflenet.mobile.quantize.ncnn_int8_for_ncnn`)
+    rewrites pnnx's fp32 files in place into ncnn int8 ones (``ncnn2table`` + ``ncnn2int8``). ncnn has no
+    fp32 reference of its int8 layers, so an int8 file is verified against the fp32 model on the real photos
+    with the fidelity bound (``INT8_ATOL`` + ``INT8_FIDELITY_RTOL`` x max|fp32|), the top-1 agreement recorded.
+    """
     require_ncnn()
+    if quantize_fn is not None:
+        require_ncnn_int8_tools()
     sizes = check_sizes(sizes)
     files = images if isinstance(images, (list, tuple)) else resolve_images(images)
     basename = basename or source.name.replace("/", "_")
@@ -137,11 +197,24 @@ def export_ncnn(
     with Staged(out_dir) as staged, tempfile.TemporaryDirectory(prefix="pnnx-") as work:
         log(f"[export] {source.name}: torch.jit.trace -> pnnx -> ncnn (fp32) ...")
         param, bin_ = convert_with_pnnx(form, torch.randn(1, 3, h, w), torch.randn(1, 3, *second), Path(work))
+        quantization = None
+        if quantize_fn is not None:
+            log(f"[export] {source.name}: ncnn2table (calibration table) -> ncnn2int8 ...")
+            quantization = quantize_fn(param, bin_, Path(work))
         names = {"param": f"{basename}.ncnn.param", "bin": f"{basename}.ncnn.bin"}
         shutil.copyfile(param, staged.tmp(names["param"]))
         shutil.copyfile(bin_, staged.tmp(names["bin"]))
-        run = ncnn_runner(staged.files[staged.out_dir / names["param"]], staged.files[staged.out_dir / names["bin"]])
-        rows = verify(reference, run, inputs, atol, rtol, "ncnn", log)
+        options = NCNN_INT8_OPTIONS if quantization is not None else {}
+        run = ncnn_runner(
+            staged.files[staged.out_dir / names["param"]], staged.files[staged.out_dir / names["bin"]], options=options
+        )
+        if quantization is None:
+            rows = verify(reference, run, inputs, atol, rtol, "ncnn", log)
+        else:
+            rows = verify_int8_fidelity(
+                reference, run, inputs, quantization, "ncnn int8 file", log, source.mean, source.std
+            )
+            atol, rtol = INT8_ATOL, INT8_FIDELITY_RTOL
         side = sidecar(
             source,
             "ncnn (ncnn::Net; input blob in0, outputs out0...)",
@@ -162,7 +235,9 @@ def export_ncnn(
             net is not model,
             _versions(),
             files={k: staged.entry(v) for k, v in names.items()},
-            storage="fp32 (pnnx fp16=0)",
+            storage="fp32 (pnnx fp16=0)" if quantization is None else "int8 weights (ncnn2int8), fp32 elsewhere",
+            quantization=quantization,
+            runtime_options=options or None,
             layers=_layers(staged.files[staged.out_dir / names["param"]]),
         )
         written = staged.commit(side, f"{basename}.ncnn.json", log)

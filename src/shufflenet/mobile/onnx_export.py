@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -23,11 +24,20 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .artifact import Staged, check_sizes, input_spec, output_shapes, reference_and_inputs, sidecar, verify
+from .artifact import (
+    Staged,
+    check_sizes,
+    input_spec,
+    output_shapes,
+    reference_and_inputs,
+    sidecar,
+    verify,
+    verify_int8_fidelity,
+)
 from .images import resolve_images
 from .rewrite import CameraInput, for_runtime
 from .source import MobileError, ModelSource
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyInput
+from .verify import DEFAULT_ATOL, DEFAULT_RTOL, INT8_ATOL, INT8_FIDELITY_RTOL, VerifyInput
 
 __all__ = ["OPSET", "require_onnx", "onnx_runner", "write_onnx", "export_onnx"]
 
@@ -50,15 +60,25 @@ def require_onnx() -> None:
         )
 
 
-def onnx_runner(path: os.PathLike, threads: Optional[int] = None) -> Callable[[Tensor], Any]:
-    """An ONNX Runtime CPU session over ``path`` as a callable on torch tensors (``threads``: intra-op)."""
+def onnx_runner(path: os.PathLike, threads: Optional[int] = None, optimize: bool = True) -> Callable[[Tensor], Any]:
+    """An ONNX Runtime CPU session over ``path`` as a callable on torch tensors (``threads``: intra-op).
+
+    ``optimize=False`` switches every graph optimization off: a QDQ (int8) file then runs node by node as the
+    ONNX specification defines it (``DequantizeLinear`` -> float ``Conv`` -> ``QuantizeLinear``), instead of
+    through the fused int8 kernels (``QLinearConv``, ...) that the default level makes of it -- the int8 file's
+    own fp32 reference.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads is not None:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+    else:  # a verification session: its idle pool threads must not spin while torch computes the reference
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
@@ -131,14 +151,24 @@ def export_onnx(
     inputs: Optional[Sequence[VerifyInput]] = None,
     form: Optional[nn.Module] = None,
     output_names: Optional[Sequence[str]] = None,
+    quantize_fn: Optional[Callable[[Path, Path], Dict[str, Any]]] = None,
     log: Callable[[str], None] = print,
 ) -> Tuple[Path, Dict[str, Any]]:
     """Export ``source.model`` to ``out_dir/<basename>.onnx`` + ``<basename>.onnx.json``; verified, atomic.
 
     ``inputs`` replaces the default verification inputs and ``form`` what is exported (the detector: its
     traced module, verified against ``source.model``); ``output_names`` names the graph's outputs.
+
+    ``quantize_fn(fp32_onnx, int8_onnx) -> description`` (int8: :func:`shufflenet.mobile.quantize.ort_int8_for_onnx`)
+    turns the fp32 graph, written to a temporary folder, into the file that is written instead. That file is
+    verified twice: ONNX Runtime's int8 kernels against the same file run node by node in fp32 (its QDQ
+    reference, ``onnx_runner(optimize=False)``) with ``atol``/``rtol`` on every input, and the int8 file against
+    the eager fp32 model on the real photos with the fidelity bound (``INT8_ATOL`` + ``INT8_FIDELITY_RTOL`` x
+    max|fp32|), which refuses a degenerate calibration; the top-1 agreement is recorded.
     """
     require_onnx()
+    if quantize_fn is not None and (camera or form is not None):
+        raise MobileError("int8 ONNX export is for classifiers with float NCHW input (no --camera-input / detector)")
     sizes = check_sizes(sizes)
     files = images if isinstance(images, (list, tuple)) else resolve_images(images)
     basename = basename or source.name.replace("/", "_")
@@ -153,27 +183,32 @@ def export_onnx(
     layout = "CHW" if source.task == "detection" else ("NHWC" if camera else "NCHW")
     if output_names is None:
         output_names = ["logits"] if len(outputs) == 1 else [f"output{i}" for i in range(len(outputs))]
-    with Staged(out_dir) as staged:
+    with Staged(out_dir) as staged, tempfile.TemporaryDirectory(prefix="onnx-export-") as work:
         name = f"{basename}.onnx"
         log(f"[export] {source.name}: torch.onnx.export (opset {OPSET}) of {type(form).__name__} ...")
         tmp = staged.tmp(name)
-        spatial = True
-        try:
-            write_onnx(form, example, tmp, output_names, layout)
-        except MobileError as e:
-            # e.g. torchvision's AlexNet: adaptive_avg_pool2d needs static sizes in this exporter
-            if len(sizes) > 1:
-                raise MobileError(f"{e}; with dynamic height and width -- export one --input-size per file") from None
-            log(
-                f"[export] {source.name}: no dynamic height/width ({str(e)[:80]}...); fixed {sizes[0][0]}x{sizes[0][1]}"
+        graph = Path(work) / "fp32.onnx" if quantize_fn is not None else tmp
+        spatial = _write_any(form, example, graph, output_names, layout, sizes, source.name, log)
+        quantization = None
+        fidelity: List[Dict[str, Any]] = []
+        if quantize_fn is None:
+            rows = verify(reference, onnx_runner(tmp), inputs, atol, rtol, "ONNX Runtime", log)
+        else:
+            log(f"[export] {source.name}: onnxruntime.quantization.quantize_static (QDQ int8) ...")
+            quantization = quantize_fn(graph, tmp)
+            int8 = onnx_runner(tmp)
+            rows = verify(
+                onnx_runner(tmp, optimize=False),
+                int8,
+                inputs,
+                atol,
+                rtol,
+                "ONNX Runtime int8 kernels vs QDQ graph",
+                log,
             )
-            spatial = False
-            try:
-                write_onnx(form, example, tmp, output_names, layout, spatial=False)
-            except MobileError:  # e.g. an adaptive pool whose output size does not divide the input's
-                log(f"[export] {source.name}: TorchScript-based exporter failed; torch.export-based one (static)")
-                write_onnx(form, example, tmp, output_names, layout, spatial=False, dynamo=True)
-        rows = verify(reference, onnx_runner(tmp), inputs, atol, rtol, "ONNX Runtime", log)
+            fidelity = verify_int8_fidelity(
+                reference, int8, inputs, quantization, "ONNX Runtime int8 file", log, source.mean, source.std
+            )
         shape = "N x H x W x 3 (camera frame, RGB)" if camera else "N x 3 x H x W"
         if source.task == "detection":
             shape = "3 x H x W (one image)"
@@ -198,9 +233,40 @@ def export_onnx(
             opset=OPSET,
             output_names=list(output_names),
             operators=_operators(tmp),
+            quantization=quantization,
+            **({"fidelity": _fidelity_note(fidelity)} if quantization else {}),
         )
+        if quantization:
+            side["verification"]["reference"] = "the same QDQ file in ONNX Runtime with graph optimizations off"
         final = staged.commit(side, f"{basename}.onnx.json", log)[0]
     return final, side
+
+
+def _write_any(form, example, path: Path, output_names, layout: str, sizes, name: str, log) -> bool:
+    """:func:`write_onnx` with dynamic height/width, else (one size only) static; whether spatial axes are dynamic."""
+    try:
+        write_onnx(form, example, path, output_names, layout)
+        return True
+    except MobileError as e:
+        # e.g. torchvision's AlexNet: adaptive_avg_pool2d needs static sizes in this exporter
+        if len(sizes) > 1:
+            raise MobileError(f"{e}; with dynamic height and width -- export one --input-size per file") from None
+        log(f"[export] {name}: no dynamic height/width ({str(e)[:80]}...); fixed {sizes[0][0]}x{sizes[0][1]}")
+        try:
+            write_onnx(form, example, path, output_names, layout, spatial=False)
+        except MobileError:  # e.g. an adaptive pool whose output size does not divide the input's
+            log(f"[export] {name}: TorchScript-based exporter failed; torch.export-based one (static)")
+            write_onnx(form, example, path, output_names, layout, spatial=False, dynamo=True)
+        return False
+
+
+def _fidelity_note(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {
+        "against": "eager fp32 model, real photos",
+        "atol": INT8_ATOL,
+        "rtol": INT8_FIDELITY_RTOL,
+        "checks": rows,
+    }
 
 
 def _operators(path: Path) -> List[str]:
