@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 VENV=${VENV:-.venv}
 stamp="$VENV/.setup-stamp"
-want=$(cat pyproject.toml constraints.txt scripts/setup.sh scripts/install_detectron2.py | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt scripts/setup.sh scripts/litert-nodeps.txt scripts/install_detectron2.py | sha256sum | cut -d' ' -f1)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
   exit 0
@@ -25,6 +25,7 @@ echo "setup: creating $VENV with $($PYTHON --version)"
 echo "setup: installing the pinned stack (torch 2.12.0 is a large download the first time)"
 # pyproject.toml declares ranges; constraints.txt holds the exact versions this project is tested with
 "$VENV/bin/python" -m pip install --quiet --progress-bar off -c constraints.txt -e ".[dev,detection,mobile,onnx,ncnn,shards]"
+"$VENV/bin/python" -m pip install --quiet --progress-bar off --no-deps -c constraints.txt -r scripts/litert-nodeps.txt
 "$VENV/bin/python" scripts/install_detectron2.py
 echo "$want" > "$stamp"
 echo "setup: done ($VENV)"
