@@ -9,8 +9,9 @@ config, the datasets and the weights a run will load (``MODEL.WEIGHTS``, or the 
 continues), so bad input is one line, not a traceback after detectron2's environment and config dump.
 
 detectron2 API used: ``DefaultTrainer``'s public overrides (``build_hooks``, ``build_train_loader``,
-``build_evaluator``, ``state_dict``/``load_state_dict``) and attributes (``model``, ``cfg``,
-``checkpointer``), ``hooks.EvalHook``, ``TrainingSampler``. Two private names remain, both for
+``build_evaluator``, ``run_step``, ``state_dict``/``load_state_dict``) and attributes (``model``, ``cfg``,
+``checkpointer``, ``data_loader``, ``optimizer``), ``hooks.EvalHook``, ``build_detection_train_loader`` over an
+iterable dataset with a mapper, ``DatasetMapper``, ``DatasetFromList``. Two private names remain, both for
 detectron2's own bookkeeping: ``_last_eval_results`` is set beside the public :attr:`Trainer.eval_results`
 because ``DefaultTrainer.train`` reads it for ``TEST.EXPECTED_RESULTS``; and the upstream-compatibility
 path of :meth:`Trainer.load_state_dict` only *checks* for upstream's ``"_trainer"`` key (it touches no
@@ -31,9 +32,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 from detectron2.config import CfgNode
-from detectron2.data import DatasetCatalog, build_detection_train_loader
+from detectron2.data import DatasetCatalog, DatasetMapper, build_detection_train_loader
 from detectron2.data.build import filter_images_with_only_crowd_annotations
-from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import DefaultTrainer, TrainerBase, default_argument_parser, default_setup, hooks, launch
 from detectron2.evaluation import COCOEvaluator
 from detectron2.modeling import build_model
@@ -47,6 +47,7 @@ from .checkpoint import ShuffleNetCheckpointer, load_detector_weights, weights_p
 from .compat import HAS_COMPILED_OPS, cpu_ddp
 from .config import DetectionError, get_detection_cfg, list_configs, resolve_config
 from .data import check_trainable, prepare_datasets, register_coco
+from .resume import ResumableLoader, SeededMapper, TrainingStream, iteration_seed, seed_global_rng
 
 __all__ = [
     "Trainer",
@@ -103,14 +104,26 @@ class CountingCOCOEvaluator(COCOEvaluator):
 class Trainer(DefaultTrainer):
     """``DefaultTrainer`` whose checkpointer also reads this project's classification checkpoints, whose
     evaluator is :class:`CountingCOCOEvaluator` (pycocotools; detectron2's fast C++ version when compiled),
-    whose training sampler is seeded from ``cfg.SEED`` (as upstream detectron2 does, so ``SEED`` gives the
-    same sampling order on the 0.6 copy and on upstream), and which resumes a detectron2 0.6 checkpoint
-    under upstream detectron2.
+    which resumes exactly (the weights after ``--resume`` are those of an uninterrupted run, see
+    :mod:`.resume`), and which resumes a detectron2 0.6 checkpoint under upstream detectron2.
+
+    The training data come in ``TrainingSampler(seed=cfg.SEED)``'s order (as upstream detectron2 seeds it, so
+    ``SEED`` gives the same sampling order on the 0.6 copy and on upstream; a negative SEED: a random seed,
+    kept in the checkpoint). :attr:`seed` also seeds each image's augmentation (by its stream position) and
+    the global generators before each iteration (by process and iteration).
 
     :attr:`eval_results` holds the last evaluation's results (the final one after :meth:`train`).
     """
 
     eval_results: Optional[Dict[str, Any]] = None
+
+    def __init__(self, cfg: CfgNode) -> None:
+        super().__init__(cfg)
+        loader = self.data_loader
+        if isinstance(loader, ResumableLoader):
+            self.seed = loader.seed
+        else:
+            self.seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
 
     def build_hooks(self):
         # DefaultTrainer.__init__ sets self.checkpointer and then calls build_hooks, whose
@@ -129,25 +142,79 @@ class Trainer(DefaultTrainer):
         self._last_eval_results = self.eval_results  # read by DefaultTrainer.train for TEST.EXPECTED_RESULTS
         return self.eval_results
 
+    def run_step(self) -> None:
+        """detectron2's step, after seeding the global generators (anchor / RoI sampling draws from torch's)
+        from (:attr:`seed`, process, iteration): the step's random numbers do not depend on what ran before."""
+        seed_global_rng(iteration_seed(self.seed, comm.get_rank(), self.iter))
+        super().run_step()
+
+    def state_dict(self) -> Dict[str, Any]:
+        """detectron2's trainer state plus ``"shufflenet"``: the run's seed and where the data stream stands.
+        On the 0.6 copy, whose trainer state has no optimizer, the optimizer state is added as upstream
+        detectron2 writes it (``"_trainer"``), so the resumed run continues with the same momentum and LR."""
+        state = super().state_dict()
+        if "_trainer" not in state and not self.cfg.SOLVER.AMP.ENABLED:
+            state["_trainer"] = {"iteration": self.iter, "optimizer": self.optimizer.state_dict()}
+        extra: Dict[str, Any] = {"seed": self.seed}
+        if isinstance(self.data_loader, ResumableLoader):
+            extra["data"] = self.data_loader.state_dict()
+        state["shufflenet"] = extra
+        return state
+
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Upstream detectron2 saves its inner trainer's state (optimizer, AMP scaler) under ``"_trainer"`` and
         needs it on resume; detectron2 0.6 never wrote it. A 0.6 checkpoint resumed under upstream loads
         the iteration and hook states (scheduler) and starts the optimizer state afresh, with a warning,
-        instead of failing with ``KeyError: '_trainer'``."""
-        if "_trainer" not in state_dict and "_trainer" in super().state_dict():
-            logging.getLogger(__name__).warning(
+        instead of failing with ``KeyError: '_trainer'``. On the 0.6 copy the optimizer state is read from
+        ``"_trainer"`` here. The data stream and the seed continue where the checkpoint left them."""
+        install_writes_trainer = "_trainer" in super().state_dict()
+        if "_trainer" not in state_dict and install_writes_trainer:
+            logger.warning(
                 "This checkpoint was written by detectron2 0.6 (no '_trainer' state): resuming at iteration %s "
                 "with the scheduler state restored and a fresh optimizer state (SGD momentum restarts).",
                 state_dict.get("iteration"),
             )
             TrainerBase.load_state_dict(self, state_dict)
+        else:
+            super().load_state_dict(state_dict)
+            if not install_writes_trainer:
+                if "_trainer" in state_dict:
+                    self.optimizer.load_state_dict(state_dict["_trainer"]["optimizer"])
+                else:
+                    logger.warning(
+                        "This checkpoint has no optimizer state: resuming at iteration %s with a fresh optimizer "
+                        "(SGD momentum restarts, the first step uses the initial learning rate).",
+                        state_dict.get("iteration"),
+                    )
+        self._resume_data(state_dict.get("shufflenet"), int(state_dict["iteration"]) + 1)
+
+    def _resume_data(self, extra: Optional[Dict[str, Any]], batches: int) -> None:
+        loader = self.data_loader
+        if extra is None:
+            if isinstance(loader, ResumableLoader):
+                logger.warning(
+                    "This checkpoint does not say where the data stream stood: it is recomputed for %d batches "
+                    "from SEED=%s.",
+                    batches,
+                    loader.seed,
+                )
+                loader.resume(batches)
             return
-        super().load_state_dict(state_dict)
+        self.seed = int(extra["seed"])
+        if isinstance(loader, ResumableLoader):
+            loader.reseed(self.seed)
+            problem = loader.resume(batches, extra.get("data"))
+            if problem:
+                logger.warning("The resumed data stream may differ from an uninterrupted run's: %s", problem)
+            else:
+                logger.info("Data stream resumed after %d batches (seed %d).", batches, self.seed)
 
     @classmethod
     def build_train_loader(cls, cfg: CfgNode):
-        """detectron2's train loader, over dataset dicts checked for at least one usable box, with
-        ``TrainingSampler(seed=cfg.SEED)`` (a negative SEED: a random order)."""
+        """detectron2's train loader, over dataset dicts checked for at least one usable box. With
+        ``DATALOADER.SAMPLER_TRAIN TrainingSampler``: a :class:`~.resume.ResumableLoader` over a
+        :class:`~.resume.TrainingStream` (``TrainingSampler(seed=cfg.SEED)``'s order; a negative SEED: a random
+        seed shared by the processes) with per-image seeded augmentation. Other samplers: detectron2's own."""
         if cfg.MODEL.LOAD_PROPOSALS or cfg.MODEL.KEYPOINT_ON:
             return build_detection_train_loader(cfg)
         dicts = []
@@ -157,10 +224,23 @@ class Trainer(DefaultTrainer):
             dicts.extend(one)
         if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
             dicts = filter_images_with_only_crowd_annotations(dicts)
-        sampler = None
-        if cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
-            sampler = TrainingSampler(len(dicts), seed=cfg.SEED if cfg.SEED >= 0 else None)
-        return build_detection_train_loader(cfg, dataset=dicts, sampler=sampler)
+        if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+            return build_detection_train_loader(cfg, dataset=dicts)
+        seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+        world = comm.get_world_size()
+        stream = TrainingStream(dicts, seed, comm.get_rank(), world)
+        mapper = SeededMapper(DatasetMapper(cfg, True), seed)
+        loader = build_detection_train_loader(
+            stream,
+            mapper=mapper,
+            sampler=None,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
+        return ResumableLoader(
+            loader, stream, mapper, cfg.SOLVER.IMS_PER_BATCH // world, cfg.DATALOADER.ASPECT_RATIO_GROUPING
+        )
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None):
