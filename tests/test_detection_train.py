@@ -218,10 +218,13 @@ def test_overfit_two_images_ap_rises(tmp_path, coco_root):
     over the same grid: too close to any bound.) With the data order, the augmentation and each iteration's
     random numbers seeded by position (exact resume), the same grid from AP 0.0 / AP50 0.0: seed 0 ->
     AP 43.4 / AP50 83.5 (1 thread), 15.05 / 100 (2 threads); seed 1 -> 31.4 / 75.2 (1), 45.2 / 83.5 (2). The
-    AP bound is met by a hair at seed 0 with 2 threads: the exact AP of this run stays chaotic.
+    AP bound is met by a hair at seed 0 with 2 threads: the exact AP of this run stays chaotic, so the run uses
+    one intra-op thread on every machine (the reduction order, hence the run, does not depend on the core
+    count; the 1-thread cells clear both bounds by 2x; and on a loaded 2-core host one thread took 142-155 s
+    where two took 727-772 s).
     """
     code = (
-        "import json, sys; import test_detection_train as t; "
+        "import json, sys, torch; torch.set_num_threads(1); import test_detection_train as t; "
         "print('RESULT ' + json.dumps(t._overfit_two_images(sys.argv[1], sys.argv[2])))"
     )
     proc = subprocess.run(
