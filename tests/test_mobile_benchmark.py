@@ -348,3 +348,25 @@ def test_etdump_probe_says_whether_the_runtime_records_events(tmp_path):
     assert not list(tmp_path.glob("*.etdp"))
     ok2, said2 = etdump_probe(tmp_path / "missing.pte", x)
     assert not ok2 and "ETDump probe failed" in said2
+
+
+def test_timed_networks_have_no_constant_layer():
+    """A fresh ShuffleNet zero-initializes the last BatchNorm of each stride-1 branch; folded into its
+    convolution that is an all-zero layer, which a constant-folding converter (LiteRT's) deletes, timing a
+    smaller network than a trained model runs. Every benchmarked network has trained-like BatchNorm instead."""
+    from torch import nn
+
+    from shufflenet import create_model
+    from shufflenet.mobile.benchmark import bench_models
+
+    fresh = create_model("shufflenet_v1_x0_5_g3")
+    assert any(isinstance(m, nn.BatchNorm2d) and not m.weight.any() for m in fresh.modules()), (
+        "the fresh model no longer zero-initializes a branch: this test's premise changed"
+    )
+    for bm in bench_models():
+        if bm.key in ("sn2", "megvii2"):  # same construction as 0.5x/1x; the 2x build costs seconds
+            continue
+        model = bm.build()
+        bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert all(m.weight.abs().min() >= 0.5 for m in bns), bm.key
+        assert all(m.running_var.min() >= 0.5 for m in bns), bm.key
