@@ -376,3 +376,18 @@ def test_run_folder_resolution(tmp_path):
     (first / "checkpoints" / "last.ckpt").write_bytes(b"x")
     assert resolve_run_dir(None, str(base), "demo", "last") == first  # newest run that has a last.ckpt
     assert resolve_run_dir(str(tmp_path / "mine"), str(base), "demo", "last") == tmp_path / "mine"
+
+
+def test_console_callbacks_do_not_depend_on_what_is_installed():
+    """Lightning picks RichProgressBar / RichModelSummary whenever ``rich`` is importable (LiteRT's converter
+    installs it); the CLI asks for the text versions itself, keeps a user's own, and honours the off switches."""
+    from pytorch_lightning.callbacks import ModelSummary, RichProgressBar, TQDMProgressBar
+
+    from shufflenet.classification.cli import console_callbacks
+
+    chosen = console_callbacks({}, [])
+    assert [type(c) for c in chosen] == [TQDMProgressBar, ModelSummary]
+    mine = RichProgressBar()
+    assert [type(c) for c in console_callbacks({}, [mine])] == [ModelSummary]
+    off = {"enable_progress_bar": False, "enable_model_summary": False}
+    assert console_callbacks(off, []) == []

@@ -55,7 +55,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 import yaml
 from pytorch_lightning import Trainer
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar, TQDMProgressBar
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -100,6 +100,20 @@ __all__ = [
 ]
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def console_callbacks(trainer_cfg: Dict[str, Any], callbacks: List[Any]) -> List[Any]:
+    """Lightning's text progress bar and model summary, chosen here rather than by what else is installed:
+    Lightning switches both to their Rich versions whenever ``rich`` is importable (LiteRT's converter brings
+    it), and Rich's live display writes nothing readable to a log file or a pipe (a SLURM log, CI). A progress
+    bar or summary callback of the user's (``--trainer.callbacks RichProgressBar``) is kept instead, and
+    ``--trainer.enable_progress_bar false`` / ``--trainer.enable_model_summary false`` still turn them off."""
+    out: List[Any] = []
+    if trainer_cfg.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+        out.append(TQDMProgressBar())
+    if trainer_cfg.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
+        out.append(ModelSummary(max_depth=1))
+    return out
 
 
 class ClassificationCLI(LightningCLI):
@@ -255,7 +269,7 @@ class ClassificationCLI(LightningCLI):
         ]
         if kwargs.get("logger", logger) not in (None, False):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
-        kwargs["callbacks"] = callbacks
+        kwargs["callbacks"] = callbacks + console_callbacks(trainer_cfg, callbacks)
         trainer = super().instantiate_trainer(**kwargs)
         if trainer.is_global_zero and sub is not None:
             self._print_header(trainer, run_dir)
@@ -280,6 +294,8 @@ class ClassificationCLI(LightningCLI):
                     f"--predictions {writer.output}: the folder {writer.output.parent} does not exist"
                 )
             self.model.predict_top_k = int(cfg.get("top_k") or 5)  # class names: from the checkpoint, on load
+        callbacks = list(trainer_cfg.get("callbacks") or [])
+        kwargs["callbacks"] = callbacks + console_callbacks(trainer_cfg, callbacks)
         trainer = super().instantiate_trainer(**kwargs)
         if trainer.is_global_zero:
             dm = self.datamodule
