@@ -56,9 +56,7 @@ def test_constraints_environment_yml_and_pyproject_agree():
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     # what setup installs without dependencies is pinned in constraints.txt and left out of environment.yml, whose
     # pip section resolves dependencies (they would downgrade the stack)
-    nodeps = [
-        ln.strip().lower() for ln in (ROOT / "scripts/litert-nodeps.txt").read_text().splitlines() if ln.strip()
-    ]
+    nodeps = [ln.strip().lower() for ln in (ROOT / "scripts/litert-nodeps.txt").read_text().splitlines() if ln.strip()]
     nodeps = [n for n in nodeps if not n.startswith("#")]
     assert nodeps and set(nodeps) <= set(pins), f"scripts/litert-nodeps.txt names unpinned {set(nodeps) - set(pins)}"
     assert _pins([p for p in pip_section if not p.startswith("-e")]) == {
