@@ -381,13 +381,17 @@ def test_run_folder_resolution(tmp_path):
 def test_console_callbacks_do_not_depend_on_what_is_installed():
     """Lightning picks RichProgressBar / RichModelSummary whenever ``rich`` is importable (LiteRT's converter
     installs it); the CLI asks for the text versions itself, keeps a user's own, and honours the off switches."""
-    from pytorch_lightning.callbacks import ModelSummary, RichProgressBar, TQDMProgressBar
+    from pytorch_lightning.callbacks import ModelSummary, TQDMProgressBar
+    from pytorch_lightning.callbacks.progress import ProgressBar
 
     from shufflenet.classification.cli import console_callbacks
 
+    class MyBar(ProgressBar):  # a user's own bar (RichProgressBar itself needs rich installed)
+        pass
+
     chosen = console_callbacks({}, [])
     assert [type(c) for c in chosen] == [TQDMProgressBar, ModelSummary]
-    mine = RichProgressBar()
+    mine = MyBar()
     assert [type(c) for c in console_callbacks({}, [mine])] == [ModelSummary]
     off = {"enable_progress_bar": False, "enable_model_summary": False}
     assert console_callbacks(off, []) == []
