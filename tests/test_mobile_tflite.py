@@ -50,6 +50,7 @@ def test_missing_litert_is_one_error_line_naming_the_extra(tmp_path, monkeypatch
     assert not (tmp_path / "o").exists()  # checked before any export (the .ptl was not written either)
 
 
+@needs_litert  # the CLI checks that the runtime is installed before these argument checks
 def test_tflite_refuses_camera_input_and_the_detector(tmp_path, capsys):
     assert cli([TINY, "--format", "tflite", "--camera-input", "--out", str(tmp_path)]) == 2
     _one_error_line(capsys, "--format tflite takes float32 NHWC tensors")
