@@ -149,20 +149,9 @@ def _randomize_bn(model, seed: int = 0):
     bias ~ 0.2 N(0, 1), running_mean ~ 0.2 N(0, 1), running_var ~ U(0.5, 1.5) (the values of the helper
     tests/test_mobile_export.py carried).
     """
-    import torch
-    from torch import nn
+    from shufflenet.mobile.benchmark import trained_like_batchnorm
 
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                if m.affine:
-                    m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                    m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
-                if m.track_running_stats:
-                    m.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-                    m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+    trained_like_batchnorm(model, seed, shift_std=0.2)  # the same draws in the same order
     return model.eval()
 
 

@@ -65,9 +65,9 @@ class BenchModel:
     peer: bool = False  #: a reference peer (exported as written)
 
 
-def trained_like_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+def trained_like_batchnorm(model: nn.Module, seed: int = 0, shift_std: float = 0.1) -> nn.Module:
     """Give every BatchNorm of ``model`` values of the kind training leaves (scale ~ U(0.5, 1.5), shift and
-    running mean ~ 0.1 N(0, 1), running variance ~ U(0.5, 1.5); seeded, in place), so that no layer of the timed
+    running mean ~ shift_std N(0, 1), running variance ~ U(0.5, 1.5); seeded, in place), so that no layer of the timed
     network is constant. A freshly initialized ShuffleNet zero-initializes the last BatchNorm of every stride-1
     branch (the unit starts as the identity); folded into its convolution that is an all-zero layer, and a
     converter that folds constants (LiteRT's does) removes the whole branch: 3x "faster" than the network a
@@ -79,9 +79,9 @@ def trained_like_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
                 n = m.num_features
                 if m.affine:
                     m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                    m.bias.copy_(0.1 * torch.randn(n, generator=gen))
+                    m.bias.copy_(shift_std * torch.randn(n, generator=gen))
                 if m.track_running_stats:
-                    m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
+                    m.running_mean.copy_(shift_std * torch.randn(n, generator=gen))
                     m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
     return model
 
