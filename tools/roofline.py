@@ -425,7 +425,6 @@ def _ncnn_conv3x3(c: int, hw: int, workdir: Path) -> Callable[[], Any]:
 
 
 def _onnx_matmul(n: int, integer: bool) -> Callable[[], Any]:
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
@@ -548,30 +547,34 @@ def measure_host(
         sets = working_sets(caches)
         host.working_set_bytes = sets
         for level in LEVELS:
-            nbytes = sets[level]
-            nel = max(16, nbytes // 8)  # two buffers of nbytes / 2
-            src = np.random.rand(nel).astype(np.float32)
-            dst = np.empty_like(src)
-            moved = 2 * nel * 4
-            if dll is not None:
-                sp, dp = src.ctypes.data, dst.ctypes.data
-                reps = _reps_for(lambda r: dll.copy_reps(dp, sp, nel, r), seconds)
-                t = _best_seconds(lambda: dll.copy_reps(dp, sp, nel, reps), runs)
-                host.bandwidth_gbs.setdefault("memcpy loop (C)", {})[level] = moved * reps / t / 1e9
-
-            def np_loop(r: int) -> None:
-                for _ in range(r):
-                    np.copyto(dst, src)
-
-            reps = _reps_for(np_loop, seconds)
-            t = _best_seconds(lambda: np_loop(reps), runs)
-            host.bandwidth_gbs.setdefault("numpy.copyto", {})[level] = moved * reps / t / 1e9
+            for method, gbs in copy_bandwidth(sets[level], dll, seconds, runs).items():
+                host.bandwidth_gbs.setdefault(method, {})[level] = gbs
             log(
-                f"[roofline] bandwidth {level} ({nbytes / 1024:.0f} KiB): "
+                f"[roofline] bandwidth {level} ({sets[level] / 1024:.0f} KiB): "
                 + ", ".join(f"{m} {v[level]:.1f} GB/s" for m, v in host.bandwidth_gbs.items())
             )
-            del src, dst
     return host
+
+
+def copy_bandwidth(nbytes: int, dll: Optional[ctypes.CDLL], seconds: float, runs: int) -> Dict[str, float]:
+    """GB/s (bytes read + bytes written) of copying ``nbytes / 2`` into a second buffer, by each method."""
+    nel = max(16, nbytes // 8)  # two float32 buffers of nbytes / 2
+    src = np.random.rand(nel).astype(np.float32)
+    dst = np.empty_like(src)
+    moved = 2 * nel * 4
+    out = {}
+    if dll is not None:
+        sp, dp = src.ctypes.data, dst.ctypes.data
+        reps = _reps_for(lambda r: dll.copy_reps(dp, sp, nel, r), seconds)
+        out["memcpy loop (C)"] = moved * reps / _best_seconds(lambda: dll.copy_reps(dp, sp, nel, reps), runs) / 1e9
+
+    def np_loop(r: int) -> None:
+        for _ in range(r):
+            np.copyto(dst, src)
+
+    reps = _reps_for(np_loop, seconds)
+    out["numpy.copyto"] = moved * reps / _best_seconds(lambda: np_loop(reps), runs) / 1e9
+    return out
 
 
 def _cpu_name() -> str:
@@ -745,7 +748,7 @@ def read_ncnn_param(path: Path) -> NcnnParam:
     except OSError as e:
         raise RooflineError(f"--ncnn-param {path}: cannot read ({e.strerror or e})") from None
     except UnicodeDecodeError:
-        raise RooflineError(f"--ncnn-param {path}: not a text .param file (binary .param.bin is not supported)")
+        raise RooflineError(f"--ncnn-param {path}: not a text .param file (a binary .param.bin is not read)") from None
     if len(lines) < 3 or lines[0] != ["7767517"]:
         raise RooflineError(f"--ncnn-param {path}: not an ncnn param file (expected the magic 7767517 on line 1)")
     inp, produced, consumed, groups, last_c, fixed = None, [], set(), None, None, None
@@ -870,13 +873,16 @@ def ncnn_peer(
         nets[(f"ours {name} (its .bin)", opt)] = ncnn_runner(ours_param, ours_bin, NCNN_OPTIONS[opt])
     cells: Dict[str, Any] = {}
     for hw in sizes:
-        mat = ncnn.Mat(np.full((3, *hw), 0.01, dtype=np.float32))  # benchncnn fills its input with 0.01
+        base = ncnn.Mat(np.full((3, *hw), 0.01, dtype=np.float32))  # benchncnn fills its input with 0.01
         times: Dict[Tuple[str, str], List[float]] = {k: [] for k in nets}
-        for k, run in nets.items():
+        for run in nets.values():
             for _ in range(warmup):
-                run(mat)
-        for r in range(repeats):
+                run(base.clone())
+        for _ in range(repeats):
             for k, run in nets.items():
+                # Every call gets its own ncnn-owned copy (made before the clock starts): one Mat fed to several
+                # nets made the third net's calls 6x slower here (33 vs 5 ms), a fresh copy did not.
+                mat = base.clone()
                 t = time.process_time()
                 run(mat)
                 times[k].append((time.process_time() - t) * 1e3)
@@ -935,7 +941,7 @@ def markdown(result: Dict[str, Any]) -> str:
         out.append(f"| {m} (int8, u8 x s8) | {v:.1f} | int8 bound |")
     out += [
         "",
-        "Read+write bandwidth (bytes read + bytes written per second of a copy whose two buffers fill the working set):",
+        "Read+write bandwidth (bytes read + bytes written per second of a copy; its two buffers fill the working set):",
         "",
         "| level | working set | " + " | ".join(host["bandwidth_gbs"]) + " | used by the bound |",
         "|---|---:|" + "---:|" * len(host["bandwidth_gbs"]) + "---|",
@@ -1038,7 +1044,8 @@ def markdown(result: Dict[str, Any]) -> str:
     if peer:
         out += [
             "",
-            f"Peer: ncnn's own ShuffleNet ({peer['param']}, from {peer['param_source']}; groups {peer['param_groups']}, "
+            f"Peer: ncnn's own ShuffleNet ({peer['param']}, from {peer['param_source']}; "
+            f"groups {peer['param_groups']}, "
             f"last stage {peer['param_last_channels']} channels, fixed input {peer['param_fixed_input_hw']}) beside "
             f"ours ({peer['ours']}), ncnn {peer['ncnn_version']}, {peer['clock']}, {peer['repeats']} rounds:",
         ]
