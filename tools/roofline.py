@@ -776,8 +776,8 @@ def read_ncnn_param(path: Path) -> NcnnParam:
 
 def matching_model(param: NcnnParam) -> str:
     """Our registered ShuffleNet with the param's groups and last-stage width."""
-    for name in list_models("shufflenet_v1_x*_g*"):
-        if not re.fullmatch(r"shufflenet_v1_x\d_\d+_g\d+", name):
+    for name in list_models(f"shufflenet_v1_x*_g{param.groups}"):
+        if not re.fullmatch(r"shufflenet_v1_x\d_\d+_g\d+", name):  # plain widths, no variants
             continue
         m = create_model(name)
         if m.groups == param.groups and m.stage_out_channels[-1] == param.last_channels:
