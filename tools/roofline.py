@@ -1101,7 +1101,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Roofline of ShuffleNet / AlexNet on this host: per-layer bounds, measured times as % of "
         "bound, and ncnn's own ShuffleNet as the peer.",
     )
-    p.add_argument("--models", nargs="+", default=list(MODELS), help=f"benchmark keys: {' '.join(MODELS)}")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(MODELS),
+        help=f"benchmark keys: {' '.join(MODELS)} (default), or any key whose model the --bench-json names",
+    )
     p.add_argument("--sizes", nargs="+", default=list(SIZES), metavar="S|HxW")
     p.add_argument("--bench-json", type=Path, help="benchmark.json written by mobile/benchmark.py (--out DIR)")
     p.add_argument("--out", type=Path, default=Path("outputs/mobile/roofline"), help="folder for roofline.json/.md")
@@ -1118,12 +1123,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes]
-    unknown = [m for m in args.models if m not in MODELS]
-    if unknown:
-        raise RooflineError(f"--models {' '.join(unknown)}: unknown; valid: {' '.join(MODELS)}")
     if args.peer_repeats < 1:
         raise RooflineError(f"--peer-repeats {args.peer_repeats}: expected a positive number of rounds")
     bench = read_bench(args.bench_json) if args.bench_json else None
+    # The benchmark JSON names the registered model behind each of its keys; without one, the defaults above.
+    names = dict(MODELS)
+    for key, entry in (bench or {}).get("models", {}).items():
+        if isinstance(entry, dict) and entry.get("registered"):
+            names[key] = entry["registered"]
+    unknown = [m for m in args.models if m not in names]
+    if unknown:
+        raise RooflineError(f"--models {' '.join(unknown)}: unknown; valid: {' '.join(names)}")
     if args.ncnn_param is not None:
         read_ncnn_param(args.ncnn_param)  # bad input fails before any measurement
     out = args.out
@@ -1141,7 +1151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bounds: Dict[str, Dict[str, Any]] = {}
     bounds8: Dict[str, Dict[str, Any]] = {}
     for key in args.models:
-        model = create_model(MODELS[key])
+        model = create_model(names[key])
         for hw in sizes:
             layers = count_layers(model, hw)
             bounds.setdefault(key, {})[size_tag(hw)] = network_bound(layers, rates, "fp32")
