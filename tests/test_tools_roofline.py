@@ -257,3 +257,22 @@ def test_bad_input_is_one_error_line_and_nothing_written(tmp_path, capsys, extra
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
     assert not out.exists()
+
+
+def test_ncnn_runner_times_a_param_with_empty_weights_at_any_input_size(tmp_path):
+    ncnn = pytest.importorskip("ncnn", reason="needs the 'ncnn' extra: pip install 'shufflenet[ncnn]'")
+    p = tmp_path / "tiny.param"
+    p.write_text(
+        "7767517\n3 3\n"
+        "Input            data   0 1 data 0=16 1=16 2=3\n"
+        "Convolution      conv   1 1 data c 0=8 1=3 4=1 5=1 6=216\n"
+        "ShuffleChannel   sh     1 1 c out 0=2\n"
+    )
+    info = roofline.read_ncnn_param(p)
+    run = roofline.ncnn_runner(info, None, roofline.NCNN_OPTIONS["fp32"])
+    for h, w in [(16, 16), (20, 24)]:  # the Input layer's size is a hint: the blob's size wins
+        (out,) = run(ncnn.Mat(np.full((3, h, w), 0.01, dtype=np.float32)).clone())
+        ret, mat = out
+        arr = np.array(mat)
+        assert ret == 0 and arr.shape == (8, h, w)
+        assert not arr.any()  # every weight and bias read as zero, as benchncnn loads it
