@@ -271,7 +271,8 @@ def test_ncnn_runner_times_a_param_with_empty_weights_at_any_input_size(tmp_path
     info = roofline.read_ncnn_param(p)
     run = roofline.ncnn_runner(info, None, roofline.NCNN_OPTIONS["fp32"])
     for h, w in [(16, 16), (20, 24)]:  # the Input layer's size is a hint: the blob's size wins
-        (out,) = run(ncnn.Mat(np.full((3, h, w), 0.01, dtype=np.float32)).clone())
+        arr = np.full((3, h, w), 0.01, dtype=np.float32)  # ncnn.Mat(arr) wraps arr's memory: keep arr alive
+        (out,) = run(ncnn.Mat(arr).clone())
         ret, mat = out
         arr = np.array(mat)
         assert ret == 0 and arr.shape == (8, h, w)

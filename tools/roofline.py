@@ -873,16 +873,18 @@ def ncnn_peer(
         nets[(f"ours {name} (its .bin)", opt)] = ncnn_runner(ours_param, ours_bin, NCNN_OPTIONS[opt])
     cells: Dict[str, Any] = {}
     for hw in sizes:
-        base = ncnn.Mat(np.full((3, *hw), 0.01, dtype=np.float32))  # benchncnn fills its input with 0.01
+        # benchncnn fills its input with 0.01. ncnn.Mat(array) wraps the array's memory without a copy: the array
+        # must outlive the Mat (a Mat of a freed temporary read garbage, denormals among it, which made the net
+        # with real weights 6x slower here, and segfaulted at 720x1280), so it is kept and cloned per call.
+        arr = np.full((3, *hw), 0.01, dtype=np.float32)
+        base = ncnn.Mat(arr).clone()
         times: Dict[Tuple[str, str], List[float]] = {k: [] for k in nets}
         for run in nets.values():
             for _ in range(warmup):
                 run(base.clone())
         for _ in range(repeats):
             for k, run in nets.items():
-                # Every call gets its own ncnn-owned copy (made before the clock starts): one Mat fed to several
-                # nets made the third net's calls 6x slower here (33 vs 5 ms), a fresh copy did not.
-                mat = base.clone()
+                mat = base.clone()  # each call its own ncnn-owned input, made before the clock starts
                 t = time.process_time()
                 run(mat)
                 times[k].append((time.process_time() - t) * 1e3)
