@@ -30,6 +30,8 @@ __all__ = [
     "paper_tables",
     "sample_images_dir",
     "sample_images",
+    "IMAGE_SUFFIXES",
+    "image_files",
     "cache_dir",
     "data_dir",
 ]
@@ -37,7 +39,9 @@ __all__ = [
 #: The one setting that points the project at the optional larger data slices.
 DATA_ENV = "SHUFFLENET_DATA"
 CACHE_ENV = "SHUFFLENET_CACHE"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+#: The image files the project reads: the suffixes torchvision's ``ImageFolder`` takes (case does not matter), so a
+#: folder trains, evaluates, predicts and calibrates on the same files.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 class DataNotFoundError(ShuffleNetError, FileNotFoundError):
@@ -68,10 +72,39 @@ def sample_images_dir() -> Path:
     return package_path("resources", "images")
 
 
+def image_files(folder: os.PathLike) -> List[Path]:
+    """The image files under ``folder``: the one listing rule of the project (prediction, ``data.predict_root``,
+    export verification and int8 calibration folders).
+
+    * a file is an image when its suffix is one of :data:`IMAGE_SUFFIXES`, in any case (``.JPG`` too);
+    * the search is recursive, following symbolic links to folders (each real folder is visited once, so a link
+      loop ends) and counting links to files like the files;
+    * hidden names are skipped, files and folders alike (``.DS_Store``, macOS ``._photo.jpg`` copies, ``.git``);
+    * the result is sorted by path (the same order on every machine, so runs are repeatable);
+    * ``[]`` when the folder holds no image or does not exist (the caller says which folder and why it needed one).
+    """
+    root = Path(folder)
+    files: List[Path] = []
+    seen = set()
+    for dirpath, dirnames, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        files += [
+            Path(dirpath, n)
+            for n in names
+            if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(dirpath, n))
+        ]
+    return sorted(files)
+
+
 def sample_images() -> List[Path]:
     """The package's sample photos, sorted (so runs are repeatable)."""
     folder = sample_images_dir()
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    files = image_files(folder)
     if not files:
         raise DataNotFoundError(f"{folder}: the package's sample photos are missing (a broken install?)")
     return files

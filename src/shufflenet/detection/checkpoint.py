@@ -40,7 +40,14 @@ from ..weights import WeightsError, WeightsFile, read_weights
 from .config import DetectionError
 from .modeling import ShuffleNetBackbone, ShuffleNetROIHeads
 
-__all__ = ["ShuffleNetCheckpointer", "TransferError", "classification_key_map", "load_detector_weights", "weights_path"]
+__all__ = [
+    "ShuffleNetCheckpointer",
+    "TransferError",
+    "classification_key_map",
+    "load_detector_weights",
+    "unwrap_parallel",
+    "weights_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +58,15 @@ class TransferError(DetectionError):
     pass
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_parallel(model: nn.Module) -> nn.Module:
+    """The model inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (the model itself otherwise)."""
     return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
 def classification_key_map(model: nn.Module) -> Dict[str, str]:
     """Classifier module name -> detector module path, e.g. ``{"stage4": "roi_heads.stage4", ...}``."""
     mapping: Dict[str, str] = {}
-    for name, module in _unwrap(model).named_modules():
+    for name, module in unwrap_parallel(model).named_modules():
         if isinstance(module, ShuffleNetBackbone):
             for child in ("conv1",) + tuple(module.stage_names):
                 mapping[child] = f"{name}.{child}"
@@ -118,7 +126,7 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
 
     def _map_classification(self, wf: WeightsFile) -> tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
         state_dict, filename, kind = wf.state_dict, str(wf.path), wf.kind
-        model = _unwrap(self.model)
+        model = unwrap_parallel(self.model)
         key_map = classification_key_map(model)
         if not key_map:
             raise TransferError(

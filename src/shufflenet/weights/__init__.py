@@ -1,8 +1,8 @@
 """Weights: the package's weights file and the one reader of every file the project accepts.
 
 This layer sits below the models (it imports no network); the converters of public checkpoints sit above
-them, in :mod:`shufflenet.convert`, and register themselves here (:func:`register_public_converter`) so that
-this reader converts an original public checkpoint on read. :mod:`.download` fetches public weights into
+them, in :mod:`shufflenet.convert`: the reader imports the converter when it meets an original public checkpoint
+and converts it on read (:func:`~shufflenet.weights.io.convert_public`). :mod:`.download` fetches public weights into
 torch.hub's cache with its hash check (``SHUFFLENET_WEIGHTS_MIRROR`` redirects downloads to a mirror).
 """
 
@@ -13,6 +13,7 @@ from .io import (
     WeightsError,
     WeightsFile,
     atomic_torch_save,
+    convert_public,
     converted_cache_path,
     extract_state_dict,
     load_state_dict_strict,
@@ -20,7 +21,6 @@ from .io import (
     public_layout,
     read_checkpoint,
     read_weights,
-    register_public_converter,
     save_weights,
     weights_dict,
 )
@@ -34,7 +34,7 @@ __all__ = [
     "converted_cache_path",
     "download_weights",
     "mirrored_url",
-    "register_public_converter",
+    "convert_public",
     "weights_dict",
     "WeightsError",
     "WeightsFile",

@@ -10,10 +10,11 @@ what the public-checkpoint converters write), a Lightning ``.ckpt`` of the class
 ``ShuffleNetV1`` state dict and a detectron2 checkpoint. It says what kind of file it is and hands back
 the architecture, constructor config, state dict, EMA weights and metadata; ``create_model(name_or_None,
 weights=FILE)`` and every integration build on it. An original public checkpoint (megvii's ShuffleNet-Series
-``.pth.tar``, mmpretrain's ``.pth``) is recognised by its keys and converted on read by the converter that
-:mod:`shufflenet.convert` registers here (:func:`register_public_converter`: the converter sits above the
-models, this reader below them); the converted file is cached in ``torch.hub.get_dir()/checkpoints``
-(:func:`converted_cache_path`), so the next read loads it directly.
+``.pth.tar``, mmpretrain's ``.pth``) is recognised by its keys (:func:`public_layout`, the one layout detection)
+and converted on read by :func:`shufflenet.convert.package_weights`, which this reader imports when it meets such
+a file (the converter builds the network, so it sits above the models and this reader below them: that one call
+goes up a layer, at the moment it is needed, whatever else was imported); the converted file is cached in
+``torch.hub.get_dir()/checkpoints`` (:func:`converted_cache_path`), so the next read loads it directly.
 
 ``load_state_dict_strict`` is the one place that checks a state dict against a model, so every loader in
 the project reports a mismatch the same way: the first mismatching key and both shapes.
@@ -24,7 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -52,7 +53,7 @@ __all__ = [
     "load_state_dict_strict",
     "load_weights",
     "public_layout",
-    "register_public_converter",
+    "convert_public",
     "converted_cache_path",
     "weights_dict",
 ]
@@ -101,17 +102,19 @@ class WeightsFile:
         return dict(self.hparams.get("model_kwargs") or {})
 
 
-_PUBLIC_LAYOUTS = (
-    # (name, every key starts with one of these after an optional "module." prefix, marker keys)
-    ("megvii ShuffleNet-Series", ("first_conv.", "features.")),
-    ("mmpretrain", ("backbone.conv1.", "backbone.layers.")),
-)
+#: The public checkpoint layouts: name -> key prefixes that must all occur (after an optional ``module.`` prefix).
+PUBLIC_LAYOUTS: Dict[str, Tuple[str, ...]] = {
+    "megvii": ("first_conv.", "features."),  # megvii ShuffleNet-Series
+    "mmpretrain": ("backbone.conv1.", "backbone.layers."),  # OpenMMLab mmpretrain
+}
 
 
-def public_layout(keys: List[str]) -> Optional[str]:
-    """The name of a public checkpoint layout these keys come from (megvii, mmpretrain), else ``None``."""
-    bare = [k[len("module.") :] if k.startswith("module.") else k for k in keys]
-    for name, markers in _PUBLIC_LAYOUTS:
+def public_layout(keys: Iterable[Any]) -> Optional[str]:
+    """The public checkpoint layout these state-dict keys come from (``"megvii"``, ``"mmpretrain"``), else ``None``.
+
+    The one layout detection of the project: the reader and the converters both ask it."""
+    bare = [k[len("module.") :] if k.startswith("module.") else k for k in map(str, keys)]
+    for name, markers in PUBLIC_LAYOUTS.items():
         if all(any(k.startswith(m) for k in bare) for m in markers):
             return name
     return None
@@ -144,25 +147,17 @@ def save_weights(
     return atomic_torch_save(weights_dict(model, arch, meta), path)
 
 
-#: ``source (a file path or a loaded checkpoint dict) -> package weights dict``; set by shufflenet.convert.
-_PUBLIC_CONVERTER: Optional[Callable[[Union[Path, Mapping[str, Any]]], Dict[str, Any]]] = None
 _CONVERTED_SUFFIX = ".shufflenet.pth"
 
 
-def register_public_converter(fn: Callable[[Union[Path, Mapping[str, Any]]], Dict[str, Any]]) -> None:
-    """Install the converter of original public checkpoints (``shufflenet.convert`` does, when imported)."""
-    global _PUBLIC_CONVERTER
-    _PUBLIC_CONVERTER = fn
+def convert_public(source: Union[Path, Mapping[str, Any]]) -> Dict[str, Any]:
+    """The package weights dict of an original public checkpoint (a file or a loaded dict).
 
+    The converter builds the network, so it lives above the models (:mod:`shufflenet.convert`); it is imported
+    here, when a public checkpoint is met, rather than registered by an import elsewhere."""
+    from ..convert.checkpoints import package_weights
 
-def convert_public(source: Union[Path, Mapping[str, Any]], layout: str, where: str) -> Dict[str, Any]:
-    """The package weights dict of an original public checkpoint (file or loaded dict), via the converter."""
-    if _PUBLIC_CONVERTER is None:
-        raise WeightsError(
-            f"{where}: this is a {layout} checkpoint and no converter is loaded; convert it first: "
-            f"{CONVERT_COMMAND} {where} --out converted.pth"
-        )
-    return _PUBLIC_CONVERTER(source)
+    return package_weights(source)
 
 
 def converted_cache_path(source: PathLike, sha256: str) -> Path:
@@ -176,7 +171,7 @@ def converted_cache_path(source: PathLike, sha256: str) -> Path:
     return checkpoints_dir() / f"{name}.{sha256[:8]}{_CONVERTED_SUFFIX}"
 
 
-def _read_public(path: Path, layout: str) -> WeightsFile:
+def _read_public(path: Path) -> WeightsFile:
     """Convert an original public checkpoint, or load its cached conversion; the cache is written atomically
     (a read-only cache folder only costs the conversion next time)."""
     sha = sha256_file(path)
@@ -189,7 +184,7 @@ def _read_public(path: Path, layout: str) -> WeightsFile:
         if cached is not None and cached.kind == "package" and cached.meta.get("sha256") == sha:
             cached.path, cached.meta["converted_cache"] = path, str(cache)
             return cached
-    converted = convert_public(path, layout, str(path))
+    converted = convert_public(path)
     try:
         atomic_torch_save(converted, cache)
         converted["meta"]["converted_cache"] = str(cache)
@@ -310,9 +305,8 @@ def read_weights(path: PathLike, use: str = "auto") -> WeightsFile:
         return WeightsFile(path, "detectron2", dict(obj["model"]), meta=meta, raw=obj)
     sd = obj.get("state_dict", obj)
     keys = [str(k) for k in sd] if isinstance(sd, Mapping) else []
-    layout = public_layout(keys)
-    if layout is not None:
-        return _read_public(path, layout)
+    if public_layout(keys) is not None:
+        return _read_public(path)
     if _is_tensor_dict(sd):
         return WeightsFile(path, "state_dict", dict(sd), meta=meta, raw=obj)
     raise WeightsError(
