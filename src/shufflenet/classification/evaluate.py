@@ -37,7 +37,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..errors import ShuffleNetError, run_cli
 from ..fileio import write_json_atomic
 from ..models import UnknownModelError, create_model, get_spec, list_models, model_from_weights
-from ..weights import WeightsError, read_weights
+from ..weights import NotAWeightsFileError, read_weights
 from .data import DEFAULT_MAX_IMAGE_PIXELS, ImageFolderDataset, available_cpus, collate, eval_transform, find_split_dirs
 from .errors import CheckpointMismatchError, ClassificationError
 
@@ -341,13 +341,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ClassificationError(f"--out {out_path} is a folder; name a JSON file")
     try:
         model, info = load_classifier(target, args.arch or from_config.get("arch"), args.weights)
-    except WeightsError as e:
-        if "weights_only" not in str(e):  # never pass on torch's advice to load a file unsafely
-            raise
-        raise ClassificationError(
-            f"{target}: not a weights file this command reads (not a torch.save archive of tensors and plain "
-            f"values; other objects are never loaded); {ACCEPTED}"
-        ) from None
+    except NotAWeightsFileError as e:
+        raise ClassificationError(f"{e}; {ACCEPTED}") from None
     if info["kind"] == "name" and not args.out:
         out_path = Path(f"{target}.eval.json")
     if args.root:

@@ -27,6 +27,7 @@ worse than a stop).
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlparse
@@ -36,7 +37,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
 from ..models.pretrained import resolve_weights_uri
-from ..weights import WeightsError, WeightsFile, read_weights
+from ..weights import WeightsError, WeightsFile, not_weights_message, read_checkpoint, read_weights
 from .config import DetectionError
 from .modeling import ShuffleNetBackbone, ShuffleNetROIHeads
 
@@ -75,6 +76,48 @@ def classification_key_map(model: nn.Module) -> Dict[str, str]:
     return mapping
 
 
+#: What a detectron2 / Caffe2 model-zoo ``.pkl`` may hold besides plain values: numpy arrays and ordered dicts.
+_PICKLE_ARRAYS = {
+    ("collections", "OrderedDict"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how Python 2 pickles store the bytes of an array
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_ARRAYS:
+            raise pickle.UnpicklingError(f"GLOBAL {module}.{name} is not a numpy array")
+        return super().find_class(module, name)
+
+
+def check_pickle_arrays(filename: str) -> None:
+    """A ``.pkl`` weights file (detectron2 / Caffe2 model zoo) must hold only numpy arrays and plain values;
+    detectron2 unpickles it with :func:`pickle.load`, which would run any code a hostile file carries, so it is
+    read first with an unpickler that builds nothing else (one error line otherwise, the reader's message)."""
+    try:
+        with open(filename, "rb") as f:
+            _ArraysOnly(f, encoding="latin1").load()
+    except OSError as e:
+        raise TransferError(f"MODEL.WEIGHTS: {filename}: cannot be read ({e.strerror or e})") from None
+    except Exception as e:
+        raise TransferError(
+            "MODEL.WEIGHTS: "
+            + not_weights_message(
+                filename,
+                e,
+                what="a detectron2 .pkl weights file",
+                expected="a .pkl weights file holds only numpy arrays and plain values (any other object is never "
+                "loaded)",
+            )
+        ) from None
+
+
 def weights_path(weights: str) -> str:
     """The file ``MODEL.WEIGHTS`` names, without a URL query (upstream detectron2 accepts
     ``model.pth?matching_heuristics=True``); published weights (``shufflenet://...`` or their URL) resolve to the
@@ -107,10 +150,18 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         """detectron2's formats go to ``DetectionCheckpointer._load_file`` (so upstream's URL query
-        ``?matching_heuristics=True``, which its ``load`` parses before calling this, keeps working);
-        the project's classification files, read by :func:`shufflenet.weights.read_weights`, are mapped
-        into the detector here."""
-        if filename.endswith((".pkl", ".pyth")):
+        ``?matching_heuristics=True``, which its ``load`` parses before calling this, keeps working) once they are
+        known to hold nothing that would run code (:func:`check_pickle_arrays` for a ``.pkl``, the project's
+        reader for the rest); the project's classification files, read by :func:`shufflenet.weights.read_weights`,
+        are mapped into the detector here."""
+        if filename.endswith(".pkl"):
+            check_pickle_arrays(filename)
+            return super()._load_file(filename)
+        if filename.endswith(".pyth"):
+            try:
+                read_checkpoint(filename)
+            except WeightsError as e:
+                raise TransferError(f"MODEL.WEIGHTS: {e}") from None
             return super()._load_file(filename)
         try:
             wf = read_weights(filename, use="auto")

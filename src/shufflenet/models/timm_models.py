@@ -24,7 +24,7 @@ from torch import nn
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ShuffleNetError
 from ..weights.download import download_weights
-from ..weights.io import WeightsError, convert_public, public_layout
+from ..weights.io import WeightsError, convert_public, public_layout, read_checkpoint
 from .pretrained import get_model_weights, timm_tag
 from .shufflenet import ShuffleNetV1, network_differences
 
@@ -92,7 +92,10 @@ def _pretrained_kwargs(name: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     cfg = resolve_pretrained_cfg(
         name, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay")
     ).to_dict()
-    if cfg.get("state_dict") or cfg.get("file") or cfg.get("hf_hub_id"):
+    if cfg.get("file"):
+        read_checkpoint(cfg["file"])  # the project's one reader refuses what is not a weights file, in one line
+        return kwargs
+    if cfg.get("state_dict") or cfg.get("hf_hub_id"):
         return kwargs
     if not cfg.get("url"):
         raise NoPretrainedWeightsError(

@@ -10,6 +10,7 @@ from .download import MIRROR_ENV, DownloadError, checkpoints_dir, download_weigh
 from .io import (
     CONVERT_COMMAND,
     FORMAT,
+    NotAWeightsFileError,
     WeightsError,
     WeightsFile,
     atomic_torch_save,
@@ -18,6 +19,7 @@ from .io import (
     extract_state_dict,
     load_state_dict_strict,
     load_weights,
+    not_weights_message,
     public_layout,
     read_checkpoint,
     read_weights,
@@ -28,6 +30,7 @@ from .io import (
 __all__ = [
     "CONVERT_COMMAND",
     "FORMAT",
+    "NotAWeightsFileError",
     "MIRROR_ENV",
     "DownloadError",
     "checkpoints_dir",
@@ -42,6 +45,7 @@ __all__ = [
     "extract_state_dict",
     "load_state_dict_strict",
     "load_weights",
+    "not_weights_message",
     "public_layout",
     "read_checkpoint",
     "read_weights",

@@ -23,6 +23,9 @@ the project reports a mismatch the same way: the first mismatching key and both 
 from __future__ import annotations
 
 import os
+import re
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
@@ -44,9 +47,11 @@ __all__ = [
     "FORMAT",
     "CONVERT_COMMAND",
     "WeightsError",
+    "NotAWeightsFileError",
     "WeightsFile",
     "atomic_torch_save",
     "save_weights",
+    "not_weights_message",
     "read_checkpoint",
     "read_weights",
     "extract_state_dict",
@@ -61,6 +66,11 @@ __all__ = [
 
 class WeightsError(ShuffleNetError, ValueError):
     """A weights file or state dict that does not fit (message names the file/key and shapes)."""
+
+
+class NotAWeightsFileError(WeightsError):
+    """A file ``torch.load(weights_only=True)`` refuses (:func:`not_weights_message`); a command catches it to add
+    what it takes instead."""
 
 
 @dataclass
@@ -201,15 +211,43 @@ def _read_public(path: Path) -> WeightsFile:
     )
 
 
+#: What every reader says after "cannot be read as a torch weights file (...)": what a weights file is.
+WEIGHTS_FILE_IS = (
+    "a weights file is what torch.save writes, holding only tensors and plain values (any other object is never loaded)"
+)
+
+
+def not_weights_message(
+    path: PathLike, error: BaseException, what: str = "a torch weights file", expected: str = WEIGHTS_FILE_IS
+) -> str:
+    """The one message for a file that ``torch.load(weights_only=True)`` (or another safe loader) refused, whichever
+    command read it: what the file is not, in a few words of our own (torch's text advises loading the file
+    unsafely; it is never passed on)."""
+    text = str(error)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        why = f"it holds Python objects other than tensors and plain values, e.g. {found.group(1)}"
+    elif zipfile.is_zipfile(path):
+        why = "a damaged or truncated torch.save archive"
+    else:
+        why = "another kind of file, or a truncated copy"
+    return f"{path}: cannot be read as {what} ({why}); {expected}"
+
+
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with a clear message for a missing or unreadable file."""
+    """``torch.load(path, weights_only=True)``: the one place the project opens a weights file. A missing file or
+    one torch refuses (another kind of file, truncated, or holding objects that would run code) is one
+    :class:`WeightsError` line (:func:`not_weights_message`)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of a file it is about to refuse; the refusal says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with code objects, not a torch file...
-        raise WeightsError(f"{path}: cannot be read as a torch weights file ({type(e).__name__}: {e})") from None
+        raise NotAWeightsFileError(not_weights_message(path, e)) from None
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> Dict[str, torch.Tensor]:
