@@ -187,3 +187,38 @@ def test_a_damaged_converted_cache_entry_is_rebuilt(public_file):
     cache.write_bytes(good[: len(good) // 3])  # truncated, as by a crash or a full disk
     assert torch.equal(_logits(shufflenet.create_model(None, weights=src)), want)
     assert read_weights(cache).kind == "package"  # readable again: rebuilt
+
+
+# --- not a weights file at all, and a misspelled model name -----------------------------------------------------------
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["shufflenet-predict", str(PHOTO), "--weights", "README.md"],
+        ["shufflenet-export", "README.md"],
+        ["shufflenet-convert", "README.md", "--out", "out.pth"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_a_text_file_as_weights_is_the_one_message(tmp_path, command):
+    (tmp_path / "README.md").write_text("# not weights\n\nsome text\n")
+    proc = run(*command, tmp=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "error: README.md: cannot be read as a torch weights file (another kind of file, or a truncated copy); a "
+        "weights file is what torch.save writes, holding only tensors and plain values (any other object is never "
+        "loaded)"
+    ], proc.stderr[-3000:]
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_a_misspelled_model_with_published_weights_is_unknown_model(tmp_path):
+    proc = run(
+        "shufflenet-predict", str(PHOTO), "--model", "shufflenet_v1_x1_0_g33", "--weights", "DEFAULT", tmp=tmp_path
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: unknown model name 'shufflenet_v1_x1_0_g33'. Did you mean shufflenet_v1_x1_0_g3"), (
+        last
+    )
+    assert "published weights" not in proc.stderr
