@@ -24,7 +24,6 @@ from .errors import ShuffleNetError
 __all__ = [
     "DATA_ENV",
     "CACHE_ENV",
-    "DataNotFoundError",
     "package_path",
     "configs_dir",
     "paper_tables",
@@ -44,10 +43,6 @@ CACHE_ENV = "SHUFFLENET_CACHE"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class DataNotFoundError(ShuffleNetError, FileNotFoundError):
-    """Optional data that was asked for and is not there (the message names the setting)."""
-
-
 def package_path(*parts: str) -> Path:
     """A file or folder inside the installed ``shufflenet`` package (a real path: the package is not zipped)."""
     return Path(os.fspath(resources.files("shufflenet").joinpath(*parts)))
@@ -57,7 +52,7 @@ def configs_dir(kind: str) -> Path:
     """``configs/<kind>`` (``classification`` or ``detection``) shipped inside the package."""
     path = package_path("configs", kind)
     if not path.is_dir():
-        raise DataNotFoundError(f"{path}: the package's {kind} configs are missing (a broken install?)")
+        raise ShuffleNetError(f"{path}: the package's {kind} configs are missing (a broken install?)")
     return path
 
 
@@ -106,7 +101,7 @@ def sample_images() -> List[Path]:
     folder = sample_images_dir()
     files = image_files(folder)
     if not files:
-        raise DataNotFoundError(f"{folder}: the package's sample photos are missing (a broken install?)")
+        raise ShuffleNetError(f"{folder}: the package's sample photos are missing (a broken install?)")
     return files
 
 
@@ -124,19 +119,20 @@ def cache_dir(*parts: str) -> Path:
 def data_dir(*parts: str, required: bool = False) -> Optional[Path]:
     """``$SHUFFLENET_DATA/<parts>`` if the setting is given and the folder exists, else ``None``.
 
-    ``required=True`` raises :class:`DataNotFoundError` instead of returning ``None``, naming the setting.
+    ``required=True`` raises :class:`~shufflenet.errors.ShuffleNetError` instead of returning ``None``, naming
+    the setting.
     """
     env = os.environ.get(DATA_ENV)
     want = "/".join(parts) or "."
     if not env:
         if required:
-            raise DataNotFoundError(
+            raise ShuffleNetError(
                 f"this needs the optional data folder ({want} inside it): set {DATA_ENV}=/path/to/data"
             )
         return None
     path = Path(env).expanduser().joinpath(*parts)
     if not path.is_dir():
         if required:
-            raise DataNotFoundError(f"{path}: not found ({DATA_ENV}={env} has no {want})")
+            raise ShuffleNetError(f"{path}: not found ({DATA_ENV}={env} has no {want})")
         return None
     return path

@@ -24,8 +24,9 @@ from ..fileio import write_json_atomic
 from ..models import IMAGENET_CATEGORIES, model_from_weights
 from ..models.pretrained import ShuffleNetWeights, resolve_weights, weights_file
 from ..paths import IMAGE_SUFFIXES, image_files
-from .data import eval_transform, load_rgb
+from .data import eval_transform
 from .errors import ClassificationError
+from .imagefiles import load_rgb
 
 __all__ = ["Prediction", "load_predictor", "find_images", "predict", "main", "cli"]
 

@@ -260,7 +260,7 @@ def read_training_checkpoint(path: Path) -> Dict[str, Any]:
 def check_checkpoint(path: Path, model: Any) -> Dict[str, Any]:
     """A ``--ckpt_path`` file must be a readable Lightning training checkpoint that fits the model."""
     ckpt = read_training_checkpoint(path)
-    model.on_load_checkpoint(ckpt)  # architecture, classes and EMA: CheckpointMismatchError
+    model.on_load_checkpoint(ckpt)  # architecture, classes and EMA: ClassificationError
     return ckpt
 
 

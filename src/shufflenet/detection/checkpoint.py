@@ -43,7 +43,6 @@ from .modeling import ShuffleNetBackbone, ShuffleNetROIHeads
 
 __all__ = [
     "ShuffleNetCheckpointer",
-    "TransferError",
     "classification_key_map",
     "load_detector_weights",
     "unwrap_parallel",
@@ -53,10 +52,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _CLASSIFIER_MODULES = ("conv1", "maxpool", "stage2", "stage3", "stage4")
-
-
-class TransferError(DetectionError):
-    pass
 
 
 def unwrap_parallel(model: nn.Module) -> nn.Module:
@@ -104,9 +99,9 @@ def check_pickle_arrays(filename: str) -> None:
         with open(filename, "rb") as f:
             _ArraysOnly(f, encoding="latin1").load()
     except OSError as e:
-        raise TransferError(f"MODEL.WEIGHTS: {filename}: cannot be read ({e.strerror or e})") from None
+        raise DetectionError(f"MODEL.WEIGHTS: {filename}: cannot be read ({e.strerror or e})") from None
     except Exception as e:
-        raise TransferError(
+        raise DetectionError(
             "MODEL.WEIGHTS: "
             + not_weights_message(
                 filename,
@@ -161,12 +156,12 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
             try:
                 read_checkpoint(filename)
             except WeightsError as e:
-                raise TransferError(f"MODEL.WEIGHTS: {e}") from None
+                raise DetectionError(f"MODEL.WEIGHTS: {e}") from None
             return super()._load_file(filename)
         try:
             wf = read_weights(filename, use="auto")
         except WeightsError as e:
-            raise TransferError(f"MODEL.WEIGHTS: {e}") from None
+            raise DetectionError(f"MODEL.WEIGHTS: {e}") from None
         if wf.kind == "detectron2" or (wf.kind == "state_dict" and _is_detector_state_dict(list(wf.state_dict))):
             del wf
             return super()._load_file(filename)
@@ -180,7 +175,7 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
         model = unwrap_parallel(self.model)
         key_map = classification_key_map(model)
         if not key_map:
-            raise TransferError(
+            raise DetectionError(
                 f"MODEL.WEIGHTS={filename} is a ShuffleNet classification checkpoint, but the detector "
                 f"({type(model).__name__}) has no ShuffleNet backbone to load it into"
             )
@@ -190,7 +185,7 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
         backbones = [m for m in model.modules() if isinstance(m, ShuffleNetBackbone)]
         if src_config and backbones and bool(src_config.get("shuffle_inverse", False)) != backbones[0].shuffle_inverse:
             want = bool(src_config.get("shuffle_inverse", False))
-            raise TransferError(
+            raise DetectionError(
                 f"MODEL.WEIGHTS={filename}: the checkpoint's network uses shuffle_inverse={want} (megvii's channel "
                 f"permutation) but the detector was built with MODEL.SHUFFLENET.SHUFFLE_INVERSE={not want}; "
                 f"set MODEL.SHUFFLENET.SHUFFLE_INVERSE {want}"
@@ -224,7 +219,7 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
                 continue
             if tuple(own[target].shape) != tuple(value.shape):
                 what = f"arch {arch!r}, config {src_config}" if (arch or src_config) else "its widths"
-                raise TransferError(
+                raise DetectionError(
                     f"MODEL.WEIGHTS={filename}: key '{key}' has shape {tuple(value.shape)} in the checkpoint "
                     f"but '{target}' has {tuple(own[target].shape)} in the detector. The checkpoint's network "
                     f"({what}) differs from MODEL.SHUFFLENET (NAME / GROUPS / WIDTH_MULT); set it to match."
@@ -248,7 +243,7 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
             "unexpected": unexpected,
         }
         if not mapped:
-            raise TransferError(
+            raise DetectionError(
                 f"MODEL.WEIGHTS={filename}: no ShuffleNet weights could be mapped into the detector "
                 f"(unexpected keys: {unexpected[:5]})"
             )
@@ -276,5 +271,5 @@ def load_detector_weights(model: nn.Module, weights: str, save_dir: str = "") ->
     """Load ``weights`` (any format above) into ``model``; returns ``load()``'s leftovers."""
     weights = resolve_weights_uri(weights)
     if not Path(weights_path(weights)).is_file():
-        raise TransferError(f"MODEL.WEIGHTS={weights}: no such file")
+        raise DetectionError(f"MODEL.WEIGHTS={weights}: no such file")
     return ShuffleNetCheckpointer(model, save_dir=save_dir).load(weights, checkpointables=[])
