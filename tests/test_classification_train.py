@@ -542,7 +542,7 @@ def test_predict_and_validate_write_no_run_folder(tmp_path, capsys, monkeypatch)
 
 def test_eval_on_a_run_folder_model_names_and_flag_spellings(tmp_path):
     """``shufflenet-eval RUN``: data root and image size from the run's record, no paper figure beside a 4-class
-    32-px result; a model name as --checkpoint (random weights, said); old flag spellings work with a note; usage
+    32-px result; a model name as --checkpoint (random weights, said); the hyphenated flags; usage
     names the command; a text file is one error line without unsafe advice."""
     from shufflenet.classification.cli import main
 

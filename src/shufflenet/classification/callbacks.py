@@ -45,7 +45,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..fileio import atomic_write, tmp_sibling, write_json_atomic, write_text_atomic
-from ..weights import atomic_torch_save, save_weights
+from ..weights import atomic_torch_save, read_checkpoint, save_weights
 from .errors import ClassificationError, TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -507,7 +507,7 @@ class StopOnNonFiniteLoss(pl.Callback):
         kept = "no checkpoint was written yet"
         if last is not None and last.is_file():
             try:
-                kept_step = torch.load(last, map_location="cpu", weights_only=True).get("global_step")
+                kept_step = read_checkpoint(last).get("global_step")
                 kept = f"the last good checkpoint is {last} (step {kept_step})"
             except Exception:  # noqa: BLE001 - the message must still come out
                 kept = f"the last checkpoint is {last}"
