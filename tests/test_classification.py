@@ -325,13 +325,13 @@ def test_evaluate_package_weights_and_class_mismatch(tmp_path, capsys):
         [
             "--checkpoint",
             str(tmp_path / "w.pth"),
-            "--data.root",
+            "--data-root",
             str(root),
-            "--image_size",
+            "--image-size",
             "24",
-            "--resize_size",
+            "--resize-size",
             "32",
-            "--num_workers",
+            "--num-workers",
             "0",
             "--out",
             str(out),
@@ -353,12 +353,12 @@ def test_evaluate_package_weights_and_class_mismatch(tmp_path, capsys):
     save_weights(
         create_model("shufflenet_v1_x0_25_g3", num_classes=7), tmp_path / "w7.pth", arch="shufflenet_v1_x0_25_g3"
     )
-    rc = evaluate_main(["--checkpoint", str(tmp_path / "w7.pth"), "--data.root", str(root), "--num_workers", "0"])
+    rc = evaluate_main(["--checkpoint", str(tmp_path / "w7.pth"), "--data-root", str(root), "--num-workers", "0"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and err.startswith("error: ") and "has 7 classes" in err and "3 class folders" in err
     # a truncated checkpoint file
     (tmp_path / "bad.pth").write_bytes((tmp_path / "w.pth").read_bytes()[:100])
-    rc = evaluate_main(["--checkpoint", str(tmp_path / "bad.pth"), "--data.root", str(root)])
+    rc = evaluate_main(["--checkpoint", str(tmp_path / "bad.pth"), "--data-root", str(root)])
     assert rc == 2 and "cannot be read" in capsys.readouterr().err
 
 

@@ -112,13 +112,13 @@ def test_evaluate_run_outputs(demo_run, tmp_path, capsys):
     results = {}
     for name in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "model.pth"):
         out = tmp_path / (Path(name).stem + ".json")
-        args = ["--checkpoint", str(run / name), "--data.root", str(data), "--out", str(out), "--no-progress"]
+        args = ["--checkpoint", str(run / name), "--data-root", str(data), "--out", str(out), "--no-progress"]
         if name == "model.pth":  # through the script once
             proc = subprocess.run([sys.executable, str(EVALUATE), *args], capture_output=True, text=True, timeout=300)
             assert proc.returncode == 0, proc.stderr[-3000:]
             stdout = proc.stdout
         else:
-            assert evaluate_main([*args, "--num_workers", "0"]) == 0
+            assert evaluate_main([*args, "--num-workers", "0"]) == 0
             stdout = capsys.readouterr().out
         assert "| ShuffleNet 0.25x (g=3) | 13 MFLOPs |" in stdout
         results[name] = json.loads(out.read_text())
@@ -133,7 +133,7 @@ def test_checkpoint_with_other_number_of_classes(demo_run, tmp_path):
     tmp, _, run = demo_run
     three = make_tree(tmp_path / "three", per_class=2, classes=("a", "b", "c"))
     proc = subprocess.run(
-        [sys.executable, str(EVALUATE), "--checkpoint", str(run / "checkpoints/last.ckpt"), "--data.root", str(three)],
+        [sys.executable, str(EVALUATE), "--checkpoint", str(run / "checkpoints/last.ckpt"), "--data-root", str(three)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -542,7 +542,7 @@ def test_predict_and_validate_write_no_run_folder(tmp_path, capsys, monkeypatch)
 
 def test_eval_on_a_run_folder_model_names_and_flag_spellings(tmp_path):
     """``shufflenet-eval RUN``: data root and image size from the run's record, no paper figure beside a 4-class
-    32-px result; a model name as --checkpoint (random weights, said); old flag spellings work with a note; usage
+    32-px result; a model name as --checkpoint (random weights, said); the hyphenated flags; usage
     names the command; a text file is one error line without unsafe advice."""
     from shufflenet.classification.cli import main
 
@@ -577,14 +577,12 @@ def test_eval_on_a_run_folder_model_names_and_flag_spellings(tmp_path):
         "shufflenet-eval",
         "--checkpoint",
         "shufflenet_v1_x0_25_g3",
-        "--data.root",  # the old spelling, for one release
+        "--data-root",
         str(data),
-        "--num_workers",
+        "--num-workers",
         "0",
         tmp=tmp_path,
     )
-    assert "note: --data.root is deprecated and will be removed in the next release; use --data-root" in named.stderr
-    assert "note: --num_workers is deprecated" in named.stderr
     assert "evaluating random weights" in named.stderr, named.stderr[-2000:]
     one_error_line(named, "shufflenet_v1_x0_25_g3 has 1000 classes but")  # the name built its 1000-class model
 

@@ -233,9 +233,6 @@ def test_roi_head_runs_the_package_stage4_module():
         (["MODEL.BACKBONE.FREEZE_AT", "1"], ["conv1"]),
         ([], ["conv1", "stage2"]),  # the configs' MODEL.BACKBONE.FREEZE_AT: 2
         (["MODEL.BACKBONE.FREEZE_AT", "3"], ["conv1", "stage2", "stage3"]),
-        # the deprecated alias, when set, wins over MODEL.BACKBONE.FREEZE_AT
-        (["MODEL.BACKBONE.FREEZE_AT", "3", "MODEL.SHUFFLENET.FREEZE_AT", "0"], []),
-        (["MODEL.SHUFFLENET.FREEZE_AT", "1"], ["conv1"]),
     ],
 )
 def test_freeze_at(opts, frozen):
@@ -276,7 +273,7 @@ def test_channels_last_inference_is_the_same_function(randomize_bn):
 
 def test_trainable_bn_option():
     model, _ = det.build_detector(
-        "coco_shufflenet1x_300", opts=SMALL_OPTS + ["MODEL.SHUFFLENET.NORM", "BN", "MODEL.SHUFFLENET.FREEZE_AT", "1"]
+        "coco_shufflenet1x_300", opts=SMALL_OPTS + ["MODEL.SHUFFLENET.NORM", "BN", "MODEL.BACKBONE.FREEZE_AT", "1"]
     )
     assert isinstance(model.backbone.stage2[0].gconv1[1], torch.nn.BatchNorm2d)
     assert isinstance(model.backbone.conv1[1], FrozenBatchNorm2d)  # frozen parts always get frozen BN
@@ -342,7 +339,7 @@ def test_configs_match_the_paper_settings():
             assert cfg.MODEL.ROI_HEADS.NAME == "ShuffleNetROIHeads"
             # py-faster-rcnn's test defaults, which the paper used: 6000 proposals before NMS, 300 after
             assert (cfg.MODEL.RPN.PRE_NMS_TOPK_TEST, cfg.MODEL.RPN.POST_NMS_TOPK_TEST) == (6000, 300)
-            assert cfg.MODEL.BACKBONE.FREEZE_AT == 2 and cfg.MODEL.SHUFFLENET.FREEZE_AT == -1
+            assert cfg.MODEL.BACKBONE.FREEZE_AT == 2 and "FREEZE_AT" not in cfg.MODEL.SHUFFLENET  # one key, no alias
     fpn = det.get_detection_cfg("coco_shufflenet1x_fpn")
     assert fpn.MODEL.BACKBONE.NAME == "build_shufflenet_fpn_backbone"
     # A path works as well as a bare name.

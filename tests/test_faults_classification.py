@@ -246,9 +246,9 @@ def test_oversized_and_bomb_images_are_skipped_and_counted(data, tmp_path, capsy
             [
                 "--checkpoint",
                 str(run / "model.pth"),
-                "--data.root",
+                "--data-root",
                 str(root),
-                "--num_workers",
+                "--num-workers",
                 "0",
                 "--out",
                 str(out),
@@ -278,16 +278,16 @@ def test_evaluate_counts_each_image_once_and_prints_before_writing(data, tmp_pat
     base = [
         "--checkpoint",
         str(tmp_path / "w.pth"),
-        "--data.root",
+        "--data-root",
         str(root),
-        "--num_workers",
+        "--num-workers",
         "0",
         "--no-progress",
-        "--image_size",
+        "--image-size",
         "32",
-        "--resize_size",
+        "--resize-size",
         "32",
-        "--batch_size",
+        "--batch-size",
         "3",
     ]
     assert evaluate_cli([*base, "--out", str(tmp_path / "r.json")]) == 0

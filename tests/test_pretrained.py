@@ -226,7 +226,7 @@ def test_original_public_files_convert_on_load_and_are_cached(tmp_path, torch_ho
     def no_converter(source):
         raise AssertionError("converted again although a cached conversion exists")
 
-    monkeypatch.setattr(weights_io, "_PUBLIC_CONVERTER", no_converter)
+    monkeypatch.setattr(weights_io, "convert_public", no_converter)
     _same_model(create_model(NAME, weights=src), by_hand, img)
     # a changed file is not served from the old cache (the cache name carries the content hash)
     ref2 = MMShuffleNetV1(3)

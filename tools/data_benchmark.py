@@ -34,13 +34,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from shufflenet.classification.data import (
-    decode_rgb,
-    list_images,
-    load_rgb,
-    sample_seed,
-    train_transform,
-)
+from shufflenet.classification.data import train_transform
+from shufflenet.classification.imagefiles import decode_rgb, list_images, load_rgb, sample_seed
 
 BACKENDS = ("pil", "tensor", "dali-cpu", "shards")
 

@@ -46,6 +46,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from shufflenet import paths
 from shufflenet.detection import DetectionError, build_detector
 from shufflenet.detection.engine import write_results
 from shufflenet.detection.export import ExportError, trace_detector, traceable_detector
@@ -140,7 +141,7 @@ def image_files(folder: Optional[Path]) -> List[Path]:
     """``--images`` (a folder of photos) or the package's sample photos."""
     if folder is None:
         return sample_images()
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = paths.image_files(folder)
     if not files:
         raise DetectionError(f"--images {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return files

@@ -9,11 +9,9 @@ Layers (each imports only from its own layer or a lower one; see README "Layout"
 the core ``constants``, ``paths``, ``errors``, ``fileio``; ``weights`` (the one reader/writer of weight
 files, downloads); ``models`` (unit, network, baselines, registry, published weights); ``convert`` and
 ``complexity`` above the models; the integrations ``classification`` (Lightning), ``detection`` (detectron2) and
-``mobile`` (export APIs). Importing the package registers the model names with timm and the public-checkpoint
-converter with the weights reader (``convert`` is imported here for that).
+``mobile`` (export APIs). Importing the package registers the model names with timm.
 """
 
-from . import convert  # noqa: F401  registers the public-checkpoint converter with the weights reader
 from .errors import ShuffleNetError
 from .models import (
     ChannelShuffle,

@@ -49,7 +49,6 @@ __all__ = [
     "fit_skeleton_widths",
     "main",
     "cli",
-    "ComplexityError",
 ]
 
 #: fvcore operator names that are multiply-adds in the paper's sense (conv + FC).
@@ -57,10 +56,6 @@ COUNTED_OPS = frozenset({"conv", "linear", "matmul", "addmm", "bmm", "einsum"})
 PER_MODEL_TOLERANCE_PCT = 3.0  # Tables 1, 5, 6, 8: one figure per model
 ROW_TOLERANCE_PCT = 5.0  # Tables 2, 4: one figure per row ("roughly" matched by the paper)
 INPUT_SIZE = (224, 224)
-
-
-class ComplexityError(ShuffleNetError, ValueError):
-    """Bad input to the complexity report (unknown unit, pattern that matches nothing, unwritable output)."""
 
 
 # --- counting ----------------------------------------------------------------------------------------
@@ -164,7 +159,7 @@ def paper_entries() -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
             continue
         if e.name is not None and e.name not in registered:
             if e.name.startswith(("shufflenet", "skeleton")):
-                raise ComplexityError(
+                raise ShuffleNetError(
                     f"paper entry {e.label!r} (Table {e.table}) maps to {e.name!r}, which is not a registered model"
                 )
             name = None
@@ -198,7 +193,7 @@ def complexity_report(pattern: str = "*", progress: bool = False) -> Dict[str, A
     mapped to them. ``all_within_bounds`` is True when every such entry is inside its tolerance."""
     names = list_models(pattern)
     if not names:
-        raise ComplexityError(f"no registered model matches {pattern!r}; valid names: {', '.join(list_models())}")
+        raise ShuffleNetError(f"no registered model matches {pattern!r}; valid names: {', '.join(list_models())}")
     entries, unmapped = paper_entries()
     entries = [e for e in entries if e["name"] in names]
     models = [measure(n) for n in (_progress(names) if progress else names)]
@@ -320,7 +315,7 @@ def model_zoo(pattern: str = "*") -> List[Dict[str, Any]]:
     """One row per registered model for the model-zoo table (name, g, width, widths, MFLOPs, params, err)."""
     names = list_models(pattern)
     if not names:
-        raise ComplexityError(f"no registered model matches {pattern!r}; valid names: {', '.join(list_models())}")
+        raise ShuffleNetError(f"no registered model matches {pattern!r}; valid names: {', '.join(list_models())}")
     return [measure(n) for n in names]
 
 
@@ -345,7 +340,7 @@ def fit_skeleton_widths(unit: str, target_mflops: float, stem: Optional[int] = N
     from .models.baselines import SKELETON_UNITS, skeleton
 
     if unit not in SKELETON_UNITS:
-        raise ComplexityError(
+        raise ShuffleNetError(
             f"unknown skeleton unit {unit!r}; valid: {', '.join(SKELETON_UNITS)} "
             f"(Xception-like is ShuffleNet g=1, no search needed)"
         )
@@ -394,14 +389,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             write_json_atomic(obj, args.json)
         except OSError as e:
-            raise ComplexityError(f"--json {args.json}: cannot write ({e.strerror or e})") from None
+            raise ShuffleNetError(f"--json {args.json}: cannot write ({e.strerror or e})") from None
 
     if args.fit_skeleton:
         unit, target = args.fit_skeleton
         try:
             target_f = float(target)
         except ValueError:
-            raise ComplexityError(f"--fit-skeleton MFLOPS must be a number, got {target!r}") from None
+            raise ShuffleNetError(f"--fit-skeleton MFLOPS must be a number, got {target!r}") from None
         best = fit_skeleton_widths(unit, target_f)
         print(json.dumps(best))
         if args.json:

@@ -2,7 +2,9 @@
 
 Every error meant for the person at the terminal derives from :class:`ShuffleNetError`; each integration
 subclasses it (``ClassificationError``, ``DetectionError``, ``MobileError``, ...) and the layers below raise their
-own subclasses (``InvalidConfigError``, ``UnknownModelError``, ``WeightsError``). Every command-line entry
+own subclasses (``InvalidConfigError``, ``UnknownModelError``, ``WeightsError``). A subclass exists for an
+integration or where some caller catches that kind separately; anything else raises its integration's base (or this
+one) with a message that says what went wrong. Every command-line entry
 point runs through :func:`run_cli`, which turns any ``ShuffleNetError`` into one ``error: ...`` line on
 stderr and exit status 2, so no CLI lists the errors it catches by hand.
 """

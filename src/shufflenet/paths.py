@@ -24,12 +24,13 @@ from .errors import ShuffleNetError
 __all__ = [
     "DATA_ENV",
     "CACHE_ENV",
-    "DataNotFoundError",
     "package_path",
     "configs_dir",
     "paper_tables",
     "sample_images_dir",
     "sample_images",
+    "IMAGE_SUFFIXES",
+    "image_files",
     "cache_dir",
     "data_dir",
 ]
@@ -37,11 +38,9 @@ __all__ = [
 #: The one setting that points the project at the optional larger data slices.
 DATA_ENV = "SHUFFLENET_DATA"
 CACHE_ENV = "SHUFFLENET_CACHE"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-class DataNotFoundError(ShuffleNetError, FileNotFoundError):
-    """Optional data that was asked for and is not there (the message names the setting)."""
+#: The image files the project reads: the suffixes torchvision's ``ImageFolder`` takes (case does not matter), so a
+#: folder trains, evaluates, predicts and calibrates on the same files.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 def package_path(*parts: str) -> Path:
@@ -53,7 +52,7 @@ def configs_dir(kind: str) -> Path:
     """``configs/<kind>`` (``classification`` or ``detection``) shipped inside the package."""
     path = package_path("configs", kind)
     if not path.is_dir():
-        raise DataNotFoundError(f"{path}: the package's {kind} configs are missing (a broken install?)")
+        raise ShuffleNetError(f"{path}: the package's {kind} configs are missing (a broken install?)")
     return path
 
 
@@ -68,12 +67,41 @@ def sample_images_dir() -> Path:
     return package_path("resources", "images")
 
 
+def image_files(folder: os.PathLike) -> List[Path]:
+    """The image files under ``folder``: the one listing rule of the project (prediction, ``data.predict_root``,
+    export verification and int8 calibration folders).
+
+    * a file is an image when its suffix is one of :data:`IMAGE_SUFFIXES`, in any case (``.JPG`` too);
+    * the search is recursive, following symbolic links to folders (each real folder is visited once, so a link
+      loop ends) and counting links to files like the files;
+    * hidden names are skipped, files and folders alike (``.DS_Store``, macOS ``._photo.jpg`` copies, ``.git``);
+    * the result is sorted by path (the same order on every machine, so runs are repeatable);
+    * ``[]`` when the folder holds no image or does not exist (the caller says which folder and why it needed one).
+    """
+    root = Path(folder)
+    files: List[Path] = []
+    seen = set()
+    for dirpath, dirnames, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        files += [
+            Path(dirpath, n)
+            for n in names
+            if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(dirpath, n))
+        ]
+    return sorted(files)
+
+
 def sample_images() -> List[Path]:
     """The package's sample photos, sorted (so runs are repeatable)."""
     folder = sample_images_dir()
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    files = image_files(folder)
     if not files:
-        raise DataNotFoundError(f"{folder}: the package's sample photos are missing (a broken install?)")
+        raise ShuffleNetError(f"{folder}: the package's sample photos are missing (a broken install?)")
     return files
 
 
@@ -91,19 +119,20 @@ def cache_dir(*parts: str) -> Path:
 def data_dir(*parts: str, required: bool = False) -> Optional[Path]:
     """``$SHUFFLENET_DATA/<parts>`` if the setting is given and the folder exists, else ``None``.
 
-    ``required=True`` raises :class:`DataNotFoundError` instead of returning ``None``, naming the setting.
+    ``required=True`` raises :class:`~shufflenet.errors.ShuffleNetError` instead of returning ``None``, naming
+    the setting.
     """
     env = os.environ.get(DATA_ENV)
     want = "/".join(parts) or "."
     if not env:
         if required:
-            raise DataNotFoundError(
+            raise ShuffleNetError(
                 f"this needs the optional data folder ({want} inside it): set {DATA_ENV}=/path/to/data"
             )
         return None
     path = Path(env).expanduser().joinpath(*parts)
     if not path.is_dir():
         if required:
-            raise DataNotFoundError(f"{path}: not found ({DATA_ENV}={env} has no {want})")
+            raise ShuffleNetError(f"{path}: not found ({DATA_ENV}={env} has no {want})")
         return None
     return path

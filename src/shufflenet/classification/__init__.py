@@ -10,6 +10,7 @@ Imports Lightning, timm and torchmetrics; wraps models from :mod:`shufflenet.mod
 See docs/classification.md.
 """
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .callbacks import (
     RecalibrateBN,
     RunSummary,
@@ -21,18 +22,14 @@ from .callbacks import (
 )
 from .data import (
     DEFAULT_CROP_SCALE,
-    DEFAULT_MAX_IMAGE_PIXELS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ImageFolderDataModule,
     ImageFolderDataset,
     ResumableSampler,
     eval_transform,
-    find_split_dirs,
-    load_rgb,
     train_transform,
 )
-from .errors import CheckpointMismatchError, ClassificationError, DataError, TrainingInterrupted
+from .errors import ClassificationError, DataError, TrainingInterrupted
+from .imagefiles import DEFAULT_MAX_IMAGE_PIXELS, find_split_dirs, load_rgb
 from .module import ImageClassifier
 
 __all__ = [
@@ -40,7 +37,6 @@ __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "CheckpointMismatchError",
     "ClassificationError",
     "DataError",
     "RecalibrateBN",

@@ -5,7 +5,7 @@ Each does one job and works in any ``Trainer`` (``shufflenet-train`` lists them 
 under the CLI):
 
 * :class:`AtomicCheckpointIO`: checkpoints appear whole or not at all; a failed write (full disk) keeps the
-  previous file and ends the run with one error line (:class:`CheckpointWriteError`).
+  previous file and ends the run with one error line (:class:`ClassificationError`).
 * :class:`RunSummary`: the run's metric history (kept in checkpoints), ``metrics.json`` and ``curves.png``.
 * At the end of ``fit``, in this order (:func:`end_of_run_callbacks`): :class:`FinalCheckpoint` (``last.ckpt``
   of the final step), :class:`RecalibrateBN`, :class:`ValidateFinalWeights`, :class:`ReplicaCheck` (DDP),
@@ -45,8 +45,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..fileio import atomic_write, tmp_sibling, write_json_atomic, write_text_atomic
-from ..weights import atomic_torch_save, save_weights
-from .errors import CheckpointWriteError, NonFiniteLossError, TrainingInterrupted
+from ..weights import atomic_torch_save, read_checkpoint, save_weights
+from .errors import ClassificationError, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     next writer of that name removes it.
 
     A write that fails (``OSError``: a full disk, a quota, a folder that went away) removes its temporary file,
-    keeps the previous checkpoint of that name as it was, and raises :class:`CheckpointWriteError` (one
+    keeps the previous checkpoint of that name as it was, and raises :class:`ClassificationError` (one
     ``error:`` line from the CLI, exit status 2).
     """
 
@@ -120,7 +120,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             atomic_torch_save(checkpoint, path)
         except OSError as e:
             kept = "the previous one is kept" if Path(path).is_file() else "no earlier checkpoint of that name exists"
-            raise CheckpointWriteError(
+            raise ClassificationError(
                 f"cannot write the checkpoint {path}: {e.strerror or e} (step {checkpoint.get('global_step')}); "
                 f"{kept}; free space and resume with --ckpt_path last"
             ) from None
@@ -491,7 +491,7 @@ class StopOnNonFiniteLoss(pl.Callback):
     """A NaN or infinite training loss stops the run before that step changes the weights.
 
     One ``torch.isfinite`` on the loss per step (Lightning's ``detect_anomaly`` checks every operation of the
-    backward pass and is far too slow to leave on). The run ends with :class:`NonFiniteLossError`, which names
+    backward pass and is far too slow to leave on). The run ends with :class:`ClassificationError`, which names
     the step and the last checkpoint written (the newest good state; nothing is written after the bad loss).
     Under DDP the ranks agree (one all-reduce of a flag per step), so no rank waits for another.
     """
@@ -507,11 +507,11 @@ class StopOnNonFiniteLoss(pl.Callback):
         kept = "no checkpoint was written yet"
         if last is not None and last.is_file():
             try:
-                kept_step = torch.load(last, map_location="cpu", weights_only=True).get("global_step")
+                kept_step = read_checkpoint(last).get("global_step")
                 kept = f"the last good checkpoint is {last} (step {kept_step})"
             except Exception:  # noqa: BLE001 - the message must still come out
                 kept = f"the last checkpoint is {last}"
-        raise NonFiniteLossError(
+        raise ClassificationError(
             f"training loss is {float(loss.detach().float().mean())} in optimizer step {trainer.global_step + 1} "
             f"(global_step {trainer.global_step}, epoch {trainer.current_epoch}); stopped before that step changed "
             f"the weights; {kept} (lower model.lr, or check the data)"

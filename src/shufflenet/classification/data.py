@@ -47,10 +47,9 @@ from torchvision.transforms import v2 as T
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .errors import DataError
-from .imagefiles import (  # re-exported: the data API of earlier releases
+from .imagefiles import (
     DECODE_ERRORS,
     DEFAULT_MAX_IMAGE_PIXELS,
-    ImageTooLargeError,
     _scan,
     apply_seeded,
     collate,
@@ -66,25 +65,15 @@ from .imagefiles import (  # re-exported: the data API of earlier releases
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "DEFAULT_MAX_IMAGE_PIXELS",
-    "ImageTooLargeError",
     "available_cpus",
     "train_transform",
     "eval_transform",
-    "load_rgb",
-    "decode_rgb",
     "BACKENDS",
-    "find_split_dirs",
     "ImageFolderDataset",
     "ImageListDataset",
     "ResumableSampler",
     "ImageFolderDataModule",
     "ToNormalizedFloat",
-    "collate",
-    "collate_predict",
-    "sample_seed",
 ]
 
 #: The crop-area range of RandomResizedCrop. ResNeXt/Inception use (0.08, 1); the paper uses "slightly

@@ -16,18 +16,6 @@ class DataError(ClassificationError):
     """A dataset root that cannot be used (missing, wrong layout, empty class folder, class mismatch)."""
 
 
-class CheckpointMismatchError(ClassificationError):
-    """A checkpoint that does not fit the model or the dataset (architecture or number of classes)."""
-
-
-class CheckpointWriteError(ClassificationError):
-    """A checkpoint could not be written (full disk, ...); the previous checkpoint of that name is kept."""
-
-
-class NonFiniteLossError(ClassificationError):
-    """The training loss became NaN or infinite; the run stopped before that step changed the weights."""
-
-
 class TrainingInterrupted(Exception):
     """A run stopped by a signal (not an input error: the CLI exits with 143). ``step`` is the step of the
     checkpoint written; ``None`` when the signal came during the sanity check, before any step (nothing saved)."""

@@ -16,8 +16,7 @@ the sorted class-folder names (torchvision ImageFolder), which for ImageNet's wn
 order used by the converted checkpoints.
 
 Flags are hyphenated (``--data-root``, ``--batch-size``, ``--image-size``, ``--resize-size``,
-``--num-workers``, ``--max-image-pixels``); the older spellings (``--data.root``, ``--batch_size``, ...) are
-accepted until the next release, with a deprecation note.
+``--num-workers``, ``--max-image-pixels``).
 """
 
 from __future__ import annotations
@@ -37,9 +36,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..errors import ShuffleNetError, run_cli
 from ..fileio import write_json_atomic
 from ..models import UnknownModelError, create_model, get_spec, list_models, model_from_weights
-from ..weights import WeightsError, read_weights
-from .data import DEFAULT_MAX_IMAGE_PIXELS, ImageFolderDataset, available_cpus, collate, eval_transform, find_split_dirs
-from .errors import CheckpointMismatchError, ClassificationError
+from ..weights import NotAWeightsFileError, read_weights
+from .data import ImageFolderDataset, available_cpus, eval_transform
+from .errors import ClassificationError
+from .imagefiles import DEFAULT_MAX_IMAGE_PIXELS, collate, find_split_dirs
 
 __all__ = ["load_classifier", "evaluate", "paper_row", "main", "cli"]
 
@@ -215,16 +215,6 @@ ACCEPTED = (
     "a converted checkpoint), a plain state dict with --arch, or a registered model name"
 )
 
-#: Old flag spellings -> the hyphenated ones (accepted until the next release, with a deprecation note).
-DEPRECATED_FLAGS = {
-    "--data.root": "--data-root",
-    "--image_size": "--image-size",
-    "--resize_size": "--resize-size",
-    "--batch_size": "--batch-size",
-    "--num_workers": "--num-workers",
-    "--max_image_pixels": "--max-image-pixels",
-}
-
 
 def prog_name(argv0: Optional[str] = None) -> str:
     """The command the user typed, for usage lines: ``shufflenet-eval`` or ``classification/evaluate.py``."""
@@ -279,23 +269,6 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     return p
 
 
-def _modern_flags(argv: Sequence[str]) -> list:
-    """``argv`` with the old flag spellings replaced, and one deprecation note per old flag used."""
-    out = []
-    for a in argv:
-        flag, eq, value = a.partition("=")
-        if flag in DEPRECATED_FLAGS:
-            new = DEPRECATED_FLAGS[flag]
-            print(
-                f"note: {flag} is deprecated and will be removed in the next release; use {new}",
-                file=sys.stderr,
-                flush=True,
-            )
-            a = new + eq + value
-        out.append(a)
-    return out
-
-
 def _config_defaults(name: str) -> Dict[str, Any]:
     """``arch``, ``image_size``, ``resize_size`` of a training config (file or packaged name), over base.yaml."""
     import yaml
@@ -322,7 +295,6 @@ def _config_defaults(name: str) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Evaluate; prints the result, then writes the JSON (a failed write is one error after the result)."""
-    argv = _modern_flags(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.run and args.checkpoint:
@@ -341,13 +313,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ClassificationError(f"--out {out_path} is a folder; name a JSON file")
     try:
         model, info = load_classifier(target, args.arch or from_config.get("arch"), args.weights)
-    except WeightsError as e:
-        if "weights_only" not in str(e):  # never pass on torch's advice to load a file unsafely
-            raise
-        raise ClassificationError(
-            f"{target}: not a weights file this command reads (not a torch.save archive of tensors and plain "
-            f"values; other objects are never loaded); {ACCEPTED}"
-        ) from None
+    except NotAWeightsFileError as e:
+        raise ClassificationError(f"{e}; {ACCEPTED}") from None
     if info["kind"] == "name" and not args.out:
         out_path = Path(f"{target}.eval.json")
     if args.root:
@@ -378,12 +345,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         replace_unreadable=False,
     )
     if len(dataset.classes) != info["num_classes"]:
-        raise CheckpointMismatchError(
+        raise ClassificationError(
             f"{target} has {info['num_classes']} classes but {split_dir} has {len(dataset.classes)} "
             f"class folders; evaluate on a dataset with the classes the model was trained on"
         )
     if info.get("classes") and list(info["classes"]) != dataset.classes:
-        raise CheckpointMismatchError(
+        raise ClassificationError(
             f"{split_dir}: class folders {dataset.classes[:5]}... differ from the model's classes "
             f"{list(info['classes'])[:5]}..."
         )

@@ -18,9 +18,9 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from ..paths import IMAGE_SUFFIXES, image_files
 from .errors import DataError
 
 __all__ = [
@@ -192,15 +192,10 @@ def _scan(split_dir: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
     samples: List[Tuple[str, int]] = []
     for label, name in enumerate(classes):
         folder = split_dir / name
-        files = sorted(
-            os.path.join(dirpath, f)
-            for dirpath, _, fnames in os.walk(folder, followlinks=True)
-            for f in fnames
-            if f.lower().endswith(IMG_EXTENSIONS)
-        )
+        files = [str(f) for f in image_files(folder)]
         if not files:
             raise DataError(
-                f"class folder {folder} has no images (looked for {', '.join(IMG_EXTENSIONS)}); "
+                f"class folder {folder} has no images (looked for {', '.join(IMAGE_SUFFIXES)}); "
                 f"remove the folder or add images"
             )
         samples.extend((f, label) for f in files)
@@ -222,21 +217,15 @@ def apply_seeded(transform: Any, img: Any, seed: Optional[int]) -> Any:
 
 
 def list_images(root: Union[str, Path]) -> List[str]:
-    """The image files under ``root`` (recursively, sorted; hidden folders skipped), or ``[root]`` for one image."""
+    """The image files under ``root`` (:func:`shufflenet.paths.image_files`' rule), or ``[root]`` for one image."""
     root = Path(root).expanduser()
     if root.is_file():
         return [str(root)]
     if not root.is_dir():
         raise DataError(f"data.predict_root {root} does not exist (expected a folder of images or one image file)")
-    files = sorted(
-        os.path.join(dirpath, f)
-        for dirpath, dirnames, fnames in os.walk(root, followlinks=True)
-        if not any(part.startswith(".") for part in Path(dirpath).relative_to(root).parts)
-        for f in fnames
-        if f.lower().endswith(IMG_EXTENSIONS) and not f.startswith(".")
-    )
+    files = [str(f) for f in image_files(root)]
     if not files:
-        raise DataError(f"data.predict_root {root} holds no images (looked for {', '.join(IMG_EXTENSIONS)})")
+        raise DataError(f"data.predict_root {root} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
     return files
 
 

@@ -33,7 +33,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model
 from .callbacks import recalibrate_bn
-from .errors import CheckpointMismatchError, ClassificationError
+from .errors import ClassificationError
 
 log = logging.getLogger(__name__)
 
@@ -257,17 +257,17 @@ class ImageClassifier(pl.LightningModule):
         if theirs is None and fc:
             theirs = int(fc[-1].shape[0])
         if theirs is not None and int(theirs) != self.hparams.num_classes:
-            raise CheckpointMismatchError(
+            raise ClassificationError(
                 f"checkpoint has {theirs} classes but this run has {self.hparams.num_classes} (from the dataset's "
                 f"class folders); use a dataset with the same classes, or start without --ckpt_path"
             )
         if hp.get("arch") not in (None, self.hparams.arch):
-            raise CheckpointMismatchError(
+            raise ClassificationError(
                 f"checkpoint was trained with model.arch={hp['arch']} but this run has model.arch={self.hparams.arch}"
             )
         ema_keys = any(k.startswith("model_ema.") for k in sd)
         if ema_keys != (self.model_ema is not None):
-            raise CheckpointMismatchError(
+            raise ClassificationError(
                 f"checkpoint {'has' if ema_keys else 'has no'} EMA weights but this run has model.ema="
                 f"{self.model_ema is not None}; resume with the same model.ema setting"
             )

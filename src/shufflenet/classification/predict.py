@@ -23,9 +23,10 @@ from ..errors import run_cli
 from ..fileio import write_json_atomic
 from ..models import IMAGENET_CATEGORIES, model_from_weights
 from ..models.pretrained import ShuffleNetWeights, resolve_weights, weights_file
-from ..paths import IMAGE_SUFFIXES
-from .data import eval_transform, load_rgb
+from ..paths import IMAGE_SUFFIXES, image_files
+from .data import eval_transform
 from .errors import ClassificationError
+from .imagefiles import load_rgb
 
 __all__ = ["Prediction", "load_predictor", "find_images", "predict", "main", "cli"]
 
@@ -66,7 +67,7 @@ def find_images(inputs: Sequence[str]) -> List[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = image_files(path)
             if not found:
                 raise ClassificationError(f"{path}: no images in this folder (suffixes {', '.join(IMAGE_SUFFIXES)})")
             files += found

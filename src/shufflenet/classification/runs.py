@@ -16,14 +16,13 @@ import shutil
 import socket
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
 from ..fileio import pid_alive, remove_stale_tmp, tmp_sibling, write_text_atomic
-from ..weights import WeightsError, read_checkpoint
+from ..weights import NotAWeightsFileError, read_checkpoint
 from .errors import ClassificationError
 
 __all__ = [
@@ -246,20 +245,10 @@ def read_training_checkpoint(path: Path) -> Dict[str, Any]:
     """A ``--ckpt_path`` file read safely (tensors and plain values only), or one error line saying what the file
     is not and what is accepted (never torch's advice to load it unsafely)."""
     path = Path(path)
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise ClassificationError(
-            f"{path}: cannot be read as a torch weights file (it is not the zip archive torch.save writes: another "
-            f"kind of file, or a truncated copy); {CKPT_ACCEPTED}"
-        )
     try:
-        ckpt = read_checkpoint(path)  # missing / damaged: one WeightsError line
-    except WeightsError as e:
-        if "weights_only" not in str(e):
-            raise
-        raise ClassificationError(
-            f"{path}: not a checkpoint this project wrote (it holds Python objects other than tensors and plain "
-            f"values, which are never loaded); {CKPT_ACCEPTED}"
-        ) from None
+        ckpt = read_checkpoint(path)  # missing / damaged / objects that would run code: one WeightsError line
+    except NotAWeightsFileError as e:
+        raise ClassificationError(f"{e}; {CKPT_ACCEPTED}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "loops" not in ckpt:
         raise ClassificationError(
             f"{path}: not a Lightning training checkpoint (no training state); a weights file (model.pth, "
@@ -271,7 +260,7 @@ def read_training_checkpoint(path: Path) -> Dict[str, Any]:
 def check_checkpoint(path: Path, model: Any) -> Dict[str, Any]:
     """A ``--ckpt_path`` file must be a readable Lightning training checkpoint that fits the model."""
     ckpt = read_training_checkpoint(path)
-    model.on_load_checkpoint(ckpt)  # architecture, classes and EMA: CheckpointMismatchError
+    model.on_load_checkpoint(ckpt)  # architecture, classes and EMA: ClassificationError
     return ckpt
 
 

@@ -62,8 +62,8 @@ from ..weights.io import (
     WeightsError,
     extract_state_dict,
     load_state_dict_strict,
+    public_layout,
     read_checkpoint,
-    register_public_converter,
     save_weights,
     weights_dict,
 )
@@ -248,12 +248,11 @@ class SourceConfig:
 
 
 def detect_layout(state_dict: Mapping[str, Any]) -> str:
-    """``"megvii"`` or ``"mmpretrain"`` from the key names (a ``module.`` prefix is allowed)."""
-    keys = [k[len("module.") :] if k.startswith("module.") else k for k in state_dict]
-    if any(k.startswith("first_conv.") for k in keys) and any(k.startswith("features.") for k in keys):
-        return "megvii"
-    if any(k.startswith("backbone.conv1.") for k in keys) and any(k.startswith("backbone.layers.") for k in keys):
-        return "mmpretrain"
+    """``"megvii"`` or ``"mmpretrain"`` from the key names (:func:`shufflenet.weights.public_layout`), else an error
+    naming the key patterns of both."""
+    found = public_layout(state_dict)
+    if found is not None:
+        return found
     expected = "; ".join(f"{name}: {', '.join(lay.patterns)}" for name, lay in LAYOUTS.items())
     raise WeightsError(
         f"unknown checkpoint layout (first keys: {list(state_dict)[:4]}); expected the key patterns of {expected}"
@@ -657,11 +656,6 @@ def package_weights(src: Source) -> Dict[str, Any]:
     """The package weights dict of a public checkpoint (what ``python -m shufflenet.convert`` writes)."""
     model, meta = convert_checkpoint(src)
     return weights_dict(model, arch=meta["arch"], meta=meta)
-
-
-# The one reader of weights files (shufflenet.weights.read_weights, below the models) converts an original
-# public checkpoint on read through this function.
-register_public_converter(package_weights)
 
 
 def load_converted(path: Union[str, Path]) -> ShuffleNetV1:

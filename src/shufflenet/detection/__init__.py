@@ -18,7 +18,7 @@ Public API (the other integrations may use only these)::
     from shufflenet.detection.export import traceable_detector, trace_detector
 """
 
-from .compat import HAS_COMPILED_OPS, MissingCompiledOpError, unpatched_reason
+from .compat import HAS_COMPILED_OPS, unpatched_reason
 
 try:
     from .api import build_detector
@@ -35,7 +35,6 @@ __all__ = [
     "DatasetError",
     "DetectionError",
     "HAS_COMPILED_OPS",
-    "MissingCompiledOpError",
     "build_detector",
     "get_detection_cfg",
     "list_configs",

@@ -27,6 +27,7 @@ worse than a stop).
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlparse
@@ -36,35 +37,80 @@ from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
 from ..models.pretrained import resolve_weights_uri
-from ..weights import WeightsError, WeightsFile, read_weights
+from ..weights import WeightsError, WeightsFile, not_weights_message, read_checkpoint, read_weights
 from .config import DetectionError
 from .modeling import ShuffleNetBackbone, ShuffleNetROIHeads
 
-__all__ = ["ShuffleNetCheckpointer", "TransferError", "classification_key_map", "load_detector_weights", "weights_path"]
+__all__ = [
+    "ShuffleNetCheckpointer",
+    "classification_key_map",
+    "load_detector_weights",
+    "unwrap_parallel",
+    "weights_path",
+]
 
 logger = logging.getLogger(__name__)
 
 _CLASSIFIER_MODULES = ("conv1", "maxpool", "stage2", "stage3", "stage4")
 
 
-class TransferError(DetectionError):
-    pass
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_parallel(model: nn.Module) -> nn.Module:
+    """The model inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (the model itself otherwise)."""
     return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
 
 
 def classification_key_map(model: nn.Module) -> Dict[str, str]:
     """Classifier module name -> detector module path, e.g. ``{"stage4": "roi_heads.stage4", ...}``."""
     mapping: Dict[str, str] = {}
-    for name, module in _unwrap(model).named_modules():
+    for name, module in unwrap_parallel(model).named_modules():
         if isinstance(module, ShuffleNetBackbone):
             for child in ("conv1",) + tuple(module.stage_names):
                 mapping[child] = f"{name}.{child}"
         elif isinstance(module, ShuffleNetROIHeads):
             mapping["stage4"] = f"{name}.stage4"
     return mapping
+
+
+#: What a detectron2 / Caffe2 model-zoo ``.pkl`` may hold besides plain values: numpy arrays and ordered dicts.
+_PICKLE_ARRAYS = {
+    ("collections", "OrderedDict"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # how Python 2 pickles store the bytes of an array
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_ARRAYS:
+            raise pickle.UnpicklingError(f"GLOBAL {module}.{name} is not a numpy array")
+        return super().find_class(module, name)
+
+
+def check_pickle_arrays(filename: str) -> None:
+    """A ``.pkl`` weights file (detectron2 / Caffe2 model zoo) must hold only numpy arrays and plain values;
+    detectron2 unpickles it with :func:`pickle.load`, which would run any code a hostile file carries, so it is
+    read first with an unpickler that builds nothing else (one error line otherwise, the reader's message)."""
+    try:
+        with open(filename, "rb") as f:
+            _ArraysOnly(f, encoding="latin1").load()
+    except OSError as e:
+        raise DetectionError(f"MODEL.WEIGHTS: {filename}: cannot be read ({e.strerror or e})") from None
+    except Exception as e:
+        raise DetectionError(
+            "MODEL.WEIGHTS: "
+            + not_weights_message(
+                filename,
+                e,
+                what="a detectron2 .pkl weights file",
+                expected="a .pkl weights file holds only numpy arrays and plain values (any other object is never "
+                "loaded)",
+            )
+        ) from None
 
 
 def weights_path(weights: str) -> str:
@@ -99,15 +145,23 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         """detectron2's formats go to ``DetectionCheckpointer._load_file`` (so upstream's URL query
-        ``?matching_heuristics=True``, which its ``load`` parses before calling this, keeps working);
-        the project's classification files, read by :func:`shufflenet.weights.read_weights`, are mapped
-        into the detector here."""
-        if filename.endswith((".pkl", ".pyth")):
+        ``?matching_heuristics=True``, which its ``load`` parses before calling this, keeps working) once they are
+        known to hold nothing that would run code (:func:`check_pickle_arrays` for a ``.pkl``, the project's
+        reader for the rest); the project's classification files, read by :func:`shufflenet.weights.read_weights`,
+        are mapped into the detector here."""
+        if filename.endswith(".pkl"):
+            check_pickle_arrays(filename)
+            return super()._load_file(filename)
+        if filename.endswith(".pyth"):
+            try:
+                read_checkpoint(filename)
+            except WeightsError as e:
+                raise DetectionError(f"MODEL.WEIGHTS: {e}") from None
             return super()._load_file(filename)
         try:
             wf = read_weights(filename, use="auto")
         except WeightsError as e:
-            raise TransferError(f"MODEL.WEIGHTS: {e}") from None
+            raise DetectionError(f"MODEL.WEIGHTS: {e}") from None
         if wf.kind == "detectron2" or (wf.kind == "state_dict" and _is_detector_state_dict(list(wf.state_dict))):
             del wf
             return super()._load_file(filename)
@@ -118,10 +172,10 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
 
     def _map_classification(self, wf: WeightsFile) -> tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
         state_dict, filename, kind = wf.state_dict, str(wf.path), wf.kind
-        model = _unwrap(self.model)
+        model = unwrap_parallel(self.model)
         key_map = classification_key_map(model)
         if not key_map:
-            raise TransferError(
+            raise DetectionError(
                 f"MODEL.WEIGHTS={filename} is a ShuffleNet classification checkpoint, but the detector "
                 f"({type(model).__name__}) has no ShuffleNet backbone to load it into"
             )
@@ -131,7 +185,7 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
         backbones = [m for m in model.modules() if isinstance(m, ShuffleNetBackbone)]
         if src_config and backbones and bool(src_config.get("shuffle_inverse", False)) != backbones[0].shuffle_inverse:
             want = bool(src_config.get("shuffle_inverse", False))
-            raise TransferError(
+            raise DetectionError(
                 f"MODEL.WEIGHTS={filename}: the checkpoint's network uses shuffle_inverse={want} (megvii's channel "
                 f"permutation) but the detector was built with MODEL.SHUFFLENET.SHUFFLE_INVERSE={not want}; "
                 f"set MODEL.SHUFFLENET.SHUFFLE_INVERSE {want}"
@@ -165,7 +219,7 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
                 continue
             if tuple(own[target].shape) != tuple(value.shape):
                 what = f"arch {arch!r}, config {src_config}" if (arch or src_config) else "its widths"
-                raise TransferError(
+                raise DetectionError(
                     f"MODEL.WEIGHTS={filename}: key '{key}' has shape {tuple(value.shape)} in the checkpoint "
                     f"but '{target}' has {tuple(own[target].shape)} in the detector. The checkpoint's network "
                     f"({what}) differs from MODEL.SHUFFLENET (NAME / GROUPS / WIDTH_MULT); set it to match."
@@ -189,7 +243,7 @@ class ShuffleNetCheckpointer(DetectionCheckpointer):
             "unexpected": unexpected,
         }
         if not mapped:
-            raise TransferError(
+            raise DetectionError(
                 f"MODEL.WEIGHTS={filename}: no ShuffleNet weights could be mapped into the detector "
                 f"(unexpected keys: {unexpected[:5]})"
             )
@@ -217,5 +271,5 @@ def load_detector_weights(model: nn.Module, weights: str, save_dir: str = "") ->
     """Load ``weights`` (any format above) into ``model``; returns ``load()``'s leftovers."""
     weights = resolve_weights_uri(weights)
     if not Path(weights_path(weights)).is_file():
-        raise TransferError(f"MODEL.WEIGHTS={weights}: no such file")
+        raise DetectionError(f"MODEL.WEIGHTS={weights}: no such file")
     return ShuffleNetCheckpointer(model, save_dir=save_dir).load(weights, checkpointables=[])

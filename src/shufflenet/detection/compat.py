@@ -12,8 +12,6 @@ What is left is done by the entry points, never at import:
   ``create_ddp_model`` passes ``device_ids`` for a CPU model, which DDP refuses; for ``--num-gpus N``
   without CUDA the trainer is built with a ``create_ddp_model`` that omits them, and the original is put
   back as soon as the trainer exists.
-* The ``detection`` CLI turns the patched copy's ``MissingExtensionError`` (an op of the C++ extension,
-  e.g. rotated boxes) into :class:`MissingCompiledOpError`, one ``error:`` line.
 
 :data:`HAS_COMPILED_OPS` tells whether the C++ extension is installed (``COCOEvaluator(use_fast_impl=...)``);
 :func:`install_kind` says which detectron2 this is.
@@ -26,18 +24,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import ShuffleNetError
-
-__all__ = ["HAS_COMPILED_OPS", "MissingCompiledOpError", "install_kind", "unpatched_reason", "cpu_ddp"]
+__all__ = ["HAS_COMPILED_OPS", "install_kind", "unpatched_reason", "cpu_ddp"]
 
 #: The file the project's installer writes into the detectron2 package it patched.
 PATCH_MARKER = "_shufflenet_patch.txt"
 INSTALL_HINT = "run `python scripts/install_detectron2.py --force` (or install detectron2 from source)"
-
-
-class MissingCompiledOpError(ShuffleNetError, RuntimeError):
-    """A detectron2 op that lives in the C++ extension ``detectron2._C``, which is not installed (a request
-    this installation cannot serve: one ``error:`` line from the CLIs, like every project error)."""
 
 
 def _package_root() -> Path:

@@ -46,11 +46,6 @@ def add_shufflenet_config(cfg: CN) -> CN:
     MODEL.SHUFFLENET.SHUFFLE_INVERSE megvii's shuffle permutation (converted megvii weights that need it).
     MODEL.SHUFFLENET.NORM            "FrozenBN" (transfer from ImageNet), "BN" (train BN, e.g. from
                                      scratch), or "SyncBN".
-    MODEL.SHUFFLENET.FREEZE_AT       deprecated alias of detectron2's standard MODEL.BACKBONE.FREEZE_AT
-                                     (0: train all; 1: freeze the stem (conv1); k in 2..4: the stem and
-                                     stages 2..k; frozen parts also get frozen BN). Default -1: unset, and
-                                     MODEL.BACKBONE.FREEZE_AT decides; when set (>= 0) it wins, with a
-                                     deprecation warning.
     MODEL.SHUFFLENET.CHANNELS_LAST   eval mode (inference, export) runs the backbone and the RoI head's
                                      stage 4 on channels-last tensors: the same function, ~1.7x faster
                                      on one CPU thread (oneDNN's grouped / depthwise convolutions).
@@ -67,7 +62,6 @@ def add_shufflenet_config(cfg: CN) -> CN:
     cfg.MODEL.SHUFFLENET.WIDTH_MULT = 1.0
     cfg.MODEL.SHUFFLENET.SHUFFLE_INVERSE = False
     cfg.MODEL.SHUFFLENET.NORM = "FrozenBN"
-    cfg.MODEL.SHUFFLENET.FREEZE_AT = -1  # deprecated alias; MODEL.BACKBONE.FREEZE_AT is the key
     cfg.MODEL.SHUFFLENET.OUT_FEATURES = ["stage3"]
     cfg.MODEL.SHUFFLENET.CHANNELS_LAST = True
     cfg.MODEL.SHUFFLENET.ROI_CHUNK_TEST = 50

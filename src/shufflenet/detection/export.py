@@ -43,6 +43,7 @@ from detectron2.export.torchscript_patch import patch_builtin_len
 from torch import Tensor, nn
 
 from ..fileio import atomic_write
+from .checkpoint import unwrap_parallel
 from .config import DetectionError
 from .modeling import fuse_for_inference
 
@@ -63,10 +64,6 @@ class ExportError(DetectionError, RuntimeError):
     """Tracing failed or the traced module disagrees with the eager one."""
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
-
-
 class TraceableDetector(nn.Module):
     """``(3, H, W)`` BGR 0-255 image -> ``(boxes, scores, classes)`` of a detectron2 R-CNN (no resizing).
 
@@ -76,7 +73,7 @@ class TraceableDetector(nn.Module):
 
     def __init__(self, model: nn.Module, fuse: bool = True) -> None:
         super().__init__()
-        model = _unwrap(model)
+        model = unwrap_parallel(model)
         if not hasattr(model, "inference") or not hasattr(model, "input_format"):
             raise ExportError(
                 "traceable_detector needs a detectron2 GeneralizedRCNN (from build_detector), got "
@@ -210,7 +207,7 @@ def stage_outputs(model: nn.Module, image: Tensor, proposals=None) -> Dict[str, 
     logits and anchor deltas (``"rpn_objectness"``, ``"rpn_deltas"``, concatenated over levels) and the box
     head's class logits and box deltas (``"box_scores"``, ``"box_deltas"``) on ``proposals`` (detectron2
     ``Instances`` with ``proposal_boxes``; default: the model's own proposals, returned as ``"proposals"``)."""
-    model = _unwrap(model).eval()
+    model = unwrap_parallel(model).eval()
     with torch.no_grad(), quiet_tracer():
         images = model.preprocess_image([{"image": image}])
         features = model.backbone(images.tensor)

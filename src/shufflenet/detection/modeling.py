@@ -18,7 +18,6 @@ ShuffleNet unit.
 
 from __future__ import annotations
 
-import logging
 from typing import Dict, List, Sequence
 
 import torch
@@ -43,11 +42,9 @@ __all__ = [
     "build_shufflenet_fpn_backbone",
     "apply_norm",
     "feature_shapes",
-    "freeze_at",
     "fuse_for_inference",
 ]
 
-logger = logging.getLogger(__name__)
 
 #: Backbone feature names, in order. Channels and strides come from the network's timm ``feature_info``
 #: (``shufflenet.models.shufflenet.skeleton_feature_info``), whose ``maxpool`` entry is the ``stem`` here.
@@ -63,25 +60,6 @@ def feature_shapes(net: ShuffleNetV1) -> Dict[str, ShapeSpec]:
         name: ShapeSpec(channels=int(info[module]["num_chs"]), stride=int(info[module]["reduction"]))
         for name, module in _FEATURE_MODULES.items()
     }
-
-
-def freeze_at(cfg) -> int:
-    """How much of the backbone to freeze: detectron2's standard ``MODEL.BACKBONE.FREEZE_AT``.
-
-    ``MODEL.SHUFFLENET.FREEZE_AT`` is a deprecated alias kept for old configs: when it is set (>= 0) it
-    wins over ``MODEL.BACKBONE.FREEZE_AT`` (it can only have been set on purpose; its default is -1), with
-    a deprecation warning.
-    """
-    alias = int(cfg.MODEL.SHUFFLENET.FREEZE_AT)
-    if alias >= 0:
-        logger.warning(
-            "MODEL.SHUFFLENET.FREEZE_AT=%d is deprecated and overrides MODEL.BACKBONE.FREEZE_AT=%d; "
-            "set MODEL.BACKBONE.FREEZE_AT instead",
-            alias,
-            cfg.MODEL.BACKBONE.FREEZE_AT,
-        )
-        return alias
-    return int(cfg.MODEL.BACKBONE.FREEZE_AT)
 
 
 def build_shufflenet(cfg) -> ShuffleNetV1:
@@ -288,7 +266,7 @@ def build_shufflenet_c4_backbone(cfg, input_shape: ShapeSpec) -> ShuffleNetBackb
         )
     net = build_shufflenet(cfg)
     return ShuffleNetBackbone(
-        net, out_features, freeze_at(cfg), cfg.MODEL.SHUFFLENET.NORM, cfg.MODEL.SHUFFLENET.CHANNELS_LAST
+        net, out_features, cfg.MODEL.BACKBONE.FREEZE_AT, cfg.MODEL.SHUFFLENET.NORM, cfg.MODEL.SHUFFLENET.CHANNELS_LAST
     )
 
 
@@ -300,7 +278,7 @@ def build_shufflenet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
     bottom_up = ShuffleNetBackbone(
         net,
         cfg.MODEL.SHUFFLENET.OUT_FEATURES,
-        freeze_at(cfg),
+        cfg.MODEL.BACKBONE.FREEZE_AT,
         cfg.MODEL.SHUFFLENET.NORM,
         cfg.MODEL.SHUFFLENET.CHANNELS_LAST,
     )

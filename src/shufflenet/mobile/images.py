@@ -15,18 +15,18 @@ import torch
 from torch import Tensor
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
-from ..paths import IMAGE_SUFFIXES, sample_images
+from ..paths import IMAGE_SUFFIXES, image_files, sample_images
 from .source import MobileError
 
 __all__ = ["resolve_images", "list_images", "load_images", "load_frames", "parse_size", "IMAGE_SUFFIXES"]
 
 
 def list_images(folder: os.PathLike, limit: Optional[int] = None) -> List[Path]:
-    """Image files under ``folder`` (recursively, sorted, so runs are repeatable)."""
+    """Image files under ``folder`` (:func:`shufflenet.paths.image_files`' rule: recursive, sorted)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MobileError(f"{folder}: no such image folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     return files[:limit] if limit else files
 
 

@@ -35,7 +35,7 @@ from ..weights.io import WeightsError, WeightsFile, load_state_dict_strict
 from .names import shufflenet_v1_name
 from .paper import PaperEntry, headline, paper_entries
 from .pretrained import weights_file
-from .shufflenet import PAPER_GROUPS, InvalidConfigError, ShuffleNetV1
+from .shufflenet import PAPER_GROUPS, InvalidConfigError, ShuffleNetV1, network_differences
 from .timm_models import TIMM_CFG as _TIMM_CFG  # noqa: F401  (the baselines' timm cfg)
 from .timm_models import register_timm
 
@@ -134,9 +134,6 @@ def create_model(
     return spec.builder(**{**spec.kwargs, **kwargs})
 
 
-_ARCH_KEYS = ("groups", "width_mult", "stage_repeats", "shuffle", "se")
-
-
 def model_from_weights(wf: WeightsFile, name: Optional[str] = None, **kwargs: Any) -> nn.Module:
     """The network a :class:`~shufflenet.weights.WeightsFile` holds, with its weights loaded strictly.
 
@@ -159,19 +156,10 @@ def model_from_weights(wf: WeightsFile, name: Optional[str] = None, **kwargs: An
             raise WeightsError(f"{src}: its stored config does not build a ShuffleNetV1 ({e})") from None
         if name is not None:
             spec = get_spec(name)
-            want = {k: spec.kwargs.get(k) for k in _ARCH_KEYS if k in spec.kwargs}
-            have = {k: wf.config.get(k) for k in want}
-            differ = {
-                k: (have[k], want[k])
-                for k in want
-                if have[k] is not None
-                and (list(have[k]) if isinstance(have[k], (list, tuple)) else have[k])
-                != (list(want[k]) if isinstance(want[k], (list, tuple)) else want[k])
-            }
+            differ = network_differences(wf.config, spec.kwargs, f"for {name}")
             if spec.builder is not ShuffleNetV1 or differ:
-                what = ", ".join(f"{k}={a!r} in the file, {b!r} for {name}" for k, (a, b) in differ.items())
                 raise WeightsError(
-                    f"{src}: holds a different network than {name!r} ({what or spec.family}); "
+                    f"{src}: holds a different network than {name!r} ({differ or spec.family}); "
                     f"pass no name to build the file's own network"
                 )
     else:

@@ -50,6 +50,8 @@ __all__ = [
     "PAPER_GROUPS",
     "stage_widths",
     "InvalidConfigError",
+    "ARCH_KEYS",
+    "network_differences",
     "shufflenet_v1",
 ]
 
@@ -67,6 +69,50 @@ DEFAULT_STAGE_REPEATS = (4, 8, 4)
 
 class InvalidConfigError(ShuffleNetError, ValueError):
     """A ShuffleNet configuration that cannot be built (raised before any module is created)."""
+
+
+#: The :meth:`ShuffleNetV1.config` entries that fix which network a state dict fits (the class count aside).
+ARCH_KEYS = (
+    "groups",
+    "width_mult",
+    "stage_repeats",
+    "shuffle",
+    "se",
+    "stem_channels",
+    "stage_out_channels",
+    "mid_channels",
+    "shuffle_inverse",
+    "input_shift",
+)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-4)
+    return a == b
+
+
+def network_differences(stored: Dict[str, Any], wanted: Dict[str, Any], wanted_as: str) -> str:
+    """The one "this file holds another network" check: ``""`` when the network a weights file stores (its
+    ``config``) is the one ``wanted`` describes, else what differs, e.g. ``"groups=8 in the file, 3 for NAME"``.
+
+    Only the :data:`ARCH_KEYS` that ``wanted`` names and the file states are compared, so a registered name's
+    arguments (groups, width) accept a file with its own exact details (a converted checkpoint's stem, shuffle
+    permutation, ``input_shift``), while a built model's full :meth:`ShuffleNetV1.config` must match the file in
+    every entry. ``wanted_as`` ends each item: ``"for shufflenet_v1_x0_5_g3"``, ``"asked for"``, ``"in the model"``.
+    """
+    differ = []
+    for key in ARCH_KEYS:
+        if key not in wanted or stored.get(key) is None:
+            continue
+        have, want = stored[key], wanted[key]
+        if key == "shuffle_inverse":
+            have, want = bool(have), bool(want)
+        if not _same_value(have, want):
+            differ.append(f"{key}={have!r} in the file, {want!r} {wanted_as}")
+    return "; ".join(differ)
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
@@ -620,15 +666,10 @@ def _model_for(wf: WeightsFile, groups: int, width_mult: float, options: Dict[st
     if not (wf.config and "groups" in wf.config):
         options.setdefault("num_classes", wf.num_classes or 1000)
         return ShuffleNetV1(groups=groups, width_mult=width_mult, **options)
-    config = {**wf.config, **options}
-    differ = [
-        f"{k}={wf.config.get(k)!r} in the file, {v!r} asked for"
-        for k, v in (("groups", groups), ("width_mult", width_mult))
-        if wf.config.get(k) is not None and float(wf.config[k]) != float(v)
-    ]
+    differ = network_differences(wf.config, dict(groups=groups, width_mult=width_mult), "asked for")
     if differ:
-        raise InvalidConfigError(f"{wf.path}: holds another network ({'; '.join(differ)})")
-    return ShuffleNetV1(**config)
+        raise InvalidConfigError(f"{wf.path}: holds another network ({differ})")
+    return ShuffleNetV1(**{**wf.config, **options})
 
 
 def shufflenet_v1(

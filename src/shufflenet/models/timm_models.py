@@ -24,16 +24,12 @@ from torch import nn
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ShuffleNetError
 from ..weights.download import download_weights
-from ..weights.io import WeightsError, convert_public, public_layout
+from ..weights.io import WeightsError, convert_public, public_layout, read_checkpoint
 from .pretrained import get_model_weights, timm_tag
-from .shufflenet import ShuffleNetV1
+from .shufflenet import ShuffleNetV1, network_differences
 
 #: timm reads the cfgs of an entry point from ``default_cfgs`` of the entry point's module when it is registered.
 default_cfgs: Dict[str, Any] = {}
-
-# Keys of ShuffleNetV1.config() that fix the network a state dict fits (the classifier width does not:
-# timm drops the classifier when num_classes differs from the cfg's).
-_ARCH_KEYS = ("groups", "stage_repeats", "shuffle", "se", "stem_channels", "stage_out_channels", "mid_channels")
 
 
 class NoPretrainedWeightsError(ShuffleNetError, RuntimeError):
@@ -81,15 +77,12 @@ def convert_filter(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, An
     layout = public_layout([str(k) for k in state_dict])
     if layout is None:
         return state_dict
-    converted = convert_public(dict(state_dict), layout, "timm pretrained weights")
-    have, want = converted["config"], model.config()
-    differ = {k: (have.get(k), want.get(k)) for k in (*_ARCH_KEYS, "shuffle_inverse", "input_shift") if k in have}
-    differ = {k: v for k, v in differ.items() if v[0] != v[1] and not (k == "shuffle_inverse" and not any(v))}
+    converted = convert_public(dict(state_dict))
+    differ = network_differences(converted["config"], model.config(), "in the model")
     if differ:
-        what = ", ".join(f"{k}={a!r} (model: {b!r})" for k, (a, b) in differ.items())
         raise WeightsError(
             f"the {layout} checkpoint converts to another network than {type(model).__name__} "
-            f"{want.get('groups')}g: {what}; load it with shufflenet.create_model(None, weights=FILE)"
+            f"{model.config().get('groups')}g: {differ}; load it with shufflenet.create_model(None, weights=FILE)"
         )
     return converted["state_dict"]
 
@@ -99,7 +92,10 @@ def _pretrained_kwargs(name: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     cfg = resolve_pretrained_cfg(
         name, pretrained_cfg=kwargs.get("pretrained_cfg"), pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay")
     ).to_dict()
-    if cfg.get("state_dict") or cfg.get("file") or cfg.get("hf_hub_id"):
+    if cfg.get("file"):
+        read_checkpoint(cfg["file"])  # the project's one reader refuses what is not a weights file, in one line
+        return kwargs
+    if cfg.get("state_dict") or cfg.get("hf_hub_id"):
         return kwargs
     if not cfg.get("url"):
         raise NoPretrainedWeightsError(

@@ -1,8 +1,8 @@
 """Weights: the package's weights file and the one reader of every file the project accepts.
 
 This layer sits below the models (it imports no network); the converters of public checkpoints sit above
-them, in :mod:`shufflenet.convert`, and register themselves here (:func:`register_public_converter`) so that
-this reader converts an original public checkpoint on read. :mod:`.download` fetches public weights into
+them, in :mod:`shufflenet.convert`: the reader imports the converter when it meets an original public checkpoint
+and converts it on read (:func:`~shufflenet.weights.io.convert_public`). :mod:`.download` fetches public weights into
 torch.hub's cache with its hash check (``SHUFFLENET_WEIGHTS_MIRROR`` redirects downloads to a mirror).
 """
 
@@ -10,17 +10,19 @@ from .download import MIRROR_ENV, DownloadError, checkpoints_dir, download_weigh
 from .io import (
     CONVERT_COMMAND,
     FORMAT,
+    NotAWeightsFileError,
     WeightsError,
     WeightsFile,
     atomic_torch_save,
+    convert_public,
     converted_cache_path,
     extract_state_dict,
     load_state_dict_strict,
     load_weights,
+    not_weights_message,
     public_layout,
     read_checkpoint,
     read_weights,
-    register_public_converter,
     save_weights,
     weights_dict,
 )
@@ -28,13 +30,14 @@ from .io import (
 __all__ = [
     "CONVERT_COMMAND",
     "FORMAT",
+    "NotAWeightsFileError",
     "MIRROR_ENV",
     "DownloadError",
     "checkpoints_dir",
     "converted_cache_path",
     "download_weights",
     "mirrored_url",
-    "register_public_converter",
+    "convert_public",
     "weights_dict",
     "WeightsError",
     "WeightsFile",
@@ -42,6 +45,7 @@ __all__ = [
     "extract_state_dict",
     "load_state_dict_strict",
     "load_weights",
+    "not_weights_message",
     "public_layout",
     "read_checkpoint",
     "read_weights",

@@ -10,10 +10,11 @@ what the public-checkpoint converters write), a Lightning ``.ckpt`` of the class
 ``ShuffleNetV1`` state dict and a detectron2 checkpoint. It says what kind of file it is and hands back
 the architecture, constructor config, state dict, EMA weights and metadata; ``create_model(name_or_None,
 weights=FILE)`` and every integration build on it. An original public checkpoint (megvii's ShuffleNet-Series
-``.pth.tar``, mmpretrain's ``.pth``) is recognised by its keys and converted on read by the converter that
-:mod:`shufflenet.convert` registers here (:func:`register_public_converter`: the converter sits above the
-models, this reader below them); the converted file is cached in ``torch.hub.get_dir()/checkpoints``
-(:func:`converted_cache_path`), so the next read loads it directly.
+``.pth.tar``, mmpretrain's ``.pth``) is recognised by its keys (:func:`public_layout`, the one layout detection)
+and converted on read by :func:`shufflenet.convert.package_weights`, which this reader imports when it meets such
+a file (the converter builds the network, so it sits above the models and this reader below them: that one call
+goes up a layer, at the moment it is needed, whatever else was imported); the converted file is cached in
+``torch.hub.get_dir()/checkpoints`` (:func:`converted_cache_path`), so the next read loads it directly.
 
 ``load_state_dict_strict`` is the one place that checks a state dict against a model, so every loader in
 the project reports a mismatch the same way: the first mismatching key and both shapes.
@@ -22,9 +23,12 @@ the project reports a mismatch the same way: the first mismatching key and both 
 from __future__ import annotations
 
 import os
+import re
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -43,16 +47,18 @@ __all__ = [
     "FORMAT",
     "CONVERT_COMMAND",
     "WeightsError",
+    "NotAWeightsFileError",
     "WeightsFile",
     "atomic_torch_save",
     "save_weights",
+    "not_weights_message",
     "read_checkpoint",
     "read_weights",
     "extract_state_dict",
     "load_state_dict_strict",
     "load_weights",
     "public_layout",
-    "register_public_converter",
+    "convert_public",
     "converted_cache_path",
     "weights_dict",
 ]
@@ -60,6 +66,11 @@ __all__ = [
 
 class WeightsError(ShuffleNetError, ValueError):
     """A weights file or state dict that does not fit (message names the file/key and shapes)."""
+
+
+class NotAWeightsFileError(WeightsError):
+    """A file ``torch.load(weights_only=True)`` refuses (:func:`not_weights_message`); a command catches it to add
+    what it takes instead."""
 
 
 @dataclass
@@ -101,17 +112,19 @@ class WeightsFile:
         return dict(self.hparams.get("model_kwargs") or {})
 
 
-_PUBLIC_LAYOUTS = (
-    # (name, every key starts with one of these after an optional "module." prefix, marker keys)
-    ("megvii ShuffleNet-Series", ("first_conv.", "features.")),
-    ("mmpretrain", ("backbone.conv1.", "backbone.layers.")),
-)
+#: The public checkpoint layouts: name -> key prefixes that must all occur (after an optional ``module.`` prefix).
+PUBLIC_LAYOUTS: Dict[str, Tuple[str, ...]] = {
+    "megvii": ("first_conv.", "features."),  # megvii ShuffleNet-Series
+    "mmpretrain": ("backbone.conv1.", "backbone.layers."),  # OpenMMLab mmpretrain
+}
 
 
-def public_layout(keys: List[str]) -> Optional[str]:
-    """The name of a public checkpoint layout these keys come from (megvii, mmpretrain), else ``None``."""
-    bare = [k[len("module.") :] if k.startswith("module.") else k for k in keys]
-    for name, markers in _PUBLIC_LAYOUTS:
+def public_layout(keys: Iterable[Any]) -> Optional[str]:
+    """The public checkpoint layout these state-dict keys come from (``"megvii"``, ``"mmpretrain"``), else ``None``.
+
+    The one layout detection of the project: the reader and the converters both ask it."""
+    bare = [k[len("module.") :] if k.startswith("module.") else k for k in map(str, keys)]
+    for name, markers in PUBLIC_LAYOUTS.items():
         if all(any(k.startswith(m) for k in bare) for m in markers):
             return name
     return None
@@ -144,25 +157,17 @@ def save_weights(
     return atomic_torch_save(weights_dict(model, arch, meta), path)
 
 
-#: ``source (a file path or a loaded checkpoint dict) -> package weights dict``; set by shufflenet.convert.
-_PUBLIC_CONVERTER: Optional[Callable[[Union[Path, Mapping[str, Any]]], Dict[str, Any]]] = None
 _CONVERTED_SUFFIX = ".shufflenet.pth"
 
 
-def register_public_converter(fn: Callable[[Union[Path, Mapping[str, Any]]], Dict[str, Any]]) -> None:
-    """Install the converter of original public checkpoints (``shufflenet.convert`` does, when imported)."""
-    global _PUBLIC_CONVERTER
-    _PUBLIC_CONVERTER = fn
+def convert_public(source: Union[Path, Mapping[str, Any]]) -> Dict[str, Any]:
+    """The package weights dict of an original public checkpoint (a file or a loaded dict).
 
+    The converter builds the network, so it lives above the models (:mod:`shufflenet.convert`); it is imported
+    here, when a public checkpoint is met, rather than registered by an import elsewhere."""
+    from ..convert.checkpoints import package_weights
 
-def convert_public(source: Union[Path, Mapping[str, Any]], layout: str, where: str) -> Dict[str, Any]:
-    """The package weights dict of an original public checkpoint (file or loaded dict), via the converter."""
-    if _PUBLIC_CONVERTER is None:
-        raise WeightsError(
-            f"{where}: this is a {layout} checkpoint and no converter is loaded; convert it first: "
-            f"{CONVERT_COMMAND} {where} --out converted.pth"
-        )
-    return _PUBLIC_CONVERTER(source)
+    return package_weights(source)
 
 
 def converted_cache_path(source: PathLike, sha256: str) -> Path:
@@ -176,7 +181,7 @@ def converted_cache_path(source: PathLike, sha256: str) -> Path:
     return checkpoints_dir() / f"{name}.{sha256[:8]}{_CONVERTED_SUFFIX}"
 
 
-def _read_public(path: Path, layout: str) -> WeightsFile:
+def _read_public(path: Path) -> WeightsFile:
     """Convert an original public checkpoint, or load its cached conversion; the cache is written atomically
     (a read-only cache folder only costs the conversion next time)."""
     sha = sha256_file(path)
@@ -189,7 +194,7 @@ def _read_public(path: Path, layout: str) -> WeightsFile:
         if cached is not None and cached.kind == "package" and cached.meta.get("sha256") == sha:
             cached.path, cached.meta["converted_cache"] = path, str(cache)
             return cached
-    converted = convert_public(path, layout, str(path))
+    converted = convert_public(path)
     try:
         atomic_torch_save(converted, cache)
         converted["meta"]["converted_cache"] = str(cache)
@@ -206,15 +211,43 @@ def _read_public(path: Path, layout: str) -> WeightsFile:
     )
 
 
+#: What every reader says after "cannot be read as a torch weights file (...)": what a weights file is.
+WEIGHTS_FILE_IS = (
+    "a weights file is what torch.save writes, holding only tensors and plain values (any other object is never loaded)"
+)
+
+
+def not_weights_message(
+    path: PathLike, error: BaseException, what: str = "a torch weights file", expected: str = WEIGHTS_FILE_IS
+) -> str:
+    """The one message for a file that ``torch.load(weights_only=True)`` (or another safe loader) refused, whichever
+    command read it: what the file is not, in a few words of our own (torch's text advises loading the file
+    unsafely; it is never passed on)."""
+    text = str(error)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        why = f"it holds Python objects other than tensors and plain values, e.g. {found.group(1)}"
+    elif zipfile.is_zipfile(path):
+        why = "a damaged or truncated torch.save archive"
+    else:
+        why = "another kind of file, or a truncated copy"
+    return f"{path}: cannot be read as {what} ({why}); {expected}"
+
+
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with a clear message for a missing or unreadable file."""
+    """``torch.load(path, weights_only=True)``: the one place the project opens a weights file. A missing file or
+    one torch refuses (another kind of file, truncated, or holding objects that would run code) is one
+    :class:`WeightsError` line (:func:`not_weights_message`)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about the pickle protocol of a file it is about to refuse; the refusal says it all
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, pickle with code objects, not a torch file...
-        raise WeightsError(f"{path}: cannot be read as a torch weights file ({type(e).__name__}: {e})") from None
+        raise NotAWeightsFileError(not_weights_message(path, e)) from None
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> Dict[str, torch.Tensor]:
@@ -310,9 +343,8 @@ def read_weights(path: PathLike, use: str = "auto") -> WeightsFile:
         return WeightsFile(path, "detectron2", dict(obj["model"]), meta=meta, raw=obj)
     sd = obj.get("state_dict", obj)
     keys = [str(k) for k in sd] if isinstance(sd, Mapping) else []
-    layout = public_layout(keys)
-    if layout is not None:
-        return _read_public(path, layout)
+    if public_layout(keys) is not None:
+        return _read_public(path)
     if _is_tensor_dict(sd):
         return WeightsFile(path, "state_dict", dict(sd), meta=meta, raw=obj)
     raise WeightsError(
