@@ -120,9 +120,9 @@ def _have(mod: str) -> bool:
 
 
 def test_kernel_isa_reports_what_each_runtime_says():
-    from shufflenet.mobile import opprofile
+    from shufflenet.mobile import host, report
 
-    isa = opprofile.kernel_isa(["ptl", "onnx", "ncnn", "tflite", "eager"])  # pte: in the --quick test
+    isa = host.kernel_isa(["ptl", "onnx", "ncnn", "tflite", "eager"])  # pte: in the --quick test
     host = isa["host"]
     assert host["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert host["onednn_bf16"] == torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -145,12 +145,12 @@ def test_kernel_isa_reports_what_each_runtime_says():
     for rt in ("tflite",):  # either what the runtime says, or why it could not be asked
         info = isa["runtimes"][rt]
         assert ("error" in info and "No module" in info["error"]) or info["xnnpack_isa"] == "not reported"
-    md = "\n".join(_bench().isa_markdown({"kernel_isa": isa}))
+    md = "\n".join(report.isa_markdown({"kernel_isa": isa}))
     assert f"get_cpu_capability()` {host['torch_cpu_capability']}" in md and "| ptl | XNNPACK" in md
 
 
 def test_cpu_flags_from_cpuinfo_text():
-    from shufflenet.mobile.opprofile import cpu_flags
+    from shufflenet.mobile.host import cpu_flags
 
     x86 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_bf16 amx_tile\n"
     arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm asimdhp asimddp sve i8mm cpuid\n"
@@ -323,7 +323,9 @@ def test_rule_of_thumb_per_runtime_and_on_the_fastest():
     assert row["flops_ratio"] == pytest.approx(4.0) and row["predicted"] == pytest.approx(2.6)
     assert row["measured"]["224x224"] == pytest.approx(3.0)  # onnx is the fastest for both: 6 / 2
     assert row["per_runtime"] == {"ptl": {"224x224": pytest.approx(2.5)}, "onnx": {"224x224": pytest.approx(3.0)}}
-    md = "\n".join(bench.rule_markdown(result, ["224x224"]))
+    from shufflenet.mobile import report
+
+    md = "\n".join(report.rule_markdown(result, ["224x224"]))
     for rt, v in (("fastest", "3.00x"), ("ptl", "2.50x"), ("onnx", "3.00x")):
         assert f"| ShuffleNet 1x (g=3) / ShuffleNet 0.5x (g=3) | {rt} | 4.0x | 2.60x | {v} |" in md
 

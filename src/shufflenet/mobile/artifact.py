@@ -26,7 +26,7 @@ from torch import Tensor
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..fileio import sha256_file, tmp_sibling, write_json_atomic
 from .images import list_images
-from .source import MobileError, ModelSource
+from .source import ModelSource
 from .verify import (
     INT8_ATOL,
     INT8_FIDELITY_RTOL,
@@ -34,9 +34,7 @@ from .verify import (
     VerifyInput,
     compare_outputs,
     flatten_outputs,
-    frame_reference,
     images_note,
-    make_frame_inputs,
     make_inputs,
     verify_runtime,
 )
@@ -45,8 +43,6 @@ __all__ = [
     "Staged",
     "filtered_stderr",
     "without_log_records",
-    "check_sizes",
-    "reference_and_inputs",
     "verify",
     "verify_int8_fidelity",
     "input_spec",
@@ -90,27 +86,6 @@ class Staged:
         for t in self.files.values():
             if t.exists():
                 t.unlink()
-
-
-def check_sizes(sizes: Sequence[Sequence[int]]) -> List[Tuple[int, int]]:
-    sizes = [(int(s[0]), int(s[1])) for s in sizes]
-    if not sizes:
-        raise MobileError("at least one --input-size is needed")
-    return sizes
-
-
-def reference_and_inputs(
-    source: ModelSource,
-    sizes: Sequence[Tuple[int, int]],
-    files: Optional[Sequence[os.PathLike]],
-    n_real: int,
-    camera: bool = False,
-) -> Tuple[Callable[[Tensor], Any], List[VerifyInput]]:
-    """The eager reference and the verification inputs (camera frames when ``camera``)."""
-    model = source.model.eval()
-    if camera:
-        return frame_reference(model, source.mean, source.std), make_frame_inputs(sizes, files, n_real)
-    return model, make_inputs(sizes, files, n_real, mean=source.mean, std=source.std)
 
 
 def verify(

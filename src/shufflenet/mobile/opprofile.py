@@ -1,8 +1,5 @@
-"""What each runtime says about its kernels, and where its time goes per op kind (Table 8's ``--profile-ops``).
+"""Where a runtime's time goes per op kind (Table 8's ``--profile-ops``).
 
-* :func:`kernel_isa`: the host's ISA as torch sees it (``get_cpu_capability()``, oneDNN bf16/fp16), the CPU
-  flags the runtimes dispatch on, and what each runtime itself reports about its kernels; a runtime that
-  reports nothing is marked ``"not reported"`` (never guessed).
 * Per-op profiles, grouped into :data:`OP_KINDS` (grouped 1x1 conv, depthwise conv, dense conv, shuffle,
   add/ReLU, pool, fc, ...), each beside that kind's share of the multiply-adds (:func:`mac_shares`, the paper's
   count: convolutions and fully connected layers): the lite interpreter (and eager) through the torch profiler
@@ -15,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import tempfile
 from pathlib import Path
@@ -24,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 import torch
 from torch import Tensor, nn
 
-from .rewrite import FastShuffleUnit
+from .rewrite import FastShuffleUnit, for_runtime
 
 __all__ = [
     "OP_KINDS",
@@ -35,12 +31,11 @@ __all__ = [
     "aggregate_ort_profile",
     "profile_onnx",
     "etdump_probe",
-    "kernel_isa",
     "pool_scopes",
     "onnx_file_for",
     "NO_OP_TIMES",
-    "cpu_flags",
-    "isa_summary",
+    "PROFILE_MODELS",
+    "profile_ops",
 ]
 
 #: The op kinds of a profile, in the order the tables list them.
@@ -434,136 +429,65 @@ NO_OP_TIMES = {
 
 # --- kernel ISA -----------------------------------------------------------------------------------------------
 
-#: CPU flags that decide which kernels XNNPACK, MLAS (ONNX Runtime), ncnn and oneDNN pick at run time.
-_X86_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx_vnni",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-)
-_ARM_FLAGS = ("asimd", "asimdhp", "asimddp", "fphp", "i8mm", "bf16", "sve", "sve2", "sme")
-NOT_REPORTED = "not reported"
+
+# --- the benchmark's --profile-ops ---------------------------------------------------------------------
+
+#: The models whose per-op profiles explain the targets: AlexNet / ShuffleNet 0.5x and the share of AlexNet's
+#: MAC/s (sn0.5, alexnet), ours against torchvision's ShuffleNetV2 at 0.5x and 1x.
+PROFILE_MODELS = ("sn0.5", "alexnet", "tv_v2_0.5", "sn1", "tv_v2_1")
 
 
-def cpu_flags(cpuinfo: Optional[str] = None) -> Optional[List[str]]:
-    """The SIMD flags (of :data:`_X86_FLAGS` / :data:`_ARM_FLAGS`) in ``/proc/cpuinfo``; None where unreadable."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            have = set(value.split())
-            return [f for f in (*_X86_FLAGS, *_ARM_FLAGS) if f in have]
-    return None
+def profile_ops(
+    result: Dict[str, Any],
+    sizes: Sequence[Tuple[int, int]],
+    input_layout: str = "nhwc",
+    runs: int = 5,
+    log: Callable[[str], None] = print,
+) -> Dict[str, Any]:
+    """Time per op kind through every runtime that can say it, beside each kind's share of the MACs, for the
+    :data:`PROFILE_MODELS` of a :func:`run_benchmark` result (its exported files); the runtimes that cannot
+    are listed with the reason."""
+    from .benchmark import bench_models, eager_runner
+    from .runtime import get
 
-
-def _onednn(kind: str) -> Optional[bool]:
-    fn = getattr(torch.ops.mkldnn, f"_is_mkldnn_{kind}_supported", None)
-    try:
-        return bool(fn()) if fn is not None else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _ptl_isa() -> Dict[str, Any]:
-    import torch.backends.xnnpack
-
-    return {
-        "kernels": "XNNPACK (prepacked conv/linear) + ATen for the other ops",
-        "xnnpack_enabled": bool(torch.backends.xnnpack.enabled),
-        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "xnnpack_isa": NOT_REPORTED,
-    }
-
-
-def _pte_isa() -> Dict[str, Any]:
-    from executorch.extension.pybindings import portable_lib
-
-    return {
-        "kernels": "XNNPACK delegate + ExecuTorch portable kernels",
-        "registered_backends": list(portable_lib._get_registered_backend_names()),
-        "xnnpack_isa": NOT_REPORTED,
-    }
-
-
-def _onnx_isa() -> Dict[str, Any]:
-    import onnxruntime as ort
-
-    return {
-        "kernels": "MLAS (CPUExecutionProvider)",
-        "version": ort.__version__,
-        "device": ort.get_device(),
-        "providers": list(ort.get_available_providers()),
-        "build_info": ort.get_build_info() if hasattr(ort, "get_build_info") else NOT_REPORTED,
-        "mlas_isa": NOT_REPORTED,
-    }
-
-
-def _ncnn_isa() -> Dict[str, Any]:
-    import ncnn
-
-    out: Dict[str, Any] = {"kernels": "ncnn (its own x86/ARM kernels)", "version": getattr(ncnn, "__version__", "?")}
-    for name in sorted(n for n in dir(ncnn) if n.startswith("cpu_support_")):
-        out[name] = bool(getattr(ncnn, name)())
-    if not any(n.startswith("cpu_support_x86_avx512") for n in out):
-        out["cpu_support_x86_avx512"] = NOT_REPORTED + " (the Python binding has no such query)"
-    return out
-
-
-def _tflite_isa() -> Dict[str, Any]:
-    from importlib.metadata import version
-
-    import ai_edge_litert  # noqa: F401
-
-    return {
-        "kernels": "LiteRT built-in kernels + the XNNPACK delegate the Interpreter applies by default",
-        "version": version("ai-edge-litert"),
-        "xnnpack_isa": NOT_REPORTED,
-    }
-
-
-_ISA = {"ptl": _ptl_isa, "pte": _pte_isa, "onnx": _onnx_isa, "ncnn": _ncnn_isa, "tflite": _tflite_isa}
-
-
-def kernel_isa(runtimes: Sequence[str]) -> Dict[str, Any]:
-    """The host's ISA and what each of ``runtimes`` says about its kernels (``"not reported"`` where it says
-    nothing; ``{"error": ...}`` where its module cannot be imported)."""
-    out: Dict[str, Any] = {
-        "host": {
-            "arch": platform.machine(),
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "onednn_bf16": _onednn("bf16"),
-            "onednn_fp16": _onednn("fp16"),
-            "cpu_flags": cpu_flags(),
-        },
-        "runtimes": {},
-    }
-    for rt in runtimes:
-        if rt not in _ISA:
+    threads = result["settings"]["threads"]
+    rts = result["settings"]["runtimes"]
+    builds = {m.key: m for m in bench_models()}
+    tags = [f"{h}x{w}" for h, w in sizes]
+    out: Dict[str, Any] = {"sizes": tags, "runs": runs, "models": {}, "unavailable": {}}
+    for rt in rts:
+        if rt in NO_OP_TIMES:
+            out["unavailable"][rt] = NO_OP_TIMES[rt]
+    for key in PROFILE_MODELS:
+        if key not in result["models"]:
             continue
-        try:
-            out["runtimes"][rt] = _ISA[rt]()
-        except Exception as e:  # noqa: BLE001 - a report: say what failed
-            out["runtimes"][rt] = {"error": f"{type(e).__name__}: {e}"}
+        model = builds[key].build().eval()
+        files = result["models"][key]["files"]
+        entry: Dict[str, Any] = {"label": builds[key].label, "macs": {}, "runtimes": {}}
+        for (h, w), tag in zip(sizes, tags):
+            entry["macs"][tag] = mac_shares(model, (h, w))
+        for rt in rts:
+            per: Dict[str, Any] = {}
+            if rt in ("ptl", "eager") and (rt == "eager" or files.get("ptl")):
+                form = for_runtime(model, "ptl") if rt == "ptl" else model
+                run = get("ptl").load(files["ptl"][0], {}) if rt == "ptl" else eager_runner(model)
+                convs = conv_kinds(form)
+                for (h, w), tag in zip(sizes, tags):
+                    x = torch.randn(1, 3, h, w)
+                    if input_layout == "nhwc":
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    per[tag] = profile_layer_types(run, x, convs, runs)
+            elif rt == "onnx" and files.get("onnx"):
+                scopes = pool_scopes(for_runtime(model, "onnx"))
+                for (h, w), tag in zip(sizes, tags):
+                    path = onnx_file_for(files["onnx"], (h, w))
+                    if path:
+                        per[tag] = profile_onnx(path, torch.randn(1, 3, h, w), runs, threads, scopes)
+            elif rt == "pte" and files.get("pte") and "pte" not in out["unavailable"]:
+                ok, said = etdump_probe(files["pte"][0], torch.randn(1, 3, *sizes[0]))
+                out["unavailable"]["pte"] = said if not ok else f"{said}; reading it is not implemented"
+            if per:
+                entry["runtimes"][rt] = per
+                log(f"[bench] profiled {entry['label']} through {rt} at {', '.join(per)}")
+        out["models"][key] = entry
     return out
-
-
-def isa_summary(info: Dict[str, Any]) -> str:
-    """One line for a runtime's entry of :func:`kernel_isa`."""
-    if "error" in info:
-        return f"error: {info['error']}"
-    return "; ".join(f"{k} {v}" for k, v in info.items() if k != "kernels")

@@ -1,0 +1,318 @@
+"""The Table-8 benchmark's report: markdown tables and PNG charts of a :func:`.benchmark.run_benchmark` result
+(``benchmark.md``, ``benchmark.png``, ``benchmark_ops.png``); nothing here measures."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from ..fileio import atomic_write
+from .benchmark import SHARE_TARGET, SIZES, rule_of_thumb
+from .host import isa_summary
+from .opprofile import OP_KINDS
+
+__all__ = ["markdown", "rule_markdown", "isa_markdown", "ops_markdown", "plot", "plot_ops"]
+
+
+def markdown(result: Dict[str, Any], command: str = "") -> str:
+    h = result["host"]
+    sizes = [f"{a}x{b}" for a, b in result["settings"]["sizes"]]
+    all_sizes = [f"{a}x{b}" for a, b in SIZES]
+    rts = result["settings"]["runtimes"]
+    st = result["settings"]
+    lines = [
+        "# Table 8 (latency), reproduced on this machine",
+        "",
+        f"Host: {h['cpu']} ({h['arch']}, {h['logical_cpus']} logical CPUs), {h['threads']} thread(s), "
+        f"torch {h['torch']} (XNNPACK {'on' if h['xnnpack'] else 'off'}, "
+        f"get_cpu_capability() {h.get('torch_cpu_capability', '?')})"
+        + (f", executorch {result['executorch']}" if result.get("executorch") and "pte" in rts else "")
+        + f"; batch 1, {st.get('input_layout', 'nchw').upper()} float32 tensor in, {st['warmup']} warm-up + up to "
+        f"{st['repeats']} interleaved rounds; median process-CPU ms per call (wall medians in the JSON). "
+        "Paper: " + result["paper"]["platform"] + ".",
+    ]
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    lines += [
+        "",
+        "Median ms per runtime; **bold** = the fastest runtime, which the ratios and MAC/s use:",
+        "",
+        "| model | "
+        + " | ".join(f"{rt} {s}" for s in sizes for rt in rts)
+        + " | paper ms ("
+        + ", ".join(sizes)
+        + ") |",
+        "|---|" + "---:|" * (len(sizes) * len(rts)) + "---|",
+    ]
+    for key, m in result["models"].items():
+        p = result["paper"]["ms"].get(m["paper_row"] or "", None)
+        pstr = ", ".join(f"{p[all_sizes.index(s)]:g}" if s in all_sizes else "-" for s in sizes) if p else "-"
+        vals = []
+        for s in sizes:
+            best = result["fastest"].get(key, {}).get(s, {}).get("runtime")
+            for rt in rts:
+                c = result["cells"].get(key, {}).get(rt, {}).get(s)
+                v = f"{c['median_ms']:.1f}" if c else "-"
+                vals.append(f"**{v}**" if c and rt == best else v)
+        lines.append(f"| {m['label']} | " + " | ".join(vals) + f" | {pstr} |")
+    lines += [
+        "",
+        "Efficiency (fastest runtime): GMAC/s and share of AlexNet's MAC/s at the same size "
+        "(the paper's implementation: ShuffleNet 0.5x at ~64 % of AlexNet's at 224; target: ShuffleNet 0.5x at "
+        f">= {100 * SHARE_TARGET:.0f} %):",
+        "",
+        "| model | MMACs @224 | " + " | ".join(f"GMAC/s {s} | vs AlexNet {s}" for s in sizes) + " |",
+        "|---|---:|" + "---:|---:|" * len(sizes),
+    ]
+    for key, m in result["models"].items():
+        eff = result["efficiency"].get(key, {})
+        m224 = m["macs"].get("224x224")
+        cols = []
+        for s in sizes:
+            e = eff.get(s)
+            share = e.get("share_of_alexnet") if e else None
+            mark = (" ✓" if share >= SHARE_TARGET else " ✗") if key == "sn0.5" and share is not None else ""
+            cols += [f"{e['gmac_per_s']:.2f}" if e else "-", f"{100 * share:.0f} %{mark}" if share is not None else "-"]
+        lines.append(
+            f"| {m['label']} | {m224 / 1e6:.0f} | " + " | ".join(cols) + " |"
+            if m224
+            else f"| {m['label']} | - | " + " | ".join(cols) + " |"
+        )
+    lines += [
+        "",
+        "Ratios of the fastest runtimes' medians (paper; measured; target, met?):",
+        "",
+        "| ratio | "
+        + " | ".join(f"paper {s}" for s in sizes)
+        + " | "
+        + " | ".join(f"measured {s}" for s in sizes)
+        + " | target |",
+        "|---|" + "---:|" * (2 * len(sizes)) + "---|",
+    ]
+    for r in result["ratios"]:
+        ps = [f"{r['paper'][s]:.1f}x" if s in r["paper"] else "-" for s in sizes]
+        ms = []
+        for s in sizes:
+            v = r["fastest"].get(s)
+            mark = "" if s not in r["met"] else (" ✓" if r["met"][s] else " ✗")
+            ms.append(f"{v:.2f}x{mark}" if v is not None else "-")
+        tgt = ", ".join(f">= {r['target'][s]:g}" for s in sizes if s in r["target"])
+        if r["target"] and len(set(r["target"].values())) == 1:
+            tgt = f">= {next(iter(r['target'].values())):g}"
+        lines.append(f"| {r['ratio']} | " + " | ".join(ps) + " | " + " | ".join(ms) + f" | {tgt or '-'} |")
+    lines += [
+        "",
+        "The same ratios per runtime (each model through that runtime):",
+        "",
+        "| ratio | runtime | " + " | ".join(sizes) + " |",
+        "|---|---|" + "---:|" * len(sizes),
+    ]
+    for r in result["ratios"]:
+        for rt, per in r["measured"].items():
+            lines.append(
+                f"| {r['ratio']} | {rt} | " + " | ".join(f"{per[s]:.2f}x" if s in per else "-" for s in sizes) + " |"
+            )
+    lines += rule_markdown(result, sizes)
+    lines += isa_markdown(result)
+    lines += ops_markdown(result)
+    lines += [
+        "",
+        "The machine is shared with other jobs: absolute ms are noisy; the ratios of interleaved runs are the result.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def rule_markdown(result: Dict[str, Any], sizes: Sequence[str]) -> List[str]:
+    """The rule-of-thumb table: predicted time ratio beside the measured one, on the fastest and per runtime."""
+    rule = result.get("rule_of_thumb") or rule_of_thumb(result)
+    if not rule:
+        return []
+    lines = [
+        "",
+        "The paper's rule of thumb (each 4x fewer FLOPs gave ~2.6x speed, i.e. time ~ FLOPs^0.69) beside the "
+        "measured time ratios, on each model's fastest runtime and through each runtime:",
+        "",
+        "| pair | runtime | FLOPs ratio | predicted | " + " | ".join(f"measured {s}" for s in sizes) + " |",
+        "|---|---|---:|---:|" + "---:|" * len(sizes),
+    ]
+    for row in rule:
+        per = [("fastest", row["measured"])] + list(row.get("per_runtime", {}).items())
+        for rt, measured in per:
+            lines.append(
+                f"| {row['pair']} | {rt} | {row['flops_ratio']:.1f}x | {row['predicted']:.2f}x | "
+                + " | ".join(f"{measured[s]:.2f}x" if s in measured else "-" for s in sizes)
+                + " |"
+            )
+    return lines
+
+
+def isa_markdown(result: Dict[str, Any]) -> List[str]:
+    """Which kernels each runtime ran, as far as it says (``"not reported"`` where it does not)."""
+    isa = result.get("kernel_isa")
+    if not isa:
+        return []
+    host = isa["host"]
+    flags = host.get("cpu_flags")
+    lines = [
+        "",
+        f"Kernel ISA: host {host['arch']}, torch `get_cpu_capability()` {host['torch_cpu_capability']}, oneDNN bf16 "
+        f"{host['onednn_bf16']}, fp16 {host['onednn_fp16']}; CPU flags the runtimes dispatch on: "
+        + (", ".join(flags) if flags else "not readable")
+        + ". What each runtime says about its kernels:",
+        "",
+        "| runtime | kernels | what it reports |",
+        "|---|---|---|",
+    ]
+    for rt, info in isa["runtimes"].items():
+        lines.append(f"| {rt} | {info.get('kernels', '-')} | {isa_summary(info)} |")
+    return lines
+
+
+def ops_markdown(result: Dict[str, Any]) -> List[str]:
+    """Per model: time share per op kind through each runtime beside the op kind's MAC share."""
+    prof = result.get("op_profile")
+    if not prof:
+        return []
+    sizes = prof["sizes"]
+    lines = [
+        "",
+        "Where the time goes (`--profile-ops`): share of one call's time per op kind (ms in brackets; each "
+        f"operator's fastest of {prof['runs']} profiled calls) through each runtime that can say it, beside the "
+        "op kind's share of the multiply-adds (convolutions and fc; the paper's count). Lite interpreter / eager: "
+        "torch profiler; ONNX Runtime: its own profiler (SessionOptions.enable_profiling). The profilers' clocks "
+        "are wall time: where the profiled total is well above the timed (process-CPU) median, the host was busy "
+        "and long operators are over-weighted; on a quiet host the two agree within the profiler's overhead.",
+    ]
+    for rt, why in prof.get("unavailable", {}).items():
+        lines.append(f"No per-op times from {rt}: {why}.")
+    for key, entry in prof["models"].items():
+        rts = list(entry["runtimes"])
+        kinds = [k for k in OP_KINDS if any(k in entry["macs"].get(s, {}) for s in sizes)]
+        for rt in rts:
+            for s in sizes:
+                kinds += [k for k in entry["runtimes"][rt].get(s, {}) if k not in kinds]
+        cols = [(s, rt) for s in sizes for rt in ["MACs", *rts]]
+        lines += [
+            "",
+            f"{entry['label']}:",
+            "",
+            "| op kind | " + " | ".join(f"{rt} {s}" for s, rt in cols) + " |",
+            "|---|" + "---:|" * len(cols),
+        ]
+        for k in kinds:
+            vals = []
+            for s, rt in cols:
+                if rt == "MACs":
+                    m = entry["macs"].get(s, {}).get(k)
+                    vals.append(f"{m['pct']:.1f} %" if m else "-")
+                else:
+                    c = entry["runtimes"][rt].get(s, {}).get(k)
+                    vals.append(f"{c['pct']:.1f} % ({c['ms']:.2f})" if c else "-")
+            lines.append(f"| {k} | " + " | ".join(vals) + " |")
+        total = []
+        for s, rt in cols:
+            if rt == "MACs":
+                total.append(f"{sum(v['macs'] for v in entry['macs'].get(s, {}).values()) / 1e6:.0f} M")
+            else:
+                total.append(f"{sum(v['ms'] for v in entry['runtimes'][rt].get(s, {}).values()):.2f} ms")
+        lines.append("| total profiled | " + " | ".join(total) + " |")
+        timed = []
+        for s, rt in cols:
+            c = result.get("cells", {}).get(key, {}).get(rt, {}).get(s)
+            timed.append(f"{c['median_ms']:.2f} ms" if c and rt != "MACs" else "")
+        lines.append("| timed median (CPU) | " + " | ".join(timed) + " |")
+    return lines
+
+
+def plot_ops(result: Dict[str, Any], path: Path) -> Optional[Path]:
+    """Stacked bars: per profiled model and size, the MAC share and each runtime's time share per op kind."""
+    prof = result.get("op_profile")
+    if not prof or not prof["models"]:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    sizes = prof["sizes"]
+    entries = list(prof["models"].values())
+    kinds = list(OP_KINDS) + ["conv (order not matched)"]
+    colors = {k: plt.get_cmap("tab20")(i % 20) for i, k in enumerate(kinds)}
+    fig, axes = plt.subplots(
+        len(entries), len(sizes), figsize=(max(9.0, 4.5 * len(sizes)), 2.6 * len(entries) + 1), squeeze=False
+    )
+    for i, entry in enumerate(entries):
+        for j, s in enumerate(sizes):
+            ax = axes[i][j]
+            bars = [("MACs", {k: v["pct"] for k, v in entry["macs"].get(s, {}).items()})]
+            bars += [(rt, {k: v["pct"] for k, v in per.get(s, {}).items()}) for rt, per in entry["runtimes"].items()]
+            for b, (_name, shares) in enumerate(bars):
+                left = 0.0
+                for k in kinds:
+                    if shares.get(k):
+                        ax.barh(b, shares[k], left=left, color=colors[k])
+                        left += shares[k]
+            ax.set_yticks(range(len(bars)))
+            ax.set_yticklabels([n for n, _ in bars], fontsize=7)
+            ax.set_xlim(0, 100)
+            ax.set_title(f"{entry['label']} {s}: share in %", fontsize=8)
+            ax.tick_params(axis="x", labelsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in kinds]
+    fig.legend(handles, kinds, loc="lower center", ncol=3, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    sizes = [f"{a}x{b}" for a, b in result["settings"]["sizes"]]
+    rts = result["settings"]["runtimes"]
+    keys = list(result["models"])
+    fig, axes = plt.subplots(2, len(sizes), figsize=(5 * len(sizes), 8), squeeze=False)
+    width = 0.8 / max(1, len(rts))
+    for j, s in enumerate(sizes):
+        ax = axes[0][j]
+        for i, rt in enumerate(rts):
+            vals = [result["cells"].get(k, {}).get(rt, {}).get(s, {}).get("median_ms", float("nan")) for k in keys]
+            ax.bar([x + i * width for x in range(len(keys))], vals, width, label=rt)
+        ax.set_yscale("log")
+        ax.set_title(f"{s}: median latency (ms, log)")
+        ax.set_xticks([x + width * (len(rts) - 1) / 2 for x in range(len(keys))])
+        ax.set_xticklabels([result["models"][k]["label"].replace(" (", "\n(") for k in keys], fontsize=6, rotation=45)
+        ax.legend(fontsize=8)
+        ax2 = axes[1][j]
+        rr = result["ratios"]
+        series = [
+            ("paper", [r["paper"].get(s, float("nan")) for r in rr]),
+            ("measured", [r["fastest"].get(s, float("nan")) for r in rr]),
+        ]
+        w2 = 0.8 / len(series)
+        for i, (lab, vals) in enumerate(series):
+            ax2.bar([x + i * w2 for x in range(len(rr))], vals, w2, label=lab)
+        ax2.set_title(f"{s}: ratios (paper vs measured, fastest runtime)")
+        ax2.set_xticks([x + w2 * (len(series) - 1) / 2 for x in range(len(rr))])
+        ax2.set_xticklabels([r["ratio"].split(" (")[0].replace(" / ", "\n/ ") for r in rr], fontsize=6, rotation=45)
+        ax2.axhline(1.0, color="k", lw=0.5)
+        ax2.legend(fontsize=8)
+    h = result["host"]
+    title = f"ShuffleNet Table 8 on {h['cpu']} ({h['arch']}), {h['threads']} thread(s), torch {h['torch']}"
+    # wrapped to the figure's width (about 11 characters per inch at this size), so no end is cut off
+    fig.suptitle(textwrap.fill(title, width=int(11 * fig.get_figwidth())), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.96 if len(title) <= 11 * fig.get_figwidth() else 0.93))
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=110, format="png")
+    plt.close(fig)
+    return path
