@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from shufflenet.mobile.benchmark import cli, main
+from shufflenet.mobile.benchmark import cli
+from tools.mobile_opprofile import main  # shufflenet-bench + --profile-ops (the per-op profiles of the docs)
 
 
 @pytest.mark.slow
@@ -170,8 +171,8 @@ def test_conv_kinds_and_mac_shares_of_real_models():
 
     from shufflenet import create_model
     from shufflenet.complexity import count_macs
-    from shufflenet.mobile.opprofile import conv_kinds, mac_shares, pool_scopes
     from shufflenet.mobile.rewrite import for_runtime
+    from tools.mobile_opprofile import conv_kinds, mac_shares, pool_scopes
 
     counts = lambda kinds: {k: kinds.count(k) for k in set(kinds)}  # noqa: E731
     sn = create_model(TINY).eval()
@@ -222,7 +223,7 @@ def test_ort_profile_aggregation_of_a_recorded_profile(tmp_path):
     import onnxruntime as ort
 
     from shufflenet.mobile.onnx_export import write_onnx
-    from shufflenet.mobile.opprofile import aggregate_ort_profile, onnx_file_for, profile_onnx
+    from tools.mobile_opprofile import aggregate_ort_profile, onnx_file_for, profile_onnx
 
     torch.manual_seed(0)
     path = tmp_path / "kinds.onnx"
@@ -283,7 +284,7 @@ def test_ort_profile_aggregation_of_a_recorded_profile(tmp_path):
 
 def test_profile_layer_types_matches_convolutions_in_order():
     from shufflenet import create_model
-    from shufflenet.mobile.opprofile import conv_kinds, profile_layer_types
+    from tools.mobile_opprofile import conv_kinds, profile_layer_types
 
     torch.set_num_threads(1)
     model = create_model(TINY).eval()
@@ -335,7 +336,7 @@ def test_rule_of_thumb_per_runtime_and_on_the_fastest():
 def test_etdump_probe_says_whether_the_runtime_records_events(tmp_path):
     from executorch.exir import to_edge
 
-    from shufflenet.mobile.opprofile import etdump_probe
+    from tools.mobile_opprofile import etdump_probe
 
     class AddRelu(torch.nn.Module):  # a program of portable kernels: lowered in a second, probed the same way
         def forward(self, x):

@@ -9,7 +9,7 @@ Floors inside the wing (each imports only the ones above it in this list): ``sou
 ``artifact`` (staged write, sidecar) < ``runtime`` (the :class:`~.runtime.Runtime` interface, :class:`ExportSpec`,
 the registry and the one :func:`export` path) < ``quantize`` < one module per runtime (``ptl``, ``pte``,
 ``onnx_export``, ``ncnn_export``, ``tflite_export``) < ``host`` < ``detector`` < ``cli`` / ``benchmark`` /
-``report`` / ``opprofile``. PyTorch Mobile's lite interpreter (``.ptl``) is deprecated upstream; ExecuTorch
+``report``. PyTorch Mobile's lite interpreter (``.ptl``) is deprecated upstream; ExecuTorch
 (``.pte``) is its successor and the format to choose for new apps. ExecuTorch, ONNX Runtime, ncnn and LiteRT are
 optional extras; the detector export uses the detection integration's public builder.
 """

@@ -228,19 +228,21 @@ def sidecar(
 
 
 @contextlib.contextmanager
-def filtered_stderr(harmless: Sequence[str]) -> Iterator[None]:
+def filtered_stderr(harmless: Sequence[str], fd: int = 2) -> Iterator[None]:
     """Drop the lines of native runtime chatter known to be harmless (``harmless``: regular expressions) that C++
-    code writes to file descriptor 2 inside the block; every other line is written to stderr afterwards."""
+    code writes to file descriptor ``fd`` (2: stderr, 1: stdout) inside the block; every other line is written
+    out afterwards."""
     patterns = [re.compile(p) for p in harmless]
-    sys.stderr.flush()
-    saved = os.dup(2)
+    stream = sys.stderr if fd == 2 else sys.stdout
+    stream.flush()
+    saved = os.dup(fd)
     with tempfile.TemporaryFile(mode="w+b") as buf:
-        os.dup2(buf.fileno(), 2)
+        os.dup2(buf.fileno(), fd)
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
+            stream.flush()
+            os.dup2(saved, fd)
             os.close(saved)
             buf.seek(0)
             kept = [
@@ -249,8 +251,8 @@ def filtered_stderr(harmless: Sequence[str]) -> Iterator[None]:
                 if not any(p.search(line) for p in patterns)
             ]
             if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+                stream.write("".join(kept))
+                stream.flush()
 
 
 @contextlib.contextmanager

@@ -2,12 +2,11 @@
 
     python mobile/benchmark.py                 # 224x224, 480x640, 720x1280; .ptl and .pte; 1 thread; NHWC in
     python mobile/benchmark.py --quick         # a few minutes: fewer models, sizes and repeats
-    python mobile/benchmark.py --profile-ops   # + per-op-kind profiles per runtime beside the MAC shares
 
 Every model is exported through every registered runtime (:func:`.runtime.export`: ShuffleNets in their
 runtime-specific equivalent forms, every file verified against its eager model at the benchmark sizes) and
 timed through that runtime (:meth:`.runtime.Runtime.load`); markdown and charts: :mod:`.report`, per-op
-profiles: :mod:`.opprofile`. All (model, runtime) pairs are *interleaved*: each round
+profiles: the repository's ``tools/mobile_opprofile.py``. All (model, runtime) pairs are *interleaved*: each round
 runs every pair once at the current resolution, so load changes on a shared machine hit them alike. Time is
 the process CPU time of one call (one thread: on a busy shared host, wall time also counts the time the
 process waits for a core; both are recorded). Reported per model and size: the median ms per runtime, the
@@ -495,15 +494,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/mobile/benchmark", help="folder for benchmark.json/.md/.png")
     p.add_argument("--export-dir", default=None, help="where the verified .ptl/.pte go (default OUT/exported)")
     p.add_argument(
-        "--profile-ops",
-        "--profile",
-        dest="profile_ops",
-        action="store_true",
-        help="add per-op-kind profiles (time share beside MAC share) of ShuffleNet 0.5x/1x, AlexNet and "
-        "torchvision ShuffleNetV2 0.5x/1x through every runtime that can give per-op times",
-    )
-    p.add_argument("--profile-runs", type=int, default=5, help="profiled calls per model, runtime and size (default 5)")
-    p.add_argument(
         "--quick",
         action="store_true",
         help="0.5x, AlexNet, megvii-style 0.5x, ShuffleNetV2 0.5x at 224 and 480x640, 5 rounds",
@@ -511,8 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+def measure(args: argparse.Namespace, log: Callable[[str], None] = print) -> Tuple[Dict[str, Any], Path]:
+    """Check the parsed arguments (before any work), then export, verify and time; the result and ``--out``."""
     sizes = [parse_size(s) for s in args.sizes] if args.sizes else list(SIZES)
     keys = args.models
     repeats = args.repeats
@@ -522,43 +512,39 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         repeats = min(repeats, 5)
     if args.threads < 1:
         raise MobileError(f"--threads must be >= 1, got {args.threads}")
-    if args.profile_runs < 1:
-        raise MobileError(f"--profile-runs must be >= 1, got {args.profile_runs}")
     if repeats < 1 or args.warmup < 0:
         raise MobileError(f"--repeats must be >= 1 and --warmup >= 0, got {repeats} and {args.warmup}")
     _check_keys(keys)
     out = writable_dir(args.out)
     export_dir = writable_dir(args.export_dir, "--export-dir") if args.export_dir else out / "exported"
-    t0 = time.time()
-    from .opprofile import profile_ops
-    from .report import markdown, plot, plot_ops
-
     settings = BenchSettings(
         keys, sizes, args.runtimes, args.threads, args.warmup, repeats, args.max_seconds_per_size, export_dir
     )
-    result = run_benchmark(replace(settings, input_layout=args.input_layout))
-    if args.profile_ops:
-        prev = torch.get_num_threads()
-        torch.set_num_threads(args.threads)
-        try:
-            result["op_profile"] = profile_ops(result, sizes, args.input_layout, args.profile_runs)
-        finally:
-            torch.set_num_threads(prev)
-    result["wall_s"] = time.time() - t0
-    command = "python mobile/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    result["command"] = command.strip()
+    return run_benchmark(replace(settings, input_layout=args.input_layout, log=log)), out
+
+
+def write_outputs(result: Dict[str, Any], out: Path, sections: Sequence[str] = (), charts: Sequence = ()) -> str:
+    """``benchmark.json``, ``.md`` (with extra markdown ``sections``) and ``.png`` (plus ``charts``: functions
+    ``(result, folder) -> path or None``) under ``out``; the markdown."""
+    from .report import markdown, plot
+
     write_json_atomic(result, out / "benchmark.json")
-    md = markdown(result, result["command"])
+    md = markdown(result, result.get("command", ""), sections)
     write_text_atomic(md, out / "benchmark.md")
-    png = plot(result, out / "benchmark.png")
-    ops_png = plot_ops(result, out / "benchmark_ops.png")
+    pngs = [p for p in [plot(result, out / "benchmark.png"), *(c(result, out) for c in charts)] if p]
     print(md)
-    print(
-        f"[bench] wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}"
-        + (f", {png}" if png else "")
-        + (f", {ops_png}" if ops_png else "")
-        + f" in {result['wall_s']:.0f} s"
-    )
+    print(f"[bench] wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}" + "".join(f", {p}" for p in pngs))
+    return md
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    t0 = time.time()
+    result, out = measure(args)
+    result["wall_s"] = time.time() - t0
+    result["command"] = ("python mobile/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    write_outputs(result, out)
+    print(f"[bench] done in {result['wall_s']:.0f} s")
     return 0
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .artifact import Staged, verify_int8_fidelity
+from .artifact import Staged, filtered_stderr, verify_int8_fidelity
 from .rewrite import CameraInput, for_runtime
 from .runtime import ExportSpec, Job, Runtime, register
 from .source import MobileError
@@ -100,8 +100,10 @@ def write_onnx(
     outputs = list(output_names)
     axes = AXES[layout] if spatial else {k: v for k, v in AXES[layout].items() if v == "batch"}
     dynamic_axes = {"input": axes}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic, the exporter's deprecation notice
+    # the exporter's own output: tracer warnings on shape arithmetic, its deprecation notice, and (native, fd 1)
+    # the "Torch IR graph at exception" dump of a failed dynamic-shape attempt, which the caller retries
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), filtered_stderr([""], fd=1):
+        warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
                 form,

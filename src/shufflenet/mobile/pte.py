@@ -41,6 +41,7 @@ EXECUTORCH_PIN = "executorch==1.3.1"
 #: ExecuTorch's harmless start-up chatter: its cpuinfo probe of ARM identification files (``midr``) that an
 #: x86 host or a container does not have, and torch's deprecation notice for an Enum that torchao registers.
 CPUINFO_CHATTER = (r"^\[cpuinfo_utils\.cpp:\d+\] ",)
+THREADPOOL_NOTICE = (r"^\[threadpool\.cpp:\d+\] Resetting threadpool",)
 PYTREE_NOTICE = ("torch.utils._pytree", r"is an Enum subclass and is now natively supported")
 
 
@@ -108,9 +109,10 @@ def _load_method(path: Path):
 def set_threads(threads: int) -> None:
     """Size ExecuTorch's XNNPACK thread pool (its own, separate from torch's)."""
     try:
-        from executorch.extension.pybindings import portable_lib
+        with without_log_records(*PYTREE_NOTICE), filtered_stderr(CPUINFO_CHATTER + THREADPOOL_NOTICE):
+            from executorch.extension.pybindings import portable_lib
 
-        portable_lib._unsafe_reset_threadpool(int(threads))
+            portable_lib._unsafe_reset_threadpool(int(threads))
     except Exception:  # pragma: no cover - older/newer runtimes without the hook
         pass
 

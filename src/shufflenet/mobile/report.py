@@ -1,5 +1,5 @@
 """The Table-8 benchmark's report: markdown tables and PNG charts of a :func:`.benchmark.run_benchmark` result
-(``benchmark.md``, ``benchmark.png``, ``benchmark_ops.png``); nothing here measures."""
+(``benchmark.md``, ``benchmark.png``); nothing here measures."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any, Dict, List, Optional, Sequence
 from ..fileio import atomic_write
 from .benchmark import SHARE_TARGET, SIZES, rule_of_thumb
 from .host import isa_summary
-from .opprofile import OP_KINDS
 
-__all__ = ["markdown", "rule_markdown", "isa_markdown", "ops_markdown", "plot", "plot_ops"]
+__all__ = ["markdown", "rule_markdown", "isa_markdown", "plot"]
 
 
-def markdown(result: Dict[str, Any], command: str = "") -> str:
+def markdown(result: Dict[str, Any], command: str = "", sections: Sequence[str] = ()) -> str:
+    """The Table-8 report; ``sections``: more markdown lines before the closing note (e.g. per-op profiles)."""
     h = result["host"]
     sizes = [f"{a}x{b}" for a, b in result["settings"]["sizes"]]
     all_sizes = [f"{a}x{b}" for a, b in SIZES]
@@ -115,7 +115,7 @@ def markdown(result: Dict[str, Any], command: str = "") -> str:
             )
     lines += rule_markdown(result, sizes)
     lines += isa_markdown(result)
-    lines += ops_markdown(result)
+    lines += list(sections)
     lines += [
         "",
         "The machine is shared with other jobs: absolute ms are noisy; the ratios of interleaved runs are the result.",
@@ -168,106 +168,6 @@ def isa_markdown(result: Dict[str, Any]) -> List[str]:
     for rt, info in isa["runtimes"].items():
         lines.append(f"| {rt} | {info.get('kernels', '-')} | {isa_summary(info)} |")
     return lines
-
-
-def ops_markdown(result: Dict[str, Any]) -> List[str]:
-    """Per model: time share per op kind through each runtime beside the op kind's MAC share."""
-    prof = result.get("op_profile")
-    if not prof:
-        return []
-    sizes = prof["sizes"]
-    lines = [
-        "",
-        "Where the time goes (`--profile-ops`): share of one call's time per op kind (ms in brackets; each "
-        f"operator's fastest of {prof['runs']} profiled calls) through each runtime that can say it, beside the "
-        "op kind's share of the multiply-adds (convolutions and fc; the paper's count). Lite interpreter / eager: "
-        "torch profiler; ONNX Runtime: its own profiler (SessionOptions.enable_profiling). The profilers' clocks "
-        "are wall time: where the profiled total is well above the timed (process-CPU) median, the host was busy "
-        "and long operators are over-weighted; on a quiet host the two agree within the profiler's overhead.",
-    ]
-    for rt, why in prof.get("unavailable", {}).items():
-        lines.append(f"No per-op times from {rt}: {why}.")
-    for key, entry in prof["models"].items():
-        rts = list(entry["runtimes"])
-        kinds = [k for k in OP_KINDS if any(k in entry["macs"].get(s, {}) for s in sizes)]
-        for rt in rts:
-            for s in sizes:
-                kinds += [k for k in entry["runtimes"][rt].get(s, {}) if k not in kinds]
-        cols = [(s, rt) for s in sizes for rt in ["MACs", *rts]]
-        lines += [
-            "",
-            f"{entry['label']}:",
-            "",
-            "| op kind | " + " | ".join(f"{rt} {s}" for s, rt in cols) + " |",
-            "|---|" + "---:|" * len(cols),
-        ]
-        for k in kinds:
-            vals = []
-            for s, rt in cols:
-                if rt == "MACs":
-                    m = entry["macs"].get(s, {}).get(k)
-                    vals.append(f"{m['pct']:.1f} %" if m else "-")
-                else:
-                    c = entry["runtimes"][rt].get(s, {}).get(k)
-                    vals.append(f"{c['pct']:.1f} % ({c['ms']:.2f})" if c else "-")
-            lines.append(f"| {k} | " + " | ".join(vals) + " |")
-        total = []
-        for s, rt in cols:
-            if rt == "MACs":
-                total.append(f"{sum(v['macs'] for v in entry['macs'].get(s, {}).values()) / 1e6:.0f} M")
-            else:
-                total.append(f"{sum(v['ms'] for v in entry['runtimes'][rt].get(s, {}).values()):.2f} ms")
-        lines.append("| total profiled | " + " | ".join(total) + " |")
-        timed = []
-        for s, rt in cols:
-            c = result.get("cells", {}).get(key, {}).get(rt, {}).get(s)
-            timed.append(f"{c['median_ms']:.2f} ms" if c and rt != "MACs" else "")
-        lines.append("| timed median (CPU) | " + " | ".join(timed) + " |")
-    return lines
-
-
-def plot_ops(result: Dict[str, Any], path: Path) -> Optional[Path]:
-    """Stacked bars: per profiled model and size, the MAC share and each runtime's time share per op kind."""
-    prof = result.get("op_profile")
-    if not prof or not prof["models"]:
-        return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except Exception:
-        return None
-    sizes = prof["sizes"]
-    entries = list(prof["models"].values())
-    kinds = list(OP_KINDS) + ["conv (order not matched)"]
-    colors = {k: plt.get_cmap("tab20")(i % 20) for i, k in enumerate(kinds)}
-    fig, axes = plt.subplots(
-        len(entries), len(sizes), figsize=(max(9.0, 4.5 * len(sizes)), 2.6 * len(entries) + 1), squeeze=False
-    )
-    for i, entry in enumerate(entries):
-        for j, s in enumerate(sizes):
-            ax = axes[i][j]
-            bars = [("MACs", {k: v["pct"] for k, v in entry["macs"].get(s, {}).items()})]
-            bars += [(rt, {k: v["pct"] for k, v in per.get(s, {}).items()}) for rt, per in entry["runtimes"].items()]
-            for b, (_name, shares) in enumerate(bars):
-                left = 0.0
-                for k in kinds:
-                    if shares.get(k):
-                        ax.barh(b, shares[k], left=left, color=colors[k])
-                        left += shares[k]
-            ax.set_yticks(range(len(bars)))
-            ax.set_yticklabels([n for n, _ in bars], fontsize=7)
-            ax.set_xlim(0, 100)
-            ax.set_title(f"{entry['label']} {s}: share in %", fontsize=8)
-            ax.tick_params(axis="x", labelsize=7)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in kinds]
-    fig.legend(handles, kinds, loc="lower center", ncol=3, fontsize=7)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, dpi=100, format="png")
-    plt.close(fig)
-    return path
 
 
 def plot(result: Dict[str, Any], path: Path) -> Optional[Path]:

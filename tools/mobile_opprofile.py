@@ -1,4 +1,11 @@
-"""Where a runtime's time goes per op kind (Table 8's ``--profile-ops``).
+"""Where a runtime's time goes per op kind: the Table-8 benchmark with per-op-kind profiles (docs/mobile.md).
+
+    python -m tools.mobile_opprofile --quick --profile-ops      # the benchmark's arguments, + --profile-ops
+
+Runs ``shufflenet-bench`` (:mod:`shufflenet.mobile.benchmark`) and adds, with ``--profile-ops``, the time share
+per op kind of the :data:`PROFILE_MODELS` through every runtime that can say it, beside each kind's share of the
+multiply-adds, to ``benchmark.json`` / ``.md`` and ``benchmark_ops.png``. A developer tool: only the project's
+docs use these profiles.
 
 * Per-op profiles, grouped into :data:`OP_KINDS` (grouped 1x1 conv, depthwise conv, dense conv, shuffle,
   add/ReLU, pool, fc, ...), each beside that kind's share of the multiply-adds (:func:`mac_shares`, the paper's
@@ -13,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -20,7 +28,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 import torch
 from torch import Tensor, nn
 
-from .rewrite import FastShuffleUnit, for_runtime
+from shufflenet.fileio import atomic_write
+from shufflenet.mobile.rewrite import FastShuffleUnit, for_runtime
 
 __all__ = [
     "OP_KINDS",
@@ -447,8 +456,8 @@ def profile_ops(
     """Time per op kind through every runtime that can say it, beside each kind's share of the MACs, for the
     :data:`PROFILE_MODELS` of a :func:`run_benchmark` result (its exported files); the runtimes that cannot
     are listed with the reason."""
-    from .benchmark import bench_models, eager_runner
-    from .runtime import get
+    from shufflenet.mobile.benchmark import bench_models, eager_runner
+    from shufflenet.mobile.runtime import get
 
     threads = result["settings"]["threads"]
     rts = result["settings"]["runtimes"]
@@ -491,3 +500,156 @@ def profile_ops(
                 log(f"[bench] profiled {entry['label']} through {rt} at {', '.join(per)}")
         out["models"][key] = entry
     return out
+
+
+def ops_markdown(result: Dict[str, Any]) -> List[str]:
+    """Per model: time share per op kind through each runtime beside the op kind's MAC share."""
+    prof = result.get("op_profile")
+    if not prof:
+        return []
+    sizes = prof["sizes"]
+    lines = [
+        "",
+        "Where the time goes (`--profile-ops`): share of one call's time per op kind (ms in brackets; each "
+        f"operator's fastest of {prof['runs']} profiled calls) through each runtime that can say it, beside the "
+        "op kind's share of the multiply-adds (convolutions and fc; the paper's count). Lite interpreter / eager: "
+        "torch profiler; ONNX Runtime: its own profiler (SessionOptions.enable_profiling). The profilers' clocks "
+        "are wall time: where the profiled total is well above the timed (process-CPU) median, the host was busy "
+        "and long operators are over-weighted; on a quiet host the two agree within the profiler's overhead.",
+    ]
+    for rt, why in prof.get("unavailable", {}).items():
+        lines.append(f"No per-op times from {rt}: {why}.")
+    for key, entry in prof["models"].items():
+        rts = list(entry["runtimes"])
+        kinds = [k for k in OP_KINDS if any(k in entry["macs"].get(s, {}) for s in sizes)]
+        for rt in rts:
+            for s in sizes:
+                kinds += [k for k in entry["runtimes"][rt].get(s, {}) if k not in kinds]
+        cols = [(s, rt) for s in sizes for rt in ["MACs", *rts]]
+        lines += [
+            "",
+            f"{entry['label']}:",
+            "",
+            "| op kind | " + " | ".join(f"{rt} {s}" for s, rt in cols) + " |",
+            "|---|" + "---:|" * len(cols),
+        ]
+        for k in kinds:
+            vals = []
+            for s, rt in cols:
+                if rt == "MACs":
+                    m = entry["macs"].get(s, {}).get(k)
+                    vals.append(f"{m['pct']:.1f} %" if m else "-")
+                else:
+                    c = entry["runtimes"][rt].get(s, {}).get(k)
+                    vals.append(f"{c['pct']:.1f} % ({c['ms']:.2f})" if c else "-")
+            lines.append(f"| {k} | " + " | ".join(vals) + " |")
+        total = []
+        for s, rt in cols:
+            if rt == "MACs":
+                total.append(f"{sum(v['macs'] for v in entry['macs'].get(s, {}).values()) / 1e6:.0f} M")
+            else:
+                total.append(f"{sum(v['ms'] for v in entry['runtimes'][rt].get(s, {}).values()):.2f} ms")
+        lines.append("| total profiled | " + " | ".join(total) + " |")
+        timed = []
+        for s, rt in cols:
+            c = result.get("cells", {}).get(key, {}).get(rt, {}).get(s)
+            timed.append(f"{c['median_ms']:.2f} ms" if c and rt != "MACs" else "")
+        lines.append("| timed median (CPU) | " + " | ".join(timed) + " |")
+    return lines
+
+
+def plot_ops(result: Dict[str, Any], path: Path) -> Optional[Path]:
+    """Stacked bars: per profiled model and size, the MAC share and each runtime's time share per op kind."""
+    prof = result.get("op_profile")
+    if not prof or not prof["models"]:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    sizes = prof["sizes"]
+    entries = list(prof["models"].values())
+    kinds = list(OP_KINDS) + ["conv (order not matched)"]
+    colors = {k: plt.get_cmap("tab20")(i % 20) for i, k in enumerate(kinds)}
+    fig, axes = plt.subplots(
+        len(entries), len(sizes), figsize=(max(9.0, 4.5 * len(sizes)), 2.6 * len(entries) + 1), squeeze=False
+    )
+    for i, entry in enumerate(entries):
+        for j, s in enumerate(sizes):
+            ax = axes[i][j]
+            bars = [("MACs", {k: v["pct"] for k, v in entry["macs"].get(s, {}).items()})]
+            bars += [(rt, {k: v["pct"] for k, v in per.get(s, {}).items()}) for rt, per in entry["runtimes"].items()]
+            for b, (_name, shares) in enumerate(bars):
+                left = 0.0
+                for k in kinds:
+                    if shares.get(k):
+                        ax.barh(b, shares[k], left=left, color=colors[k])
+                        left += shares[k]
+            ax.set_yticks(range(len(bars)))
+            ax.set_yticklabels([n for n, _ in bars], fontsize=7)
+            ax.set_xlim(0, 100)
+            ax.set_title(f"{entry['label']} {s}: share in %", fontsize=8)
+            ax.tick_params(axis="x", labelsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in kinds]
+    fig.legend(handles, kinds, loc="lower center", ncol=3, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import time
+
+    import torch
+
+    from shufflenet.mobile import benchmark
+    from shufflenet.mobile.source import MobileError
+
+    p = benchmark.build_parser()
+    p.prog = "python -m tools.mobile_opprofile"
+    p.add_argument(
+        "--profile-ops",
+        "--profile",
+        dest="profile_ops",
+        action="store_true",
+        help="add per-op-kind profiles (time share beside MAC share) of ShuffleNet 0.5x/1x, AlexNet and "
+        "torchvision ShuffleNetV2 0.5x/1x through every runtime that can give per-op times",
+    )
+    p.add_argument("--profile-runs", type=int, default=5, help="profiled calls per model, runtime and size (default 5)")
+    args = p.parse_args(argv)
+    if args.profile_runs < 1:
+        raise MobileError(f"--profile-runs must be >= 1, got {args.profile_runs}")
+    t0 = time.time()
+    result, out = benchmark.measure(args)
+    if args.profile_ops:
+        sizes = [tuple(s) for s in result["settings"]["sizes"]]
+        prev = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+        try:
+            result["op_profile"] = profile_ops(result, sizes, args.input_layout, args.profile_runs)
+        finally:
+            torch.set_num_threads(prev)
+    result["wall_s"] = time.time() - t0
+    result["command"] = f"{p.prog} " + " ".join(sys.argv[1:] if argv is None else argv)
+    benchmark.write_outputs(
+        result, out, ops_markdown(result), [lambda res, folder: plot_ops(res, folder / "benchmark_ops.png")]
+    )
+    return 0
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    from shufflenet.errors import run_cli
+
+    return run_cli(main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
