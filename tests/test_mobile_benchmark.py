@@ -306,7 +306,8 @@ def test_profile_layer_types_matches_convolutions_in_order():
 
 
 def test_rule_of_thumb_per_runtime_and_on_the_fastest():
-    bench = _bench()
+    from shufflenet.mobile import report
+
     cell = lambda ms: {"median_ms": ms}  # noqa: E731
     result = {
         "settings": {"runtimes": ["ptl", "onnx"], "sizes": [[224, 224]]},
@@ -319,13 +320,11 @@ def test_rule_of_thumb_per_runtime_and_on_the_fastest():
             "sn1": {"ptl": {"224x224": cell(10.0)}, "onnx": {"224x224": cell(6.0)}},
         },
     }
-    result["fastest"] = bench.fastest(result)
-    (row,) = bench.rule_of_thumb(result)
+    result["fastest"] = report.fastest(result)
+    (row,) = report.rule_of_thumb(result)
     assert row["flops_ratio"] == pytest.approx(4.0) and row["predicted"] == pytest.approx(2.6)
     assert row["measured"]["224x224"] == pytest.approx(3.0)  # onnx is the fastest for both: 6 / 2
     assert row["per_runtime"] == {"ptl": {"224x224": pytest.approx(2.5)}, "onnx": {"224x224": pytest.approx(3.0)}}
-    from shufflenet.mobile import report
-
     md = "\n".join(report.rule_markdown(result, ["224x224"]))
     for rt, v in (("fastest", "3.00x"), ("ptl", "2.50x"), ("onnx", "3.00x")):
         assert f"| ShuffleNet 1x (g=3) / ShuffleNet 0.5x (g=3) | {rt} | 4.0x | 2.60x | {v} |" in md

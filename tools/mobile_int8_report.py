@@ -162,21 +162,32 @@ def interleaved_latency(
     return {k: {"cpu_ms": statistics.median(cpu[k]), "wall_ms": statistics.median(wall[k])} for k in runners}
 
 
-def report(
-    weights: Path,
-    data: Path,
-    out: Path,
-    sizes: Sequence[Tuple[int, int]] = ((32, 32), (224, 224)),
-    calib_count: int = 256,
-    runtimes: Optional[Sequence[str]] = None,
-    warmup: int = 3,
-    repeats: int = 15,
-    log: Callable[[str], None] = print,
-) -> Dict[str, Any]:
-    """Export every available row of :data:`ROWS` (of ``runtimes``, default all), evaluate and time them.
+@dataclass
+class ReportSettings:
+    """The latency ``sizes``, the calibration image count, which ``runtimes`` (default all) and the timing."""
+
+    sizes: Sequence[Tuple[int, int]] = ((32, 32), (224, 224))
+    calib_count: int = 256
+    runtimes: Optional[Sequence[str]] = None
+    warmup: int = 3
+    repeats: int = 15
+    log: Callable[[str], None] = print
+
+
+def report(weights: Path, data: Path, out: Path, settings: Optional[ReportSettings] = None) -> Dict[str, Any]:
+    """Export every available row of :data:`ROWS` (of ``settings.runtimes``, default all), evaluate and time them.
 
     Accuracy is measured at 32x32 (the test split's size), so every file is exported (and verified, and
     calibrated) at 32x32 first, then at the latency ``sizes``."""
+    st = settings or ReportSettings()
+    sizes, calib_count, runtimes, warmup, repeats, log = (
+        st.sizes,
+        st.calib_count,
+        st.runtimes,
+        st.warmup,
+        st.repeats,
+        st.log,
+    )
     torch.set_num_threads(1)
     src = load_model(str(weights))
     xt, yt, _ = _split(data, "test")
@@ -305,16 +316,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     weights = Path(args.weights)
     load_model(str(weights))  # a bad weights file is one error line before any work
     out = writable_dir(args.out)
-    report(
-        weights,
-        data,
-        out,
-        sizes=sizes,
-        calib_count=args.calib_count,
-        runtimes=args.runtimes,
-        warmup=args.warmup,
-        repeats=args.repeats,
-    )
+    report(weights, data, out, ReportSettings(sizes, args.calib_count, args.runtimes, args.warmup, args.repeats))
     return 0
 
 

@@ -42,6 +42,7 @@ from ..models import create_model, list_models, paper_tables
 from ..models.baselines import megvii_style
 from .host import host_info, kernel_isa
 from .images import parse_size
+from .report import SIZES, analyse
 from .runtime import ExportSpec, export, runtimes, versions
 from .source import MobileError, ModelSource, writable_dir
 from .verify import VerificationError
@@ -119,31 +120,6 @@ def bench_models() -> List[BenchModel]:
         BenchModel("tv_v2_0.5", "torchvision ShuffleNetV2 0.5x (peer)", None, _torchvision_v2("x0_5"), peer=True),
         BenchModel("tv_v2_1", "torchvision ShuffleNetV2 1x (peer)", None, _torchvision_v2("x1_0"), peer=True),
     ]
-
-
-#: Ratios of the fastest runtime's medians, as (numerator key, denominator key, label, target or None).
-RATIOS = [
-    (
-        "alexnet",
-        "sn0.5",
-        "AlexNet / ShuffleNet 0.5x (paper headline ~13x)",
-        13.0,
-    ),
-    ("mobilenet", "sn2", "MobileNet 1.0 / ShuffleNet 2x", None),
-    ("sn1", "sn0.5", "ShuffleNet 1x / 0.5x", None),
-    ("sn2", "sn0.5", "ShuffleNet 2x / 0.5x", None),
-    ("megvii0.5", "sn0.5", "megvii-style 0.5x / ours 0.5x", 1.5),
-    ("megvii1", "sn1", "megvii-style 1x / ours 1x", 1.5),
-    ("megvii2", "sn2", "megvii-style 2x / ours 2x", 1.5),
-    ("tv_v2_0.5", "sn0.5", "torchvision ShuffleNetV2 0.5x / ours 0.5x", 1.0),
-    ("tv_v2_1", "sn1", "torchvision ShuffleNetV2 1x / ours 1x", 1.0),
-]
-
-SIZES = [(224, 224), (480, 640), (720, 1280)]
-#: ShuffleNet 0.5x's MAC/s as a share of AlexNet's at the same size, on each model's fastest runtime.
-SHARE_TARGET = 0.70
-#: The paper's rule of thumb (Sec. 4.5): each 4x fewer FLOPs gave ~2.6x speed.
-RULE_SPEEDUP_PER_4X = 2.6
 
 
 def paper_ms() -> Dict[str, List[float]]:
@@ -340,125 +316,7 @@ def _run_benchmark(st: BenchSettings) -> Dict[str, Any]:
         "paper": {"platform": paper_tables()["table8_arm_latency_ms"]["platform"], "ms": paper_ms()},
         "cells": cells,
     }
-    result["fastest"] = fastest(result)
-    result["efficiency"] = efficiency(result)
-    result["ratios"] = ratios(result)
-    result["rule_of_thumb"] = rule_of_thumb(result)
-    return result
-
-
-def fastest(result: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, Any]]]:
-    """Per model and size: the runtime with the lowest median (what the ratios use) and its median."""
-    out: Dict[str, Dict[str, Dict[str, Any]]] = {}
-    for key, per_rt in result["cells"].items():
-        for tag in {t for c in per_rt.values() for t in c}:
-            best = min(
-                ((rt, c[tag]["median_ms"]) for rt, c in per_rt.items() if tag in c and rt != "eager"),
-                key=lambda kv: kv[1],
-                default=None,
-            )
-            if best is None:  # eager only
-                best = min(((rt, c[tag]["median_ms"]) for rt, c in per_rt.items() if tag in c), key=lambda kv: kv[1])
-            out.setdefault(key, {})[tag] = {"runtime": best[0], "median_ms": best[1]}
-    return out
-
-
-def efficiency(result: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, float]]]:
-    """MAC/s of each model's fastest runtime and its share of AlexNet's MAC/s at the same size."""
-    out: Dict[str, Dict[str, Dict[str, float]]] = {}
-    fast = result["fastest"]
-    for key, m in result["models"].items():
-        for tag, macs in m["macs"].items():
-            if tag not in fast.get(key, {}):
-                continue
-            gmacs = macs / (fast[key][tag]["median_ms"] / 1e3) / 1e9
-            out.setdefault(key, {})[tag] = {"gmac_per_s": gmacs}
-    for per in out.values():
-        for tag, row in per.items():
-            ref = out.get("alexnet", {}).get(tag)
-            if ref:
-                row["share_of_alexnet"] = row["gmac_per_s"] / ref["gmac_per_s"]
-    return out
-
-
-def ratios(result: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """The paper's ratios and the measured ones (fastest runtime of each model; per runtime too)."""
-    out = []
-    pms = result["paper"]["ms"]
-    models = result["models"]
-    sizes = [f"{h}x{w}" for h, w in result["settings"]["sizes"]]
-    all_sizes = [f"{h}x{w}" for h, w in SIZES]
-    for num, den, label, target in RATIOS:
-        if num not in models or den not in models:
-            continue
-        row: Dict[str, Any] = {
-            "ratio": label,
-            "num": num,
-            "den": den,
-            "paper": {},
-            "measured": {},
-            "fastest": {},
-            "target": {},
-            "met": {},
-        }
-        pn, pd = models[num]["paper_row"], models[den]["paper_row"]
-        for tag in sizes:
-            if pn and pd and tag in all_sizes:
-                i = all_sizes.index(tag)
-                row["paper"][tag] = pms[pn][i] / pms[pd][i]
-            for rt in result["settings"]["runtimes"]:
-                a = result["cells"].get(num, {}).get(rt, {}).get(tag)
-                b = result["cells"].get(den, {}).get(rt, {}).get(tag)
-                if a and b:
-                    row["measured"].setdefault(rt, {})[tag] = a["median_ms"] / b["median_ms"]
-            a, b = result["fastest"].get(num, {}).get(tag), result["fastest"].get(den, {}).get(tag)
-            if a and b:
-                row["fastest"][tag] = a["median_ms"] / b["median_ms"]
-                want = target.get(tag) if isinstance(target, dict) else target
-                if want is not None:
-                    row["target"][tag] = want
-                    row["met"][tag] = row["fastest"][tag] >= want
-        out.append(row)
-    return out
-
-
-#: (bigger, smaller) model pairs the rule of thumb is shown for: the widths, and AlexNet against ShuffleNet 0.5x.
-RULE_PAIRS = (("sn1", "sn0.5"), ("sn2", "sn1"), ("sn2", "sn0.5"), ("alexnet", "sn0.5"))
-
-
-def rule_of_thumb(result: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Time ratios the paper's rule of thumb predicts for the ShuffleNet widths (from their MACs at 224) and the
-    measured ones (fastest runtime)."""
-    out = []
-    for big, small in RULE_PAIRS:
-        mb, ms = result["models"].get(big), result["models"].get(small)
-        if not mb or not ms or not ms["macs"].get("224x224"):
-            continue
-        flops = mb["macs"]["224x224"] / ms["macs"]["224x224"]
-        measured, per_runtime = {}, {}
-        for tag in mb["macs"]:
-            a, b = result["fastest"].get(big, {}).get(tag), result["fastest"].get(small, {}).get(tag)
-            if a and b:
-                measured[tag] = a["median_ms"] / b["median_ms"]
-            for rt in result["settings"]["runtimes"]:
-                a = result["cells"].get(big, {}).get(rt, {}).get(tag)
-                b = result["cells"].get(small, {}).get(rt, {}).get(tag)
-                if a and b:
-                    per_runtime.setdefault(rt, {})[tag] = a["median_ms"] / b["median_ms"]
-        predicted = RULE_SPEEDUP_PER_4X ** (math.log(flops) / math.log(4.0))
-        out.append(
-            {
-                "pair": f"{mb['label']} / {ms['label']}",
-                "flops_ratio": flops,
-                "predicted": predicted,
-                "measured": measured,  # fastest runtime of each model
-                "per_runtime": per_runtime,
-            }
-        )
-    return out
-
-
-# --- command line ------------------------------------------------------------------------------------
+    return analyse(result)
 
 
 def build_parser() -> argparse.ArgumentParser:

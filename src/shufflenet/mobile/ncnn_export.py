@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .artifact import Staged, verify_int8_fidelity
+from .artifact import Staged
 from .onnx_export import missing_modules
 from .rewrite import for_runtime, with_reshape_shuffles
 from .runtime import ExportSpec, Job, Runtime, register
@@ -205,9 +205,7 @@ class NcnnRuntime(Runtime):
         if quantization is None:
             rows = job.verify(run, self.label)
         else:
-            rows = verify_int8_fidelity(
-                job.reference, run, job.inputs, quantization, "ncnn int8 file", log, source.mean, source.std
-            )
+            rows = job.verify_fidelity(run, quantization, "ncnn int8 file")
         side = job.sidecar(
             self,
             job.input(

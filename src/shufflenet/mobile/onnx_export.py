@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .artifact import Staged, filtered_stderr, verify_int8_fidelity
+from .artifact import Staged, filtered_stderr
 from .rewrite import CameraInput, for_runtime
 from .runtime import ExportSpec, Job, Runtime, register
 from .source import MobileError
@@ -90,14 +90,15 @@ def write_onnx(
     path: Path,
     output_names: Sequence[str],
     layout: str = "NCHW",
-    spatial: bool = True,
-    dynamo: bool = False,
+    shapes: str = "dynamic",
 ) -> None:
     """``torch.onnx.export`` of ``form`` (a module or a traced ScriptModule) into ``path`` with the ``layout``'s
-    dynamic axes (``spatial=False``: the batch only), then ``onnx.checker``."""
+    dynamic axes (``shapes="static"``: the batch only; ``"dynamo"``: the ``torch.export``-based exporter,
+    static), then ``onnx.checker``."""
     import onnx
 
     outputs = list(output_names)
+    spatial, dynamo = shapes == "dynamic", shapes == "dynamo"
     axes = AXES[layout] if spatial else {k: v for k, v in AXES[layout].items() if v == "batch"}
     dynamic_axes = {"input": axes}
     # the exporter's own output: tracer warnings on shape arithmetic, its deprecation notice, and (native, fd 1)
@@ -166,7 +167,6 @@ class OnnxRuntime(Runtime):
         net = for_runtime(model, "onnx") if spec.rewrite and form is None else model
         if form is None:
             form = CameraInput(net, source.mean, source.std) if spec.camera else net
-        example = job.inputs[0].tensor
         outputs = job.outputs()
         layout = "CHW" if source.task == "detection" else ("NHWC" if spec.camera else "NCHW")
         output_names = job.extra.get("output_names")
@@ -176,7 +176,7 @@ class OnnxRuntime(Runtime):
         log(f"[export] {source.name}: torch.onnx.export (opset {OPSET}) of {type(form).__name__} ...")
         tmp = staged.tmp(name)
         graph = work / "fp32.onnx" if quantize_fn is not None else tmp
-        spatial = _write_any(form, example, graph, output_names, layout, job.sizes, source.name, log)
+        spatial = _write_any(job, form, graph, output_names, layout)
         quantization = None
         fidelity: List[Dict[str, Any]] = []
         if quantize_fn is None:
@@ -188,9 +188,7 @@ class OnnxRuntime(Runtime):
             rows = job.verify(
                 int8, "ONNX Runtime int8 kernels vs QDQ graph", reference=onnx_runner(tmp, optimize=False)
             )
-            fidelity = verify_int8_fidelity(
-                job.reference, int8, job.inputs, quantization, "ONNX Runtime int8 file", log, source.mean, source.std
-            )
+            fidelity = job.verify_fidelity(int8, quantization, "ONNX Runtime int8 file")
         shape = "N x H x W x 3 (camera frame, RGB)" if spec.camera else "N x 3 x H x W"
         if source.task == "detection":
             shape = "3 x H x W (one image)"
@@ -231,8 +229,9 @@ class OnnxRuntime(Runtime):
 register(OnnxRuntime())
 
 
-def _write_any(form, example, path: Path, output_names, layout: str, sizes, name: str, log) -> bool:
+def _write_any(job: Job, form, path: Path, output_names, layout: str) -> bool:
     """:func:`write_onnx` with dynamic height/width, else (one size only) static; whether spatial axes are dynamic."""
+    example, sizes, name, log = job.inputs[0].tensor, job.sizes, job.source.name, job.log
     try:
         write_onnx(form, example, path, output_names, layout)
         return True
@@ -242,10 +241,10 @@ def _write_any(form, example, path: Path, output_names, layout: str, sizes, name
             raise MobileError(f"{e}; with dynamic height and width -- export one --input-size per file") from None
         log(f"[export] {name}: no dynamic height/width ({str(e)[:80]}...); fixed {sizes[0][0]}x{sizes[0][1]}")
         try:
-            write_onnx(form, example, path, output_names, layout, spatial=False)
+            write_onnx(form, example, path, output_names, layout, "static")
         except MobileError:  # e.g. an adaptive pool whose output size does not divide the input's
             log(f"[export] {name}: TorchScript-based exporter failed; torch.export-based one (static)")
-            write_onnx(form, example, path, output_names, layout, spatial=False, dynamo=True)
+            write_onnx(form, example, path, output_names, layout, "dynamo")
         return False
 
 

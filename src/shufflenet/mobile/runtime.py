@@ -24,8 +24,10 @@ What a new runtime module defines (docs/mobile.md, "The runtime interface"):
 
 from __future__ import annotations
 
+import datetime as _dt
 import importlib
 import os
+import platform
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,16 +36,21 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import torch
 from torch import Tensor
 
-from .artifact import Staged, input_spec, output_shapes, sidecar, verify
-from .images import resolve_images
+from .artifact import Staged, input_spec, output_shapes, verify
+from .images import list_images, resolve_images
 from .source import MobileError, ModelSource, RuntimeUnavailableError
 from .verify import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,
     INT8_ATOL,
+    INT8_FIDELITY_RTOL,
     INT8_RTOL,
+    VerificationError,
     VerifyInput,
+    compare_outputs,
+    flatten_outputs,
     frame_reference,
+    images_note,
     make_frame_inputs,
     make_inputs,
 )
@@ -142,10 +149,56 @@ class Job:
 
     def verify(self, run: Callable[[Tensor], Any], label: str, reference=None, inputs=None) -> List[Dict[str, Any]]:
         """The runtime's file (``run``) against the eager reference on every input; raises on the first miss."""
-        atol, rtol = self.bounds
-        return verify(
-            reference or self.reference, run, self.inputs if inputs is None else inputs, atol, rtol, label, self.log
-        )
+        ref, inputs = reference or self.reference, self.inputs if inputs is None else inputs
+        return verify(ref, run, inputs, self.bounds, label, self.log)
+
+    def verify_fidelity(self, run: Callable[[Tensor], Any], quantization: Dict[str, Any], label: str) -> List[Dict]:
+        """An int8 file against the *fp32* model on real photos (the real inputs; with none, two calibration
+        images at each size): ``max|int8 - fp32| <= INT8_ATOL + INT8_FIDELITY_RTOL x max|fp32|``, the top-1
+        agreement recorded. Refuses a degenerate calibration (one whose ranges do not cover real inputs), which
+        a check against the file's own int8 reference cannot see. ``quantization["calibration"]`` names it."""
+        real = [i for i in self.inputs if i.label.startswith("real")]
+        calib = quantization.get("calibration", {})
+        if not real:
+            photos = list_images(calib["dir"])[:2]
+            sizes = list(dict.fromkeys(i.size for i in self.inputs))
+            real = [
+                VerifyInput(f"calibration ({len(photos)} images)", i.size, i.tensor)
+                for i in make_inputs(sizes, photos, len(photos), mean=self.source.mean, std=self.source.std)
+                if i.label.startswith("real")
+            ]
+        rows = []
+        for inp in real:
+            with torch.no_grad():
+                ref, got = self.reference(inp.tensor.clone()), run(inp.tensor.clone())
+            res = compare_outputs(ref, got, INT8_ATOL, INT8_FIDELITY_RTOL)
+            agree = float((flatten_outputs(ref)[0].argmax(1) == flatten_outputs(got)[0].argmax(1)).float().mean())
+            rows.append(
+                {
+                    "input": inp.label,
+                    "size": list(inp.size),
+                    "batch": int(inp.tensor.shape[0]),
+                    **res,
+                    "top1_agree": agree,
+                }
+            )
+            where = f"{inp.label} input at {inp.size[0]}x{inp.size[1]}"
+            if not res["ok"]:
+                why = res.get("why") or (
+                    f"max |fp32 - int8| = {res['max_abs_diff']:.3g} exceeds the bound {res['bound']:.3g} "
+                    f"(atol {INT8_ATOL:g} + rtol {INT8_FIDELITY_RTOL:g} x max|fp32| {res['max_abs_ref']:.3g})"
+                )
+                raise VerificationError(
+                    f"int8 check against the fp32 model failed on the {where} through the {label}: {why}; the "
+                    f"calibration ({calib.get('dir')}, {calib.get('images')} images) does not cover such inputs: "
+                    "calibrate on images like the deployment's (--calib-images DIR --calib-count N); "
+                    "no file was written"
+                )
+            self.log(
+                f"[verify] {label} vs fp32: {inp.size[0]}x{inp.size[1]} {inp.label:<18} max|diff| "
+                f"{res['max_abs_diff']:.2e} <= bound {res['bound']:.2e}, top-1 agreement {agree:.0%}  ok"
+            )
+        return rows
 
     def outputs(self, reference=None, example: Optional[Tensor] = None) -> List[List[int]]:
         return output_shapes(reference or self.reference, self.inputs[0].tensor if example is None else example)
@@ -154,20 +207,29 @@ class Job:
         return input_spec(self.source, self.sizes, shape, self.spec.camera, **extra)
 
     def sidecar(self, rt: Runtime, input: Dict[str, Any], outputs, checks, rewritten: bool, **fields: Any):
+        """The JSON sidecar every exported file carries (``fields``: the runtime's own entries)."""
         atol, rtol = self.bounds
-        return sidecar(
-            self.source,
-            rt.title,
-            input,
-            outputs,
-            checks,
-            atol,
-            rtol,
-            self.images,
-            rewritten,
-            versions(*rt.packages),
+        src = self.source
+        return {
+            "format": "shufflenet-mobile/1",
+            "runtime": rt.title,
+            "model": src.name,
+            "task": src.task,
+            "source": src.origin,
             **fields,
-        )
+            "input": input,
+            "outputs": outputs,
+            "rewrite": "runtime-specific equivalent form (shufflenet.mobile.rewrite)" if rewritten else None,
+            "verification": {"atol": atol, "rtol": rtol, **images_note(self.images), "checks": checks},
+            "exported_with": {
+                "torch": torch.__version__,
+                **versions(*rt.packages),
+                "python": platform.python_version(),
+                "arch": platform.machine(),
+            },
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            **({"extra": src.extra} if src.extra else {}),
+        }
 
 
 class Runtime:
