@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from shufflenet.fileio import atomic_write
+from shufflenet.mobile.artifact import filtered_stderr
 from shufflenet.mobile.rewrite import FastShuffleUnit, for_runtime
 
 __all__ = [
@@ -187,6 +188,12 @@ _TORCH_OPS = {
     "aten::slice": "concat / split",
     "aten::dropout": "other",
 }
+#: What the torch profiler's kineto backend says on a CPU-only host at every start and stop (the CUDA build looks
+#: for a GPU): said to the user it hides what matters, so dropped inside the profiled block only.
+KINETO_CHATTER = (
+    r"^USDT:.*ActivityProfilerController\.cpp:\d+\] profiler_(start|stop)",
+    r"^ERROR:.*DeviceProperties\.cpp:\d+\] gpuGetDeviceCount failed",
+)
 _CONV_OPS = ("prepacked::conv2d_clamp_run", "aten::conv2d")
 #: Copies a runtime makes inside a convolution (desktop tensors lack XNNPACK's tail padding; layout changes).
 _COPY_OPS = ("aten::copy_", "aten::contiguous", "aten::clone")
@@ -212,7 +219,7 @@ def profile_layer_types(
     from torch.autograd import profiler
 
     run(x)
-    with profiler.profile() as prof:
+    with filtered_stderr(KINETO_CHATTER, fd=1), filtered_stderr(KINETO_CHATTER), profiler.profile() as prof:
         for _ in range(runs):
             run(x)
     events = sorted(prof.function_events, key=lambda e: e.time_range.start)

@@ -8,18 +8,7 @@ the runtime takes (before anything is imported), checks that the runtime is inst
 images and file stem, builds the eager reference and the verification inputs (:class:`Job`), stages the files,
 and commits them with the JSON sidecar only after the runtime's own file passed :meth:`Job.verify`.
 
-What a new runtime module defines (docs/mobile.md, "The runtime interface"):
-
-* ``name`` (the ``--format`` value), ``title`` (the sidecar's ``runtime``), ``label`` (what the verify lines
-  call it), ``suffix`` (sidecar ``<stem><suffix>.json``), ``packages`` (distributions whose versions the sidecar
-  records), ``extra`` (the install hint), ``layout`` (``"nhwc"`` or ``"nchw"``: what the benchmark feeds it);
-  the capabilities ``int8``, ``detector`` and ``camera``;
-* :meth:`Runtime.missing` (lazy: why it cannot run here, one line naming the extra, or None);
-* :meth:`Runtime.write` (build the file(s) into the :class:`~.artifact.Staged` folder, verify them with the
-  :class:`Job`, return the written paths and the sidecar);
-* :meth:`Runtime.load` (a written file as a callable on torch tensors, for timing and checks);
-* optionally :meth:`Runtime.refuse` (argument combinations it cannot take), :meth:`Runtime.kernels` (what it
-  says about its kernels) and :meth:`Runtime.prepare_source` (int8 that replaces the reference model).
+What a new runtime module defines: docs/mobile.md, "The runtime interface", and :class:`Runtime`.
 """
 
 from __future__ import annotations
@@ -233,16 +222,16 @@ class Job:
 
 
 class Runtime:
-    """One mobile runtime (subclass per runtime module; see the module docstring for what to define)."""
+    """One mobile runtime. A subclass defines the class attributes below, :meth:`missing`, :meth:`write` and
+    :meth:`load`; optionally :meth:`refuse`, :meth:`kernels` and :meth:`prepare_source`."""
 
-    name: str = ""
-    title: str = ""
-    label: str = ""
-    suffix: str = ""
-    packages: Tuple[str, ...] = ()
-    extra: str = ""
+    name: str = ""  #: the --format / --runtimes value
+    title: str = ""  #: the sidecar's "runtime"
+    label: str = ""  #: how the [verify] lines name it
+    suffix: str = ""  #: the sidecar is <stem><suffix>.json
+    packages: Tuple[str, ...] = ()  #: distributions whose versions the sidecar records
     summary: str = ""  #: a few words for --format's help
-    layout: str = "nhwc"
+    layout: str = "nhwc"  #: the tensor the benchmark times ("nhwc": channels_last view, "nchw")
     int8: str = ""  #: the int8 scheme in a few words ("": no int8)
     int8_reference: str = ""  #: what an int8 file is verified against
     int8_fidelity: bool = False  #: int8 checked against the fp32 model (the fidelity bound), not its own reference
