@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 Log = Callable[[str], None]
+#: torch's notice, logged when ExecuTorch or litert-torch (through torchao) is imported, for an Enum they register.
+PYTREE_NOTICE = ("torch.utils._pytree", r"is an Enum subclass and is now natively supported")
 
 
 class Staged:

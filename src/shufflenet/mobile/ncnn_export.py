@@ -27,9 +27,8 @@ import torch
 from torch import Tensor
 
 from .artifact import Staged
-from .onnx_export import missing_modules
 from .rewrite import for_runtime, with_reshape_shuffles
-from .runtime import ExportSpec, Job, Runtime, register
+from .runtime import ExportSpec, Job, Runtime, missing_modules, register
 from .source import MobileError, RuntimeUnavailableError
 from .verify import INT8_ATOL, INT8_FIDELITY_RTOL
 

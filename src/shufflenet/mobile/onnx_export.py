@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .artifact import Staged, filtered_stderr
 from .rewrite import CameraInput, for_runtime
-from .runtime import ExportSpec, Job, Runtime, register
+from .runtime import ExportSpec, Job, Runtime, missing_modules, register
 from .source import MobileError
 from .verify import INT8_ATOL, INT8_FIDELITY_RTOL
 
@@ -33,17 +33,6 @@ __all__ = ["OPSET", "OnnxRuntime", "onnx_runner", "write_onnx"]
 
 #: ONNX opset of the written files: supported by ONNX Runtime 1.14+ (desktop and mobile builds).
 OPSET = 17
-
-
-def missing_modules(*modules: str) -> List[str]:
-    """Which of ``modules`` cannot be imported."""
-    out = []
-    for mod in modules:
-        try:
-            __import__(mod)
-        except ImportError:
-            out.append(mod)
-    return out
 
 
 def onnx_runner(path: os.PathLike, threads: Optional[int] = None, optimize: bool = True) -> Callable[[Tensor], Any]:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .artifact import Staged, filtered_stderr, without_log_records
+from .artifact import PYTREE_NOTICE, Staged, filtered_stderr, without_log_records
 from .rewrite import CameraInput, for_runtime
 from .runtime import ExportSpec, Job, Runtime, per_sample, register, versions
 from .source import MobileError
@@ -42,7 +42,6 @@ EXECUTORCH_PIN = "executorch==1.3.1"
 #: x86 host or a container does not have, and torch's deprecation notice for an Enum that torchao registers.
 CPUINFO_CHATTER = (r"^\[cpuinfo_utils\.cpp:\d+\] ",)
 THREADPOOL_NOTICE = (r"^\[threadpool\.cpp:\d+\] Resetting threadpool",)
-PYTREE_NOTICE = ("torch.utils._pytree", r"is an Enum subclass and is now natively supported")
 
 
 def executorch_available() -> bool:

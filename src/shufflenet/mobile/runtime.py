@@ -55,6 +55,7 @@ __all__ = [
     "get",
     "export",
     "versions",
+    "missing_modules",
     "per_sample",
 ]
 
@@ -312,6 +313,17 @@ def versions(*packages: str) -> Dict[str, Optional[str]]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = None
+    return out
+
+
+def missing_modules(*modules: str) -> List[str]:
+    """Which of ``modules`` cannot be imported."""
+    out = []
+    for mod in modules:
+        try:
+            __import__(mod)
+        except ImportError:
+            out.append(mod)
     return out
 
 

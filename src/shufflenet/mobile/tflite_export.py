@@ -38,8 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .artifact import Staged, filtered_stderr, without_log_records
-from .pte import PYTREE_NOTICE
+from .artifact import PYTREE_NOTICE, Staged, filtered_stderr, without_log_records
 from .quantize import calibration_batch, resolve_calib_dir
 from .rewrite import for_runtime
 from .runtime import ExportSpec, Job, Runtime, per_sample, register
