@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from shufflenet.mobile.benchmark import cli, main
+from shufflenet.mobile.benchmark import cli
+from tools.mobile_opprofile import main  # shufflenet-bench + --profile-ops (the per-op profiles of the docs)
 
 
 @pytest.mark.slow
@@ -120,9 +121,9 @@ def _have(mod: str) -> bool:
 
 
 def test_kernel_isa_reports_what_each_runtime_says():
-    from shufflenet.mobile import opprofile
+    from shufflenet.mobile import host, report
 
-    isa = opprofile.kernel_isa(["ptl", "onnx", "ncnn", "tflite", "eager"])  # pte: in the --quick test
+    isa = host.kernel_isa(["ptl", "onnx", "ncnn", "tflite", "eager"])  # pte: in the --quick test
     host = isa["host"]
     assert host["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert host["onednn_bf16"] == torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -145,12 +146,12 @@ def test_kernel_isa_reports_what_each_runtime_says():
     for rt in ("tflite",):  # either what the runtime says, or why it could not be asked
         info = isa["runtimes"][rt]
         assert ("error" in info and "No module" in info["error"]) or info["xnnpack_isa"] == "not reported"
-    md = "\n".join(_bench().isa_markdown({"kernel_isa": isa}))
+    md = "\n".join(report.isa_markdown({"kernel_isa": isa}))
     assert f"get_cpu_capability()` {host['torch_cpu_capability']}" in md and "| ptl | XNNPACK" in md
 
 
 def test_cpu_flags_from_cpuinfo_text():
-    from shufflenet.mobile.opprofile import cpu_flags
+    from shufflenet.mobile.host import cpu_flags
 
     x86 = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512_bf16 amx_tile\n"
     arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm asimdhp asimddp sve i8mm cpuid\n"
@@ -170,8 +171,8 @@ def test_conv_kinds_and_mac_shares_of_real_models():
 
     from shufflenet import create_model
     from shufflenet.complexity import count_macs
-    from shufflenet.mobile.opprofile import conv_kinds, mac_shares, pool_scopes
     from shufflenet.mobile.rewrite import for_runtime
+    from tools.mobile_opprofile import conv_kinds, mac_shares, pool_scopes
 
     counts = lambda kinds: {k: kinds.count(k) for k in set(kinds)}  # noqa: E731
     sn = create_model(TINY).eval()
@@ -222,7 +223,7 @@ def test_ort_profile_aggregation_of_a_recorded_profile(tmp_path):
     import onnxruntime as ort
 
     from shufflenet.mobile.onnx_export import write_onnx
-    from shufflenet.mobile.opprofile import aggregate_ort_profile, onnx_file_for, profile_onnx
+    from tools.mobile_opprofile import aggregate_ort_profile, onnx_file_for, profile_onnx
 
     torch.manual_seed(0)
     path = tmp_path / "kinds.onnx"
@@ -283,7 +284,7 @@ def test_ort_profile_aggregation_of_a_recorded_profile(tmp_path):
 
 def test_profile_layer_types_matches_convolutions_in_order():
     from shufflenet import create_model
-    from shufflenet.mobile.opprofile import conv_kinds, profile_layer_types
+    from tools.mobile_opprofile import conv_kinds, profile_layer_types
 
     torch.set_num_threads(1)
     model = create_model(TINY).eval()
@@ -305,7 +306,8 @@ def test_profile_layer_types_matches_convolutions_in_order():
 
 
 def test_rule_of_thumb_per_runtime_and_on_the_fastest():
-    bench = _bench()
+    from shufflenet.mobile import report
+
     cell = lambda ms: {"median_ms": ms}  # noqa: E731
     result = {
         "settings": {"runtimes": ["ptl", "onnx"], "sizes": [[224, 224]]},
@@ -318,12 +320,12 @@ def test_rule_of_thumb_per_runtime_and_on_the_fastest():
             "sn1": {"ptl": {"224x224": cell(10.0)}, "onnx": {"224x224": cell(6.0)}},
         },
     }
-    result["fastest"] = bench.fastest(result)
-    (row,) = bench.rule_of_thumb(result)
+    result["fastest"] = report.fastest(result)
+    (row,) = report.rule_of_thumb(result)
     assert row["flops_ratio"] == pytest.approx(4.0) and row["predicted"] == pytest.approx(2.6)
     assert row["measured"]["224x224"] == pytest.approx(3.0)  # onnx is the fastest for both: 6 / 2
     assert row["per_runtime"] == {"ptl": {"224x224": pytest.approx(2.5)}, "onnx": {"224x224": pytest.approx(3.0)}}
-    md = "\n".join(bench.rule_markdown(result, ["224x224"]))
+    md = "\n".join(report.rule_markdown(result, ["224x224"]))
     for rt, v in (("fastest", "3.00x"), ("ptl", "2.50x"), ("onnx", "3.00x")):
         assert f"| ShuffleNet 1x (g=3) / ShuffleNet 0.5x (g=3) | {rt} | 4.0x | 2.60x | {v} |" in md
 
@@ -333,7 +335,7 @@ def test_rule_of_thumb_per_runtime_and_on_the_fastest():
 def test_etdump_probe_says_whether_the_runtime_records_events(tmp_path):
     from executorch.exir import to_edge
 
-    from shufflenet.mobile.opprofile import etdump_probe
+    from tools.mobile_opprofile import etdump_probe
 
     class AddRelu(torch.nn.Module):  # a program of portable kernels: lowered in a second, probed the same way
         def forward(self, x):

@@ -16,10 +16,10 @@ from conftest import _randomize_bn
 from torch import nn
 
 import shufflenet
+from shufflenet.mobile import ExportSpec, RuntimeUnavailableError, export
 from shufflenet.mobile import ptl as mptl
 from shufflenet.mobile.cli import cli
 from shufflenet.mobile.images import list_images, load_images
-from shufflenet.mobile.ptl import XnnpackUnavailableError, export_ptl
 from shufflenet.mobile.source import ModelSource, load_model
 from shufflenet.mobile.verify import VerificationError
 
@@ -61,7 +61,7 @@ def test_export_registered_model_matches_eager_and_sidecar(tmp_path):
     model = _tiny()
     src = ModelSource(model, TINY, "test")
     sizes = [(32, 32), (64, 48)]
-    ptl, side = export_ptl(src, tmp_path, sizes, images=CIFAR_TEST, n_real=2, log=_quiet)
+    ptl, side = export("ptl", src, tmp_path, ExportSpec(sizes, images=CIFAR_TEST, n_real=2, log=_quiet))
     assert ptl == tmp_path / f"{TINY}.ptl" and ptl.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{TINY}.json", f"{TINY}.ptl"]  # no temp files left
 
@@ -135,7 +135,7 @@ def test_export_refuses_model_whose_scripted_form_differs(tmp_path):
     src = ModelSource(_ScriptedDiffers(_tiny(), 0.01), "broken", "test")
     out = tmp_path / "out"
     with pytest.raises(VerificationError) as err:
-        export_ptl(src, out, [(32, 32)], images=CIFAR_TEST, log=_quiet)
+        export("ptl", src, out, ExportSpec([(32, 32)], images=CIFAR_TEST, log=_quiet))
     msg = str(err.value)
     assert "1e-02" in msg or "0.01" in msg  # the measured difference is in the message
     assert "32x32" in msg and "no file was written" in msg
@@ -157,7 +157,7 @@ def test_export_refuses_output_corrupted_by_optimization(tmp_path, monkeypatch):
     monkeypatch.setattr(mptl, "optimize", corrupting_optimize)
     out = tmp_path / "out"
     with pytest.raises(VerificationError, match=r"max \|eager - exported\| = [0-9.e+-]+ exceeds the bound"):
-        export_ptl(ModelSource(_tiny(), TINY, "test"), out, [(32, 32)], images=None, log=_quiet)
+        export("ptl", ModelSource(_tiny(), TINY, "test"), out, ExportSpec([(32, 32)], images=None, log=_quiet))
     assert list(out.iterdir()) == []
 
 
@@ -166,8 +166,11 @@ def test_bytecode_backport_still_verifies(tmp_path):
     from torch.jit.mobile import _get_model_bytecode_version
 
     model = _tiny()
-    ptl, side = export_ptl(
-        ModelSource(model, TINY, "test"), tmp_path, [(32, 32)], images=CIFAR_TEST, bytecode_version=7, log=_quiet
+    ptl, side = export(
+        "ptl",
+        ModelSource(model, TINY, "test"),
+        tmp_path,
+        ExportSpec([(32, 32)], images=CIFAR_TEST, bytecode_version=7, log=_quiet),
     )
     assert _get_model_bytecode_version(str(ptl)) == 7
     assert side["bytecode_version"] == 7 and side["bytecode_version_written"] > 7
@@ -186,7 +189,7 @@ def test_newer_bytecode_version_is_an_error(tmp_path, capsys):
 
 def test_no_xnnpack_gives_clear_message(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(mptl, "xnnpack_available", lambda: False)
-    with pytest.raises(XnnpackUnavailableError, match="torch==2.12.0"):
+    with pytest.raises(RuntimeUnavailableError, match="torch==2.12.0"):
         mptl.require_xnnpack()
     rc = cli([TINY, "--input-size", "32", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
@@ -236,7 +239,7 @@ def test_detector_export_through_detection_public_api(tmp_path):
     formats = ("ptl", "onnx") if _has("onnxruntime") else ("ptl",)
     torch.manual_seed(0)  # detectron2 initialises from torch's generator: the same seed gives the same detector
     ptl, side = export_detector(
-        "demo_shapes", tmp_path, [(96, 128)], images=coco, n_real=1, formats=formats, log=_quiet
+        "demo_shapes", tmp_path, formats, ExportSpec([(96, 128)], images=coco, n_real=1, log=_quiet)
     )
     assert side["task"] == "detection" and side["input"]["normalization"]["color"] == "BGR"
     assert {"torchvision::nms", "torchvision::roi_align"} <= set(side["operators"])  # what a runtime must provide

@@ -16,7 +16,7 @@ import torch
 from conftest import _randomize_bn
 
 import shufflenet
-from shufflenet.mobile import ptl as mptl
+from shufflenet.mobile import ExportSpec, export
 from shufflenet.mobile.cli import cli
 from shufflenet.mobile.source import ModelSource
 
@@ -67,7 +67,7 @@ def test_interrupted_export_leaves_no_file_and_no_temporary(tmp_path, monkeypatc
     torch.manual_seed(0)
     src = ModelSource(_randomize_bn(shufflenet.create_model(TINY, num_classes=10)), TINY, "test")
     with pytest.raises(KeyboardInterrupt):
-        mptl.export_ptl(src, tmp_path, [(32, 32)], images=None, log=lambda s: None)
+        export("ptl", src, tmp_path, ExportSpec([(32, 32)], images=None, log=lambda s: None))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from test_mobile_export import CIFAR_TEST, TINY, _cifar, _lite, _quiet, _tiny
 
+from shufflenet.mobile import Calibration, ExportSpec, export
 from shufflenet.mobile.images import list_images, load_images
-from shufflenet.mobile.ptl import export_ptl
 from shufflenet.mobile.quantize import calibration_batch, quantize_fx_int8, resolve_calib_dir
 from shufflenet.mobile.source import MobileError, ModelSource
 from shufflenet.mobile.verify import INT8_ATOL, INT8_RTOL
@@ -23,17 +23,20 @@ def test_int8_ptl_verifies_against_its_reference_and_is_smaller(tmp_path):
     q = quantize_fx_int8(fp32, CIFAR_TRAIN, 32, (32, 32))
     assert q.extra["quantization"]["calibration"]["images"] == 32
     assert any("quantized" in type(m).__module__ for m in q.model.modules())  # really converted
-    f32_path, f32_side = export_ptl(fp32, tmp_path / "fp32", [(32, 32)], images=None, log=_quiet)
+    f32_path, f32_side = export("ptl", fp32, tmp_path / "fp32", ExportSpec([(32, 32)], images=None, log=_quiet))
     prev = torch.backends.quantized.engine
-    i8_path, i8_side = export_ptl(
-        q,
+    i8_path, i8_side = export(
+        "ptl",
+        fp32,
         tmp_path / "int8",
-        [(32, 32), (48, 48)],
-        images=CIFAR_TEST,
-        atol=INT8_ATOL,
-        rtol=INT8_RTOL,
-        quantized_engine="qnnpack",
-        log=_quiet,
+        ExportSpec(
+            [(32, 32), (48, 48)],
+            images=CIFAR_TEST,
+            atol=INT8_ATOL,
+            rtol=INT8_RTOL,
+            int8=Calibration(CIFAR_TRAIN, 32, (32, 32)),
+            log=_quiet,
+        ),
     )
     assert torch.backends.quantized.engine == prev  # restored
     assert i8_side["size_bytes"] < 0.7 * f32_side["size_bytes"]  # tiny model: bytecode is a fixed share
@@ -112,14 +115,14 @@ def _session_ops(path, optimize, tmp_path):
 
 def test_onnx_int8_export_verified_on_real_photos(tmp_path):
     pytest.importorskip("onnxruntime", reason=ONNX_REASON)
-    from shufflenet.mobile.onnx_export import export_onnx, onnx_runner
-    from shufflenet.mobile.quantize import ORT_INT8_SCHEME, ort_int8_for_onnx
+    from shufflenet.mobile.onnx_export import onnx_runner
+    from shufflenet.mobile.quantize import ORT_INT8_SCHEME
     from shufflenet.mobile.verify import INT8_FIDELITY_RTOL
 
     src = _data_bn_source()
-    qfn = ort_int8_for_onnx(src, CIFAR_TRAIN, 32, (32, 32))
     sizes = [(32, 32), (48, 64)]
-    path, side = export_onnx(src, tmp_path / "i8", sizes, atol=INT8_ATOL, rtol=INT8_RTOL, quantize_fn=qfn, log=_quiet)
+    spec = ExportSpec(sizes, atol=INT8_ATOL, rtol=INT8_RTOL, int8=Calibration(CIFAR_TRAIN, 32, (32, 32)), log=_quiet)
+    path, side = export("onnx", src, tmp_path / "i8", spec)
     assert sorted(p.name for p in (tmp_path / "i8").iterdir()) == [f"{TINY}.onnx", f"{TINY}.onnx.json"]
     q = side["quantization"]
     assert q["scheme"] == ORT_INT8_SCHEME and q["calibration"]["images"] == 32
@@ -154,8 +157,6 @@ def test_onnx_int8_refuses_a_degenerate_calibration(tmp_path):
     pytest.importorskip("onnxruntime", reason=ONNX_REASON)
     from PIL import Image
 
-    from shufflenet.mobile.onnx_export import export_onnx
-    from shufflenet.mobile.quantize import ort_int8_for_onnx
     from shufflenet.mobile.verify import VerificationError
 
     blank = tmp_path / "blank"
@@ -165,9 +166,9 @@ def test_onnx_int8_refuses_a_degenerate_calibration(tmp_path):
     src = _data_bn_source()
     out = tmp_path / "out"
     out.mkdir()
-    qfn = ort_int8_for_onnx(src, blank, 4, (32, 32))
+    spec = ExportSpec([(32, 32)], atol=INT8_ATOL, rtol=INT8_RTOL, int8=Calibration(blank, 4, (32, 32)), log=_quiet)
     with pytest.raises(VerificationError, match=r"int8 check against the fp32 model failed .*--calib-images DIR"):
-        export_onnx(src, out, [(32, 32)], atol=INT8_ATOL, rtol=INT8_RTOL, quantize_fn=qfn, log=_quiet)
+        export("onnx", src, out, spec)
     assert list(out.iterdir()) == []  # nothing written, no temporary file left
 
 
@@ -175,7 +176,6 @@ def test_onnx_int8_kernels_are_checked_against_the_qdq_graph(tmp_path, monkeypat
     """A fault in the int8 kernels' result (injected into the optimized session only) is refused."""
     pytest.importorskip("onnxruntime", reason=ONNX_REASON)
     from shufflenet.mobile import onnx_export
-    from shufflenet.mobile.quantize import ort_int8_for_onnx
     from shufflenet.mobile.verify import VerificationError
 
     real_runner = onnx_export.onnx_runner
@@ -186,9 +186,11 @@ def test_onnx_int8_kernels_are_checked_against_the_qdq_graph(tmp_path, monkeypat
 
     monkeypatch.setattr(onnx_export, "onnx_runner", off_by_ten_percent)
     src = _data_bn_source()
-    qfn = ort_int8_for_onnx(src, CIFAR_TRAIN, 16, (32, 32))
+    spec = ExportSpec(
+        [(32, 32)], atol=INT8_ATOL, rtol=INT8_RTOL, int8=Calibration(CIFAR_TRAIN, 16, (32, 32)), log=_quiet
+    )
     with pytest.raises(VerificationError, match="int8 kernels vs QDQ graph"):
-        onnx_export.export_onnx(src, tmp_path, [(32, 32)], atol=INT8_ATOL, rtol=INT8_RTOL, quantize_fn=qfn, log=_quiet)
+        export("onnx", src, tmp_path, spec)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -230,17 +232,16 @@ def test_cli_ncnn_int8_without_the_tools_is_one_error_line(tmp_path, capsys, mon
 def test_ncnn_int8_export_with_the_tools(tmp_path):
     """Only where ncnn2table and ncnn2int8 are on PATH (built from the ncnn source, docs/mobile.md)."""
     pytest.importorskip("pnnx", reason="needs the 'ncnn' extra: pip install 'shufflenet[ncnn]'")
-    from shufflenet.mobile.ncnn_export import export_ncnn, find_ncnn_int8_tools
-    from shufflenet.mobile.quantize import ncnn_int8_for_ncnn
+    from shufflenet.mobile.ncnn_export import find_ncnn_int8_tools
 
     if find_ncnn_int8_tools() is None:
         pytest.skip("needs ncnn's ncnn2table and ncnn2int8 on PATH (built from the ncnn source, docs/mobile.md)")
     src = _data_bn_source()
-    qfn = ncnn_int8_for_ncnn(src, CIFAR_TRAIN, 32, (32, 32))
-    paths, side = export_ncnn(src, tmp_path, [(32, 32), (48, 64)], quantize_fn=qfn, log=_quiet)
+    spec = ExportSpec([(32, 32), (48, 64)], int8=Calibration(CIFAR_TRAIN, 32, (32, 32)), log=_quiet)
+    paths, side = export("ncnn", src, tmp_path, spec)
     assert side["quantization"]["table_entries"] > 10
     assert side["runtime_options"] == {"use_packing_layout": False}  # what an app must set (docs/mobile.md)
     assert side["verification"]["checks"] and all(c["ok"] for c in side["verification"]["checks"])
     # int8 weights: the .bin shrinks to about a quarter.
-    f32_paths, _ = export_ncnn(src, tmp_path / "f32", [(32, 32)], log=_quiet)
+    f32_paths, _ = export("ncnn", src, tmp_path / "f32", ExportSpec([(32, 32)], log=_quiet))
     assert paths["bin"].stat().st_size < 0.5 * f32_paths["bin"].stat().st_size

@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_mobile_export import CIFAR_TEST, TINY, _cifar, _quiet, _tiny
 
+from shufflenet.mobile import Calibration, ExportSpec, export
 from shufflenet.mobile import pte as mpte
 from shufflenet.mobile.cli import cli
 from shufflenet.mobile.source import ModelSource
@@ -30,8 +31,8 @@ needs_executorch = pytest.mark.skipif(not mpte.executorch_available(), reason="e
 def fp32_pte(tmp_path_factory):
     """One fp32 export at two sizes, shared by the tests below (each lowering takes seconds)."""
     model, out = _tiny(), tmp_path_factory.mktemp("pte")
-    paths, side = mpte.export_pte(
-        ModelSource(model, TINY, "test"), out, [(32, 32), (40, 56)], images=CIFAR_TEST, log=_quiet
+    paths, side = export(
+        "pte", ModelSource(model, TINY, "test"), out, ExportSpec([(32, 32), (40, 56)], images=CIFAR_TEST, log=_quiet)
     )
     return model, out, paths, side
 
@@ -69,7 +70,7 @@ def test_pte_refuses_a_wrong_program(tmp_path, monkeypatch, fp32_pte):
     with torch.no_grad():
         other.fc.bias.add_(0.05)  # the model being exported differs from the program by exactly 0.05
     with pytest.raises(VerificationError, match=r"ExecuTorch runtime: max \|eager - exported\| = 0.05"):
-        mpte.export_pte(ModelSource(other, TINY, "test"), tmp_path, [(32, 32)], images=None, log=_quiet)
+        export("pte", ModelSource(other, TINY, "test"), tmp_path, ExportSpec([(32, 32)], images=None, log=_quiet))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -77,13 +78,10 @@ def test_pte_refuses_a_wrong_program(tmp_path, monkeypatch, fp32_pte):
 @pytest.mark.slow
 def test_pte_int8_pt2e_verifies_and_is_smaller(tmp_path, fp32_pte):
     f32 = fp32_pte[3]
-    from shufflenet.mobile.quantize import pt2e_int8_for_pte
-
     src = ModelSource(_tiny(), TINY, "test")
-    qfn = pt2e_int8_for_pte(src, CIFAR_TEST.parent / "train", 16, (32, 32))
-    paths, side = mpte.export_pte(
-        src, tmp_path / "q", [(32, 32)], images=CIFAR_TEST, quantize_fn=qfn, atol=INT8_ATOL, rtol=INT8_RTOL, log=_quiet
-    )
+    calib = Calibration(CIFAR_TEST.parent / "train", 16, (32, 32))
+    spec = ExportSpec([(32, 32)], images=CIFAR_TEST, int8=calib, atol=INT8_ATOL, rtol=INT8_RTOL, log=_quiet)
+    paths, side = export("pte", src, tmp_path / "q", spec)
     assert side["quantization"].startswith("int8")
     assert side["files"]["32x32"]["size_bytes"] < 0.7 * f32["files"]["32x32"]["size_bytes"]
     assert all(c["ok"] for c in side["verification"]["checks"])

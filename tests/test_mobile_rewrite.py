@@ -115,13 +115,15 @@ def test_camera_input_equals_float_model_on_normalized_frame_including_border():
 def test_exported_files_carry_the_fast_forms(tmp_path):
     """The .ptl has the shortcut pool as an XNNPACK conv and no max_pool2d_with_indices-backed op; the .pte
     is one XNNPACK delegate (pooling head included); both verified against the eager backbone."""
-    from shufflenet.mobile.ptl import export_ptl
+    from shufflenet.mobile import ExportSpec, export
     from shufflenet.mobile.source import ModelSource
 
     model = _net()
     src = ModelSource(model, "tiny", "test")
-    _, plain = export_ptl(src, tmp_path / "plain", [(64, 64)], images=None, rewrite=False, log=lambda s: None)
-    _, fast = export_ptl(src, tmp_path / "fast", [(64, 64)], images="auto", n_real=1, log=lambda s: None)
+    _, plain = export(
+        "ptl", src, tmp_path / "plain", ExportSpec([(64, 64)], images=None, rewrite=False, log=lambda s: None)
+    )
+    _, fast = export("ptl", src, tmp_path / "fast", ExportSpec([(64, 64)], images="auto", n_real=1, log=lambda s: None))
     assert "aten::max_pool2d" in plain["operators"] and "aten::avg_pool2d" in plain["operators"]
     assert "aten::max_pool2d" not in fast["operators"] and "aten::avg_pool2d" not in fast["operators"]
     assert fast["rewrite"] and all(c["ok"] for c in fast["verification"]["checks"])

@@ -16,6 +16,7 @@ import torch
 from conftest import _randomize_bn
 
 import shufflenet
+from shufflenet.mobile import ExportSpec, export
 from shufflenet.mobile.cli import cli
 from shufflenet.mobile.source import ModelSource
 from shufflenet.mobile.verify import VerificationError, compare_outputs
@@ -132,7 +133,7 @@ def test_onnx_export_refuses_a_wrong_graph_and_writes_nothing(tmp_path, monkeypa
 
     monkeypatch.setattr(onnx_export, "onnx_runner", off_by_a_little)
     with pytest.raises(VerificationError, match="ONNX Runtime"):
-        onnx_export.export_onnx(_src(), tmp_path, [(32, 32)], log=lambda s: None)
+        export("onnx", _src(), tmp_path, ExportSpec([(32, 32)], log=lambda s: None))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -148,10 +149,10 @@ def test_missing_optional_runtime_is_one_error_line_naming_the_extra(tmp_path, m
 def test_ncnn_export_verifies_at_two_sizes_in_fp32(tmp_path):
     pytest.importorskip("pnnx", reason="needs the 'ncnn' extra: pip install 'shufflenet[ncnn]'")
     pytest.importorskip("ncnn", reason="needs the 'ncnn' extra: pip install 'shufflenet[ncnn]'")
-    from shufflenet.mobile.ncnn_export import export_ncnn, ncnn_runner
+    from shufflenet.mobile.ncnn_export import ncnn_runner
 
     src = _src()
-    paths, side = export_ncnn(src, tmp_path, [(64, 64), (96, 128)], log=lambda s: None)
+    paths, side = export("ncnn", src, tmp_path, ExportSpec([(64, 64), (96, 128)], log=lambda s: None))
     assert [c["size"] for c in side["verification"]["checks"]] == [[64, 64], [64, 64], [96, 128], [96, 128]]
     assert {"Convolution", "ShuffleChannel"} <= set(side["layers"]) and side["storage"].startswith("fp32")
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{TINY}.ncnn.bin", f"{TINY}.ncnn.json", f"{TINY}.ncnn.param"]

@@ -19,6 +19,7 @@ import torch
 from conftest import _randomize_bn
 
 import shufflenet
+from shufflenet.mobile import ExportSpec, export
 from shufflenet.mobile.cli import cli
 from shufflenet.mobile.source import ModelSource
 from shufflenet.mobile.verify import INT8_ATOL, INT8_RTOL, VerificationError, compare_outputs
@@ -50,7 +51,6 @@ def test_missing_litert_is_one_error_line_naming_the_extra(tmp_path, monkeypatch
     assert not (tmp_path / "o").exists()  # checked before any export (the .ptl was not written either)
 
 
-@needs_litert  # the CLI checks that the runtime is installed before these argument checks
 def test_tflite_refuses_camera_input_and_the_detector(tmp_path, capsys):
     assert cli([TINY, "--format", "tflite", "--camera-input", "--out", str(tmp_path)]) == 2
     _one_error_line(capsys, "--format tflite takes float32 NHWC tensors")
@@ -123,11 +123,11 @@ def test_tflite_export_refuses_a_wrong_file_and_writes_nothing(fp32_export, tmp_
     monkeypatch.setattr(tflite_export, "tflite_runner", off_by_a_little)
     src = ModelSource(fp32_export["model"], TINY, "test")
     with pytest.raises(VerificationError, match="LiteRT interpreter"):
-        tflite_export.export_tflite(src, tmp_path, [(SIZE, SIZE)], log=lambda s: None)
+        export("tflite", src, tmp_path, ExportSpec([(SIZE, SIZE)], log=lambda s: None))
     assert list(tmp_path.iterdir()) == []
     # the same bytes with the honest runtime pass: the refusal came from the comparison, not the plumbing
     monkeypatch.setattr(tflite_export, "tflite_runner", real)
-    paths, _ = tflite_export.export_tflite(src, tmp_path, [(SIZE, SIZE)], log=lambda s: None)
+    paths, _ = export("tflite", src, tmp_path, ExportSpec([(SIZE, SIZE)], log=lambda s: None))
     assert paths[(SIZE, SIZE)].read_bytes() == data
 
 

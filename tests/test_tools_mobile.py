@@ -65,12 +65,9 @@ def test_int8_report_rows_side_by_side(tmp_path, monkeypatch):
         weights,
         data,
         out,
-        sizes=[(32, 32)],
-        calib_count=16,
-        runtimes=["onnx", "ncnn", "fake"],
-        repeats=2,
-        warmup=1,
-        log=lambda s: None,
+        int8_report.ReportSettings(
+            sizes=[(32, 32)], calib_count=16, runtimes=["onnx", "ncnn", "fake"], repeats=2, warmup=1, log=lambda s: None
+        ),
     )
     rows = {(r["runtime"], r["precision"]): r for r in res["rows"]}
     assert list(rows) == [

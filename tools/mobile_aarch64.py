@@ -18,7 +18,8 @@ import torch
 from shufflenet.errors import run_cli
 from shufflenet.fileio import write_json_atomic, write_text_atomic
 from shufflenet.mobile.images import parse_size, resolve_images
-from shufflenet.mobile.ptl import export_ptl, require_xnnpack
+from shufflenet.mobile.ptl import require_xnnpack
+from shufflenet.mobile.runtime import ExportSpec, export, get
 from shufflenet.mobile.source import MobileError, load_model, writable_dir
 from shufflenet.mobile.verify import DEFAULT_ATOL, DEFAULT_RTOL, make_inputs
 from shufflenet.weights.io import atomic_torch_save
@@ -39,7 +40,8 @@ def prepare(out: Path, models: Sequence[str], sizes: Sequence[str], backport_to:
     for name, src in zip(models, sources):
         variants = [(None, name)] + ([(backport_to, f"{name}_v{backport_to}")] if backport_to else [])
         for version, stem in variants:
-            ptl, _ = export_ptl(src, out, hw, bytecode_version=version, basename=stem, images=images, n_real=1)
+            spec = ExportSpec(hw, images=images, n_real=1, name=stem, bytecode_version=version)
+            ptl, _ = export("ptl", src, out, spec)
             inputs = [t.tensor for t in make_inputs(hw, images, n_real=1)]
             lite = _load_for_lite_interpreter(str(ptl))
             with torch.no_grad():
@@ -65,13 +67,14 @@ def prepare(out: Path, models: Sequence[str], sizes: Sequence[str], backport_to:
     return out
 
 
+#: The runtimes the standalone device script (mobile_device_check_runtimes.py) checks.
+DEVICE_RUNTIMES = ("onnx", "ncnn")
+
+
 def _runtime_cases(out: Path, models, sources, hw, images) -> list:
     """ONNX and ncnn files of each model (where the extras are installed) with their x86 outputs as ``.npy``
     (the device side needs numpy and the runtime only)."""
     import numpy as np
-
-    from shufflenet.mobile.ncnn_export import export_ncnn, ncnn_runner, require_ncnn
-    from shufflenet.mobile.onnx_export import export_onnx, onnx_runner, require_onnx
 
     cases = []
     for name, src in zip(models, sources):
@@ -79,18 +82,15 @@ def _runtime_cases(out: Path, models, sources, hw, images) -> list:
         for i, x in enumerate(inputs):
             np.save(out / f"{name}.rt_input{i}.npy", x.contiguous().numpy())
         runs = []
-        try:
-            require_onnx()
-            path, _ = export_onnx(src, out, hw, images=images, n_real=1, basename=name)
-            runs.append(("onnx", [path.name], onnx_runner(path, threads=1)))
-        except MobileError as e:
-            print(f"[host] skipping ONNX: {e}")
-        try:
-            require_ncnn()
-            paths, _ = export_ncnn(src, out, hw, images=images, n_real=1, basename=name)
-            runs.append(("ncnn", [paths["param"].name, paths["bin"].name], ncnn_runner(paths["param"], paths["bin"])))
-        except MobileError as e:
-            print(f"[host] skipping ncnn: {e}")
+        for runtime in DEVICE_RUNTIMES:  # what device_check_runtimes.py can load on the device
+            try:
+                rt = get(runtime)
+                files, side = export(rt, src, out, ExportSpec(hw, images=images, n_real=1, name=name))
+            except MobileError as e:
+                print(f"[host] skipping {runtime}: {e}")
+                continue
+            names = [p.name for p in (files.values() if isinstance(files, dict) else [files])]
+            runs.append((runtime, names, rt.load(files, side, threads=1)))
         for runtime, files, run in runs:
             expected = []
             for i, x in enumerate(inputs):

@@ -6,15 +6,17 @@
     # 2. report on the weights it wrote:
     python -m tools.mobile_int8_report --weights outputs/mobile/cls/.../model.pth --data $SHUFFLENET_DATA/cifar10
 
-Every row of :data:`ROWS` is one (runtime, precision) entry: how to export the model (through the package's
-verified exporters, calibrated on ``DATA/train`` images) and how to run the file. A row whose runtime is not
-installed (or, for ncnn int8, whose tools are not on ``PATH``) is listed as skipped with the reason. Each file
+Every row of :data:`ROWS` is one (runtime, precision) entry, made from the package's runtime registry: every
+registered runtime in fp32, and in int8 where it quantizes (exported through the one verified export path,
+calibrated on ``DATA/train`` images, run with the runtime's own loader). A row whose runtime is not installed (or,
+for ncnn int8, whose tools are not on ``PATH``) is listed as skipped with the reason. Each file
 is evaluated on the whole ``DATA/test`` split (an ImageFolder) at 32x32; latencies are measured one thread,
 batch 1, interleaved (every row once per round, ``--repeats`` rounds after ``--warmup`` runs), median process
 CPU time per call (the host is shared; wall medians are kept in the JSON). ``--data`` defaults to
 ``$SHUFFLENET_DATA/cifar10``. Writes int8_report.json / .md under ``--out``. No training happens here.
 
-A new runtime adds its two rows with :func:`register` (``export(ctx) -> Exported``); nothing else changes.
+A new runtime module of the package gets its rows here without a change; a row from elsewhere is added with
+:func:`register` (``export(ctx) -> Exported``).
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ import torch
 
 from shufflenet.errors import run_cli
 from shufflenet.fileio import write_json_atomic, write_text_atomic
+from shufflenet.mobile.host import host_info
 from shufflenet.mobile.images import list_images, load_images
-from shufflenet.mobile.ptl import host_info
+from shufflenet.mobile.runtime import Calibration, ExportSpec, Runtime, export, runtimes
 from shufflenet.mobile.source import MobileError, ModelSource, load_model, writable_dir
-from shufflenet.mobile.verify import INT8_ATOL, INT8_RTOL
 from shufflenet.paths import data_dir
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -84,162 +86,36 @@ def register(row: Row) -> Row:
 # ---------------------------------------------------------------------------------------------------- rows
 
 
-def _ptl(int8: bool) -> Callable[[Context], Exported]:
-    def export(ctx: Context) -> Exported:
-        from torch.jit.mobile import _load_for_lite_interpreter
+def _row(rt: Runtime, int8: bool) -> Row:
+    """The report's row of one registered runtime at one precision: export through the package's one verified
+    export path, run the file with the runtime's own loader."""
+    spec = ExportSpec(int8=Calibration() if int8 else None)
 
-        from shufflenet.mobile.ptl import export_ptl
-        from shufflenet.mobile.quantize import quantize_fx_int8
+    def export_row(ctx: Context) -> Exported:
+        # an int8 file checked against the fp32 model (the fidelity bound) is checked at the resolution the model
+        # was trained and calibrated at (the data's 32x32), not at 224 where a CIFAR model sees 7x upscaled
+        # photos; such files take any size, so they are verified at the first size only and timed at every size
+        sizes = ctx.sizes[:1] if int8 and rt.int8_fidelity else ctx.sizes
+        calib = Calibration(ctx.calib_dir, ctx.calib_count, tuple(ctx.sizes[0])) if int8 else None
+        run_spec = ExportSpec(sizes, images=ctx.test_dir, name="int8" if int8 else "fp32", int8=calib, log=ctx.log)
+        files, side = export(rt, ctx.source, ctx.out, run_spec)
+        if isinstance(files, dict):
+            written = [Path(p) for p in files.values()]
+            one = [files[tuple(ctx.sizes[0])]] if tuple(ctx.sizes[0]) in files else written
+        else:
+            written = one = [Path(files)]
+        return Exported(one, rt.load(files, side, threads=1), rt.int8_reference if int8 else "eager fp32", written)
 
-        src, extra = ctx.source, {}
-        if int8:
-            src = quantize_fx_int8(src, ctx.calib_dir, ctx.calib_count, ctx.sizes[0])
-            extra = dict(atol=INT8_ATOL, rtol=INT8_RTOL, quantized_engine="qnnpack")
-        name = "int8" if int8 else "fp32"
-        path, _ = export_ptl(src, ctx.out, ctx.sizes, images=ctx.test_dir, basename=name, log=ctx.log, **extra)
-        ref = "FX int8 reference" if int8 else "eager fp32"
-        return Exported([path], _load_for_lite_interpreter(str(path)), ref, [path])
+    def available() -> Optional[str]:
+        return rt.missing(spec)
 
-    return export
-
-
-def _pte(int8: bool) -> Callable[[Context], Exported]:
-    def export(ctx: Context) -> Exported:
-        from shufflenet.mobile.pte import export_pte, pte_runner
-        from shufflenet.mobile.quantize import pt2e_int8_for_pte
-
-        extra: Dict[str, Any] = {}
-        if int8:
-            qfn = pt2e_int8_for_pte(ctx.source, ctx.calib_dir, ctx.calib_count, ctx.sizes[0])
-            extra = dict(quantize_fn=qfn, atol=INT8_ATOL, rtol=INT8_RTOL)
-        name = "int8" if int8 else "fp32"
-        paths, side = export_pte(
-            ctx.source, ctx.out, ctx.sizes, images=ctx.test_dir, basename=name, log=ctx.log, **extra
-        )
-        fmts = {tuple(int(v) for v in k.split("x")): f["memory_format"] for k, f in side["files"].items()}
-        run = pte_runner(paths, threads=1, memory_format=fmts)
-        ref = "PT2E int8 reference" if int8 else "eager fp32"
-        return Exported([paths[tuple(ctx.sizes[0])]], run, ref, list(paths.values()))
-
-    return export
+    return Row(rt.name, "int8" if int8 else "fp32", rt.int8 if int8 else rt.summary, export_row, available)
 
 
-def _onnx(int8: bool) -> Callable[[Context], Exported]:
-    def export(ctx: Context) -> Exported:
-        from shufflenet.mobile.onnx_export import export_onnx, onnx_runner
-        from shufflenet.mobile.quantize import ort_int8_for_onnx
-
-        extra: Dict[str, Any] = {}
-        if int8:
-            qfn = ort_int8_for_onnx(ctx.source, ctx.calib_dir, ctx.calib_count, ctx.sizes[0])
-            extra = dict(quantize_fn=qfn, atol=INT8_ATOL, rtol=INT8_RTOL)
-        name = "int8" if int8 else "fp32"
-        sizes = ctx.sizes[:1] if int8 else ctx.sizes  # see _int8_sizes
-        path, _ = export_onnx(ctx.source, ctx.out, sizes, images=ctx.test_dir, basename=name, log=ctx.log, **extra)
-        ref = "its QDQ graph in fp32 + fp32 model (fidelity)" if int8 else "eager fp32"
-        return Exported([path], onnx_runner(path, threads=1), ref, [path])
-
-    return export
-
-
-def _ncnn(int8: bool) -> Callable[[Context], Exported]:
-    def export(ctx: Context) -> Exported:
-        from shufflenet.mobile.ncnn_export import NCNN_INT8_OPTIONS, export_ncnn, ncnn_runner
-        from shufflenet.mobile.quantize import ncnn_int8_for_ncnn
-
-        qfn = ncnn_int8_for_ncnn(ctx.source, ctx.calib_dir, ctx.calib_count, ctx.sizes[0]) if int8 else None
-        name = "int8" if int8 else "fp32"
-        sizes = ctx.sizes[:1] if int8 else ctx.sizes  # see _int8_sizes
-        paths, _ = export_ncnn(
-            ctx.source, ctx.out, sizes, images=ctx.test_dir, basename=name, quantize_fn=qfn, log=ctx.log
-        )
-        ref = "fp32 model (fidelity)" if int8 else "eager fp32"
-        files = [paths["param"], paths["bin"]]
-        run = ncnn_runner(paths["param"], paths["bin"], threads=1, options=NCNN_INT8_OPTIONS if int8 else None)
-        return Exported(files, run, ref, files)
-
-    return export
-
-
-def _tflite(int8: bool) -> Callable[[Context], Exported]:
-    def export(ctx: Context) -> Exported:
-        from shufflenet.mobile.tflite_export import export_tflite, tflite_int8, tflite_runner
-
-        extra: Dict[str, Any] = {}
-        if int8:
-            qfn = tflite_int8(ctx.source, ctx.calib_dir, ctx.calib_count, ctx.sizes[0])
-            extra = dict(quantize_fn=qfn, atol=INT8_ATOL, rtol=INT8_RTOL)
-        name = "int8" if int8 else "fp32"
-        paths, _ = export_tflite(
-            ctx.source, ctx.out, ctx.sizes, images=ctx.test_dir, basename=name, log=ctx.log, **extra
-        )
-        ref = "PT2E int8 reference" if int8 else "eager fp32"
-        return Exported([paths[tuple(ctx.sizes[0])]], tflite_runner(paths, threads=1), ref, list(paths.values()))
-
-    return export
-
-
-# _int8_sizes: an ONNX / ncnn int8 file is checked against the fp32 model on real photos (the fidelity bound),
-# which is meaningful at the resolution the model was trained and calibrated at (the data's 32x32), not at 224
-# where a CIFAR model sees 7x upscaled photos; those files take any size, so they are verified at the first
-# size only and timed at every size. (.ptl/.pte int8 files are checked against their own int8 reference.)
-
-
-def _missing(*modules: str, extra: str) -> Callable[[], Optional[str]]:
-    def check() -> Optional[str]:
-        for m in modules:
-            try:
-                __import__(m)
-            except ImportError:
-                return f"{m} not installed (pip install 'shufflenet[{extra}]')"
-        return None
-
-    return check
-
-
-def _executorch() -> Optional[str]:
-    from shufflenet.mobile.pte import EXECUTORCH_PIN, executorch_available
-
-    return None if executorch_available() else f"executorch not installed (pip install {EXECUTORCH_PIN})"
-
-
-def _ncnn_int8_tools() -> Optional[str]:
-    why = _missing("pnnx", "ncnn", extra="ncnn")()
-    if why:
-        return why
-    from shufflenet.mobile.ncnn_export import find_ncnn_int8_tools
-
-    return None if find_ncnn_int8_tools() else "ncnn2table / ncnn2int8 not on PATH (the ncnn wheel has no int8 tools)"
-
-
-register(Row("ptl", "fp32", "lite interpreter, XNNPACK", _ptl(False)))
-register(Row("ptl", "int8", "FX graph mode, qnnpack", _ptl(True)))
-register(Row("pte", "fp32", "ExecuTorch + XNNPACK", _pte(False), _executorch))
-register(Row("pte", "int8", "PT2E, XNNPACKQuantizer", _pte(True), _executorch))
-register(Row("onnx", "fp32", "ONNX Runtime CPU", _onnx(False), _missing("onnx", "onnxruntime", extra="onnx")))
-register(
-    Row("onnx", "int8", "ONNX Runtime QDQ, quantize_static", _onnx(True), _missing("onnx", "onnxruntime", extra="onnx"))
-)
-register(Row("ncnn", "fp32", "ncnn (pnnx), fp32", _ncnn(False), _missing("pnnx", "ncnn", extra="ncnn")))
-register(Row("ncnn", "int8", "ncnn2table + ncnn2int8 (unpacked layout)", _ncnn(True), _ncnn_int8_tools))
-register(
-    Row(
-        "tflite",
-        "fp32",
-        "LiteRT (litert-torch), XNNPACK",
-        _tflite(False),
-        _missing("litert_torch", "ai_edge_litert", extra="litert"),
-    )
-)
-register(
-    Row(
-        "tflite",
-        "int8",
-        "LiteRT full integer, PT2E litert-torch",
-        _tflite(True),
-        _missing("litert_torch", "ai_edge_litert", extra="litert"),
-    )
-)
+for _rt in runtimes().values():
+    register(_row(_rt, False))
+    if _rt.int8:
+        register(_row(_rt, True))
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -286,21 +162,32 @@ def interleaved_latency(
     return {k: {"cpu_ms": statistics.median(cpu[k]), "wall_ms": statistics.median(wall[k])} for k in runners}
 
 
-def report(
-    weights: Path,
-    data: Path,
-    out: Path,
-    sizes: Sequence[Tuple[int, int]] = ((32, 32), (224, 224)),
-    calib_count: int = 256,
-    runtimes: Optional[Sequence[str]] = None,
-    warmup: int = 3,
-    repeats: int = 15,
-    log: Callable[[str], None] = print,
-) -> Dict[str, Any]:
-    """Export every available row of :data:`ROWS` (of ``runtimes``, default all), evaluate and time them.
+@dataclass
+class ReportSettings:
+    """The latency ``sizes``, the calibration image count, which ``runtimes`` (default all) and the timing."""
+
+    sizes: Sequence[Tuple[int, int]] = ((32, 32), (224, 224))
+    calib_count: int = 256
+    runtimes: Optional[Sequence[str]] = None
+    warmup: int = 3
+    repeats: int = 15
+    log: Callable[[str], None] = print
+
+
+def report(weights: Path, data: Path, out: Path, settings: Optional[ReportSettings] = None) -> Dict[str, Any]:
+    """Export every available row of :data:`ROWS` (of ``settings.runtimes``, default all), evaluate and time them.
 
     Accuracy is measured at 32x32 (the test split's size), so every file is exported (and verified, and
     calibrated) at 32x32 first, then at the latency ``sizes``."""
+    st = settings or ReportSettings()
+    sizes, calib_count, runtimes, warmup, repeats, log = (
+        st.sizes,
+        st.calib_count,
+        st.runtimes,
+        st.warmup,
+        st.repeats,
+        st.log,
+    )
     torch.set_num_threads(1)
     src = load_model(str(weights))
     xt, yt, _ = _split(data, "test")
@@ -429,16 +316,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     weights = Path(args.weights)
     load_model(str(weights))  # a bad weights file is one error line before any work
     out = writable_dir(args.out)
-    report(
-        weights,
-        data,
-        out,
-        sizes=sizes,
-        calib_count=args.calib_count,
-        runtimes=args.runtimes,
-        warmup=args.warmup,
-        repeats=args.repeats,
-    )
+    report(weights, data, out, ReportSettings(sizes, args.calib_count, args.runtimes, args.warmup, args.repeats))
     return 0
 
 

@@ -1,43 +1,31 @@
 """The one verify-and-write path of every exporter (``.ptl``, ``.pte``, ONNX, ncnn, LiteRT).
 
-An exporter builds its runtime's file into temporary siblings of the final names (:class:`Staged`), loads it
-back in the runtime, checks it against the eager model with :func:`verify` (random and real images at every
-size), describes it with :func:`sidecar`, and calls :meth:`Staged.commit`: the files are renamed into place,
-then the JSON sidecar is written, and every written file is named in the output. Any failure or interrupt
+A runtime builds its file into temporary siblings of the final names (:class:`Staged`), loads it back, checks
+it against the eager model with :func:`verify` (random and real images at every size) and describes it
+(:meth:`.runtime.Job.sidecar`); :func:`.runtime.export` calls :meth:`Staged.commit`: the files are renamed into
+place, then the JSON sidecar is written, and every written file is named in the output. Any failure or interrupt
 before the commit leaves neither a file nor a temporary one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import logging
 import os
-import platform
 import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..fileio import sha256_file, tmp_sibling, write_json_atomic
-from .images import list_images
-from .source import MobileError, ModelSource
+from .source import ModelSource
 from .verify import (
-    INT8_ATOL,
-    INT8_FIDELITY_RTOL,
-    VerificationError,
     VerifyInput,
-    compare_outputs,
     flatten_outputs,
-    frame_reference,
-    images_note,
-    make_frame_inputs,
-    make_inputs,
     verify_runtime,
 )
 
@@ -45,16 +33,14 @@ __all__ = [
     "Staged",
     "filtered_stderr",
     "without_log_records",
-    "check_sizes",
-    "reference_and_inputs",
     "verify",
-    "verify_int8_fidelity",
     "input_spec",
-    "sidecar",
     "output_shapes",
 ]
 
 Log = Callable[[str], None]
+#: torch's notice, logged when ExecuTorch or litert-torch (through torchao) is imported, for an Enum they register.
+PYTREE_NOTICE = ("torch.utils._pytree", r"is an Enum subclass and is now natively supported")
 
 
 class Staged:
@@ -92,99 +78,20 @@ class Staged:
                 t.unlink()
 
 
-def check_sizes(sizes: Sequence[Sequence[int]]) -> List[Tuple[int, int]]:
-    sizes = [(int(s[0]), int(s[1])) for s in sizes]
-    if not sizes:
-        raise MobileError("at least one --input-size is needed")
-    return sizes
-
-
-def reference_and_inputs(
-    source: ModelSource,
-    sizes: Sequence[Tuple[int, int]],
-    files: Optional[Sequence[os.PathLike]],
-    n_real: int,
-    camera: bool = False,
-) -> Tuple[Callable[[Tensor], Any], List[VerifyInput]]:
-    """The eager reference and the verification inputs (camera frames when ``camera``)."""
-    model = source.model.eval()
-    if camera:
-        return frame_reference(model, source.mean, source.std), make_frame_inputs(sizes, files, n_real)
-    return model, make_inputs(sizes, files, n_real, mean=source.mean, std=source.std)
-
-
 def verify(
     reference: Callable[[Tensor], Any],
     exported: Callable[[Tensor], Any],
     inputs: Sequence[VerifyInput],
-    atol: float,
-    rtol: float,
+    bounds: Tuple[float, float],
     runtime: str,
     log: Log = print,
 ) -> List[Dict[str, Any]]:
-    """:func:`~.verify.verify_runtime` with one line per check."""
-    rows = verify_runtime(reference, exported, inputs, atol, rtol, runtime=runtime)
+    """:func:`~.verify.verify_runtime` within ``bounds = (atol, rtol)``, with one line per check."""
+    rows = verify_runtime(reference, exported, inputs, *bounds, runtime=runtime)
     for r in rows:
         log(
             f"[verify] {runtime}: {r['size'][0]}x{r['size'][1]} {r['input']:<18} batch {r['batch']} "
             f"max|diff| {r['max_abs_diff']:.2e} <= bound {r['bound']:.2e}  ok"
-        )
-    return rows
-
-
-def verify_int8_fidelity(
-    reference: Callable[[Tensor], Any],
-    exported: Callable[[Tensor], Any],
-    inputs: Sequence[VerifyInput],
-    quantization: Dict[str, Any],
-    runtime: str,
-    log: Log = print,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> List[Dict[str, Any]]:
-    """An int8 file against the *fp32* model on real photos (the real ``inputs``; with none, two calibration
-    images at each size): ``max|int8 - fp32| <= INT8_ATOL + INT8_FIDELITY_RTOL x max|fp32|``, and the top-1
-    agreement recorded. Refuses a degenerate calibration (one whose ranges do not cover real inputs), which a
-    check against the file's own int8 reference cannot see. ``quantization["calibration"]`` names the
-    calibration for the message."""
-    real = [i for i in inputs if i.label.startswith("real")]
-    calib = quantization.get("calibration", {})
-    if not real:
-        photos = list_images(calib["dir"])[:2]
-        sizes = list(dict.fromkeys(i.size for i in inputs))
-        real = [
-            VerifyInput(f"calibration ({len(photos)} images)", i.size, i.tensor)
-            for i in make_inputs(sizes, photos, len(photos), mean=mean, std=std)
-            if i.label.startswith("real")
-        ]
-    rows = []
-    for inp in real:
-        with torch.no_grad():
-            ref, got = reference(inp.tensor.clone()), exported(inp.tensor.clone())
-        res = compare_outputs(ref, got, INT8_ATOL, INT8_FIDELITY_RTOL)
-        agree = float((flatten_outputs(ref)[0].argmax(1) == flatten_outputs(got)[0].argmax(1)).float().mean())
-        row = {
-            "input": inp.label,
-            "size": list(inp.size),
-            "batch": int(inp.tensor.shape[0]),
-            **res,
-            "top1_agree": agree,
-        }
-        rows.append(row)
-        where = f"{inp.label} input at {inp.size[0]}x{inp.size[1]}"
-        if not res["ok"]:
-            why = res.get("why") or (
-                f"max |fp32 - int8| = {res['max_abs_diff']:.3g} exceeds the bound {res['bound']:.3g} "
-                f"(atol {INT8_ATOL:g} + rtol {INT8_FIDELITY_RTOL:g} x max|fp32| {res['max_abs_ref']:.3g})"
-            )
-            raise VerificationError(
-                f"int8 check against the fp32 model failed on the {where} through the {runtime}: {why}; the "
-                f"calibration ({calib.get('dir')}, {calib.get('images')} images) does not cover such inputs: "
-                "calibrate on images like the deployment's (--calib-images DIR --calib-count N); no file was written"
-            )
-        log(
-            f"[verify] {runtime} vs fp32: {inp.size[0]}x{inp.size[1]} {inp.label:<18} max|diff| "
-            f"{res['max_abs_diff']:.2e} <= bound {res['bound']:.2e}, top-1 agreement {agree:.0%}  ok"
         )
     return rows
 
@@ -216,56 +123,22 @@ def input_spec(source: ModelSource, sizes: Sequence[Tuple[int, int]], shape: str
     return spec
 
 
-def sidecar(
-    source: ModelSource,
-    runtime: str,
-    input: Dict[str, Any],
-    outputs: List[List[int]],
-    checks: List[Dict[str, Any]],
-    atol: float,
-    rtol: float,
-    images: Optional[Sequence[os.PathLike]],
-    rewritten: bool,
-    versions: Optional[Dict[str, Optional[str]]] = None,
-    **fields: Any,
-) -> Dict[str, Any]:
-    """The JSON sidecar every exported file carries (``fields`` adds the runtime's own entries)."""
-    return {
-        "format": "shufflenet-mobile/1",
-        "runtime": runtime,
-        "model": source.name,
-        "task": source.task,
-        "source": source.origin,
-        **fields,
-        "input": input,
-        "outputs": outputs,
-        "rewrite": "runtime-specific equivalent form (shufflenet.mobile.rewrite)" if rewritten else None,
-        "verification": {"atol": atol, "rtol": rtol, **images_note(images), "checks": checks},
-        "exported_with": {
-            "torch": torch.__version__,
-            **(versions or {}),
-            "python": platform.python_version(),
-            "arch": platform.machine(),
-        },
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        **({"extra": source.extra} if source.extra else {}),
-    }
-
-
 @contextlib.contextmanager
-def filtered_stderr(harmless: Sequence[str]) -> Iterator[None]:
+def filtered_stderr(harmless: Sequence[str], fd: int = 2) -> Iterator[None]:
     """Drop the lines of native runtime chatter known to be harmless (``harmless``: regular expressions) that C++
-    code writes to file descriptor 2 inside the block; every other line is written to stderr afterwards."""
+    code writes to file descriptor ``fd`` (2: stderr, 1: stdout) inside the block; every other line is written
+    out afterwards."""
     patterns = [re.compile(p) for p in harmless]
-    sys.stderr.flush()
-    saved = os.dup(2)
+    stream = sys.stderr if fd == 2 else sys.stdout
+    stream.flush()
+    saved = os.dup(fd)
     with tempfile.TemporaryFile(mode="w+b") as buf:
-        os.dup2(buf.fileno(), 2)
+        os.dup2(buf.fileno(), fd)
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
+            stream.flush()
+            os.dup2(saved, fd)
             os.close(saved)
             buf.seek(0)
             kept = [
@@ -274,8 +147,8 @@ def filtered_stderr(harmless: Sequence[str]) -> Iterator[None]:
                 if not any(p.search(line) for p in patterns)
             ]
             if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+                stream.write("".join(kept))
+                stream.flush()
 
 
 @contextlib.contextmanager

@@ -7,8 +7,9 @@
     python mobile/export.py model.pth --camera-input          # uint8 NHWC frames in, normalization folded in
     python mobile/export.py --detector demo_shapes --input-size 96x128
 
-Top of the wing: parses arguments and calls :mod:`.ptl`, :mod:`.pte`, :mod:`.onnx_export`, :mod:`.ncnn_export`,
-:mod:`.tflite_export`, :mod:`.detector` and :mod:`.quantize`.
+Top of the wing: parses arguments into one :class:`~.runtime.ExportSpec` and calls :func:`~.runtime.export` for
+each ``--format`` (any registered runtime). Invalid combinations are refused before anything is imported (the same
+answer with or without a runtime installed), then each runtime says whether it is installed.
 Bad input (unknown model, bad size, missing file, an ``--out`` that is a file or cannot be written, no real
 images in ``--images``) is one ``error:`` line and exit status 2, checked before any export work.
 """
@@ -21,17 +22,16 @@ from typing import Optional, Sequence
 
 from ..errors import run_cli
 from .images import parse_size, resolve_images
+from .runtime import Calibration, ExportSpec, check, export, invalid, runtimes
 from .source import MobileError, load_model, writable_dir
 from .verify import DEFAULT_ATOL, DEFAULT_RTOL, INT8_ATOL, INT8_RTOL
 
-__all__ = ["FORMATS", "build_parser", "main", "cli"]
-
-FORMATS = ("ptl", "pte", "onnx", "ncnn", "tflite")
+__all__ = ["build_parser", "main", "cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    known = runtimes()
     p = argparse.ArgumentParser(
-        prog="mobile/export.py",
         description="Export a model to verified mobile files (.ptl lite interpreter, .pte ExecuTorch, ONNX, ncnn, "
         "LiteRT .tflite), "
         "each with a JSON sidecar.",
@@ -60,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         nargs="+",
-        choices=FORMATS,
+        choices=list(known),
         default=["ptl"],
-        help="one or more of: ptl (lite interpreter), pte (ExecuTorch + XNNPACK), onnx (ONNX Runtime; extra "
-        "'onnx'), ncnn (pnnx + ncnn; extra 'ncnn'), tflite (LiteRT, NHWC input; extra 'litert') (default: ptl)",
+        help="one or more of: " + ", ".join(f"{n} ({r.summary})" for n, r in known.items()) + " (default: ptl; "
+        "PyTorch Mobile's lite interpreter is deprecated upstream: choose pte, its successor, for new apps)",
     )
     p.add_argument("--arch", default=None, help="architecture name for a checkpoint that does not store one")
     p.add_argument(
@@ -144,153 +144,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise MobileError("give either a MODEL (name, weights file or checkpoint) or --detector CONFIG")
     if args.n_real < 0:
         raise MobileError(f"--n-real must be >= 0, got {args.n_real}")
-    images = resolve_images(args.images)
-    _require_runtimes(formats)
-    if args.detector is not None:
-        return _export_detector(args, formats, sizes, images)
     int8 = args.quantize == "int8"
-    if int8 and args.camera_input:
-        raise MobileError("--camera-input is for fp32 exports (not with --quantize int8)")
-    if args.bytecode_version is not None and formats != ["ptl"]:
-        raise MobileError("--bytecode-version applies to .ptl files only (give --format ptl alone)")
-    if "tflite" in formats and args.camera_input:
-        raise MobileError("--format tflite takes float32 NHWC tensors (1 x H x W x 3, normalized; no --camera-input)")
-    if "ncnn" in formats and args.camera_input:
-        raise MobileError(
-            "--format ncnn exports NCHW files (an app feeds pixels through ncnn::Mat::from_pixels + "
-            "substract_mean_normalize); no --camera-input"
-        )
-    if "ncnn" in formats and int8:
-        from .ncnn_export import require_ncnn_int8_tools
-
-        require_ncnn_int8_tools()
-    source = load_model(args.model, arch=args.arch, num_classes=args.num_classes)
-    atol = args.atol if args.atol is not None else (INT8_ATOL if int8 else DEFAULT_ATOL)
-    rtol = args.rtol if args.rtol is not None else (INT8_RTOL if int8 else DEFAULT_RTOL)
-    stem = args.name or (source.name + ("_int8" if int8 else "") + ("_camera" if args.camera_input else ""))
-    calib_size = parse_size(args.calib_size) if args.calib_size else sizes[0]
-    out = writable_dir(args.out)
-    common = dict(images=images, n_real=args.n_real, atol=atol, rtol=rtol, basename=stem)
-    for fmt in formats:
-        if fmt == "pte":
-            from .pte import export_pte
-
-            quantize_fn = None
-            if int8:
-                from .quantize import pt2e_int8_for_pte
-
-                quantize_fn = pt2e_int8_for_pte(source, args.calib_images, args.calib_count, calib_size)
-            export_pte(
-                source,
-                out,
-                sizes,
-                quantize_fn=quantize_fn,
-                memory_format=args.memory_format or "auto",
-                rewrite=args.rewrite,
-                camera=args.camera_input,
-                **common,
-            )
-        elif fmt == "onnx":
-            from .onnx_export import export_onnx
-
-            quantize_fn = None
-            if int8:
-                from .quantize import ort_int8_for_onnx
-
-                quantize_fn = ort_int8_for_onnx(source, args.calib_images, args.calib_count, calib_size)
-            export_onnx(
-                source, out, sizes, rewrite=args.rewrite, camera=args.camera_input, quantize_fn=quantize_fn, **common
-            )
-        elif fmt == "ncnn":
-            from .ncnn_export import export_ncnn
-
-            int8_fn = None
-            if int8:
-                from .quantize import ncnn_int8_for_ncnn
-
-                int8_fn = ncnn_int8_for_ncnn(source, args.calib_images, args.calib_count, calib_size)
-            export_ncnn(source, out, sizes, rewrite=args.rewrite, quantize_fn=int8_fn, **common)
-        elif fmt == "tflite":
-            from .tflite_export import export_tflite, tflite_int8
-
-            quantize_fn = tflite_int8(source, args.calib_images, args.calib_count, calib_size) if int8 else None
-            export_tflite(source, out, sizes, rewrite=args.rewrite, quantize_fn=quantize_fn, **common)
-        else:
-            _export_ptl(args, source, out, sizes, calib_size, common)
-    return 0
-
-
-def _require_runtimes(formats: Sequence[str]) -> None:
-    """Every asked-for runtime importable, checked before any work (one error line naming the extra)."""
-    for fmt in formats:
-        if fmt == "ptl":
-            from .ptl import require_xnnpack
-
-            require_xnnpack()
-        elif fmt == "pte":
-            from .pte import _require_executorch
-
-            _require_executorch()
-        elif fmt == "onnx":
-            from .onnx_export import require_onnx
-
-            require_onnx()
-        elif fmt == "ncnn":
-            from .ncnn_export import require_ncnn
-
-            require_ncnn()
-        elif fmt == "tflite":
-            from .tflite_export import require_litert
-
-            require_litert()
-
-
-def _export_ptl(args, source, out, sizes, calib_size, common) -> None:
-    from .ptl import export_ptl
-
-    engine = None
-    if args.quantize == "int8":
-        from .quantize import quantize_fx_int8, resolve_calib_dir
-
-        calib = resolve_calib_dir(args.calib_images)
-        source = quantize_fx_int8(source, calib, args.calib_count, calib_size)
-        engine = "qnnpack"
-    export_ptl(
-        source,
-        out,
-        sizes,
-        method=args.method,
-        channels_last=args.memory_format != "contiguous",
-        bytecode_version=args.bytecode_version,
-        quantized_engine=engine,
+    spec = ExportSpec(
+        sizes=sizes,
+        images=args.images,
+        n_real=args.n_real,
+        atol=args.atol,
+        rtol=args.rtol,
+        name=args.name,
         rewrite=args.rewrite,
         camera=args.camera_input,
-        **common,
-    )
-
-
-def _export_detector(args, formats, sizes, images) -> int:
-    if set(formats) - {"ptl", "onnx"} or args.quantize != "none" or args.camera_input:
-        raise MobileError(
-            "--detector exports fp32 .ptl and ONNX files (--format ptl onnx; no pte / ncnn / tflite / "
-            "--quantize int8 / --camera-input)"
-        )
-    from .detector import export_detector
-
-    out = writable_dir(args.out)
-    export_detector(
-        args.detector,
-        out,
-        sizes,
-        weights=args.weights,
-        images=images,
-        n_real=args.n_real,
-        atol=args.atol or DEFAULT_ATOL,
-        rtol=args.rtol or DEFAULT_RTOL,
+        memory_format=args.memory_format,
+        method=args.method,
         bytecode_version=args.bytecode_version,
-        basename=args.name,
-        formats=formats,
+        int8=Calibration(args.calib_images, args.calib_count, parse_size(args.calib_size) if args.calib_size else None)
+        if int8
+        else None,
     )
+    known = runtimes()
+    task = "classification" if args.detector is None else "detection"
+    if task == "detection" and (int8 or args.camera_input or any(not known[f].detector for f in formats)):
+        can = [n for n, r in known.items() if r.detector]
+        cannot = [n for n, r in known.items() if not r.detector]
+        raise MobileError(
+            f"--detector exports fp32 {' and '.join(can)} files (--format {' '.join(can)}; no "
+            f"{' / '.join(cannot)} / --quantize int8 / --camera-input)"
+        )
+    for fmt in formats:  # arguments first, then what is installed: the same answer on every machine
+        why = invalid(known[fmt], spec, task)
+        if why:
+            raise MobileError(why)
+    spec = spec.with_(images=resolve_images(spec.images))
+    check([known[f] for f in formats], spec, task)
+    if args.detector is not None:
+        from .detector import export_detector
+
+        export_detector(args.detector, writable_dir(args.out), formats, spec, weights=args.weights)
+        return 0
+    source = load_model(args.model, arch=args.arch, num_classes=args.num_classes)
+    if spec.name is None:
+        spec = spec.with_(name=source.name + ("_int8" if int8 else "") + ("_camera" if args.camera_input else ""))
+    out = writable_dir(args.out)
+    for fmt in formats:
+        export(known[fmt], source, out, spec)
     return 0
 
 

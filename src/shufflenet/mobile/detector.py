@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from ..errors import ShuffleNetError
-from .images import load_images, resolve_images
-from .ptl import export_ptl, require_xnnpack
+from .images import load_images
 from .rewrite import with_reshape_shuffles
+from .runtime import Exported, ExportSpec, Job, check, export, get
 from .source import MobileError, ModelSource
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyInput
+from .verify import VerifyInput
 
 __all__ = ["OUTPUT_NAMES", "detector_inputs", "export_detector"]
 
@@ -39,39 +39,31 @@ def detector_inputs(
 def export_detector(
     config: str,
     out_dir: os.PathLike,
-    sizes: Sequence[Tuple[int, int]],
-    weights: Optional[str] = None,
-    images: Any = "auto",
-    n_real: int = 2,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-    bytecode_version: Optional[int] = None,
-    basename: Optional[str] = None,
     formats: Sequence[str] = ("ptl",),
-    log: Callable[[str], None] = print,
-) -> Tuple[Path, Dict[str, Any]]:
+    spec: Optional[ExportSpec] = None,
+    weights: Optional[str] = None,
+) -> Exported:
     """``build_detector(config, weights=...)`` -> ``traceable_detector`` -> ``trace_detector`` (traced ==
-    eager, checked by the detection wing) -> ``optimize_for_mobile`` -> lite interpreter, verified here
-    against the eager detector on random and real images at every size: same number of detections, boxes
-    and scores within the bound, identical classes. ``formats``: ``ptl`` and/or ``onnx`` (the traced module
-    through ``torch.onnx.export``); returns the first format's (path, sidecar)."""
-    if "ptl" in formats:
-        require_xnnpack()
-    if "onnx" in formats:
-        from .onnx_export import require_onnx
-
-        require_onnx()
+    eager, checked by the detection wing) -> each runtime of ``formats`` (those that take a detector), verified
+    against the eager detector on random and real images at every size: same number of detections, boxes and
+    scores within the bound, identical classes. Returns the first format's :class:`~.runtime.Exported`."""
+    rts = [get(f) for f in formats]
+    spec = spec or ExportSpec()
+    check(rts, spec, "detection")
     try:
         from ..detection import build_detector
         from ..detection.export import trace_detector, traceable_detector
     except ImportError as e:
         raise MobileError(f"--detector needs the detection wing (detectron2): {e}") from None
-    sizes = [tuple(s) for s in sizes]
-    files = images if isinstance(images, (list, tuple)) else resolve_images(images)
+    sizes = [tuple(s) for s in spec.sizes]
+    log = spec.log
+    from .images import resolve_images
+
+    files = list(spec.images) if isinstance(spec.images, (list, tuple)) else resolve_images(spec.images)
     try:
         model, cfg = build_detector(config, opts=["MODEL.DEVICE", "cpu"], weights=weights)
         module = traceable_detector(model)
-        inputs = detector_inputs(sizes, files, n_real)
+        inputs = detector_inputs(sizes, files, spec.n_real)
         log(f"[export] detector {config}: torch.jit.trace (detection wing's trace_detector) ...")
         traced = trace_detector(module, inputs[0].tensor, [i.tensor for i in inputs[1:]])
     except (ValueError, RuntimeError, KeyError, FileNotFoundError) as e:  # detectron2's own config/build errors
@@ -79,7 +71,7 @@ def export_detector(
             raise
         raise MobileError(f"detector {config}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     name = Path(config).stem
-    spec = {
+    input_spec = {
         "color": "BGR",
         "scale": "0-255 (no mean/std: the model normalizes inside)",
         "resize": f"shortest edge to INPUT.MIN_SIZE_TEST={cfg.INPUT.MIN_SIZE_TEST}, longest <= "
@@ -91,31 +83,19 @@ def export_detector(
         name,
         f"detector config {config}" + (f" + weights {weights}" if weights else " (random init)"),
         task="detection",
-        input_spec=spec,
+        input_spec=input_spec,
         extra={"outputs": "boxes [N, 4] (x0, y0, x1, y1), scores [N], classes [N]"},
     )
-    common = dict(images=files, n_real=n_real, atol=atol, rtol=rtol, basename=basename or name, inputs=inputs, log=log)
+    spec = spec.with_(images=files, name=spec.name or name)
     results = []
-    for fmt in formats:
-        if fmt == "onnx":
-            from .onnx_export import export_onnx
-
+    for rt in rts:
+        form = traced
+        if rt.shuffle == "reshape":
             # traced again with the shuffle in its reshape form: the first trace holds aten::channel_shuffle,
-            # which ONNX has no operator for (a plain torch.onnx.export of the module would trace without
-            # the detection integration's tracing patches)
-            log("[export] detector: trace for ONNX (channel shuffle as reshape/transpose/reshape) ...")
-            onnx_form = trace_detector(with_reshape_shuffles(module), inputs[0].tensor, [i.tensor for i in inputs[1:]])
-            results.append(export_onnx(src, out_dir, sizes, form=onnx_form, output_names=OUTPUT_NAMES, **common))
-        else:
-            results.append(
-                export_ptl(
-                    src,
-                    out_dir,
-                    sizes,
-                    bytecode_version=bytecode_version,
-                    channels_last=False,
-                    scripted=(traced, "trace"),
-                    **common,
-                )
-            )
+            # which this runtime has no operator for (a plain export of the module would trace without the
+            # detection integration's tracing patches)
+            log(f"[export] detector: trace for {rt.name} (channel shuffle as reshape/transpose/reshape) ...")
+            form = trace_detector(with_reshape_shuffles(module), inputs[0].tensor, [i.tensor for i in inputs[1:]])
+        job = Job(src, spec, list(sizes), files, spec.name, module.eval(), inputs, form, {"output_names": OUTPUT_NAMES})
+        results.append(export(rt, src, out_dir, spec, job))
     return results[0]

@@ -19,38 +19,27 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .artifact import (
-    Staged,
-    check_sizes,
-    input_spec,
-    output_shapes,
-    reference_and_inputs,
-    sidecar,
-    verify,
-    verify_int8_fidelity,
-)
-from .images import resolve_images
+from .artifact import Staged
 from .rewrite import for_runtime, with_reshape_shuffles
-from .source import MobileError, ModelSource
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL, INT8_ATOL, INT8_FIDELITY_RTOL
+from .runtime import ExportSpec, Job, Runtime, missing_modules, register
+from .source import MobileError, RuntimeUnavailableError
+from .verify import INT8_ATOL, INT8_FIDELITY_RTOL
 
 __all__ = [
-    "require_ncnn",
+    "NcnnRuntime",
     "NCNN_INT8_TOOLS",
     "find_ncnn_int8_tools",
     "require_ncnn_int8_tools",
     "NCNN_INT8_OPTIONS",
     "ncnn_runner",
     "convert_with_pnnx",
-    "export_ncnn",
 ]
 
 #: ncnn's post-training int8 programs (C++, ``tools/quantize`` of the ncnn source): the calibration table
@@ -68,26 +57,12 @@ def require_ncnn_int8_tools() -> Dict[str, str]:
     tools = find_ncnn_int8_tools()
     if tools is None:
         missing = [t for t in NCNN_INT8_TOOLS if shutil.which(t) is None]
-        raise MobileError(
+        raise RuntimeUnavailableError(
             f"--format ncnn --quantize int8 needs ncnn's {' and '.join(missing)} on PATH (C++ tools the ncnn and "
             "pnnx wheels do not ship): build them from the ncnn source (cmake -DNCNN_BUILD_TOOLS=ON, targets "
             "ncnn2table ncnn2int8; see the project's docs/mobile.md, 'ncnn int8') and put them on PATH"
         )
     return tools
-
-
-def require_ncnn() -> None:
-    missing = []
-    for mod in ("pnnx", "ncnn"):
-        try:
-            __import__(mod)
-        except ImportError:
-            missing.append(mod)
-    if missing:
-        raise MobileError(
-            f"--format ncnn needs {' and '.join(missing)} (optional, not installed): "
-            'pip install "shufflenet[ncnn]" (pnnx, ncnn)'
-        )
 
 
 #: ncnn options an int8 file needs (the sidecar's ``runtime_options``): the wheel's packed-layout int8 path gave
@@ -162,99 +137,115 @@ def convert_with_pnnx(form: torch.nn.Module, example: Tensor, example2: Tensor, 
     return param, bin_
 
 
-def export_ncnn(
-    source: ModelSource,
-    out_dir: os.PathLike,
-    sizes: Sequence[Tuple[int, int]] = ((224, 224),),
-    images: Any = "auto",
-    n_real: int = 2,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-    basename: Optional[str] = None,
-    rewrite: bool = True,
-    quantize_fn: Optional[Callable[[Path, Path, Path], Dict[str, Any]]] = None,
-    log: Callable[[str], None] = print,
-) -> Tuple[Dict[str, Path], Dict[str, Any]]:
-    """Export ``out_dir/<basename>.ncnn.param`` + ``.ncnn.bin`` + ``<basename>.ncnn.json``; verified, atomic.
+class NcnnRuntime(Runtime):
+    name = "ncnn"
+    title = "ncnn (ncnn::Net; input blob in0, outputs out0...)"
+    label = "ncnn"
+    summary = "pnnx + ncnn; extra 'ncnn'"
+    suffix = ".ncnn"
+    packages = ("pnnx", "ncnn")
+    layout = "nchw"
+    int8 = "ncnn2table + ncnn2int8 (unpacked layout)"
+    int8_reference = "fp32 model (fidelity)"
+    int8_fidelity = True
+    camera = False
 
-    ``quantize_fn(param, bin, workdir) -> description`` (int8: :func:`shufflenet.mobile.quantize.ncnn_int8_for_ncnn`)
-    rewrites pnnx's fp32 files in place into ncnn int8 ones (``ncnn2table`` + ``ncnn2int8``). ncnn has no
-    fp32 reference of its int8 layers, so an int8 file is verified against the fp32 model on the real photos
-    with the fidelity bound (``INT8_ATOL`` + ``INT8_FIDELITY_RTOL`` x max|fp32|), the top-1 agreement recorded.
-    """
-    require_ncnn()
-    if quantize_fn is not None:
-        require_ncnn_int8_tools()
-    sizes = check_sizes(sizes)
-    files = images if isinstance(images, (list, tuple)) else resolve_images(images)
-    basename = basename or source.name.replace("/", "_")
-    reference, inputs = reference_and_inputs(source, sizes, files, n_real)
-    model = source.model.eval()
-    net = for_runtime(model, "ncnn") if rewrite else model
-    form = with_reshape_shuffles(net, "module")
-    h, w = sizes[0]
-    second = sizes[1] if len(sizes) > 1 else (h + 32, w + 64)  # pnnx infers which dimensions are dynamic
-    with Staged(out_dir) as staged, tempfile.TemporaryDirectory(prefix="pnnx-") as work:
+    def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
+        missing = missing_modules("pnnx", "ncnn")
+        if missing:
+            return (
+                f"--format ncnn needs {' and '.join(missing)} (optional, not installed): "
+                'pip install "shufflenet[ncnn]" (pnnx, ncnn)'
+            )
+        if spec is not None and spec.int8:
+            try:
+                require_ncnn_int8_tools()
+            except MobileError as e:
+                return str(e)
+        return None
+
+    def refuse(self, spec: ExportSpec, task: str = "classification") -> Optional[str]:
+        if spec.camera:
+            return (
+                "--format ncnn exports NCHW files (an app feeds pixels through ncnn::Mat::from_pixels + "
+                "substract_mean_normalize); no --camera-input"
+            )
+        return super().refuse(spec, task)
+
+    def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Dict[str, Path], Dict[str, Any]]:
+        """``<stem>.ncnn.param`` + ``.ncnn.bin`` that take any height and width. int8
+        (:func:`shufflenet.mobile.quantize.ncnn_int8_for_ncnn`: ``ncnn2table`` + ``ncnn2int8``) rewrites pnnx's fp32
+        files; ncnn has no fp32 reference of its int8 layers, so an int8 file is verified against the fp32 model
+        on the real photos with the fidelity bound (``INT8_ATOL`` + ``INT8_FIDELITY_RTOL`` x max|fp32|)."""
+        spec, source, log = job.spec, job.source, job.log
+        quantize_fn = None
+        if spec.int8:
+            from .quantize import ncnn_int8_for_ncnn
+
+            c = spec.int8
+            quantize_fn = ncnn_int8_for_ncnn(source, c.images, c.count, c.size or job.sizes[0])
+        model = source.model.eval()
+        net = for_runtime(model, "ncnn") if spec.rewrite else model
+        form = with_reshape_shuffles(net, "module")
+        h, w = job.sizes[0]
+        second = job.sizes[1] if len(job.sizes) > 1 else (h + 32, w + 64)  # pnnx infers which dims are dynamic
         log(f"[export] {source.name}: torch.jit.trace -> pnnx -> ncnn (fp32) ...")
-        param, bin_ = convert_with_pnnx(form, torch.randn(1, 3, h, w), torch.randn(1, 3, *second), Path(work))
+        param, bin_ = convert_with_pnnx(form, torch.randn(1, 3, h, w), torch.randn(1, 3, *second), work)
         quantization = None
         if quantize_fn is not None:
             log(f"[export] {source.name}: ncnn2table (calibration table) -> ncnn2int8 ...")
-            quantization = quantize_fn(param, bin_, Path(work))
-        names = {"param": f"{basename}.ncnn.param", "bin": f"{basename}.ncnn.bin"}
+            quantization = quantize_fn(param, bin_, work)
+        names = {"param": f"{job.stem}.ncnn.param", "bin": f"{job.stem}.ncnn.bin"}
         shutil.copyfile(param, staged.tmp(names["param"]))
         shutil.copyfile(bin_, staged.tmp(names["bin"]))
         options = NCNN_INT8_OPTIONS if quantization is not None else {}
-        run = ncnn_runner(
-            staged.files[staged.out_dir / names["param"]], staged.files[staged.out_dir / names["bin"]], options=options
-        )
+        tmp = {k: staged.files[staged.out_dir / v] for k, v in names.items()}
+        run = ncnn_runner(tmp["param"], tmp["bin"], options=options)
         if quantization is None:
-            rows = verify(reference, run, inputs, atol, rtol, "ncnn", log)
+            rows = job.verify(run, self.label)
         else:
-            rows = verify_int8_fidelity(
-                reference, run, inputs, quantization, "ncnn int8 file", log, source.mean, source.std
-            )
-            atol, rtol = INT8_ATOL, INT8_FIDELITY_RTOL
-        side = sidecar(
-            source,
-            "ncnn (ncnn::Net; input blob in0, outputs out0...)",
-            input_spec(
-                source,
-                sizes,
+            rows = job.verify_fidelity(run, quantization, "ncnn int8 file")
+        side = job.sidecar(
+            self,
+            job.input(
                 "3 x H x W per call (ncnn::Mat; any H x W)",
                 substract_mean_normalize={
                     "mean_vals": [255 * m for m in source.mean],
                     "norm_vals": [1 / (255 * s) for s in source.std],
                 },
             ),
-            output_shapes(reference, inputs[0].tensor),
+            job.outputs(),
             rows,
-            atol,
-            rtol,
-            files,
             net is not model,
-            _versions(),
             files={k: staged.entry(v) for k, v in names.items()},
             storage="fp32 (pnnx fp16=0)" if quantization is None else "int8 weights (ncnn2int8), fp32 elsewhere",
             quantization=quantization,
             runtime_options=options or None,
-            layers=_layers(staged.files[staged.out_dir / names["param"]]),
+            layers=_layers(tmp["param"]),
         )
-        written = staged.commit(side, f"{basename}.ncnn.json", log)
-    return {"param": written[0], "bin": written[1]}, side
+        if quantization is not None:  # the fidelity bound is the one the checks were made with
+            side["verification"].update(atol=INT8_ATOL, rtol=INT8_FIDELITY_RTOL)
+        return {k: staged.out_dir / v for k, v in names.items()}, side
+
+    def load(self, files: Any, sidecar: Dict[str, Any], threads: Optional[int] = 1) -> Callable[[Tensor], Any]:
+        return ncnn_runner(files["param"], files["bin"], threads=threads, options=sidecar.get("runtime_options"))
+
+    def kernels(self) -> Dict[str, Any]:
+        import ncnn
+
+        out: Dict[str, Any] = {
+            "kernels": "ncnn (its own x86/ARM kernels)",
+            "version": getattr(ncnn, "__version__", "?"),
+        }
+        for name in sorted(n for n in dir(ncnn) if n.startswith("cpu_support_")):
+            out[name] = bool(getattr(ncnn, name)())
+        if not any(n.startswith("cpu_support_x86_avx512") for n in out):
+            out["cpu_support_x86_avx512"] = "not reported (the Python binding has no such query)"
+        return out
 
 
 def _layers(param: Path) -> List[str]:
     return sorted({ln.split()[0] for ln in param.read_text().splitlines()[2:] if ln.strip()})
 
 
-def _versions() -> Dict[str, Optional[str]]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: Dict[str, Optional[str]] = {}
-    for pkg in ("pnnx", "ncnn"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:  # pragma: no cover - required above
-            out[pkg] = None
-    return out
+register(NcnnRuntime())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -24,40 +23,16 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from .artifact import (
-    Staged,
-    check_sizes,
-    input_spec,
-    output_shapes,
-    reference_and_inputs,
-    sidecar,
-    verify,
-    verify_int8_fidelity,
-)
-from .images import resolve_images
+from .artifact import Staged, filtered_stderr
 from .rewrite import CameraInput, for_runtime
-from .source import MobileError, ModelSource
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL, INT8_ATOL, INT8_FIDELITY_RTOL, VerifyInput
+from .runtime import ExportSpec, Job, Runtime, missing_modules, register
+from .source import MobileError
+from .verify import INT8_ATOL, INT8_FIDELITY_RTOL
 
-__all__ = ["OPSET", "require_onnx", "onnx_runner", "write_onnx", "export_onnx"]
+__all__ = ["OPSET", "OnnxRuntime", "onnx_runner", "write_onnx"]
 
 #: ONNX opset of the written files: supported by ONNX Runtime 1.14+ (desktop and mobile builds).
 OPSET = 17
-
-
-def require_onnx() -> None:
-    """One error line naming the extra when ``onnx`` or ``onnxruntime`` is missing."""
-    missing = []
-    for mod in ("onnx", "onnxruntime"):
-        try:
-            __import__(mod)
-        except ImportError:
-            missing.append(mod)
-    if missing:
-        raise MobileError(
-            f"--format onnx needs {' and '.join(missing)} (optional, not installed): "
-            'pip install "shufflenet[onnx]" (onnx, onnxruntime)'
-        )
 
 
 def onnx_runner(path: os.PathLike, threads: Optional[int] = None, optimize: bool = True) -> Callable[[Tensor], Any]:
@@ -104,18 +79,21 @@ def write_onnx(
     path: Path,
     output_names: Sequence[str],
     layout: str = "NCHW",
-    spatial: bool = True,
-    dynamo: bool = False,
+    shapes: str = "dynamic",
 ) -> None:
     """``torch.onnx.export`` of ``form`` (a module or a traced ScriptModule) into ``path`` with the ``layout``'s
-    dynamic axes (``spatial=False``: the batch only), then ``onnx.checker``."""
+    dynamic axes (``shapes="static"``: the batch only; ``"dynamo"``: the ``torch.export``-based exporter,
+    static), then ``onnx.checker``."""
     import onnx
 
     outputs = list(output_names)
+    spatial, dynamo = shapes == "dynamic", shapes == "dynamo"
     axes = AXES[layout] if spatial else {k: v for k, v in AXES[layout].items() if v == "batch"}
     dynamic_axes = {"input": axes}
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic, the exporter's deprecation notice
+    # the exporter's own output: tracer warnings on shape arithmetic, its deprecation notice, and (native, fd 1)
+    # the "Torch IR graph at exception" dump of a failed dynamic-shape attempt, which the caller retries
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), filtered_stderr([""], fd=1):
+        warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
                 form,
@@ -137,98 +115,79 @@ def write_onnx(
         raise MobileError(f"onnx.checker refused the exported graph: {str(e).splitlines()[0]}") from None
 
 
-def export_onnx(
-    source: ModelSource,
-    out_dir: os.PathLike,
-    sizes: Sequence[Tuple[int, int]] = ((224, 224),),
-    images: Any = "auto",
-    n_real: int = 2,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-    basename: Optional[str] = None,
-    rewrite: bool = True,
-    camera: bool = False,
-    inputs: Optional[Sequence[VerifyInput]] = None,
-    form: Optional[nn.Module] = None,
-    output_names: Optional[Sequence[str]] = None,
-    quantize_fn: Optional[Callable[[Path, Path], Dict[str, Any]]] = None,
-    log: Callable[[str], None] = print,
-) -> Tuple[Path, Dict[str, Any]]:
-    """Export ``source.model`` to ``out_dir/<basename>.onnx`` + ``<basename>.onnx.json``; verified, atomic.
+class OnnxRuntime(Runtime):
+    name = "onnx"
+    title = f"ONNX Runtime (onnxruntime.InferenceSession; any ONNX runtime with opset {OPSET})"
+    label = "ONNX Runtime"
+    summary = "ONNX Runtime; extra 'onnx'"
+    suffix = ".onnx"
+    packages = ("onnx", "onnxruntime")
+    layout = "nchw"
+    int8 = "ONNX Runtime QDQ, quantize_static"
+    int8_reference = "its QDQ graph in fp32 + fp32 model (fidelity)"
+    int8_fidelity = True
+    detector = True
+    shuffle = "reshape"  #: ONNX has no channel-shuffle operator
 
-    ``inputs`` replaces the default verification inputs and ``form`` what is exported (the detector: its
-    traced module, verified against ``source.model``); ``output_names`` names the graph's outputs.
+    def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
+        missing = missing_modules("onnx", "onnxruntime")
+        if missing:
+            return (
+                f"--format onnx needs {' and '.join(missing)} (optional, not installed): "
+                'pip install "shufflenet[onnx]" (onnx, onnxruntime)'
+            )
+        return None
 
-    ``quantize_fn(fp32_onnx, int8_onnx) -> description`` (int8: :func:`shufflenet.mobile.quantize.ort_int8_for_onnx`)
-    turns the fp32 graph, written to a temporary folder, into the file that is written instead. That file is
-    verified twice: ONNX Runtime's int8 kernels against the same file run node by node in fp32 (its QDQ
-    reference, ``onnx_runner(optimize=False)``) with ``atol``/``rtol`` on every input, and the int8 file against
-    the eager fp32 model on the real photos with the fidelity bound (``INT8_ATOL`` + ``INT8_FIDELITY_RTOL`` x
-    max|fp32|), which refuses a degenerate calibration; the top-1 agreement is recorded.
-    """
-    require_onnx()
-    if quantize_fn is not None and (camera or form is not None):
-        raise MobileError("int8 ONNX export is for classifiers with float NCHW input (no --camera-input / detector)")
-    sizes = check_sizes(sizes)
-    files = images if isinstance(images, (list, tuple)) else resolve_images(images)
-    basename = basename or source.name.replace("/", "_")
-    reference, default_inputs = reference_and_inputs(source, sizes, files, n_real, camera)
-    inputs = list(inputs) if inputs is not None else default_inputs
-    model = source.model.eval()
-    net = for_runtime(model, "onnx") if rewrite and form is None else model
-    if form is None:
-        form = CameraInput(net, source.mean, source.std) if camera else net
-    example = inputs[0].tensor
-    outputs = output_shapes(reference, example)
-    layout = "CHW" if source.task == "detection" else ("NHWC" if camera else "NCHW")
-    if output_names is None:
-        output_names = ["logits"] if len(outputs) == 1 else [f"output{i}" for i in range(len(outputs))]
-    with Staged(out_dir) as staged, tempfile.TemporaryDirectory(prefix="onnx-export-") as work:
-        name = f"{basename}.onnx"
+    def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Path, Dict[str, Any]]:
+        """One file for every size (dynamic batch, height and width where the model allows). int8
+        (:func:`shufflenet.mobile.quantize.ort_int8_for_onnx`): the fp32 graph is quantized (QDQ) and the int8 file
+        is verified twice: ONNX Runtime's int8 kernels against the same file run node by node in fp32 (its QDQ
+        reference) on every input, and against the eager fp32 model on the real photos with the fidelity bound
+        (``INT8_ATOL + INT8_FIDELITY_RTOL x max|fp32|``), which refuses a degenerate calibration."""
+        spec, source, log = job.spec, job.source, job.log
+        quantize_fn = None
+        if spec.int8:
+            from .quantize import ort_int8_for_onnx
+
+            c = spec.int8
+            quantize_fn = ort_int8_for_onnx(source, c.images, c.count, c.size or job.sizes[0])
+        model = source.model.eval()
+        form = job.form
+        net = for_runtime(model, "onnx") if spec.rewrite and form is None else model
+        if form is None:
+            form = CameraInput(net, source.mean, source.std) if spec.camera else net
+        outputs = job.outputs()
+        layout = "CHW" if source.task == "detection" else ("NHWC" if spec.camera else "NCHW")
+        output_names = job.extra.get("output_names")
+        if output_names is None:
+            output_names = ["logits"] if len(outputs) == 1 else [f"output{i}" for i in range(len(outputs))]
+        name = f"{job.stem}.onnx"
         log(f"[export] {source.name}: torch.onnx.export (opset {OPSET}) of {type(form).__name__} ...")
         tmp = staged.tmp(name)
-        graph = Path(work) / "fp32.onnx" if quantize_fn is not None else tmp
-        spatial = _write_any(form, example, graph, output_names, layout, sizes, source.name, log)
+        graph = work / "fp32.onnx" if quantize_fn is not None else tmp
+        spatial = _write_any(job, form, graph, output_names, layout)
         quantization = None
         fidelity: List[Dict[str, Any]] = []
         if quantize_fn is None:
-            rows = verify(reference, onnx_runner(tmp), inputs, atol, rtol, "ONNX Runtime", log)
+            rows = job.verify(onnx_runner(tmp), self.label)
         else:
             log(f"[export] {source.name}: onnxruntime.quantization.quantize_static (QDQ int8) ...")
             quantization = quantize_fn(graph, tmp)
             int8 = onnx_runner(tmp)
-            rows = verify(
-                onnx_runner(tmp, optimize=False),
-                int8,
-                inputs,
-                atol,
-                rtol,
-                "ONNX Runtime int8 kernels vs QDQ graph",
-                log,
+            rows = job.verify(
+                int8, "ONNX Runtime int8 kernels vs QDQ graph", reference=onnx_runner(tmp, optimize=False)
             )
-            fidelity = verify_int8_fidelity(
-                reference, int8, inputs, quantization, "ONNX Runtime int8 file", log, source.mean, source.std
-            )
-        shape = "N x H x W x 3 (camera frame, RGB)" if camera else "N x 3 x H x W"
+            fidelity = job.verify_fidelity(int8, quantization, "ONNX Runtime int8 file")
+        shape = "N x H x W x 3 (camera frame, RGB)" if spec.camera else "N x 3 x H x W"
         if source.task == "detection":
             shape = "3 x H x W (one image)"
-        side = sidecar(
-            source,
-            f"ONNX Runtime (onnxruntime.InferenceSession; any ONNX runtime with opset {OPSET})",
-            input_spec(
-                source,
-                sizes,
-                shape,
-                camera,
-                dynamic_axes=sorted(v for v in AXES[layout].values() if spatial or v == "batch"),
-            ),
+        axes = sorted(v for v in AXES[layout].values() if spatial or v == "batch")
+        side = job.sidecar(
+            self,
+            job.input(shape, dynamic_axes=axes),
             outputs,
             rows,
-            atol,
-            rtol,
-            files,
             net is not model,
-            _versions(),
             **staged.entry(name),
             opset=OPSET,
             output_names=list(output_names),
@@ -238,12 +197,30 @@ def export_onnx(
         )
         if quantization:
             side["verification"]["reference"] = "the same QDQ file in ONNX Runtime with graph optimizations off"
-        final = staged.commit(side, f"{basename}.onnx.json", log)[0]
-    return final, side
+        return staged.out_dir / name, side
+
+    def load(self, files: Any, sidecar: Dict[str, Any], threads: Optional[int] = 1) -> Callable[[Tensor], Any]:
+        return onnx_runner(files, threads=threads)
+
+    def kernels(self) -> Dict[str, Any]:
+        import onnxruntime as ort
+
+        return {
+            "kernels": "MLAS (CPUExecutionProvider)",
+            "version": ort.__version__,
+            "device": ort.get_device(),
+            "providers": list(ort.get_available_providers()),
+            "build_info": ort.get_build_info() if hasattr(ort, "get_build_info") else "not reported",
+            "mlas_isa": "not reported",
+        }
 
 
-def _write_any(form, example, path: Path, output_names, layout: str, sizes, name: str, log) -> bool:
+register(OnnxRuntime())
+
+
+def _write_any(job: Job, form, path: Path, output_names, layout: str) -> bool:
     """:func:`write_onnx` with dynamic height/width, else (one size only) static; whether spatial axes are dynamic."""
+    example, sizes, name, log = job.inputs[0].tensor, job.sizes, job.source.name, job.log
     try:
         write_onnx(form, example, path, output_names, layout)
         return True
@@ -253,10 +230,10 @@ def _write_any(form, example, path: Path, output_names, layout: str, sizes, name
             raise MobileError(f"{e}; with dynamic height and width -- export one --input-size per file") from None
         log(f"[export] {name}: no dynamic height/width ({str(e)[:80]}...); fixed {sizes[0][0]}x{sizes[0][1]}")
         try:
-            write_onnx(form, example, path, output_names, layout, spatial=False)
+            write_onnx(form, example, path, output_names, layout, "static")
         except MobileError:  # e.g. an adaptive pool whose output size does not divide the input's
             log(f"[export] {name}: TorchScript-based exporter failed; torch.export-based one (static)")
-            write_onnx(form, example, path, output_names, layout, spatial=False, dynamo=True)
+            write_onnx(form, example, path, output_names, layout, "dynamo")
         return False
 
 
@@ -273,15 +250,3 @@ def _operators(path: Path) -> List[str]:
     import onnx
 
     return sorted({n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node})
-
-
-def _versions() -> Dict[str, Optional[str]]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: Dict[str, Optional[str]] = {}
-    for pkg in ("onnx", "onnxruntime"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:  # pragma: no cover - required above
-            out[pkg] = None
-    return out

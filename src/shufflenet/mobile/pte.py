@@ -23,47 +23,25 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .artifact import (
-    Staged,
-    check_sizes,
-    filtered_stderr,
-    input_spec,
-    output_shapes,
-    reference_and_inputs,
-    sidecar,
-    verify,
-    without_log_records,
-)
-from .images import resolve_images
+from .artifact import PYTREE_NOTICE, Staged, filtered_stderr, without_log_records
 from .rewrite import CameraInput, for_runtime
-from .source import MobileError, ModelSource
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL
+from .runtime import ExportSpec, Job, Runtime, per_sample, register, versions
+from .source import MobileError
 
-__all__ = [
-    "ExecutorchUnavailableError",
-    "executorch_available",
-    "executorch_version",
-    "export_pte",
-    "pte_runner",
-    "lower_to_pte",
-]
+__all__ = ["PteRuntime", "executorch_available", "executorch_version", "pte_runner", "lower_to_pte", "DELEGATE_OPS"]
 
 EXECUTORCH_PIN = "executorch==1.3.1"
-
-
-class ExecutorchUnavailableError(MobileError):
-    """ExecuTorch (optional) is not installed or cannot serialize (no ``flatc``)."""
 
 
 #: ExecuTorch's harmless start-up chatter: its cpuinfo probe of ARM identification files (``midr``) that an
 #: x86 host or a container does not have, and torch's deprecation notice for an Enum that torchao registers.
 CPUINFO_CHATTER = (r"^\[cpuinfo_utils\.cpp:\d+\] ",)
-PYTREE_NOTICE = ("torch.utils._pytree", r"is an Enum subclass and is now natively supported")
+THREADPOOL_NOTICE = (r"^\[threadpool\.cpp:\d+\] Resetting threadpool",)
 
 
 def executorch_available() -> bool:
@@ -78,27 +56,22 @@ def executorch_available() -> bool:
 
 
 def executorch_version() -> Optional[str]:
-    try:
-        from importlib.metadata import version
-
-        return version("executorch")
-    except Exception:
-        return None
+    return versions("executorch")["executorch"]
 
 
-def _require_executorch() -> None:
+def _missing_executorch() -> Optional[str]:
     if not executorch_available():
-        raise ExecutorchUnavailableError(
+        return (
             f"--format pte needs ExecuTorch, which is optional and not installed: pip install {EXECUTORCH_PIN} "
             f"(pairs with torch {torch.__version__.split('+')[0]}; everything else works without it)"
         )
     if os.environ.get("FLATC_EXECUTABLE") or shutil.which("flatc"):
-        return
+        return None
     beside = Path(sys.executable).parent / "flatc"
     if beside.is_file():
         os.environ["FLATC_EXECUTABLE"] = str(beside)
-        return
-    raise ExecutorchUnavailableError(
+        return None
+    return (
         "ExecuTorch needs its 'flatc' program to write XNNPACK programs, and none was found on PATH or beside "
         f"{sys.executable}: reinstall {EXECUTORCH_PIN} into this environment or set FLATC_EXECUTABLE=/path/to/flatc"
     )
@@ -114,25 +87,14 @@ def lower_to_pte(model: torch.nn.Module, example: Tensor) -> Tuple[bytes, List[s
         ep = torch.export.export(model, (example,))
         edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
         program = edge.to_executorch()
-    ops = sorted({_op_name(n.target) for n in program.exported_program().graph.nodes if n.op == "call_function"})
+    ops = sorted(
+        {
+            getattr(n.target, "__name__", None) or str(n.target)
+            for n in program.exported_program().graph.nodes
+            if n.op == "call_function"
+        }
+    )
     return bytes(program.buffer), ops
-
-
-def _op_name(target: Any) -> str:
-    name = getattr(target, "__name__", None) or str(target)
-    return name
-
-
-def _per_sample(fn: Callable[[Tensor], Any]) -> Callable[[Tensor], Any]:
-    """Run a batch-1 program (or exported module, whose input shape is fixed) over a batch, one at a time."""
-
-    def run(x: Tensor) -> Any:
-        outs = [fn(x[i : i + 1]) for i in range(x.shape[0])]
-        outs = [tuple(o) if isinstance(o, (list, tuple)) else (o,) for o in outs]
-        cat = tuple(torch.cat([o[j] for o in outs]) for j in range(len(outs[0])))
-        return cat[0] if len(cat) == 1 else cat
-
-    return run
 
 
 def _load_method(path: Path):
@@ -146,9 +108,10 @@ def _load_method(path: Path):
 def set_threads(threads: int) -> None:
     """Size ExecuTorch's XNNPACK thread pool (its own, separate from torch's)."""
     try:
-        from executorch.extension.pybindings import portable_lib
+        with without_log_records(*PYTREE_NOTICE), filtered_stderr(CPUINFO_CHATTER + THREADPOOL_NOTICE):
+            from executorch.extension.pybindings import portable_lib
 
-        portable_lib._unsafe_reset_threadpool(int(threads))
+            portable_lib._unsafe_reset_threadpool(int(threads))
     except Exception:  # pragma: no cover - older/newer runtimes without the hook
         pass
 
@@ -179,70 +142,70 @@ def pte_runner(
             raise MobileError(f"no .pte program for input size {key[0]}x{key[1]} (have {sorted(methods)})")
         method, fmt = methods[key], fmts[key]
         prep = (lambda xi: xi.contiguous()) if camera else (lambda xi: xi.contiguous(memory_format=fmt))
-        return _per_sample(lambda xi: method.execute([prep(xi)]))(x)
+        return per_sample(lambda xi: method.execute([prep(xi)]))(x)
 
     return run
 
 
-def export_pte(
-    source: ModelSource,
-    out_dir: os.PathLike,
-    sizes: Sequence[Tuple[int, int]] = ((224, 224),),
-    images: Any = "auto",
-    n_real: int = 2,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-    basename: Optional[str] = None,
-    quantize_fn: Optional[Callable] = None,
-    memory_format: str = "auto",
-    rewrite: bool = True,
-    camera: bool = False,
-    log: Callable[[str], None] = print,
-) -> Tuple[Dict[Tuple[int, int], Path], Dict[str, Any]]:
-    """Export one verified ``.pte`` per size (batch 1) + a ``<stem>.pte.json`` sidecar; all or nothing.
+class PteRuntime(Runtime):
+    name = "pte"
+    title = "ExecuTorch (executorch.runtime / Module API) with the XNNPACK backend"
+    label = "ExecuTorch runtime"
+    summary = "ExecuTorch + XNNPACK, the successor of the lite interpreter"
+    suffix = ".pte"
+    packages = ("executorch",)
+    int8 = "PT2E, XNNPACKQuantizer"
+    int8_reference = "PT2E int8 reference"
 
-    ``quantize_fn(model, example) -> module`` (int8, :func:`shufflenet.mobile.quantize.pt2e_int8_for_pte`)
-    makes a converted PT2E module per size; the program is lowered from it and must reproduce it. Otherwise
-    the program is lowered from the runtime's equivalent form (``rewrite``) and must reproduce
-    ``source.model``. ``memory_format``: the program's input layout (``"auto"``: channels_last when XNNPACK
-    takes the whole program, else contiguous, which the portable kernels outside the delegate need);
-    ``camera``: ``uint8`` NHWC frames in.
-    """
-    _require_executorch()
-    if memory_format not in (*MEMORY_FORMATS, "auto"):
-        raise MobileError(f"--memory-format must be auto or one of {sorted(MEMORY_FORMATS)}, got {memory_format!r}")
-    if camera and quantize_fn is not None:
-        raise MobileError("--camera-input is for fp32 exports (not with --quantize int8)")
-    sizes = check_sizes(sizes)
-    files = images if isinstance(images, (list, tuple)) else resolve_images(images)
-    basename = basename or source.name.replace("/", "_")
-    model = source.model.eval()
-    net = for_runtime(model, "pte") if rewrite and quantize_fn is None else model
-    form = CameraInput(net, source.mean, source.std) if camera else net
-    checks: List[Dict[str, Any]] = []
-    files_out: Dict[str, Dict[str, Any]] = {}
-    ops: set = set()
-    outputs: Optional[List[List[int]]] = None
-    with Staged(out_dir) as staged:
-        for size in sizes:
+    def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
+        return _missing_executorch()
+
+    def refuse(self, spec: ExportSpec, task: str = "classification") -> Optional[str]:
+        if spec.memory_format not in (*MEMORY_FORMATS, "auto", None):
+            return f"--memory-format must be auto or one of {sorted(MEMORY_FORMATS)}, got {spec.memory_format!r}"
+        return super().refuse(spec, task)
+
+    def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Dict[Tuple[int, int], Path], Dict[str, Any]]:
+        """One verified ``.pte`` per size (batch 1, static shapes). int8: a converted PT2E module per size
+        (:func:`shufflenet.mobile.quantize.pt2e_int8_for_pte`) that the program must reproduce; otherwise the
+        program is lowered from the runtime's equivalent form and must reproduce the model. The input layout is
+        channels_last when XNNPACK takes the whole program, else contiguous (``spec.memory_format`` overrides)."""
+        spec, source, log = job.spec, job.source, job.log
+        quantize_fn = None
+        if spec.int8:
+            from .quantize import pt2e_int8_for_pte
+
+            c = spec.int8
+            quantize_fn = pt2e_int8_for_pte(source, c.images, c.count, c.size or job.sizes[0])
+        model = source.model.eval()
+        net = for_runtime(model, "pte") if spec.rewrite and quantize_fn is None else model
+        form = CameraInput(net, source.mean, source.std) if spec.camera else net
+        checks: List[Dict[str, Any]] = []
+        files_out: Dict[str, Dict[str, Any]] = {}
+        ops: set = set()
+        outputs: Optional[List[List[int]]] = None
+        for size in job.sizes:
             tag = f"{size[0]}x{size[1]}"
             log(f"[export] {source.name} @ {tag}: torch.export -> XNNPACK partitioner -> .pte ...")
-            ref_fn, inputs = reference_and_inputs(source, [size], files, n_real, camera)
-            if camera:
+            inputs = [i for i in job.inputs if i.size == size]
+            ref_fn = job.reference
+            if spec.camera:
                 fmt_name, data, size_ops = "contiguous", *lower_to_pte(form, inputs[0].tensor)
             else:
-                fmt_name, ref_fn, data, size_ops = _lower_classifier(model, form, size, memory_format, quantize_fn)
-            name = f"{basename}_{tag}.pte"
+                fmt_name, ref_fn, data, size_ops = _lower_classifier(
+                    model, form, size, spec.memory_format or "auto", quantize_fn
+                )
+            name = f"{job.stem}_{tag}.pte"
             tmp = staged.tmp(name)
             tmp.write_bytes(data)
             method = _load_method(tmp)
-            fmt = None if camera else MEMORY_FORMATS[fmt_name]
-            run = _per_sample(
+            fmt = None if spec.camera else MEMORY_FORMATS[fmt_name]
+            run = per_sample(
                 lambda x, m=method, f=fmt: m.execute([x.contiguous() if f is None else x.contiguous(memory_format=f)])
             )
-            checks += verify(_per_sample(ref_fn), run, inputs, atol, rtol, "ExecuTorch runtime", log)
+            checks += job.verify(run, self.label, reference=per_sample(ref_fn), inputs=inputs)
             if outputs is None:  # output shapes at the first size, from that size's reference (static shapes)
-                outputs = output_shapes(ref_fn, inputs[0].tensor[:1])
+                outputs = job.outputs(ref_fn, inputs[0].tensor[:1])
             ops |= set(size_ops)
             files_out[tag] = {
                 **staged.entry(name),
@@ -250,29 +213,37 @@ def export_pte(
                 "outside_delegate": sorted(set(size_ops) - DELEGATE_OPS),
             }
         formats = sorted({f["memory_format"] for f in files_out.values()})
-        side = sidecar(
-            source,
-            "ExecuTorch (executorch.runtime / Module API) with the XNNPACK backend",
-            input_spec(
-                source,
-                sizes,
-                "1 x H x W x 3 camera frame, RGB (static per file)" if camera else "1 x 3 x H x W (static per file)",
-                camera,
-                memory_format=formats[0] if len(formats) == 1 else "per file",
-            ),
+        shape = (
+            "1 x H x W x 3 camera frame, RGB (static per file)" if spec.camera else "1 x 3 x H x W (static per file)"
+        )
+        side = job.sidecar(
+            self,
+            job.input(shape, memory_format=formats[0] if len(formats) == 1 else "per file"),
             outputs,
             checks,
-            atol,
-            rtol,
-            files,
             net is not model,
-            {"executorch": executorch_version()},
             files=files_out,
             operators=sorted(ops),
             quantization="int8 PT2E XNNPACKQuantizer (static, per-channel weights)" if quantize_fn else None,
         )
-        written = staged.commit(side, f"{basename}.pte.json", log)
-    return {size: path for size, path in zip(sizes, written)}, side
+        log(f"[export] ops outside XNNPACK: {sorted(ops - DELEGATE_OPS)}")
+        return {s: staged.out_dir / f"{job.stem}_{s[0]}x{s[1]}.pte" for s in job.sizes}, side
+
+    def load(self, files: Any, sidecar: Dict[str, Any], threads: Optional[int] = 1) -> Callable[[Tensor], Any]:
+        formats = {tuple(int(v) for v in tag.split("x")): f["memory_format"] for tag, f in sidecar["files"].items()}
+        return pte_runner(files, threads=threads, memory_format=formats)
+
+    def kernels(self) -> Dict[str, Any]:
+        from executorch.extension.pybindings import portable_lib
+
+        return {
+            "kernels": "XNNPACK delegate + ExecuTorch portable kernels",
+            "registered_backends": list(portable_lib._get_registered_backend_names()),
+            "xnnpack_isa": "not reported",
+        }
+
+
+register(PteRuntime())
 
 
 def _lower_classifier(model, form, size, memory_format: str, quantize_fn):

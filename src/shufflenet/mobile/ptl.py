@@ -12,41 +12,38 @@ temporary file; a temporary file left by a killed earlier export is removed by t
 
 from __future__ import annotations
 
+import contextlib
 import os
-import platform
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..fileio import tmp_sibling
-from .artifact import Staged, check_sizes, input_spec, output_shapes, reference_and_inputs, sidecar, verify
-from .images import resolve_images
+from .artifact import Staged, filtered_stderr
 from .rewrite import CameraInput, for_runtime
-from .source import MobileError, ModelSource
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL, VerifyInput
+from .runtime import ExportSpec, Job, Runtime, register
+from .source import MobileError, ModelSource, RuntimeUnavailableError
 
 __all__ = [
-    "XnnpackUnavailableError",
+    "PtlRuntime",
+    "DEPRECATION",
     "xnnpack_available",
     "require_xnnpack",
     "ChannelsLastInput",
     "to_torchscript",
     "optimize",
-    "host_info",
     "lite_bytecode_version",
     "backport",
-    "export_ptl",
 ]
 
-warnings.filterwarnings("ignore", message=".*Lite Interpreter is deprecated.*")
-
-
-class XnnpackUnavailableError(MobileError):
-    """This torch build has no XNNPACK, which ``optimize_for_mobile`` needs."""
-
+#: What a ``.ptl`` export says once: the truth about the format, from upstream.
+DEPRECATION = (
+    "[export] note: PyTorch Mobile's lite interpreter (.ptl) is deprecated upstream; ExecuTorch (--format pte) "
+    "is its successor and the format to choose for new apps"
+)
 
 XNNPACK_FIX = (
     "this torch build has no XNNPACK, which torch.utils.mobile_optimizer.optimize_for_mobile needs "
@@ -69,7 +66,28 @@ def xnnpack_available() -> bool:
 
 def require_xnnpack() -> None:
     if not xnnpack_available():
-        raise XnnpackUnavailableError(f"torch {torch.__version__}: {XNNPACK_FIX}")
+        raise RuntimeUnavailableError(f"torch {torch.__version__}: {XNNPACK_FIX}")
+
+
+@contextlib.contextmanager
+def _lite_notice_off() -> Iterator[None]:
+    """torch's own "Lite Interpreter is deprecated" warning, inside the save/load calls only (said once by
+    :data:`DEPRECATION` instead)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Lite Interpreter is deprecated.*")
+        yield
+
+
+#: torch's notice, on every call of an int8 model, that the shortcut and branch of a stride-2 unit enter
+#: ``quantized::cat`` with different scales (it requantizes them): the verification measures what that costs.
+CAT_NOTICE = "All inputs of this cat operator must share the same quantization parameters"
+
+
+@contextlib.contextmanager
+def _quantized_cat_notice_off() -> Iterator[None]:
+    with warnings.catch_warnings(), filtered_stderr([rf"TensorShape\.cpp:\d+\] Warning: {CAT_NOTICE}"]):
+        warnings.filterwarnings("ignore", message=f".*{CAT_NOTICE}.*")
+        yield
 
 
 class ChannelsLastInput(nn.Module):
@@ -123,33 +141,10 @@ def optimize(scripted: torch.jit.ScriptModule, backend: str = "CPU") -> torch.ji
         return optimize_for_mobile(scripted, backend=backend)
     except RuntimeError as e:
         if "XNNPACK" in str(e) or "xnnpack" in str(e):
-            raise XnnpackUnavailableError(
+            raise RuntimeUnavailableError(
                 f"optimize_for_mobile: {XNNPACK_FIX} (torch said: {str(e).splitlines()[0]})"
             ) from None
         raise
-
-
-def host_info(threads: Optional[int] = None) -> Dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "arch": platform.machine(),
-        "os": f"{platform.system()} {platform.release()}",
-        "logical_cpus": os.cpu_count(),
-        "threads": threads if threads is not None else torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "xnnpack": xnnpack_available(),
-        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-    }
 
 
 def lite_bytecode_version(path: os.PathLike) -> int:
@@ -172,89 +167,104 @@ def backport(src: os.PathLike, dst: os.PathLike, version: int) -> None:
         raise MobileError(f"torch could not backport the file from bytecode version {current} to {version}")
 
 
-def export_ptl(
-    source: ModelSource,
-    out_dir: os.PathLike,
-    sizes: Sequence[Tuple[int, int]] = ((224, 224),),
-    method: str = "auto",
-    images: Any = "auto",
-    n_real: int = 2,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-    bytecode_version: Optional[int] = None,
-    basename: Optional[str] = None,
-    quantized_engine: Optional[str] = None,
-    channels_last: bool = True,
-    rewrite: bool = True,
-    camera: bool = False,
-    scripted: Optional[Tuple[torch.jit.ScriptModule, str]] = None,
-    inputs: Optional[Sequence[VerifyInput]] = None,
-    log: Callable[[str], None] = print,
-) -> Tuple[Path, Dict[str, Any]]:
-    """Export ``source.model`` to ``out_dir/<basename>.ptl`` + ``.json``; verified first, atomic.
+class PtlRuntime(Runtime):
+    name = "ptl"
+    title = "pytorch lite interpreter (torch.jit.mobile._load_for_lite_interpreter / LiteModuleLoader)"
+    label = "lite interpreter"
+    int8 = "FX graph mode, qnnpack"
+    int8_reference = "FX int8 reference"
+    detector = True
+    options = ("bytecode_version",)
 
-    ``images``: ``"auto"`` (the package's sample photos), ``None``/``"none"`` (random inputs only), a folder,
-    or a list of files. ``rewrite``: convert the runtime's fastest equivalent form of a ShuffleNet
-    (:mod:`.rewrite`), still verified against ``source.model``. ``camera``: the file takes ``uint8``
-    ``N x H x W x 3`` RGB frames (normalization folded into the stem). ``scripted`` (module, method) skips
-    the TorchScript step (a traced detector); ``inputs`` replaces the default verification inputs.
-    Raises :class:`~.verify.VerificationError` (nothing written) when the lite-interpreter outputs differ
-    from eager's beyond ``atol + rtol * max|eager|``.
-    """
-    require_xnnpack()
-    sizes = check_sizes(sizes)
-    files = images if isinstance(images, (list, tuple)) else resolve_images(images)
-    basename = basename or source.name.replace("/", "_")
-    reference, default_inputs = reference_and_inputs(source, sizes, files, n_real, camera)
-    inputs = list(inputs) if inputs is not None else default_inputs
-    prev_engine = torch.backends.quantized.engine
-    if quantized_engine:
-        torch.backends.quantized.engine = quantized_engine
-    try:
-        with Staged(out_dir) as staged:
+    summary = "lite interpreter, deprecated upstream"
+
+    def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
+        return None if xnnpack_available() else f"torch {torch.__version__}: {XNNPACK_FIX}"
+
+    def prepare_source(self, source: ModelSource, spec: ExportSpec) -> ModelSource:
+        """int8: the FX-converted module (QNNPACK) is what the file must reproduce."""
+        if not spec.int8:
+            return source
+        from .quantize import quantize_fx_int8, resolve_calib_dir
+
+        c = spec.int8
+        return quantize_fx_int8(source, resolve_calib_dir(c.images), c.count, c.size or tuple(spec.sizes[0]))
+
+    def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Path, Dict[str, Any]]:
+        with _quantized_cat_notice_off():  # int8: what it costs is measured by the verification, to the bound
+            return self._write(job, staged)
+
+    def _write(self, job: Job, staged: Staged) -> Tuple[Path, Dict[str, Any]]:
+        spec, source, log = job.spec, job.source, job.log
+        log(DEPRECATION)
+        engine = "qnnpack" if spec.int8 else None
+        detection = source.task == "detection"
+        channels_last = spec.memory_format != "contiguous" and not detection
+        prev_engine = torch.backends.quantized.engine
+        if engine:
+            torch.backends.quantized.engine = engine
+        try:
             rewritten = False
-            if scripted is None:
-                form, rewritten = _ptl_form(source, rewrite and quantized_engine is None, camera, channels_last)
-                log(f"[export] {source.name}: TorchScript ({method}) of {type(form).__name__} ...")
-                scripted = to_torchscript(form, inputs[0].tensor, method)
-            module, used = scripted
-            tmp = staged.tmp(f"{basename}.ptl")
-            written_version = _write_lite(module, tmp, bytecode_version, log)
+            if job.form is not None:  # already TorchScript (the detector's trace)
+                module, used = job.form, "trace"
+            else:
+                form, rewritten = _ptl_form(source, spec.rewrite and engine is None, spec.camera, channels_last)
+                log(f"[export] {source.name}: TorchScript ({spec.method}) of {type(form).__name__} ...")
+                module, used = to_torchscript(form, job.inputs[0].tensor, spec.method)
+            name = f"{job.stem}.ptl"
+            tmp = staged.tmp(name)
+            written_version = _write_lite(module, tmp, spec.bytecode_version, log)
             lite = _load_lite(tmp)
-            log(f"[export] verify against eager on {len(inputs)} inputs at {', '.join(f'{h}x{w}' for h, w in sizes)}")
-            rows = verify(reference, lite, inputs, atol, rtol, "lite interpreter", log)
+            tags = ", ".join(f"{h}x{w}" for h, w in job.sizes)
+            log(f"[export] verify against eager on {len(job.inputs)} inputs at {tags}")
+            rows = job.verify(lite, self.label)
             ops = _operators(lite)
-            extra = (
-                {}
-                if source.task == "detection"
-                else {"memory_format": "channels_last" if channels_last or camera else "contiguous"}
-            )
-            shape = "3 x H x W (one image)" if source.task == "detection" else "N x 3 x H x W"
-            side = sidecar(
-                source,
-                "pytorch lite interpreter (torch.jit.mobile._load_for_lite_interpreter / LiteModuleLoader)",
-                input_spec(source, sizes, "N x H x W x 3 (camera frame, RGB)" if camera else shape, camera),
-                output_shapes(reference, inputs[0].tensor),
+            memory_format = "channels_last" if (channels_last or spec.camera) and not detection else "contiguous"
+            if spec.camera:
+                shape = "N x H x W x 3 (camera frame, RGB)"
+            else:
+                shape = "3 x H x W (one image)" if detection else "N x 3 x H x W"
+            side = job.sidecar(
+                self,
+                job.input(shape),
+                job.outputs(),
                 rows,
-                atol,
-                rtol,
-                files,
                 rewritten,
-                file=f"{basename}.ptl",
-                **{k: v for k, v in staged.entry(f"{basename}.ptl").items() if k != "file"},
+                **staged.entry(name),
                 bytecode_version=lite_bytecode_version(tmp),
                 bytecode_version_written=written_version,
                 operators=ops,
                 torchscript_method=used,
                 optimize_for_mobile=True,
-                memory_format=extra.get("memory_format", "contiguous"),
-                quantized_engine=quantized_engine,
+                memory_format=memory_format,
+                quantized_engine=engine,
             )
-            final = staged.commit(side, f"{basename}.json", log)[0]
-    finally:
-        torch.backends.quantized.engine = prev_engine
-    log(f"[export] {final.name}: bytecode v{side['bytecode_version']}, {len(ops)} operators")
-    return final, side
+        finally:
+            torch.backends.quantized.engine = prev_engine
+        log(f"[export] {name}: bytecode v{side['bytecode_version']}, {len(ops)} operators")
+        return staged.out_dir / name, side
+
+    def load(self, files: Any, sidecar: Dict[str, Any], threads: Optional[int] = 1) -> Callable[[Tensor], Any]:
+        m = _load_lite(Path(files))
+
+        def run(x: Tensor) -> Any:
+            with torch.no_grad():
+                return m(x)
+
+        return run
+
+    def kernels(self) -> Dict[str, Any]:
+        import torch.backends.xnnpack
+
+        return {
+            "kernels": "XNNPACK (prepacked conv/linear) + ATen for the other ops",
+            "xnnpack_enabled": bool(torch.backends.xnnpack.enabled),
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "xnnpack_isa": "not reported",
+        }
+
+
+register(PtlRuntime())
 
 
 def _ptl_form(source: ModelSource, rewrite: bool, camera: bool, channels_last: bool) -> Tuple[nn.Module, bool]:
@@ -270,7 +280,8 @@ def _write_lite(module: torch.jit.ScriptModule, tmp: Path, bytecode_version: Opt
     """``optimize_for_mobile`` and save for the lite interpreter into ``tmp`` (backported if asked); the
     bytecode version torch wrote."""
     log("[export] optimize_for_mobile (freeze, fold BN, XNNPACK prepack, fuse ReLU) ...")
-    optimize(module)._save_for_lite_interpreter(str(tmp))
+    with _lite_notice_off():
+        optimize(module)._save_for_lite_interpreter(str(tmp))
     written = lite_bytecode_version(tmp)
     if bytecode_version is not None:
         log(f"[export] backport bytecode {written} -> {bytecode_version}")
@@ -287,7 +298,8 @@ def _write_lite(module: torch.jit.ScriptModule, tmp: Path, bytecode_version: Opt
 def _load_lite(path: Path):
     from torch.jit.mobile import _load_for_lite_interpreter
 
-    return _load_for_lite_interpreter(str(path))
+    with _lite_notice_off():
+        return _load_for_lite_interpreter(str(path))
 
 
 def _operators(lite) -> list:

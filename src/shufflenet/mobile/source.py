@@ -1,4 +1,4 @@
-"""Where an exported model comes from, and the wing's error class.
+"""Where an exported model comes from, and the wing's error classes.
 
 :func:`load_model` turns the first positional argument of ``mobile/export.py`` into an eval-mode
 ``nn.Module`` plus the facts the sidecar needs (name, normalization): a registered name is built with
@@ -21,11 +21,15 @@ from ..errors import ShuffleNetError
 from ..models import create_model, get_spec, list_models, model_from_weights
 from ..weights.io import read_weights
 
-__all__ = ["ModelSource", "load_model", "MobileError", "writable_dir"]
+__all__ = ["ModelSource", "load_model", "MobileError", "RuntimeUnavailableError", "writable_dir"]
 
 
 class MobileError(ShuffleNetError, RuntimeError):
     """A mobile-wing failure with a message meant for the person at the terminal (no traceback)."""
+
+
+class RuntimeUnavailableError(MobileError):
+    """A runtime (or what it needs: an optional extra, XNNPACK in torch, a converter tool) is not installed."""
 
 
 @dataclass

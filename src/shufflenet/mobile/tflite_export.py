@@ -33,37 +33,19 @@ import os
 import platform
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from .artifact import (
-    Staged,
-    check_sizes,
-    filtered_stderr,
-    input_spec,
-    reference_and_inputs,
-    sidecar,
-    verify,
-    without_log_records,
-)
-from .images import resolve_images
-from .pte import PYTREE_NOTICE, _per_sample
+from .artifact import PYTREE_NOTICE, Staged, filtered_stderr, without_log_records
 from .quantize import calibration_batch, resolve_calib_dir
 from .rewrite import for_runtime
+from .runtime import ExportSpec, Job, Runtime, per_sample, register
 from .source import MobileError, ModelSource
-from .verify import DEFAULT_ATOL, DEFAULT_RTOL
+from .verify import flatten_outputs
 
-__all__ = [
-    "LITERT_EXTRA",
-    "require_litert",
-    "litert_versions",
-    "tflite_runner",
-    "convert_to_tflite",
-    "tflite_int8",
-    "export_tflite",
-]
+__all__ = ["TfliteRuntime", "LITERT_EXTRA", "tflite_runner", "convert_to_tflite", "tflite_int8"]
 
 LITERT_EXTRA = 'pip install "shufflenet[litert]"'
 
@@ -78,7 +60,7 @@ LITERT_CHATTER = (
 )
 
 
-def require_litert() -> None:
+def _missing_litert() -> Optional[str]:
     """One error line naming the extra when ``litert-torch`` or ``ai-edge-litert`` is missing."""
     missing = []
     for mod, pkg in (("litert_torch", "litert-torch"), ("ai_edge_litert.interpreter", "ai-edge-litert")):
@@ -88,16 +70,17 @@ def require_litert() -> None:
         except ImportError:
             missing.append(pkg)
     if missing:
-        raise MobileError(
+        return (
             f"--format tflite needs {' and '.join(missing)} (optional, not installed): "
             f"{LITERT_EXTRA} (litert-torch, ai-edge-litert)"
         )
     if importlib.util.find_spec("litert_converter") is None:  # imported by litert-torch only when converting
-        raise MobileError(
+        return (
             "--format tflite needs litert-converter (litert-torch's converter, not installed; it has x86-64 Linux "
             f"and arm64 macOS wheels only, none for {platform.machine()} Linux): {LITERT_EXTRA} on an x86-64 machine, "
             "and run the .tflite files here with ai-edge-litert"
         )
+    return None
 
 
 @contextlib.contextmanager
@@ -105,18 +88,6 @@ def _quiet_import() -> Iterator[None]:
     with without_log_records(*PYTREE_NOTICE), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-
-
-def litert_versions() -> Dict[str, Optional[str]]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: Dict[str, Optional[str]] = {}
-    for pkg in ("litert-torch", "ai-edge-litert"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def _interpreter(path: os.PathLike, threads: Optional[int] = 1, delegates: bool = True):
@@ -180,7 +151,7 @@ def tflite_runner(
         fn = runs.get(key, runs.get(None))
         if fn is None:
             raise MobileError(f"no .tflite file for input size {key[0]}x{key[1]} (have {sorted(runs)})")
-        return _per_sample(fn)(nhwc)
+        return per_sample(fn)(nhwc)
 
     return run
 
@@ -303,84 +274,80 @@ def _io_quantization(path: Path) -> Dict[str, Any]:
     return {"input": desc(it.get_input_details()[0]), "outputs": [desc(d) for d in it.get_output_details()]}
 
 
-def export_tflite(
-    source: ModelSource,
-    out_dir: os.PathLike,
-    sizes: Sequence[Tuple[int, int]] = ((224, 224),),
-    images: Any = "auto",
-    n_real: int = 2,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-    basename: Optional[str] = None,
-    rewrite: bool = True,
-    quantize_fn: Optional[Callable[[nn.Module, Tensor], Tuple[nn.Module, Any]]] = None,
-    log: Callable[[str], None] = print,
-) -> Tuple[Dict[Tuple[int, int], Path], Dict[str, Any]]:
-    """Export one verified ``<basename>_<H>x<W>.tflite`` per size (NHWC float32 input, batch 1) + the sidecar
-    ``<basename>.tflite.json``; all or nothing.
+class TfliteRuntime(Runtime):
+    name = "tflite"
+    title = "LiteRT / TensorFlow Lite (ai_edge_litert Interpreter or the LiteRT CompiledModel API; XNNPACK on CPU)"
+    label = "LiteRT interpreter"
+    summary = "LiteRT, NHWC input; extra 'litert'"
+    suffix = ".tflite"
+    packages = ("litert-torch", "ai-edge-litert")
+    int8 = "LiteRT full integer, PT2E litert-torch"
+    int8_reference = "PT2E int8 reference"
+    camera = False
 
-    The file is converted from the runtime's equivalent form (``rewrite``) and must reproduce ``source.model``;
-    ``quantize_fn`` (:func:`tflite_int8`) quantizes that form to a full-integer int8 file per size, verified
-    against its own converted PT2E module (pass the int8 bound, ``INT8_ATOL``/``INT8_RTOL``).
-    """
-    require_litert()
-    if source.task != "classification":
-        raise MobileError("--format tflite exports classifiers (the detector exports to .ptl and ONNX)")
-    sizes = check_sizes(sizes)
-    files = images if isinstance(images, (list, tuple)) else resolve_images(images)
-    basename = basename or source.name.replace("/", "_")
-    model = source.model.eval()
-    # int8 quantizes the rewritten form too (fewer ops: the shortcut pool is a conv, not PAD + AVERAGE_POOL_2D).
-    net = for_runtime(model, "tflite") if rewrite else model
-    form = nhwc_form(net)
-    checks: List[Dict[str, Any]] = []
-    files_out: Dict[str, Dict[str, Any]] = {}
-    ops: set = set()
-    outputs: Optional[List[List[int]]] = None
-    io: Dict[str, Any] = {}
-    files_out_float: List[str] = []
-    precision = "int8" if quantize_fn is not None else "fp32"
-    with Staged(out_dir) as staged:
-        for size in sizes:
+    def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
+        return _missing_litert()
+
+    def refuse(self, spec: ExportSpec, task: str = "classification") -> Optional[str]:
+        if spec.camera:
+            return "--format tflite takes float32 NHWC tensors (1 x H x W x 3, normalized; no --camera-input)"
+        return super().refuse(spec, task)
+
+    def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Dict[Tuple[int, int], Path], Dict[str, Any]]:
+        """One verified ``<stem>_<H>x<W>.tflite`` per size (NHWC float32 input, batch 1), converted from the
+        runtime's equivalent form and checked against the model; int8 (:func:`tflite_int8`): full integer,
+        checked against its own converted PT2E module."""
+        spec, source, log = job.spec, job.source, job.log
+        quantize_fn = None
+        if spec.int8:
+            c = spec.int8
+            quantize_fn = tflite_int8(source, c.images, c.count, c.size or job.sizes[0])
+        model = source.model.eval()
+        # int8 quantizes the rewritten form too (fewer ops: the shortcut pool is a conv, not PAD + AVERAGE_POOL_2D)
+        net = for_runtime(model, "tflite") if spec.rewrite else model
+        form = nhwc_form(net)
+        checks: List[Dict[str, Any]] = []
+        files_out: Dict[str, Dict[str, Any]] = {}
+        ops: set = set()
+        outputs: Optional[List[List[int]]] = None
+        io: Dict[str, Any] = {}
+        float_ops: List[str] = []
+        precision = "int8" if quantize_fn is not None else "fp32"
+        for size in job.sizes:
             tag = f"{size[0]}x{size[1]}"
             log(f"[export] {source.name} @ {tag}: litert-torch convert ({precision}, NHWC input) -> .tflite ...")
-            ref_fn, inputs = reference_and_inputs(source, [size], files, n_real)
+            inputs = [i for i in job.inputs if i.size == size]
+            ref_fn = job.reference
             example = torch.randn(1, *size, 3)
             if quantize_fn is not None:
                 qmodel, quantizer = quantize_fn(form, example)
                 data = convert_to_tflite(qmodel, example, quantizer)
-                ref_fn = _per_sample(lambda x, q=qmodel: q(x.permute(0, 2, 3, 1).contiguous()))
+                ref_fn = per_sample(lambda x, q=qmodel: q(x.permute(0, 2, 3, 1).contiguous()))
             else:
                 data = convert_to_tflite(form, example)
-            name = f"{basename}_{tag}.tflite"
+            name = f"{job.stem}_{tag}.tflite"
             tmp = staged.tmp(name)
             tmp.write_bytes(data)
-            checks += verify(ref_fn, tflite_runner(tmp), inputs, atol, rtol, "LiteRT interpreter", log)
+            checks += job.verify(tflite_runner(tmp), self.label, reference=ref_fn, inputs=inputs)
             if outputs is None:
                 with torch.no_grad():
-                    outputs = [[1, *list(t.shape[1:])] for t in _flat(ref_fn(inputs[0].tensor[:1]))]
+                    outputs = [[1, *list(t.shape[1:])] for t in flatten_outputs(ref_fn(inputs[0].tensor[:1]))]
             ops |= set(_ops(tmp))
             io = _io_quantization(tmp)
             if quantize_fn is not None:
-                files_out_float = sorted(set(files_out_float) | set(_float_ops(tmp)))
+                float_ops = sorted(set(float_ops) | set(_float_ops(tmp)))
             files_out[tag] = staged.entry(name)
-        side = sidecar(
-            source,
-            "LiteRT / TensorFlow Lite (ai_edge_litert Interpreter or the LiteRT CompiledModel API; XNNPACK on CPU)",
-            input_spec(
-                source,
-                sizes,
+        quantized = {"quantized": io["input"]} if quantize_fn is not None else {}
+        side = job.sidecar(
+            self,
+            job.input(
                 "1 x H x W x 3 (NHWC, RGB; static per file: one file per size, batch 1)",
                 static_shapes=True,
-                **({"quantized": io["input"]} if quantize_fn is not None else {}),
+                **quantized,
             ),
             outputs,
             checks,
-            atol,
-            rtol,
-            files,
             net is not model,
-            litert_versions(),
             files=files_out,
             operators=sorted(ops),
             signature="serving_default",
@@ -388,7 +355,7 @@ def export_tflite(
                 {
                     "scheme": "int8 full integer, PT2E (litert_torch.quantize.PT2EQuantizer, symmetric per-channel "
                     "weights, static per-tensor activations); int8 input and output, float_ops: any op left in float",
-                    "float_ops": files_out_float,
+                    "float_ops": float_ops,
                     "calibration": getattr(quantize_fn, "calibration", None),
                     "io": io,
                 }
@@ -396,11 +363,21 @@ def export_tflite(
                 else None
             ),
         )
-        written = staged.commit(side, f"{basename}.tflite.json", log)
-    return {size: path for size, path in zip(sizes, written)}, side
+        return {s: staged.out_dir / f"{job.stem}_{s[0]}x{s[1]}.tflite" for s in job.sizes}, side
+
+    def load(self, files: Any, sidecar: Dict[str, Any], threads: Optional[int] = 1) -> Callable[[Tensor], Any]:
+        return tflite_runner(files, threads=threads)
+
+    def kernels(self) -> Dict[str, Any]:
+        from importlib.metadata import version
+
+        import ai_edge_litert  # noqa: F401
+
+        return {
+            "kernels": "LiteRT built-in kernels + the XNNPACK delegate the Interpreter applies by default",
+            "version": version("ai-edge-litert"),
+            "xnnpack_isa": "not reported",
+        }
 
 
-def _flat(out: Any) -> List[Tensor]:
-    from .verify import flatten_outputs
-
-    return flatten_outputs(out)
+register(TfliteRuntime())

@@ -1,8 +1,12 @@
-"""What each runtime says about its kernels, and where its time goes per op kind (Table 8's ``--profile-ops``).
+"""Where a runtime's time goes per op kind: the Table-8 benchmark with per-op-kind profiles (docs/mobile.md).
 
-* :func:`kernel_isa`: the host's ISA as torch sees it (``get_cpu_capability()``, oneDNN bf16/fp16), the CPU
-  flags the runtimes dispatch on, and what each runtime itself reports about its kernels; a runtime that
-  reports nothing is marked ``"not reported"`` (never guessed).
+    python -m tools.mobile_opprofile --quick --profile-ops      # the benchmark's arguments, + --profile-ops
+
+Runs ``shufflenet-bench`` (:mod:`shufflenet.mobile.benchmark`) and adds, with ``--profile-ops``, the time share
+per op kind of the :data:`PROFILE_MODELS` through every runtime that can say it, beside each kind's share of the
+multiply-adds, to ``benchmark.json`` / ``.md`` and ``benchmark_ops.png``. A developer tool: only the project's
+docs use these profiles.
+
 * Per-op profiles, grouped into :data:`OP_KINDS` (grouped 1x1 conv, depthwise conv, dense conv, shuffle,
   add/ReLU, pool, fc, ...), each beside that kind's share of the multiply-adds (:func:`mac_shares`, the paper's
   count: convolutions and fully connected layers): the lite interpreter (and eager) through the torch profiler
@@ -15,8 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
@@ -24,7 +28,9 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 import torch
 from torch import Tensor, nn
 
-from .rewrite import FastShuffleUnit
+from shufflenet.fileio import atomic_write
+from shufflenet.mobile.artifact import filtered_stderr
+from shufflenet.mobile.rewrite import FastShuffleUnit, for_runtime
 
 __all__ = [
     "OP_KINDS",
@@ -35,12 +41,11 @@ __all__ = [
     "aggregate_ort_profile",
     "profile_onnx",
     "etdump_probe",
-    "kernel_isa",
     "pool_scopes",
     "onnx_file_for",
     "NO_OP_TIMES",
-    "cpu_flags",
-    "isa_summary",
+    "PROFILE_MODELS",
+    "profile_ops",
 ]
 
 #: The op kinds of a profile, in the order the tables list them.
@@ -183,6 +188,12 @@ _TORCH_OPS = {
     "aten::slice": "concat / split",
     "aten::dropout": "other",
 }
+#: What the torch profiler's kineto backend says on a CPU-only host at every start and stop (the CUDA build looks
+#: for a GPU): said to the user it hides what matters, so dropped inside the profiled block only.
+KINETO_CHATTER = (
+    r"^USDT:.*ActivityProfilerController\.cpp:\d+\] profiler_(start|stop)",
+    r"^ERROR:.*DeviceProperties\.cpp:\d+\] gpuGetDeviceCount failed",
+)
 _CONV_OPS = ("prepacked::conv2d_clamp_run", "aten::conv2d")
 #: Copies a runtime makes inside a convolution (desktop tensors lack XNNPACK's tail padding; layout changes).
 _COPY_OPS = ("aten::copy_", "aten::contiguous", "aten::clone")
@@ -208,7 +219,7 @@ def profile_layer_types(
     from torch.autograd import profiler
 
     run(x)
-    with profiler.profile() as prof:
+    with filtered_stderr(KINETO_CHATTER, fd=1), filtered_stderr(KINETO_CHATTER), profiler.profile() as prof:
         for _ in range(runs):
             run(x)
     events = sorted(prof.function_events, key=lambda e: e.time_range.start)
@@ -434,136 +445,218 @@ NO_OP_TIMES = {
 
 # --- kernel ISA -----------------------------------------------------------------------------------------------
 
-#: CPU flags that decide which kernels XNNPACK, MLAS (ONNX Runtime), ncnn and oneDNN pick at run time.
-_X86_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx_vnni",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-)
-_ARM_FLAGS = ("asimd", "asimdhp", "asimddp", "fphp", "i8mm", "bf16", "sve", "sve2", "sme")
-NOT_REPORTED = "not reported"
+
+# --- the benchmark's --profile-ops ---------------------------------------------------------------------
+
+#: The models whose per-op profiles explain the targets: AlexNet / ShuffleNet 0.5x and the share of AlexNet's
+#: MAC/s (sn0.5, alexnet), ours against torchvision's ShuffleNetV2 at 0.5x and 1x.
+PROFILE_MODELS = ("sn0.5", "alexnet", "tv_v2_0.5", "sn1", "tv_v2_1")
 
 
-def cpu_flags(cpuinfo: Optional[str] = None) -> Optional[List[str]]:
-    """The SIMD flags (of :data:`_X86_FLAGS` / :data:`_ARM_FLAGS`) in ``/proc/cpuinfo``; None where unreadable."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return None
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            have = set(value.split())
-            return [f for f in (*_X86_FLAGS, *_ARM_FLAGS) if f in have]
-    return None
+def profile_ops(
+    result: Dict[str, Any],
+    sizes: Sequence[Tuple[int, int]],
+    input_layout: str = "nhwc",
+    runs: int = 5,
+    log: Callable[[str], None] = print,
+) -> Dict[str, Any]:
+    """Time per op kind through every runtime that can say it, beside each kind's share of the MACs, for the
+    :data:`PROFILE_MODELS` of a :func:`run_benchmark` result (its exported files); the runtimes that cannot
+    are listed with the reason."""
+    from shufflenet.mobile.benchmark import bench_models, eager_runner
+    from shufflenet.mobile.runtime import get
 
-
-def _onednn(kind: str) -> Optional[bool]:
-    fn = getattr(torch.ops.mkldnn, f"_is_mkldnn_{kind}_supported", None)
-    try:
-        return bool(fn()) if fn is not None else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _ptl_isa() -> Dict[str, Any]:
-    import torch.backends.xnnpack
-
-    return {
-        "kernels": "XNNPACK (prepacked conv/linear) + ATen for the other ops",
-        "xnnpack_enabled": bool(torch.backends.xnnpack.enabled),
-        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "xnnpack_isa": NOT_REPORTED,
-    }
-
-
-def _pte_isa() -> Dict[str, Any]:
-    from executorch.extension.pybindings import portable_lib
-
-    return {
-        "kernels": "XNNPACK delegate + ExecuTorch portable kernels",
-        "registered_backends": list(portable_lib._get_registered_backend_names()),
-        "xnnpack_isa": NOT_REPORTED,
-    }
-
-
-def _onnx_isa() -> Dict[str, Any]:
-    import onnxruntime as ort
-
-    return {
-        "kernels": "MLAS (CPUExecutionProvider)",
-        "version": ort.__version__,
-        "device": ort.get_device(),
-        "providers": list(ort.get_available_providers()),
-        "build_info": ort.get_build_info() if hasattr(ort, "get_build_info") else NOT_REPORTED,
-        "mlas_isa": NOT_REPORTED,
-    }
-
-
-def _ncnn_isa() -> Dict[str, Any]:
-    import ncnn
-
-    out: Dict[str, Any] = {"kernels": "ncnn (its own x86/ARM kernels)", "version": getattr(ncnn, "__version__", "?")}
-    for name in sorted(n for n in dir(ncnn) if n.startswith("cpu_support_")):
-        out[name] = bool(getattr(ncnn, name)())
-    if not any(n.startswith("cpu_support_x86_avx512") for n in out):
-        out["cpu_support_x86_avx512"] = NOT_REPORTED + " (the Python binding has no such query)"
-    return out
-
-
-def _tflite_isa() -> Dict[str, Any]:
-    from importlib.metadata import version
-
-    import ai_edge_litert  # noqa: F401
-
-    return {
-        "kernels": "LiteRT built-in kernels + the XNNPACK delegate the Interpreter applies by default",
-        "version": version("ai-edge-litert"),
-        "xnnpack_isa": NOT_REPORTED,
-    }
-
-
-_ISA = {"ptl": _ptl_isa, "pte": _pte_isa, "onnx": _onnx_isa, "ncnn": _ncnn_isa, "tflite": _tflite_isa}
-
-
-def kernel_isa(runtimes: Sequence[str]) -> Dict[str, Any]:
-    """The host's ISA and what each of ``runtimes`` says about its kernels (``"not reported"`` where it says
-    nothing; ``{"error": ...}`` where its module cannot be imported)."""
-    out: Dict[str, Any] = {
-        "host": {
-            "arch": platform.machine(),
-            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "onednn_bf16": _onednn("bf16"),
-            "onednn_fp16": _onednn("fp16"),
-            "cpu_flags": cpu_flags(),
-        },
-        "runtimes": {},
-    }
-    for rt in runtimes:
-        if rt not in _ISA:
+    threads = result["settings"]["threads"]
+    rts = result["settings"]["runtimes"]
+    builds = {m.key: m for m in bench_models()}
+    tags = [f"{h}x{w}" for h, w in sizes]
+    out: Dict[str, Any] = {"sizes": tags, "runs": runs, "models": {}, "unavailable": {}}
+    for rt in rts:
+        if rt in NO_OP_TIMES:
+            out["unavailable"][rt] = NO_OP_TIMES[rt]
+    for key in PROFILE_MODELS:
+        if key not in result["models"]:
             continue
-        try:
-            out["runtimes"][rt] = _ISA[rt]()
-        except Exception as e:  # noqa: BLE001 - a report: say what failed
-            out["runtimes"][rt] = {"error": f"{type(e).__name__}: {e}"}
+        model = builds[key].build().eval()
+        files = result["models"][key]["files"]
+        entry: Dict[str, Any] = {"label": builds[key].label, "macs": {}, "runtimes": {}}
+        for (h, w), tag in zip(sizes, tags):
+            entry["macs"][tag] = mac_shares(model, (h, w))
+        for rt in rts:
+            per: Dict[str, Any] = {}
+            if rt in ("ptl", "eager") and (rt == "eager" or files.get("ptl")):
+                form = for_runtime(model, "ptl") if rt == "ptl" else model
+                run = get("ptl").load(files["ptl"][0], {}) if rt == "ptl" else eager_runner(model)
+                convs = conv_kinds(form)
+                for (h, w), tag in zip(sizes, tags):
+                    x = torch.randn(1, 3, h, w)
+                    if input_layout == "nhwc":
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    per[tag] = profile_layer_types(run, x, convs, runs)
+            elif rt == "onnx" and files.get("onnx"):
+                scopes = pool_scopes(for_runtime(model, "onnx"))
+                for (h, w), tag in zip(sizes, tags):
+                    path = onnx_file_for(files["onnx"], (h, w))
+                    if path:
+                        per[tag] = profile_onnx(path, torch.randn(1, 3, h, w), runs, threads, scopes)
+            elif rt == "pte" and files.get("pte") and "pte" not in out["unavailable"]:
+                ok, said = etdump_probe(files["pte"][0], torch.randn(1, 3, *sizes[0]))
+                out["unavailable"]["pte"] = said if not ok else f"{said}; reading it is not implemented"
+            if per:
+                entry["runtimes"][rt] = per
+                log(f"[bench] profiled {entry['label']} through {rt} at {', '.join(per)}")
+        out["models"][key] = entry
     return out
 
 
-def isa_summary(info: Dict[str, Any]) -> str:
-    """One line for a runtime's entry of :func:`kernel_isa`."""
-    if "error" in info:
-        return f"error: {info['error']}"
-    return "; ".join(f"{k} {v}" for k, v in info.items() if k != "kernels")
+def ops_markdown(result: Dict[str, Any]) -> List[str]:
+    """Per model: time share per op kind through each runtime beside the op kind's MAC share."""
+    prof = result.get("op_profile")
+    if not prof:
+        return []
+    sizes = prof["sizes"]
+    lines = [
+        "",
+        "Where the time goes (`--profile-ops`): share of one call's time per op kind (ms in brackets; each "
+        f"operator's fastest of {prof['runs']} profiled calls) through each runtime that can say it, beside the "
+        "op kind's share of the multiply-adds (convolutions and fc; the paper's count). Lite interpreter / eager: "
+        "torch profiler; ONNX Runtime: its own profiler (SessionOptions.enable_profiling). The profilers' clocks "
+        "are wall time: where the profiled total is well above the timed (process-CPU) median, the host was busy "
+        "and long operators are over-weighted; on a quiet host the two agree within the profiler's overhead.",
+    ]
+    for rt, why in prof.get("unavailable", {}).items():
+        lines.append(f"No per-op times from {rt}: {why}.")
+    for key, entry in prof["models"].items():
+        rts = list(entry["runtimes"])
+        kinds = [k for k in OP_KINDS if any(k in entry["macs"].get(s, {}) for s in sizes)]
+        for rt in rts:
+            for s in sizes:
+                kinds += [k for k in entry["runtimes"][rt].get(s, {}) if k not in kinds]
+        cols = [(s, rt) for s in sizes for rt in ["MACs", *rts]]
+        lines += [
+            "",
+            f"{entry['label']}:",
+            "",
+            "| op kind | " + " | ".join(f"{rt} {s}" for s, rt in cols) + " |",
+            "|---|" + "---:|" * len(cols),
+        ]
+        for k in kinds:
+            vals = []
+            for s, rt in cols:
+                if rt == "MACs":
+                    m = entry["macs"].get(s, {}).get(k)
+                    vals.append(f"{m['pct']:.1f} %" if m else "-")
+                else:
+                    c = entry["runtimes"][rt].get(s, {}).get(k)
+                    vals.append(f"{c['pct']:.1f} % ({c['ms']:.2f})" if c else "-")
+            lines.append(f"| {k} | " + " | ".join(vals) + " |")
+        total = []
+        for s, rt in cols:
+            if rt == "MACs":
+                total.append(f"{sum(v['macs'] for v in entry['macs'].get(s, {}).values()) / 1e6:.0f} M")
+            else:
+                total.append(f"{sum(v['ms'] for v in entry['runtimes'][rt].get(s, {}).values()):.2f} ms")
+        lines.append("| total profiled | " + " | ".join(total) + " |")
+        timed = []
+        for s, rt in cols:
+            c = result.get("cells", {}).get(key, {}).get(rt, {}).get(s)
+            timed.append(f"{c['median_ms']:.2f} ms" if c and rt != "MACs" else "")
+        lines.append("| timed median (CPU) | " + " | ".join(timed) + " |")
+    return lines
+
+
+def plot_ops(result: Dict[str, Any], path: Path) -> Optional[Path]:
+    """Stacked bars: per profiled model and size, the MAC share and each runtime's time share per op kind."""
+    prof = result.get("op_profile")
+    if not prof or not prof["models"]:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    sizes = prof["sizes"]
+    entries = list(prof["models"].values())
+    kinds = list(OP_KINDS) + ["conv (order not matched)"]
+    colors = {k: plt.get_cmap("tab20")(i % 20) for i, k in enumerate(kinds)}
+    fig, axes = plt.subplots(
+        len(entries), len(sizes), figsize=(max(9.0, 4.5 * len(sizes)), 2.6 * len(entries) + 1), squeeze=False
+    )
+    for i, entry in enumerate(entries):
+        for j, s in enumerate(sizes):
+            ax = axes[i][j]
+            bars = [("MACs", {k: v["pct"] for k, v in entry["macs"].get(s, {}).items()})]
+            bars += [(rt, {k: v["pct"] for k, v in per.get(s, {}).items()}) for rt, per in entry["runtimes"].items()]
+            for b, (_name, shares) in enumerate(bars):
+                left = 0.0
+                for k in kinds:
+                    if shares.get(k):
+                        ax.barh(b, shares[k], left=left, color=colors[k])
+                        left += shares[k]
+            ax.set_yticks(range(len(bars)))
+            ax.set_yticklabels([n for n, _ in bars], fontsize=7)
+            ax.set_xlim(0, 100)
+            ax.set_title(f"{entry['label']} {s}: share in %", fontsize=8)
+            ax.tick_params(axis="x", labelsize=7)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[k]) for k in kinds]
+    fig.legend(handles, kinds, loc="lower center", ncol=3, fontsize=7)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import time
+
+    import torch
+
+    from shufflenet.mobile import benchmark
+    from shufflenet.mobile.source import MobileError
+
+    p = benchmark.build_parser()
+    p.prog = "python -m tools.mobile_opprofile"
+    p.add_argument(
+        "--profile-ops",
+        "--profile",
+        dest="profile_ops",
+        action="store_true",
+        help="add per-op-kind profiles (time share beside MAC share) of ShuffleNet 0.5x/1x, AlexNet and "
+        "torchvision ShuffleNetV2 0.5x/1x through every runtime that can give per-op times",
+    )
+    p.add_argument("--profile-runs", type=int, default=5, help="profiled calls per model, runtime and size (default 5)")
+    args = p.parse_args(argv)
+    if args.profile_runs < 1:
+        raise MobileError(f"--profile-runs must be >= 1, got {args.profile_runs}")
+    t0 = time.time()
+    result, out = benchmark.measure(args)
+    if args.profile_ops:
+        sizes = [tuple(s) for s in result["settings"]["sizes"]]
+        prev = torch.get_num_threads()
+        torch.set_num_threads(args.threads)
+        try:
+            result["op_profile"] = profile_ops(result, sizes, args.input_layout, args.profile_runs)
+        finally:
+            torch.set_num_threads(prev)
+    result["wall_s"] = time.time() - t0
+    result["command"] = f"{p.prog} " + " ".join(sys.argv[1:] if argv is None else argv)
+    benchmark.write_outputs(
+        result, out, ops_markdown(result), [lambda res, folder: plot_ops(res, folder / "benchmark_ops.png")]
+    )
+    return 0
+
+
+def cli(argv: Optional[Sequence[str]] = None) -> int:
+    from shufflenet.errors import run_cli
+
+    return run_cli(main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
