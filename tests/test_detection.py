@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-pytest.importorskip("detectron2")
-
 from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402

@@ -11,9 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-pytest.importorskip("detectron2")
-
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog, get_detection_dataset_dicts  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 

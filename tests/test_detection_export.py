@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("detectron2")
-
 import shufflenet.detection as det  # noqa: E402
 from shufflenet.detection.export import (  # noqa: E402
     ExportError,
@@ -235,7 +233,8 @@ def test_trained_detector_traces_and_survives_mobile_optimization(trained_demo_d
 def test_trained_detector_exports_through_shufflenet_export(trained_demo_detector, tmp_path, capfd):
     """The documented command: shufflenet-export --detector demo_shapes --weights model_final.pth --input-size 192
     writes a verified .ptl, and prints no tracer chatter."""
-    pytest.importorskip("torch.utils.mobile_optimizer")
+    import torch.utils.mobile_optimizer  # noqa: F401 (part of torch)
+
     from shufflenet.mobile.cli import cli as export_cli
 
     rc = export_cli(

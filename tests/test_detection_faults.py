@@ -18,9 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-pytest.importorskip("detectron2")
-
 from detectron2.data import build_detection_train_loader  # noqa: E402
 from detectron2.data.samplers import TrainingSampler  # noqa: E402
 from detectron2.engine import DefaultTrainer, TrainerBase  # noqa: E402

@@ -13,9 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-pytest.importorskip("detectron2")
-
 from detectron2.utils.env import seed_all_rng  # noqa: E402
 
 import shufflenet.detection as det  # noqa: E402

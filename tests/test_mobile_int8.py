@@ -111,7 +111,8 @@ def _session_ops(path, optimize, tmp_path):
 
 
 def test_onnx_int8_export_verified_on_real_photos(tmp_path):
-    pytest.importorskip("onnxruntime", reason=ONNX_REASON)
+    import onnxruntime  # noqa: F401 (setup installs it: missing fails, never skips)
+
     from shufflenet.mobile.onnx_export import export_onnx, onnx_runner
     from shufflenet.mobile.quantize import ORT_INT8_SCHEME, ort_int8_for_onnx
     from shufflenet.mobile.verify import INT8_FIDELITY_RTOL
@@ -151,7 +152,7 @@ def test_onnx_int8_export_verified_on_real_photos(tmp_path):
 
 def test_onnx_int8_refuses_a_degenerate_calibration(tmp_path):
     """Blank frames as calibration: the int8 file matches its own QDQ graph, but not the fp32 model."""
-    pytest.importorskip("onnxruntime", reason=ONNX_REASON)
+    import onnxruntime  # noqa: F401 (setup installs it: missing fails, never skips)
     from PIL import Image
 
     from shufflenet.mobile.onnx_export import export_onnx
@@ -173,7 +174,8 @@ def test_onnx_int8_refuses_a_degenerate_calibration(tmp_path):
 
 def test_onnx_int8_kernels_are_checked_against_the_qdq_graph(tmp_path, monkeypatch):
     """A fault in the int8 kernels' result (injected into the optimized session only) is refused."""
-    pytest.importorskip("onnxruntime", reason=ONNX_REASON)
+    import onnxruntime  # noqa: F401 (setup installs it: missing fails, never skips)
+
     from shufflenet.mobile import onnx_export
     from shufflenet.mobile.quantize import ort_int8_for_onnx
     from shufflenet.mobile.verify import VerificationError
@@ -193,8 +195,9 @@ def test_onnx_int8_kernels_are_checked_against_the_qdq_graph(tmp_path, monkeypat
 
 
 def test_cli_onnx_int8(tmp_path, capsys):
-    pytest.importorskip("onnxruntime", reason=ONNX_REASON)
     import json
+
+    import onnxruntime  # noqa: F401 (setup installs it: missing fails, never skips)
 
     from shufflenet.mobile.cli import cli
 
@@ -213,8 +216,9 @@ def test_cli_onnx_int8(tmp_path, capsys):
 
 
 def test_cli_ncnn_int8_without_the_tools_is_one_error_line(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("pnnx", reason="needs the 'ncnn' extra: pip install 'shufflenet[ncnn]'")
-    pytest.importorskip("ncnn", reason="needs the 'ncnn' extra: pip install 'shufflenet[ncnn]'")
+    import ncnn  # noqa: F401 (setup installs it: missing fails, never skips)
+    import pnnx  # noqa: F401 (setup installs it: missing fails, never skips)
+
     from shufflenet.mobile.cli import cli
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # whatever this machine has: no ncnn2table here
@@ -229,7 +233,8 @@ def test_cli_ncnn_int8_without_the_tools_is_one_error_line(tmp_path, capsys, mon
 @pytest.mark.slow
 def test_ncnn_int8_export_with_the_tools(tmp_path):
     """Only where ncnn2table and ncnn2int8 are on PATH (built from the ncnn source, docs/mobile.md)."""
-    pytest.importorskip("pnnx", reason="needs the 'ncnn' extra: pip install 'shufflenet[ncnn]'")
+    import pnnx  # noqa: F401 (setup installs it: missing fails, never skips)
+
     from shufflenet.mobile.ncnn_export import export_ncnn, find_ncnn_int8_tools
     from shufflenet.mobile.quantize import ncnn_int8_for_ncnn
 

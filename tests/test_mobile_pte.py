@@ -23,9 +23,6 @@ def test_pte_without_executorch_is_one_clear_error(tmp_path, monkeypatch, capsys
     assert not (tmp_path / "o").exists()
 
 
-needs_executorch = pytest.mark.skipif(not mpte.executorch_available(), reason="executorch not installed (optional)")
-
-
 @pytest.fixture(scope="module")
 def fp32_pte(tmp_path_factory):
     """One fp32 export at two sizes, shared by the tests below (each lowering takes seconds)."""
@@ -36,7 +33,6 @@ def fp32_pte(tmp_path_factory):
     return model, out, paths, side
 
 
-@needs_executorch
 @pytest.mark.slow
 def test_pte_export_verifies_each_size(fp32_pte):
     model, tmp_path, paths, side = fp32_pte
@@ -58,7 +54,6 @@ def test_pte_export_verifies_each_size(fp32_pte):
             )
 
 
-@needs_executorch
 @pytest.mark.slow
 def test_pte_refuses_a_wrong_program(tmp_path, monkeypatch, fp32_pte):
     """A program that computes something else than the model (here: lowered from other weights) is refused."""
@@ -73,7 +68,6 @@ def test_pte_refuses_a_wrong_program(tmp_path, monkeypatch, fp32_pte):
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_executorch
 @pytest.mark.slow
 def test_pte_int8_pt2e_verifies_and_is_smaller(tmp_path, fp32_pte):
     f32 = fp32_pte[3]
