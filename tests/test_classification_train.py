@@ -15,6 +15,7 @@ from typing import Optional
 
 import pytest
 import torch
+from proc import run as watched_run
 
 from shufflenet.classification.demo import DEMO_CLASSES, render
 
@@ -75,9 +76,7 @@ def metrics(run: Path) -> dict:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run(
-        [sys.executable, str(TRAIN)], cwd=tmp, env=env(tmp), capture_output=True, text=True, timeout=600
-    )
+    proc = watched_run([sys.executable, str(TRAIN)], cwd=tmp, env=env(tmp))
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp, proc, run_folder(proc.stdout)
 
@@ -114,7 +113,7 @@ def test_evaluate_run_outputs(demo_run, tmp_path, capsys):
         out = tmp_path / (Path(name).stem + ".json")
         args = ["--checkpoint", str(run / name), "--data.root", str(data), "--out", str(out), "--no-progress"]
         if name == "model.pth":  # through the script once
-            proc = subprocess.run([sys.executable, str(EVALUATE), *args], capture_output=True, text=True, timeout=300)
+            proc = watched_run([sys.executable, str(EVALUATE), *args])
             assert proc.returncode == 0, proc.stderr[-3000:]
             stdout = proc.stdout
         else:
@@ -132,11 +131,8 @@ def test_evaluate_run_outputs(demo_run, tmp_path, capsys):
 def test_checkpoint_with_other_number_of_classes(demo_run, tmp_path):
     tmp, _, run = demo_run
     three = make_tree(tmp_path / "three", per_class=2, classes=("a", "b", "c"))
-    proc = subprocess.run(
-        [sys.executable, str(EVALUATE), "--checkpoint", str(run / "checkpoints/last.ckpt"), "--data.root", str(three)],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = watched_run(
+        [sys.executable, str(EVALUATE), "--checkpoint", str(run / "checkpoints/last.ckpt"), "--data.root", str(three)]
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "has 10 classes" in proc.stderr
@@ -258,9 +254,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
         *TINY,
     ]
     e = env(tmp_path)
-    ref = subprocess.run(
-        [*common, "--run_dir", str(tmp_path / "ref")], env=e, capture_output=True, text=True, timeout=300
-    )
+    ref = watched_run([*common, "--run_dir", str(tmp_path / "ref")], env=e)
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     # Kill as soon as the first mid-epoch checkpoint (step 7 of a 10-batch epoch) exists.
@@ -277,13 +271,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert 0 < step < 40 and step % 10 != 0, step  # a mid-epoch checkpoint of an unfinished run
 
-    resumed = subprocess.run(
-        [*common, "--run_dir", str(tmp_path / "killed"), "--ckpt_path", "last"],
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = watched_run([*common, "--run_dir", str(tmp_path / "killed"), "--ckpt_path", "last"], env=e)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _final_state(tmp_path / "ref"), _final_state(tmp_path / "killed")
     assert a["global_step"] == b["global_step"] == 40
@@ -300,7 +288,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
 def test_ddp_two_processes_keep_replicas_identical(tmp_path):
     data = make_tree(tmp_path / "data", per_class=8, val_per_class=1)
     run = tmp_path / "run"
-    proc = subprocess.run(
+    proc = watched_run(
         [
             sys.executable,
             str(TRAIN),
@@ -325,9 +313,6 @@ def test_ddp_two_processes_keep_replicas_identical(tmp_path):
             *TINY,
         ],
         env=env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     m = metrics(run)
@@ -374,7 +359,7 @@ def run_script(name: str, *args: str, tmp: Path, cache: Optional[Path] = None, t
     if cache is not None:
         e["SHUFFLENET_CACHE"] = str(cache)
     t0 = time.perf_counter()
-    proc = subprocess.run([*console(name), *args], cwd=tmp, env=e, capture_output=True, text=True, timeout=timeout)
+    proc = watched_run([*console(name), *args], cwd=tmp, env=e)
     print(f"{name} {' '.join(args)}: exit {proc.returncode} in {time.perf_counter() - t0:.1f} s")
     return proc
 

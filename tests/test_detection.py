@@ -14,6 +14,7 @@ from detectron2.layers import FrozenBatchNorm2d  # noqa: E402
 from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
+from proc import run as watched_run
 
 import shufflenet.detection as det  # noqa: E402
 from shufflenet import ShuffleUnit, create_model, save_weights  # noqa: E402
@@ -47,7 +48,7 @@ D2_MODULES = [
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=900)
+    return watched_run([sys.executable, "-c", code], cwd=REPO)
 
 
 def test_install_is_one_the_project_supports():
@@ -361,7 +362,7 @@ def test_cli_unknown_config_is_one_line_error(flag, tmp_path):
     """detectron2's own --config-file looks packaged names up like --config; an unknown one is one error line
     before detectron2's environment dump, and the run folder is not created."""
     out = tmp_path / "run"
-    proc = subprocess.run(
+    proc = watched_run(
         [
             sys.executable,
             str(REPO / "detection" / "train_net.py"),
@@ -370,9 +371,6 @@ def test_cli_unknown_config_is_one_line_error(flag, tmp_path):
             "OUTPUT_DIR",
             str(out),
         ],
-        capture_output=True,
-        text=True,
-        timeout=900,  # an import of detectron2 takes minutes on a loaded 2-core machine
         cwd=REPO,
     )
     assert proc.returncode == 2
