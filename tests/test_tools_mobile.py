@@ -6,6 +6,8 @@ the report runs once on a tiny model and the CIFAR slice of tests/data (ONNX Run
 
 from __future__ import annotations
 
+import pytest
+
 from tools import mobile_aarch64 as aarch64
 from tools import mobile_int8_report as int8_report
 
@@ -30,9 +32,11 @@ def test_aarch64_prepare_bad_input_is_one_error_line(tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
-def test_tools_are_command_line_programs():
-    for mod in (aarch64, int8_report):
-        assert callable(mod.cli)
+def test_tools_are_command_line_programs(capsys):
+    for mod, prog in ((aarch64, "tools.mobile_aarch64"), (int8_report, "tools.mobile_int8_report")):
+        with pytest.raises(SystemExit) as exc:
+            mod.cli(["--help"])
+        assert exc.value.code == 0 and capsys.readouterr().out.startswith(f"usage: python -m {prog} [-h]")
 
 
 def test_int8_report_rows_side_by_side(tmp_path, monkeypatch):
