@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -46,7 +46,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..fileio import atomic_write, tmp_sibling, write_json_atomic, write_text_atomic
 from ..weights import atomic_torch_save, save_weights
-from .errors import CheckpointWriteError, NonFiniteLossError, TrainingInterrupted
+from .errors import CheckpointWriteError, ClassificationError, NonFiniteLossError, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"cannot write the checkpoint {path}: {e.strerror or e} (step {checkpoint.get('global_step')}); "
                 f"{kept}; free space and resume with --ckpt_path last"
             ) from None
+
+
+def _write_output(path: Path, write: Callable[[], Any]) -> Any:
+    """``write()``, the staged write of a run output ``path``; a failure (``OSError``: a full disk, a quota) ends the
+    run with one error line that says the previous file of that name is kept (the staged write left it alone)."""
+    try:
+        return write()
+    except OSError as e:
+        kept = "the previous one is kept" if Path(path).is_file() else "nothing was written"
+        raise ClassificationError(f"cannot write {path}: {e.strerror or e}; {kept}") from None
 
 
 def plot_curves(history: Dict[str, List[Dict[str, float]]], path: Path, title: str = "") -> Optional[Path]:
@@ -253,8 +263,8 @@ class RunSummary(pl.Callback):
         raised over the error that ends the run."""
         try:
             self.write(trainer, pl_module)
-        except OSError as e:
-            log.warning("could not write metrics.json: %s", e.strerror or e)
+        except (OSError, ClassificationError) as e:
+            log.warning("could not write metrics.json: %s", getattr(e, "strerror", None) or e)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after every callback's on_train_end: the end-of-run results are in self.extra
@@ -288,7 +298,10 @@ class RunSummary(pl.Callback):
             return
         run_dir = _run_dir(trainer, self.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.summary(trainer, pl_module), run_dir / "metrics.json")
+        _write_output(
+            run_dir / "metrics.json",
+            lambda: write_json_atomic(self.summary(trainer, pl_module), run_dir / "metrics.json"),
+        )
         try:
             plot_curves(self.history, run_dir / "curves.png", self.title)
         except Exception as e:  # a plot must never stop training
@@ -449,7 +462,10 @@ class ExportWeights(pl.Callback):
             else None,
         }
         target = pl_module.eval_model() if hasattr(pl_module, "eval_model") else pl_module
-        save_weights(target, run_dir / "model.pth", arch=pl_module.hparams.get("arch"), meta=meta)
+        _write_output(
+            run_dir / "model.pth",
+            lambda: save_weights(target, run_dir / "model.pth", arch=pl_module.hparams.get("arch"), meta=meta),
+        )
         _extra(trainer)["exported_weights"] = str(run_dir / "model.pth")
 
 

@@ -145,9 +145,11 @@ def write_shards(
         else:
             write_json_atomic(index, Path(target) / INDEX)
             os.replace(target, out)
-    except BaseException:
+    except BaseException as e:
         if not remote:
             shutil.rmtree(target, ignore_errors=True)
+        if isinstance(e, OSError):  # a full disk, a quota: one error line, and no folder was left
+            raise DataError(f"cannot write the shards to {out}: {e.strerror or e}; nothing was kept") from None
         raise
     return index
 
