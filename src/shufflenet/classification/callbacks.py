@@ -513,9 +513,10 @@ class StopOnNonFiniteLoss(pl.Callback):
     """
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
-        bad = not bool(torch.isfinite(loss.detach()).all())
+        here = not bool(torch.isfinite(loss.detach()).all())
+        bad = here
         if trainer.world_size > 1:
-            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+            bad = trainer.strategy.reduce_boolean_decision(here, all=False)
         if not bad:
             return
         ckpt_dir = _checkpoint_dir(trainer)
@@ -527,8 +528,14 @@ class StopOnNonFiniteLoss(pl.Callback):
                 kept = f"the last good checkpoint is {last} (step {kept_step})"
             except Exception:  # noqa: BLE001 - the message must still come out
                 kept = f"the last checkpoint is {last}"
+        value = float(loss.detach().float().mean())
+        what = (
+            f"training loss is {value}"
+            if here
+            else f"training loss is not finite on another DDP process (rank {trainer.global_rank}'s is {value:.4g})"
+        )
         raise NonFiniteLossError(
-            f"training loss is {float(loss.detach().float().mean())} in optimizer step {trainer.global_step + 1} "
+            f"{what} in optimizer step {trainer.global_step + 1} "
             f"(global_step {trainer.global_step}, epoch {trainer.current_epoch}); stopped before that step changed "
             f"the weights; {kept} (lower model.lr, or check the data)"
         )
