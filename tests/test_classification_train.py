@@ -363,7 +363,7 @@ def console(name: str) -> list:
     return [str(script)]
 
 
-def run_script(name: str, *args: str, tmp: Path, cache: Optional[Path] = None, timeout: int = 600):
+def run_script(name: str, *args: str, tmp: Path, cache: Optional[Path] = None):
     """``NAME ARGS`` run in ``tmp`` (``cache``: the folder that holds the generated demo data, else ``tmp/cache``)."""
     e = env(tmp)
     if cache is not None:

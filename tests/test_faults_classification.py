@@ -462,7 +462,7 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
 
 
 # --- 9. replayed steps, signals before the first step, a full disk, a NaN loss ----------------------------------------
-def _child(tmp: Path, patch: str, args: list, timeout: int = 300) -> subprocess.CompletedProcess:
+def _child(tmp: Path, patch: str, args: list) -> subprocess.CompletedProcess:
     """``shufflenet-train ARGS`` in a fresh interpreter after running ``patch`` there (the fault to inject)."""
     code = (
         "import os, signal, sys\n"
