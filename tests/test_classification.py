@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from proc import run as watched_run
 
 from shufflenet import create_model, save_weights
 from shufflenet.classification import (
@@ -121,17 +121,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys, repo_root):
 
     (tmp_path / "flat").mkdir()
     out = ["--output_root", str(tmp_path / "out")]
-    proc = subprocess.run(
+    proc = watched_run(
         [
             sys.executable,
             str(repo_root / "classification" / "train.py"),
             "--data.root",
             str(tmp_path / "missing"),
             *out,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        ]
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1] == f"error: data root {tmp_path / 'missing'} does not exist"

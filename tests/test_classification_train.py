@@ -15,6 +15,7 @@ from typing import Optional
 
 import pytest
 import torch
+from proc import run as watched_run
 
 from shufflenet.classification.demo import DEMO_CLASSES, render
 
@@ -75,9 +76,7 @@ def metrics(run: Path) -> dict:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run(
-        [sys.executable, str(TRAIN)], cwd=tmp, env=env(tmp), capture_output=True, text=True, timeout=600
-    )
+    proc = watched_run([sys.executable, str(TRAIN)], cwd=tmp, env=env(tmp))
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp, proc, run_folder(proc.stdout)
 
@@ -114,7 +113,7 @@ def test_evaluate_run_outputs(demo_run, tmp_path, capsys):
         out = tmp_path / (Path(name).stem + ".json")
         args = ["--checkpoint", str(run / name), "--data-root", str(data), "--out", str(out), "--no-progress"]
         if name == "model.pth":  # through the script once
-            proc = subprocess.run([sys.executable, str(EVALUATE), *args], capture_output=True, text=True, timeout=300)
+            proc = watched_run([sys.executable, str(EVALUATE), *args])
             assert proc.returncode == 0, proc.stderr[-3000:]
             stdout = proc.stdout
         else:
@@ -132,11 +131,8 @@ def test_evaluate_run_outputs(demo_run, tmp_path, capsys):
 def test_checkpoint_with_other_number_of_classes(demo_run, tmp_path):
     tmp, _, run = demo_run
     three = make_tree(tmp_path / "three", per_class=2, classes=("a", "b", "c"))
-    proc = subprocess.run(
-        [sys.executable, str(EVALUATE), "--checkpoint", str(run / "checkpoints/last.ckpt"), "--data-root", str(three)],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = watched_run(
+        [sys.executable, str(EVALUATE), "--checkpoint", str(run / "checkpoints/last.ckpt"), "--data-root", str(three)]
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "has 10 classes" in proc.stderr
@@ -258,9 +254,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
         *TINY,
     ]
     e = env(tmp_path)
-    ref = subprocess.run(
-        [*common, "--run_dir", str(tmp_path / "ref")], env=e, capture_output=True, text=True, timeout=300
-    )
+    ref = watched_run([*common, "--run_dir", str(tmp_path / "ref")], env=e)
     assert ref.returncode == 0, ref.stderr[-3000:]
 
     # Kill as soon as the first mid-epoch checkpoint (step 7 of a 10-batch epoch) exists.
@@ -277,13 +271,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
     step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert 0 < step < 40 and step % 10 != 0, step  # a mid-epoch checkpoint of an unfinished run
 
-    resumed = subprocess.run(
-        [*common, "--run_dir", str(tmp_path / "killed"), "--ckpt_path", "last"],
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = watched_run([*common, "--run_dir", str(tmp_path / "killed"), "--ckpt_path", "last"], env=e)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _final_state(tmp_path / "ref"), _final_state(tmp_path / "killed")
     assert a["global_step"] == b["global_step"] == 40
@@ -300,7 +288,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path):
 def test_ddp_two_processes_keep_replicas_identical(tmp_path):
     data = make_tree(tmp_path / "data", per_class=8, val_per_class=1)
     run = tmp_path / "run"
-    proc = subprocess.run(
+    proc = watched_run(
         [
             sys.executable,
             str(TRAIN),
@@ -325,15 +313,22 @@ def test_ddp_two_processes_keep_replicas_identical(tmp_path):
             *TINY,
         ],
         env=env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     m = metrics(run)
     assert m["world_size"] == 2 and m["global_step"] == 6
-    assert len(m["replica_param_sha256"]) == 2 and m["replicas_identical"] is True
     ck = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    # Each rank's digest of its final parameters (name + bytes, in the network's parameter order), recomputed here
+    # from rank 0's checkpoint: both ranks report the very weights that were saved, so the replicas are identical.
+    import hashlib
+
+    from shufflenet import create_model
+
+    h = hashlib.sha256()
+    for name, _ in create_model("shufflenet_v1_x0_25_g3", num_classes=m["num_classes"]).named_parameters():
+        h.update(name.encode())
+        h.update(ck["state_dict"]["model." + name].contiguous().numpy().tobytes())
+    assert m["replica_param_sha256"] == [h.hexdigest(), h.hexdigest()]
     assert any(k.startswith("model_ema.module.") for k in ck["state_dict"])  # EMA under DDP
     assert "DDP replicas identical: True (2 processes)" in proc.stdout
     # lr of the first step scaled by the global batch: 0.5 x (8 per process x 2 processes) / 16
@@ -368,13 +363,13 @@ def console(name: str) -> list:
     return [str(script)]
 
 
-def run_script(name: str, *args: str, tmp: Path, cache: Optional[Path] = None, timeout: int = 600):
+def run_script(name: str, *args: str, tmp: Path, cache: Optional[Path] = None):
     """``NAME ARGS`` run in ``tmp`` (``cache``: the folder that holds the generated demo data, else ``tmp/cache``)."""
     e = env(tmp)
     if cache is not None:
         e["SHUFFLENET_CACHE"] = str(cache)
     t0 = time.perf_counter()
-    proc = subprocess.run([*console(name), *args], cwd=tmp, env=e, capture_output=True, text=True, timeout=timeout)
+    proc = watched_run([*console(name), *args], cwd=tmp, env=e)
     print(f"{name} {' '.join(args)}: exit {proc.returncode} in {time.perf_counter() - t0:.1f} s")
     return proc
 
@@ -455,66 +450,19 @@ def test_threads_and_deterministic_flags_are_restored_after_an_in_process_run(tm
     assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
 
 
-def _predict_datamodule():
-    """A DataModule with ``--data.predict_root``: batches of ``(images, paths)`` with the evaluation transform."""
-    from torch.utils.data import DataLoader, Dataset
-
-    from shufflenet.classification.data import ImageFolderDataModule, eval_transform, load_rgb
-
-    class Images(Dataset):
-        def __init__(self, root, transform):
-            self.paths = sorted(str(p) for p in Path(root).rglob("*.png"))
-            self.transform = transform
-
-        def __len__(self):
-            return len(self.paths)
-
-        def __getitem__(self, i):
-            return self.transform(load_rgb(self.paths[i])), self.paths[i]
-
-    class WithPredict(ImageFolderDataModule):
-        def __init__(self, *args, predict_root: Optional[str] = None, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.predict_root = predict_root
-
-        def setup(self, stage=None):
-            if stage != "predict":
-                super().setup(stage)
-
-        def predict_dataloader(self):
-            if not self.predict_root or not Path(self.predict_root).is_dir():
-                from shufflenet.classification.errors import DataError
-
-                raise DataError(f"data.predict_root {self.predict_root} is not a folder of images")
-            hp = self.hparams
-            ds = Images(self.predict_root, eval_transform(hp.image_size, hp.resize_size))
-            return DataLoader(
-                ds, batch_size=self.batch_size, collate_fn=lambda b: (torch.stack([x for x, _ in b]), [p for _, p in b])
-            )
-
-        def on_after_batch_transfer(self, batch, dataloader_idx):
-            return (
-                batch
-                if self.trainer is not None and self.trainer.predicting
-                else super().on_after_batch_transfer(batch, dataloader_idx)
-            )
-
-    return WithPredict
-
-
 def test_predict_and_validate_write_no_run_folder(tmp_path, capsys, monkeypatch):
-    """``predict`` on a folder of images: top-k class names and probabilities per image as JSON, through the
-    module's predict_step and the PredictionWriter; ``validate`` logs nothing; neither makes a version_N folder,
-    and a failed predict leaves nothing behind."""
-    from shufflenet.classification.cli import main
-    from shufflenet.classification.errors import DataError
+    """``predict --data.predict_root PHOTOS`` through the CLI and the package's own data module: top-k class names
+    and probabilities per image as JSON, the same the trained network gives each photo; ``validate`` logs
+    nothing; neither makes a version_N folder, and a failed predict leaves nothing behind."""
+    from shufflenet import create_model
+    from shufflenet.classification.cli import cli, main
+    from shufflenet.classification.data import eval_transform, load_rgb
 
     monkeypatch.chdir(tmp_path)
-    dm_class = _predict_datamodule()
     data = make_tree(tmp_path / "data", per_class=4, classes=DEMO_CLASSES[:4], val_per_class=1)
     out_root = tmp_path / "out"
     common = ["--data.root", str(data), "--data.batch_size", "8", "--output_root", str(out_root), *TINY]
-    assert main([*common, "--trainer.max_steps", "2"], datamodule_class=dm_class) == 0
+    assert main([*common, "--trainer.max_steps", "2"]) == 0
     runs = sorted((out_root / "shufflenet_v1_x0_25_g3").iterdir())
     assert [p.name for p in runs] == ["version_0"]
     ckpt = runs[0] / "checkpoints" / "last.ckpt"
@@ -522,19 +470,28 @@ def test_predict_and_validate_write_no_run_folder(tmp_path, capsys, monkeypatch)
     capsys.readouterr()
     out = tmp_path / "pred.json"
     args = ["predict", "--ckpt_path", str(ckpt), "--data.predict_root", str(photos), "--predictions", str(out)]
-    assert main([*args, "--top_k", "3", "--data.num_workers", "0", *TINY[-8:]], datamodule_class=dm_class) == 0
+    assert main([*args, "--top_k", "3", "--data.num_workers", "0", *TINY[-8:]]) == 0
     printed = capsys.readouterr().out
     assert f"wrote 4 predictions to {out}" in printed
     assert printed.startswith("predict: model shufflenet_v1_x0_25_g3, checkpoint ") and "image 32 px" in printed
     preds = json.loads(out.read_text())["predictions"]
     assert sorted(Path(p["path"]).parent.name for p in preds) == sorted(DEMO_CLASSES[:4])
+    # Recomputed here: the run's final network (model.pth, the same weights as last.ckpt) on each photo with the
+    # evaluation transform (TINY: 32 px, no resize margin), softmax, the three most probable classes (class order:
+    # the sorted folder names).
+    model = create_model(None, weights=runs[0] / "model.pth").eval()
+    names = sorted(DEMO_CLASSES[:4])
     for p in preds:
-        assert len(p["top_k"]) == 3 and {t["name"] for t in p["top_k"]} <= set(DEMO_CLASSES[:4])
-        probs = [t["prob"] for t in p["top_k"]]
-        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
-    assert main(["validate", "--ckpt_path", str(ckpt), *common], datamodule_class=dm_class) == 0
-    with pytest.raises(DataError, match="nowhere is not a folder of images"):
-        main([*args[:-2], "--data.predict_root", str(tmp_path / "nowhere")], datamodule_class=dm_class)
+        with torch.no_grad():
+            probs = model(eval_transform(32, 32)(load_rgb(p["path"]))[None]).softmax(1)[0]
+        top = probs.topk(3)
+        assert [t["name"] for t in p["top_k"]] == [names[i] for i in top.indices.tolist()], p
+        assert [t["prob"] for t in p["top_k"]] == pytest.approx(top.values.tolist(), abs=1e-5)
+    assert main(["validate", "--ckpt_path", str(ckpt), *common]) == 0
+    capsys.readouterr()
+    assert cli([*args[:-2], "--data.predict_root", str(tmp_path / "nowhere")]) == 2  # the console script's entry
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and "nowhere" in err, err
     assert not Path(f"{ckpt}.predictions.json").exists()
     assert sorted(p.name for p in (out_root / "shufflenet_v1_x0_25_g3").iterdir()) == ["version_0"]
     assert not (out_root / "demo").exists() and not (tmp_path / "lightning_logs").exists()

@@ -5,17 +5,14 @@ from __future__ import annotations
 import copy
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-pytest.importorskip("detectron2")
-
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog, get_detection_dataset_dicts  # noqa: E402
 from detectron2.structures import Boxes, Instances  # noqa: E402
+from proc import run as watched_run
 
 import shufflenet.detection as det  # noqa: E402
 from shufflenet.detection import data as ddata  # noqa: E402
@@ -64,11 +61,8 @@ def test_missing_dataset_folder_names_detectron2_datasets_and_layout(tmp_path, m
 
 
 def test_cli_missing_dataset_folder(tmp_path):
-    proc = subprocess.run(
+    proc = watched_run(
         [sys.executable, str(REPO / "detection" / "train_net.py"), "--config", "coco_shufflenet1x_300"],
-        capture_output=True,
-        text=True,
-        timeout=900,  # the import of detectron2 alone takes minutes on a loaded 2-core machine
         cwd=tmp_path,
         env={**__import__("os").environ, "DETECTRON2_DATASETS": str(tmp_path / "nowhere")},
     )

@@ -5,11 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("detectron2")
-pytest.importorskip("cv2", reason="the demo draws with detectron2's Visualizer: install the detection extra (OpenCV)")
-
 from PIL import Image  # noqa: E402
 
 from shufflenet.detection.demo import cli  # noqa: E402

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("detectron2")
-
 import shufflenet.detection as det  # noqa: E402
 from shufflenet.detection.export import (  # noqa: E402
     ExportError,
@@ -150,6 +148,76 @@ def test_trace_detector_rejects_bad_input():
         traceable_detector(torch.nn.Linear(2, 2))
 
 
+def _detections():
+    """Three detections as a detector gives them (sorted by score): boxes ~100-250 px; two of class 3 tie."""
+    boxes = torch.tensor([[10.0, 20.0, 130.0, 220.0], [40.0, 50.0, 290.0, 180.0], [5.0, 5.0, 105.0, 155.0]])
+    return boxes, torch.tensor([0.9, 0.4, 0.4]), torch.tensor([1, 3, 3])
+
+
+def test_compare_detections_reports_each_kind_of_difference():
+    """The comparison every export check and the tests above rely on: what it must report, and what it must not
+    (a tie in another order). Default bounds: 1e-3 + 1e-4 * |value|, i.e. at most 0.03 px on these boxes."""
+    boxes, scores, classes = _detections()
+    same = (boxes.clone(), scores.clone(), classes.clone())
+    assert compare_detections((boxes, scores, classes), same) is None
+    # float32 rounding (1e-5 px) is not a difference
+    assert compare_detections((boxes, scores, classes), (boxes + 1e-5, scores, classes)) is None
+    # the two tied detections (score 0.4) in the other order: the same set of detections
+    order = [0, 2, 1]
+    assert compare_detections((boxes, scores, classes), (boxes[order], scores[order], classes[order])) is None
+
+    def differs(actual, *words):
+        problem = compare_detections((boxes, scores, classes), actual)
+        assert isinstance(problem, str), actual
+        for word in words:
+            assert word in problem, problem
+
+    shifted = boxes.clone()
+    shifted[1, 0] += 1.0  # one edge of one box, 1 px
+    differs((shifted, scores, classes), "expected detection 1", "no match")
+    other_class = classes.clone()
+    other_class[0] = 2
+    differs((boxes, scores, other_class), "expected detection 0 (class 1", "no match")
+    differs((boxes[:2], scores[:2], classes[:2]), "2 detections vs 3 expected")
+    nan_score = scores.clone()
+    nan_score[2] = float("nan")
+    differs((boxes, nan_score, classes), "non-finite")
+    nan_expected = scores.clone()
+    nan_expected[0] = float("nan")  # a NaN on the reference side is no match for anything either
+    problem = compare_detections((boxes, nan_expected, classes), (boxes, scores, classes))
+    assert problem is not None and "no match" in problem, problem
+    lower = scores.clone()
+    lower[0] -= 0.01  # a score off by 1e-2
+    differs((boxes, lower, classes), "expected detection 0", "score 0.9")
+    # a tie broken differently AND a box moved: the move is still found
+    moved = boxes[order].clone()
+    moved[2, 3] += 1.0
+    differs((moved, scores[order], classes[order]), "no match")
+
+
+@pytest.mark.slow
+def test_the_exporters_own_check_refuses_a_traced_module_that_differs(monkeypatch):
+    """trace_detector compares the traced module with eager on every image: a traced module whose boxes are
+    1 px off is refused with ExportError, not returned."""
+    torch.manual_seed(0)
+    model, cfg = det.build_detector("coco_shufflenet1x_300", opts=SMALL)
+    real_trace = torch.jit.trace
+
+    def trace_then_shift(module, example, **kwargs):
+        traced = real_trace(module, example, **kwargs)
+
+        def shifted(image):
+            b, sc, c = traced(image)
+            return b + 1.0, sc, c
+
+        return shifted
+
+    monkeypatch.setattr(torch.jit, "trace", trace_then_shift)
+    image = _real_images(cfg, count=1)[0]
+    with pytest.raises(ExportError, match=r"traced detector disagrees with eager on image 0 .*no match"):
+        trace_detector(model, image)
+
+
 # --- a trained detector ---------------------------------------------------------------------------------------
 
 TRAIN_FAST = [
@@ -235,7 +303,8 @@ def test_trained_detector_traces_and_survives_mobile_optimization(trained_demo_d
 def test_trained_detector_exports_through_shufflenet_export(trained_demo_detector, tmp_path, capfd):
     """The documented command: shufflenet-export --detector demo_shapes --weights model_final.pth --input-size 192
     writes a verified .ptl, and prints no tracer chatter."""
-    pytest.importorskip("torch.utils.mobile_optimizer")
+    import torch.utils.mobile_optimizer  # noqa: F401 (part of torch)
+
     from shufflenet.mobile.cli import cli as export_cli
 
     rc = export_cli(

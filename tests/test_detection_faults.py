@@ -11,19 +11,16 @@ import itertools
 import json
 import random
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-pytest.importorskip("detectron2")
-
 from detectron2.data import build_detection_train_loader  # noqa: E402
 from detectron2.data.samplers import TrainingSampler  # noqa: E402
 from detectron2.engine import DefaultTrainer, TrainerBase  # noqa: E402
+from proc import run as watched_run
 
 import shufflenet.detection as det  # noqa: E402
 from shufflenet import create_model, save_weights  # noqa: E402
@@ -113,7 +110,7 @@ def test_bad_weights_are_one_line_before_any_output(tmp_path, capfd):
 def test_bad_weights_through_the_script_no_dump(tmp_path):
     """The shipped script: one line on stderr, exit 2, nothing on stdout (no ~660-line env/config dump)."""
     (tmp_path / "empty.pth").write_bytes(b"")
-    proc = subprocess.run(
+    proc = watched_run(
         [
             sys.executable,
             str(REPO / "detection" / "train_net.py"),
@@ -124,9 +121,6 @@ def test_bad_weights_through_the_script_no_dump(tmp_path):
             "MODEL.WEIGHTS",
             str(tmp_path / "empty.pth"),
         ],
-        capture_output=True,
-        text=True,
-        timeout=900,
         cwd=tmp_path,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-pytest.importorskip("detectron2")
-
 from test_convert import MMShuffleNetV1, cifar_images, randomize, save_mm, to_mm  # noqa: E402
 from weights_server import WeightsServer, hashed_copy, point_weights_at  # noqa: E402
 

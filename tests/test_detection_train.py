@@ -7,16 +7,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-pytest.importorskip("detectron2")
-
 from detectron2.utils.env import seed_all_rng  # noqa: E402
+from proc import run as watched_run
 
 import shufflenet.detection as det  # noqa: E402
 from shufflenet import create_model, save_weights  # noqa: E402
@@ -227,11 +224,8 @@ def test_overfit_two_images_ap_rises(tmp_path, coco_root):
         "import json, sys, torch; torch.set_num_threads(1); import test_detection_train as t; "
         "print('RESULT ' + json.dumps(t._overfit_two_images(sys.argv[1], sys.argv[2])))"
     )
-    proc = subprocess.run(
+    proc = watched_run(
         [sys.executable, "-c", code, str(tmp_path), str(coco_root)],
-        capture_output=True,
-        text=True,
-        timeout=600,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
     )
@@ -245,7 +239,7 @@ def test_overfit_two_images_ap_rises(tmp_path, coco_root):
 def test_two_process_launch_on_cpu(tmp_path, coco_root):
     """``--num-gpus 2`` without CUDA: two gloo processes (compat layer) train a few iterations."""
     out = tmp_path / "run"
-    proc = subprocess.run(
+    proc = watched_run(
         [
             sys.executable,
             str(REPO / "detection" / "train_net.py"),
@@ -269,9 +263,6 @@ def test_two_process_launch_on_cpu(tmp_path, coco_root):
             "OUTPUT_DIR",
             str(out),
         ],
-        capture_output=True,
-        text=True,
-        timeout=400,
         cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from proc import run as watched_run
 
 from shufflenet.classification.cli import cli
 from shufflenet.classification.demo import DEMO_CLASSES, render
@@ -307,13 +308,7 @@ def test_best_ckpt_exists_without_validation_and_no_noise(data, tmp_path):
     args = args_for(data, "--run_dir", str(run), steps=3, batch=2)  # 8 batches an epoch
     args[args.index("--trainer.logger") + 1] = "true"  # TensorBoard + CSV, as a user runs it
     args[args.index("--data.num_workers") + 1] = "64"  # more than the machine has: capped, not warned about
-    proc = subprocess.run(
-        [sys.executable, str(TRAIN), *args, "--trainer.log_every_n_steps", "50"],
-        env=env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = watched_run([sys.executable, str(TRAIN), *args, "--trainer.log_every_n_steps", "50"], env=env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "checkpoints" / "best.ckpt").is_file()  # 3 steps < one epoch: no validation ran in training
     assert "best.ckpt is a copy of last.ckpt" in proc.stdout
@@ -467,7 +462,7 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
 
 
 # --- 9. replayed steps, signals before the first step, a full disk, a NaN loss ----------------------------------------
-def _child(tmp: Path, patch: str, args: list, timeout: int = 300) -> subprocess.CompletedProcess:
+def _child(tmp: Path, patch: str, args: list) -> subprocess.CompletedProcess:
     """``shufflenet-train ARGS`` in a fresh interpreter after running ``patch`` there (the fault to inject)."""
     code = (
         "import os, signal, sys\n"
@@ -476,9 +471,7 @@ def _child(tmp: Path, patch: str, args: list, timeout: int = 300) -> subprocess.
         "sys.argv[0] = 'shufflenet-train'\n"
         "sys.exit(cli(sys.argv[1:]))\n"
     )
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], env=env(tmp), capture_output=True, text=True, timeout=timeout
-    )
+    return watched_run([sys.executable, "-c", code, *args], env=env(tmp))
 
 
 def test_steps_replayed_after_a_kill_appear_once_in_metrics_csv(data, tmp_path):

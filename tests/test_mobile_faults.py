@@ -101,10 +101,19 @@ def test_images_flag_that_finds_no_images_says_so(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_console_script_entry_points_exist():
+def test_console_script_entry_points_exist(capsys):
+    from importlib.metadata import entry_points
+
     from shufflenet.mobile import benchmark
     from shufflenet.mobile import cli as cli_mod
 
-    for mod in (cli_mod, benchmark):
-        assert callable(mod.cli)
+    scripts = {ep.name: ep for ep in entry_points(group="console_scripts")}
+    for name, mod, prog in (
+        ("shufflenet-export", cli_mod, "mobile/export.py"),
+        ("shufflenet-bench", benchmark, "mobile/benchmark.py"),
+    ):
+        assert scripts[name].load() is mod.cli  # the installed console script runs this function
+        with pytest.raises(SystemExit) as exc:
+            mod.cli(["--help"])
+        assert exc.value.code == 0 and capsys.readouterr().out.startswith(f"usage: {prog} ")
     assert os.path.isfile(REPO / "mobile" / "export.py")

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from bounds import FP32, assert_recorded_within
 from conftest import _randomize_bn
 
 import shufflenet
@@ -126,7 +127,8 @@ def test_exported_files_carry_the_fast_forms(tmp_path):
     _, fast = export("ptl", src, tmp_path / "fast", ExportSpec([(64, 64)], images="auto", n_real=1, log=lambda s: None))
     assert "aten::max_pool2d" in plain["operators"] and "aten::avg_pool2d" in plain["operators"]
     assert "aten::max_pool2d" not in fast["operators"] and "aten::avg_pool2d" not in fast["operators"]
-    assert fast["rewrite"] and all(c["ok"] for c in fast["verification"]["checks"])
+    assert fast["rewrite"]
+    assert_recorded_within(fast["verification"]["checks"], FP32)  # the test's bound, not the sidecar's ok
     assert fast["verification"]["images"].endswith("images")  # the package's sample photos by default
     assert [c["input"].split(" ")[0] for c in fast["verification"]["checks"]] == ["random", "real"]
     on_disk = json.loads((tmp_path / "fast" / "tiny.json").read_text())

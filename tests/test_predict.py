@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from proc import run as watched_run
 from test_convert import MMShuffleNetV1, cifar_images, randomize, save_mm, to_mm
 from weights_server import WeightsServer, hashed_copy, point_weights_at
 
@@ -120,12 +120,9 @@ def test_thin_script_runs(tmp_path):
     model = create_model("shufflenet_v1_x0_25_g3", num_classes=2)
     path = save_weights(model, tmp_path / "m.pth", arch="shufflenet_v1_x0_25_g3")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]), "TORCH_HOME": str(tmp_path)}
-    proc = subprocess.run(
+    proc = watched_run(
         [sys.executable, str(REPO / "classification" / "predict.py"), str(sample_images()[0]), "--weights", str(path)],
-        capture_output=True,
-        text=True,
         env=env,
-        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == str(sample_images()[0]) and "class " in proc.stdout

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 import timm
 import torch
 from PIL import Image
+from proc import run as watched_run
 from test_convert import (
     MEGVII_WIDTHS,
     MegviiShuffleNetV1,
@@ -191,13 +191,10 @@ def test_no_server_is_one_error_line_naming_url_and_path_and_a_manual_download_i
     assert f"{mirror}/{target.name}" in msg and ENTRY.url in msg and str(target) in msg and "\n" not in msg
     # the CLI: one error line, exit 2
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)])}
-    proc = subprocess.run(
+    proc = watched_run(
         [sys.executable, str(REPO / "classification" / "predict.py"), str(sample_images()[0])]
         + ["--model", NAME, "--weights", "DEFAULT", "--no-progress"],
-        capture_output=True,
-        text=True,
         env=env,
-        timeout=300,
     )
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

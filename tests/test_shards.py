@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("litdata", reason="needs the shards extra: pip install 'shufflenet[shards]'")
-
 from shufflenet.classification.data import ImageFolderDataModule, decode_rgb, eval_transform  # noqa: E402
 from shufflenet.classification.demo import DEMO_CLASSES, render  # noqa: E402
 from shufflenet.classification.errors import DataError  # noqa: E402

@@ -4,12 +4,12 @@ writing nothing. Its GPU path runs only on a CUDA machine (the checks it makes a
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from proc import run as watched_run
 
 from tools import gpu_check
 
@@ -19,14 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_without_a_gpu_it_says_so_in_one_line_and_exits_0(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
-    run = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--out", str(out)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = watched_run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--out", str(out)], cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.splitlines() == [gpu_check.no_gpu_message()] and "no CUDA device" in run.stdout
     assert not out.exists()

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
 import numpy as np
-import pytest
 import torch
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
-    reason='needs pip install "shufflenet[onnx]"',
-)
 
 
 def _case_dir(tmp_path):

@@ -4,6 +4,9 @@
         server.url("x-1234abcd.pth")               # http://127.0.0.1:<port>/x-1234abcd.pth
         server.requests                             # paths asked for, in order (a GET each)
         server.truncate = {"x-1234abcd.pth"}        # announce the full size, send half, close
+        server.no_length = {"x-1234abcd.pth"}       # send no Content-Length (with truncate: half, then close)
+        server.status = {"x-1234abcd.pth": 500}     # answer with this HTTP error instead
+        server.stall = {"x-1234abcd.pth": "body"}   # "headers": send nothing; "body": half, then nothing
 
 ``hashed_copy`` names a checkpoint as torch.hub's hash convention wants (``<stem>-<sha256[:8]>.pth``);
 ``point_weights_at`` points published weights at a served file (mirror setting + the entry's URL).
@@ -17,7 +20,7 @@ import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import List, Set
+from typing import Dict, List, Set
 
 PUBLIC_BASE = "https://download.openmmlab.com/mmclassification/v0/shufflenet_v1/"
 
@@ -27,6 +30,10 @@ class WeightsServer:
         self.root = Path(root)
         self.requests: List[str] = []
         self.truncate: Set[str] = set()
+        self.no_length: Set[str] = set()
+        self.status: Dict[str, int] = {}
+        self.stall: Dict[str, str] = {}
+        self.released = threading.Event()  # ends the stalls (set when the server stops)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,14 +44,27 @@ class WeightsServer:
                 name = self.path.lstrip("/")
                 server.requests.append(name)
                 path = server.root / name
+                if name in server.status:
+                    self.send_error(server.status[name], "injected by the test")
+                    return
                 if "/" in name or not path.is_file():
                     self.send_error(404, "not found")
                     return
                 data = path.read_bytes()
+                if server.stall.get(name) == "headers":
+                    server.released.wait(60)
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(data)))
+                if name not in server.no_length:
+                    self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if server.stall.get(name) == "body":
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    server.released.wait(60)
+                    self.close_connection = True
+                    return
                 if name in server.truncate:
                     self.wfile.write(data[: len(data) // 2])
                     self.wfile.flush()
@@ -64,6 +84,7 @@ class WeightsServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator, Union
+from typing import IO, Any, Iterator, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -94,10 +94,26 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        # A writer that wraps the file (torch.save's zip writer) reports a failed write (a full disk) as its own
+        # RuntimeError with the OSError as its context: raise the OSError, which callers handle as a write failure.
+        cause = _os_error_behind(e)
+        if cause is not None:
+            raise cause from None
         raise
+
+
+def _os_error_behind(error: BaseException) -> Optional[OSError]:
+    if isinstance(error, OSError) or not isinstance(error, Exception):
+        return None
+    seen = error.__cause__ or error.__context__
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def write_text_atomic(text: str, path: PathLike) -> Path:

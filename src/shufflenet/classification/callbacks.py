@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 import pytorch_lightning as pl
 import torch
@@ -124,6 +124,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f"cannot write the checkpoint {path}: {e.strerror or e} (step {checkpoint.get('global_step')}); "
                 f"{kept}; free space and resume with --ckpt_path last"
             ) from None
+
+
+def _write_output(path: Path, write: Callable[[], Any]) -> Any:
+    """``write()``, the staged write of a run output ``path``; a failure (``OSError``: a full disk, a quota) ends the
+    run with one error line that says the previous file of that name is kept (the staged write left it alone)."""
+    try:
+        return write()
+    except OSError as e:
+        kept = "the previous one is kept" if Path(path).is_file() else "nothing was written"
+        raise ClassificationError(f"cannot write {path}: {e.strerror or e}; {kept}") from None
 
 
 def plot_curves(history: Dict[str, List[Dict[str, float]]], path: Path, title: str = "") -> Optional[Path]:
@@ -253,8 +263,8 @@ class RunSummary(pl.Callback):
         raised over the error that ends the run."""
         try:
             self.write(trainer, pl_module)
-        except OSError as e:
-            log.warning("could not write metrics.json: %s", e.strerror or e)
+        except (OSError, ClassificationError) as e:
+            log.warning("could not write metrics.json: %s", getattr(e, "strerror", None) or e)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after every callback's on_train_end: the end-of-run results are in self.extra
@@ -288,7 +298,10 @@ class RunSummary(pl.Callback):
             return
         run_dir = _run_dir(trainer, self.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.summary(trainer, pl_module), run_dir / "metrics.json")
+        _write_output(
+            run_dir / "metrics.json",
+            lambda: write_json_atomic(self.summary(trainer, pl_module), run_dir / "metrics.json"),
+        )
         try:
             plot_curves(self.history, run_dir / "curves.png", self.title)
         except Exception as e:  # a plot must never stop training
@@ -449,7 +462,10 @@ class ExportWeights(pl.Callback):
             else None,
         }
         target = pl_module.eval_model() if hasattr(pl_module, "eval_model") else pl_module
-        save_weights(target, run_dir / "model.pth", arch=pl_module.hparams.get("arch"), meta=meta)
+        _write_output(
+            run_dir / "model.pth",
+            lambda: save_weights(target, run_dir / "model.pth", arch=pl_module.hparams.get("arch"), meta=meta),
+        )
         _extra(trainer)["exported_weights"] = str(run_dir / "model.pth")
 
 
@@ -497,9 +513,10 @@ class StopOnNonFiniteLoss(pl.Callback):
     """
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
-        bad = not bool(torch.isfinite(loss.detach()).all())
+        here = not bool(torch.isfinite(loss.detach()).all())
+        bad = here
         if trainer.world_size > 1:
-            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+            bad = trainer.strategy.reduce_boolean_decision(here, all=False)
         if not bad:
             return
         ckpt_dir = _checkpoint_dir(trainer)
@@ -511,8 +528,14 @@ class StopOnNonFiniteLoss(pl.Callback):
                 kept = f"the last good checkpoint is {last} (step {kept_step})"
             except Exception:  # noqa: BLE001 - the message must still come out
                 kept = f"the last checkpoint is {last}"
+        value = float(loss.detach().float().mean())
+        what = (
+            f"training loss is {value}"
+            if here
+            else f"training loss is not finite on another DDP process (rank {trainer.global_rank}'s is {value:.4g})"
+        )
         raise ClassificationError(
-            f"training loss is {float(loss.detach().float().mean())} in optimizer step {trainer.global_step + 1} "
+            f"{what} in optimizer step {trainer.global_step + 1} "
             f"(global_step {trainer.global_step}, epoch {trainer.current_epoch}); stopped before that step changed "
             f"the weights; {kept} (lower model.lr, or check the data)"
         )

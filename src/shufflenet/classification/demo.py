@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ..paths import cache_dir
+from .errors import DataError
 
 __all__ = ["DEMO_CLASSES", "demo_root", "ensure_demo_dataset", "render", "cache_dir"]
 
@@ -192,7 +193,11 @@ def ensure_demo_dataset(
         os.replace(tmp, root)
     except FileExistsError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):  # a full disk, a quota: one error line, and nothing half-generated is left
+            raise DataError(
+                f"cannot generate the demo dataset in {root}: {e.strerror or e}; nothing was kept"
+            ) from None
         raise
     return root

@@ -145,9 +145,11 @@ def write_shards(
         else:
             write_json_atomic(index, Path(target) / INDEX)
             os.replace(target, out)
-    except BaseException:
+    except BaseException as e:
         if not remote:
             shutil.rmtree(target, ignore_errors=True)
+        if isinstance(e, OSError):  # a full disk, a quota: one error line, and no folder was left
+            raise DataError(f"cannot write the shards to {out}: {e.strerror or e}; nothing was kept") from None
         raise
     return index
 
@@ -193,8 +195,18 @@ def _dataset_class():
     class _ShardStream(litdata.StreamingDataset):
         """A split of the shards: ``(image_tensor, label, skipped)`` samples, augmentation seeded per sample."""
 
+        def _read(self, index: Any) -> Any:
+            try:
+                return super().__getitem__(index)
+            except (OSError, ValueError, RuntimeError) as e:  # litdata: ChunkWaitTimeoutError (an OSError), ...
+                first = str(e).splitlines()[0] if str(e) else ""
+                raise DataError(
+                    f"{self.location}: a shard chunk cannot be read ({type(e).__name__}: {first}); the shards are "
+                    f"damaged or incomplete: write them again with shufflenet-shards"
+                ) from None
+
         def __getitem__(self, index: Any) -> Any:
-            sample = super().__getitem__(index)
+            sample = self._read(index)
             i = int(getattr(index, "index", index))
             skipped: List[str] = []
             for attempt in range(len(self) if self.train else 1):
@@ -207,7 +219,7 @@ def _dataset_class():
                     skipped.append(f"{self.location}:{sample['name']}: {type(e).__name__}: {e}")
                     if not self.train:
                         return None, int(sample["label"]), tuple(skipped)
-                    sample = super().__getitem__((i + attempt + 1) % len(self))
+                    sample = self._read((i + attempt + 1) % len(self))
             img = apply_seeded(self.tf, img, sample_seed(self.seed_, self.current_epoch, i) if self.train else None)
             return img, int(sample["label"]), tuple(skipped)
 
