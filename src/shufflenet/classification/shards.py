@@ -22,6 +22,7 @@ the batches the uninterrupted run would have (same devices, nodes, workers and b
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import logging
@@ -262,13 +263,25 @@ def _loader_class():
         def __iter__(self):
             for batch in super().__iter__():
                 if self.dataset.train:
-                    yield (*batch, super().state_dict())
+                    yield (*batch, self._position())
                 else:
                     yield batch
 
+        def _position(self) -> Dict[str, Any]:
+            """litdata's loader state now (a copy: the dataset returns its own dict, which it updates later)."""
+            state = copy.deepcopy(super().state_dict())
+            # litdata 0.2.76: StreamingDataset.set_epoch ignores the new epoch while a restored state is set
+            # (dataset.py, set_epoch: "If the state dict has been reloaded, don't override the current epoch"), so
+            # after a resume the main process's dataset keeps the epoch it was created with, and
+            # StreamingDataLoader.state_dict writes that stale epoch into state["dataset"]["current_epoch"]. A
+            # second resume in the same epoch would then replay another epoch's chunk order and augmentation
+            # seeds. The loader's own epoch is the right one; remove this when litdata keeps the two equal.
+            state["dataset"]["current_epoch"] = state["current_epoch"]
+            return state
+
         def state_dict(self) -> Dict[str, Any]:
             noted = getattr(self.dataset, "noted_state", None)
-            return noted if noted is not None else super().state_dict()
+            return noted if noted is not None else self._position()
 
         def load_state_dict(self, obj: Dict[str, Any]) -> None:
             super().load_state_dict(obj)

@@ -1,0 +1,55 @@
+"""Exact resume, the data side, per data path: no training, the real data module, the loader state saved after
+every batch (what a checkpoint holds), a new data module and loader resumed from it.
+
+A resume at every batch position of three epochs (8 batches an epoch), and chains of two and three resumes,
+with two kills inside one epoch after the first (4,5 / 7,8 / 10,11 / 2,7,8 ...): every batch after a resume
+(images, so the augmentation too, and labels) equals the uninterrupted stream's. The driver that plays
+Lightning's part (``train_dataloader``, ``load_state_dict`` before the first batch, one batch prefetched,
+``on_after_batch_transfer``, ``state_dict``) is tools/replay_resume.py; the end-to-end kills with training are
+in test_shards.py, test_faults_classification.py and test_detection_faults.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tools.replay_resume import lightning_stream, replay, resume_from
+
+PER_EPOCH, EPOCHS = 8, 3
+BATCHES = PER_EPOCH * EPOCHS + 2  # into the fourth epoch
+CHAINS = [(4, 5), (7, 8), (10, 11), (2, 7, 8), (9, 10, 12), (17, 18)]
+
+
+def assert_same(got, want, label):
+    assert len(got) == len(want), label
+    for n, ((g, _), (w, _)) in enumerate(zip(got, want), 1):
+        assert len(g) == len(w) == 2, label
+        assert torch.equal(g[1], w[1]), (label, "labels of batch", n)
+        assert torch.equal(g[0], w[0]), (label, "images of batch", n)
+
+
+def check_every_resume(open_stream, chains=CHAINS):
+    reference = replay(open_stream, BATCHES)
+    images = torch.cat([b[0] for b, _ in reference[:PER_EPOCH]])
+    assert len({tuple(x.flatten()[:32].tolist()) for x in images}) == len(images)  # an epoch: distinct samples
+    for k in range(1, PER_EPOCH * EPOCHS + 1):  # one resume at every position of three epochs
+        got = resume_from(open_stream, reference[k - 1][1], BATCHES - k)
+        assert_same(got, reference[k:], f"resumed after batch {k}")
+    for chain in chains:
+        assert_same(replay(open_stream, BATCHES, chain), reference, f"kills after batches {chain}")
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    pytest.importorskip("litdata", reason="needs the shards extra: pip install 'shufflenet[shards]'")
+    from tools.replay_resume import shard_datamodule_factory
+
+    return shard_datamodule_factory(tmp_path_factory.mktemp("replay"), per_epoch=PER_EPOCH)
+
+
+def test_shards_resume_at_every_batch_and_after_chains_of_kills(shards):
+    """litdata's StreamingDataLoader carries the position; with one data worker, as the kill test runs."""
+    check_every_resume(lightning_stream(shards))
