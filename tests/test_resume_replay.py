@@ -53,3 +53,32 @@ def shards(tmp_path_factory) -> Path:
 def test_shards_resume_at_every_batch_and_after_chains_of_kills(shards):
     """litdata's StreamingDataLoader carries the position; with one data worker, as the kill test runs."""
     check_every_resume(lightning_stream(shards))
+
+
+def folder_factory(root: Path, workers: int):
+    from shufflenet.classification.data import ImageFolderDataModule
+
+    return lambda: ImageFolderDataModule(
+        root=str(root), batch_size=4, num_workers=workers, image_size=16, resize_size=16, persistent_workers=False
+    )
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    from shufflenet.classification.demo import DEMO_CLASSES, render
+
+    root = tmp_path_factory.mktemp("replay-folder")
+    for split, n, off in (("train", 9, 0), ("val", 1, 10_000)):  # 36 images: 8 batches of 4 an epoch, 4 left over
+        for label, name in enumerate(DEMO_CLASSES[:4]):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                render(label, off + 100 * label + i, 24).save(d / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_folders_resume_at_every_batch_and_after_chains_of_kills(folder, workers):
+    """The image-folder loader is a stateful loader (its state: the stream position); in the main process and
+    with a data worker."""
+    check_every_resume(lightning_stream(folder_factory(folder, workers)))

@@ -21,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from ..data.stream import augmentation_seed as sample_seed  # the one seed of a sample's augmentation
 from .errors import DataError
 
 __all__ = [
@@ -205,11 +206,6 @@ def _scan(split_dir: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
             )
         samples.extend((f, label) for f in files)
     return classes, samples
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of sample ``index``'s augmentation in ``epoch`` (the same for every backend and worker count)."""
-    return ((int(seed) * 1_000_003 + int(epoch)) * 2_000_000_011 + int(index)) % (2**63 - 1)
 
 
 def apply_seeded(transform: Any, img: Any, seed: Optional[int]) -> Any:

@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..data.stream import augmentation_seed
 from ..errors import run_cli
 from ..fileio import write_json_atomic
 from .errors import DataError
@@ -49,7 +50,6 @@ from .imagefiles import (
     find_split_dirs,
     ignore_stop_signals,
     load_rgb,
-    sample_seed,
 )
 
 log = logging.getLogger(__name__)
@@ -209,12 +209,9 @@ def _dataset_class():
                     if not self.train:
                         return None, int(sample["label"]), tuple(skipped)
                     sample = super().__getitem__((i + attempt + 1) % len(self))
-            img = apply_seeded(self.tf, img, sample_seed(self.seed_, self.current_epoch, i) if self.train else None)
+            seed = augmentation_seed(self.seed_, self.current_epoch, i) if self.train else None
+            img = apply_seeded(self.tf, img, seed)
             return img, int(sample["label"]), tuple(skipped)
-
-        def note_state(self, state: Dict[str, Any]) -> None:
-            """The loader's position after the batch that is being trained (saved with the next checkpoint)."""
-            self.noted_state = state
 
     return _ShardStream
 
@@ -278,6 +275,10 @@ def _loader_class():
             # seeds. The loader's own epoch is the right one; remove this when litdata keeps the two equal.
             state["dataset"]["current_epoch"] = state["current_epoch"]
             return state
+
+        def note_state(self, state: Dict[str, Any]) -> None:
+            """The loader's position after the batch that is being trained (saved with the next checkpoint)."""
+            self.dataset.noted_state = state
 
         def state_dict(self) -> Dict[str, Any]:
             noted = getattr(self.dataset, "noted_state", None)
