@@ -82,3 +82,60 @@ def test_folders_resume_at_every_batch_and_after_chains_of_kills(folder, workers
     """The image-folder loader is a stateful loader (its state: the stream position); in the main process and
     with a data worker."""
     check_every_resume(lightning_stream(folder_factory(folder, workers)))
+
+
+def detection_stream(cfg):
+    """``open_stream`` for detection: the trainer's own training loader (``Trainer.build_train_loader``: the
+    stream, the seeded ``DatasetMapper``, detectron2's batched loader with aspect-ratio grouping, one data
+    worker), resumed from the state the trainer saves with each checkpoint; detectron2 fetches one batch a step."""
+    from shufflenet.detection.engine import Trainer
+    from tools.replay_resume import kill_workers
+
+    def open_stream(saved):
+        loader = Trainer.build_train_loader(cfg)
+        if saved is not None:
+            assert loader.load_state_dict(saved) is None  # the recomputed position agrees with the saved one
+        try:
+            for batch in loader:
+                yield (
+                    (
+                        [d["image_id"] for d in batch],
+                        [d["image"] for d in batch],
+                        [d["instances"].gt_boxes.tensor for d in batch],
+                        [d["instances"].gt_classes for d in batch],
+                    ),
+                    loader.state_dict(),
+                )
+        finally:
+            kill_workers()
+
+    return open_stream
+
+
+def assert_same_detection(got, want, label):
+    assert len(got) == len(want), label
+    for n, ((g, _), (w, _)) in enumerate(zip(got, want), 1):
+        assert g[0] == w[0], (label, "images of batch", n, g[0], w[0])
+        for part in (1, 2, 3):  # the augmented images (resize, flip), their boxes and classes
+            assert all(torch.equal(a, b) for a, b in zip(g[part], w[part])), (label, "batch", n, part)
+
+
+def test_detection_resume_at_every_batch_and_after_chains_of_kills(monkeypatch, coco_datasets_root):
+    """17 real COCO images (train and val slices), 2 a batch, aspect-ratio grouping on (portrait and landscape
+    images: a group can hold an image back across a checkpoint): about 8 batches an epoch of the stream."""
+    pytest.importorskip("detectron2")
+    from shufflenet.detection.engine import build_argument_parser, setup
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(coco_datasets_root))
+    opts = ["MODEL.SHUFFLENET.NAME", "shufflenet_v1_x0_25_g3", "MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2"]
+    opts += ["DATALOADER.NUM_WORKERS", "1", "INPUT.MIN_SIZE_TRAIN", "(96, 128)", "INPUT.MAX_SIZE_TRAIN", "192"]
+    opts += ["DATASETS.TRAIN", "('coco_2017_train', 'coco_2017_val')", "SEED", "3"]
+    args = build_argument_parser().parse_args(["--config", "coco2017_shufflenet1x_300", *opts])
+    cfg = setup(args, verify_weights=False)
+    open_stream = detection_stream(cfg)
+    reference = replay(open_stream, BATCHES)
+    assert any(s["held"] for _, s in reference), "no image was held back in an aspect-ratio group"
+    for k in range(1, PER_EPOCH * EPOCHS + 1):
+        assert_same_detection(resume_from(open_stream, reference[k - 1][1], BATCHES - k), reference[k:], k)
+    for chain in CHAINS:
+        assert_same_detection(replay(open_stream, BATCHES, chain), reference, chain)

@@ -245,6 +245,10 @@ class ResumableLoader:
             "held": sorted(self._held),
         }
 
+    def load_state_dict(self, state: Dict[str, Any]) -> Optional[str]:
+        """Continue where :meth:`state_dict` was taken (see :meth:`resume`)."""
+        return self.resume(int(state["batches"]), state)
+
     def resume(self, batches: int, saved: Optional[Dict[str, Any]] = None) -> Optional[str]:
         """Continue after ``batches`` batches (the checkpoint's iteration + 1). Returns a reason when the result
         cannot match the run that wrote ``saved`` (``None`` when it does)."""
