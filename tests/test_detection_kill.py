@@ -32,7 +32,7 @@ def run_step(self):
         os.killpg(os.getpgid(0), _sig)
     return _step(self)
 Trainer.run_step = run_step
-sys.argv = [sys.argv[0], *sys.argv[1:]]
+sys.argv = sys.argv[1:]  # the script's path and its arguments, as when it runs itself
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
