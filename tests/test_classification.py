@@ -161,13 +161,16 @@ def test_augmentation_seeded_per_sample_and_resumable_sampler(tmp_path):
     ds = ImageFolderDataset(root / "train", train_transform(16, (0.25, 1.0)), seed=3)
     assert torch.equal(ds[(2, 5)][0], ds[(2, 5)][0])  # same (epoch, index): same crop
     assert not torch.equal(ds[(2, 5)][0], ds[(3, 5)][0])  # next epoch: another crop
-    full = list(ResumableSampler(ds, num_replicas=2, rank=1, seed=0, drop_last=True))
-    s = ResumableSampler(ds, num_replicas=2, rank=1, seed=0, drop_last=True)
-    s.resume(0, 2)
-    assert list(s) == full[2:]  # skips what this rank consumed
-    assert list(s) == full  # only once
-    other = ResumableSampler(ds, num_replicas=2, rank=0, seed=0, drop_last=True)
-    assert not {i for _, i in other} & {i for _, i in full}  # ranks see disjoint shards
+    uninterrupted = ResumableSampler(ds, num_replicas=2, rank=1, seed=0)
+    full, second = list(uninterrupted), list(uninterrupted)
+    assert len(full) == len(ds) // 2 and {e for e, _ in full} == {0} and {e for e, _ in second} == {1}
+    assert sorted(i for _, i in full) != sorted(i for _, i in second)  # the epochs' shares differ
+    s = ResumableSampler(ds, num_replicas=2, rank=1, seed=0)
+    s.position = 2  # what a resumed loader sets: two samples of this rank consumed
+    assert list(s) == full[2:]  # the rest of the epoch
+    assert list(s) == second  # then the next epoch, as the uninterrupted sampler's
+    other = ResumableSampler(ds, num_replicas=2, rank=0, seed=0)
+    assert not {i for _, i in other} & {i for _, i in full}  # ranks see disjoint shares
 
 
 # --- model / recipe -------------------------------------------------------------------------------------------------

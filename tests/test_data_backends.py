@@ -99,8 +99,8 @@ def test_datamodule_backend_option_and_errors(tmp_path):
         dm = ImageFolderDataModule(str(root), batch_size=3, num_workers=0, backend=backend)
         dm.setup("fit")
         assert dm.train_set.backend == backend == dm.val_set.backend
-        x, y, skipped = next(iter(dm.train_dataloader()))
-        assert x.shape == (3, 3, 224, 224) and not skipped
+        x, y, skipped, position = next(iter(dm.train_dataloader()))  # a training batch: + the position after it
+        assert x.shape == (3, 3, 224, 224) and not skipped and position == {"position": 3}
 
 
 def test_predict_dataloader_yields_images_and_paths_and_counts_unreadable(tmp_path, caplog):

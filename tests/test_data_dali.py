@@ -36,8 +36,9 @@ def test_dali_crops_and_eval_match_the_tensor_path():
     loader = dm.train_dataloader()
     assert len(loader) == 2
     for epoch in (0, 1):
-        dm._sampler.set_epoch(epoch)
-        keys = list(dm._sampler)
+        sampler = loader.sampler  # the pass's (epoch, index) keys: the stream from the sampler's position on
+        keys = sampler.stream.take(sampler.position, len(sampler))
+        assert {e for e, _ in keys} == {epoch}
         batches = list(loader)
         assert all(b[0].shape == (3, 3, 224, 224) and b[0].dtype == torch.float32 for b in batches)
         x = torch.cat([b[0] for b in batches])

@@ -3,7 +3,7 @@
 Every test is one scenario a user hit: the wrong run resumed, logs lost on resume, tracebacks for bad
 checkpoints, signals that saved nothing, one huge image that killed a run, results lost at the last step,
 half-made run folders, two writers in one folder, a missing best.ckpt, noise on a normal run; and a loop
-that kills a training at random steps (kill -9, SIGTERM, SIGINT, SIGUSR1) and checks the final weights
+that kills a training at fixed steps (kill -9, SIGTERM, SIGINT, SIGUSR1) and checks the final weights
 against an uninterrupted run's; and the run-safety limits: replayed steps in metrics.csv, a signal during the
 sanity check, a full disk during a checkpoint save, a NaN loss.
 """
@@ -13,15 +13,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from kill_at_step import run_killed
 from PIL import Image
 from proc import run as watched_run
 
@@ -351,15 +350,6 @@ def test_resume_from_an_end_of_epoch_checkpoint_is_exact(data, tmp_path, monkeyp
 
 
 # --- 8. signals and the kill loop ----------------------------------------------------------------------------------
-def _wait_for_change(path: Path, proc: subprocess.Popen, old: float, timeout: float = 120) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if path.exists() and path.stat().st_mtime_ns != old:
-            return True
-        time.sleep(0.01)
-    return False
-
-
 KILL_BEFORE_RENAME = (
     "import shufflenet.fileio as fileio\n"
     "real_replace, seen = fileio.os.replace, []\n"
@@ -377,13 +367,14 @@ KILL_BEFORE_RENAME = (
 )
 
 
-def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
+def test_kill_at_fixed_steps_resumes_to_the_uninterrupted_weights(tmp_path):
     """Six interruptions in a row, each followed by ``--ckpt_path last``: a kill -9 between a checkpoint's
-    temporary file and its rename, then kill -9, SIGTERM, SIGINT, kill -9 and SIGUSR1 at random moments. Every one
-    lands before the run's end; the final weights (and EMA) equal an uninterrupted run's bit for bit. The signals
-    go to the process group (main process and data worker), as SLURM's and a terminal's do."""
+    temporary file and its rename, then kill -9, SIGTERM, SIGINT, kill -9 and SIGUSR1 sent at fixed steps (two
+    resumes inside one epoch: from steps 16 and 17 of the epoch of steps 16-18). The final weights (and EMA) equal
+    an uninterrupted run's bit for bit. The signals go to the process group (main process and data worker), as
+    SLURM's and a terminal's do."""
     data = make_tree(tmp_path / "data", per_class=6, val_per_class=1)  # 24 images: 3 batches of 8 an epoch
-    steps = 70
+    steps = 30
     train_args = args_for(
         data,
         "--save_every_n_steps",
@@ -420,34 +411,31 @@ def test_kill_at_random_steps_resumes_to_the_uninterrupted_weights(tmp_path):
     assert 0 < kept < unrenamed["global_step"]  # last.ckpt is still the previous checkpoint, intact
     seen.append(("SIGKILL before rename", proc.returncode, kept))
 
-    rng = random.Random(0)
-    plan = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGUSR1]
-    for sig in plan:
-        old = last.stat().st_mtime_ns
-        proc = subprocess.Popen(
-            [*common, "--run_dir", str(run), "--ckpt_path", "last"],
-            env=e,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        assert _wait_for_change(last, proc, old), proc.communicate()[1][-3000:]
-        time.sleep(rng.uniform(0.0, 0.3))
-        os.killpg(proc.pid, sig)  # to the whole process group, data worker included, as SLURM and Ctrl-C do
-        out, err = proc.communicate(timeout=120)
+    # (step at which the signal is sent, signal): kill -9 lands before that step's checkpoint (last.ckpt is an
+    # earlier one), the other signals finish the step and save it
+    plan = [
+        (14, signal.SIGKILL),
+        (16, signal.SIGTERM),
+        (17, signal.SIGINT),
+        (23, signal.SIGKILL),
+        (25, signal.SIGUSR1),
+    ]
+    for at, sig in plan:
+        proc = run_killed([*train_args, "--run_dir", str(run), "--ckpt_path", "last"], at, sig, e)
+        out, err = proc.stdout, proc.stderr
         step = state(run)["global_step"]
-        assert step < steps, (sig.name, "the run ended before the signal")
         assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]  # a resume removes stale files
         seen.append((sig.name, proc.returncode, step))
         if sig == signal.SIGKILL:
-            assert proc.returncode == -signal.SIGKILL
+            assert proc.returncode == -signal.SIGKILL, err[-3000:]
+            assert seen[-2][2] < step < at, seen
         else:
             assert proc.returncode == EXIT_INTERRUPTED, err[-3000:]
+            assert step == at, seen
             assert f"--ckpt_path last --run_dir {run}" in out and "resume with:" in out
             assert json.loads((run / "metrics.json").read_text())["interrupted"]["step"] == step
     print("interruptions (signal, exit status, step of last.ckpt):", seen)
-    assert [s[0] for s in seen] == ["SIGKILL before rename", *(s.name for s in plan)], seen
+    assert [s[0] for s in seen] == ["SIGKILL before rename", *(sig.name for _, sig in plan)], seen
     final = subprocess.run(
         [*common, "--run_dir", str(run), "--ckpt_path", "last"], env=e, capture_output=True, text=True, timeout=300
     )

@@ -1,30 +1,31 @@
 """Streaming shards (litdata): the writer, the reader, the split across ranks, and exact resume after a kill.
 
 Real JPEG photos (the package's samples) and generated demo images; the kill loop runs classification/train.py
-as a child process on shards, interrupts it (kill -9 of the process group, SIGTERM) mid-epoch, resumes with
-``--ckpt_path last`` and compares the final weights with an uninterrupted run's, bit for bit.
+as a child process on shards, interrupts it (kill -9 of the process group, SIGTERM) at fixed steps, twice inside
+one epoch, resumes with ``--ckpt_path last`` and compares the final weights with an uninterrupted run's, bit for
+bit. The data side of the same promise, at every batch and without training: tests/test_resume_replay.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 
 import pytest
 import torch
+from kill_at_step import run_killed  # noqa: E402
 
 from shufflenet.classification.data import ImageFolderDataModule, decode_rgb, eval_transform  # noqa: E402
 from shufflenet.classification.demo import DEMO_CLASSES, render  # noqa: E402
 from shufflenet.classification.errors import DataError  # noqa: E402
 from shufflenet.classification.shards import cli, read_classes, write_shards  # noqa: E402
+from shufflenet.errors import EXIT_INTERRUPTED  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "classification" / "train.py"
@@ -106,37 +107,23 @@ def test_ranks_read_disjoint_parts_and_crops_are_seeded_per_sample(tmp_path, mon
     assert len(flat) == 32  # the two ranks' 16 + 16 samples are 32 different images: no sample on both ranks
 
 
-def _wait_for_change(path: Path, proc: subprocess.Popen, old, timeout: float = 120) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if path.exists() and path.stat().st_mtime_ns != old:
-            return True
-        time.sleep(0.01)
-    return False
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="known defect, open: with kills at steps 2 (SIGKILL), 7 (SIGTERM), 8 (SIGKILL) the resumed weights differ "
-    "from the uninterrupted run's (seen on fresh CI venvs and with rich installed; passed at other kill moments)",
-    strict=False,
-)
 def test_kill_on_shards_resumes_to_the_uninterrupted_weights(tmp_path):
-    """kill -9 and SIGTERM (to the process group: main process and data worker) at random moments of a training
-    on shards, each followed by ``--ckpt_path last``: the final weights equal an uninterrupted run's bit for bit."""
+    """kill -9 and SIGTERM (to the process group: main process and data worker) at fixed steps of a training on
+    shards, each followed by ``--ckpt_path last``, two of them twice inside one epoch after the first: the final
+    weights equal an uninterrupted run's bit for bit."""
     root = make_tree(tmp_path / "data", per_class=6)  # 24 images: 3 batches of 8 an epoch
     shards = tmp_path / "shards"
     write_shards(str(root), str(shards), chunk_bytes="8KB", num_workers=1)
     assert len(list((shards / "train").glob("*.bin"))) >= 3
-    common = [
-        sys.executable,
-        str(TRAIN),
+    steps = 12
+    args = [
         "--data.shards",
         str(shards),
         "--data.batch_size",
         "8",
         "--trainer.max_steps",
-        "24",
+        str(steps),
         "--model.arch",
         "shufflenet_v1_x0_25_g3",
         "--data.image_size",
@@ -158,7 +145,7 @@ def test_kill_on_shards_resumes_to_the_uninterrupted_weights(tmp_path):
         "--trainer.num_sanity_val_steps",
         "0",
         "--save_every_n_steps",
-        "2",
+        "1",
         "--trainer.deterministic",
         "true",
         "--export",
@@ -167,41 +154,41 @@ def test_kill_on_shards_resumes_to_the_uninterrupted_weights(tmp_path):
     e = dict(os.environ, SHUFFLENET_CACHE=str(tmp_path / "cache"), PYTHONUNBUFFERED="1")
     e.pop("SHUFFLENET_CLASSIFICATION_RUN_DIR", None)
     ref = subprocess.Popen(
-        [*common, "--run_dir", str(tmp_path / "ref")], env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(TRAIN), *args, "--run_dir", str(tmp_path / "ref")],
+        env=e,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     run = tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"
-    rng = random.Random(1)
-    seen = []
-    for i, sig in enumerate([signal.SIGKILL, signal.SIGTERM, signal.SIGKILL]):
-        old = last.stat().st_mtime_ns if last.exists() else None
-        proc = subprocess.Popen(
-            [*common, "--run_dir", str(run)] + (["--ckpt_path", "last"] if i else []),
-            env=e,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        if not _wait_for_change(last, proc, old):
-            break
-        time.sleep(rng.uniform(0.0, 0.5))
-        os.killpg(proc.pid, sig)
-        out, err = proc.communicate(timeout=120)
-        if proc.returncode == 0:
-            break
-        step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-        seen.append((sig.name, proc.returncode, step))
-    print("interruptions (signal, exit status, step of last.ckpt):", seen)
-    assert len(seen) >= 2 and any(s % 3 for _, _, s in seen), seen  # at least one resume in the middle of an epoch
+    # (step at which the signal is sent, signal, step of last.ckpt afterwards): kill -9 lands before the step's
+    # checkpoint, SIGTERM finishes the step and saves it. Epochs are steps 1-3, 4-6, 7-9: the resumes from steps 4
+    # and 5 are both inside epoch 2, those from 8 and 8 inside epoch 3 (the second litdata resume of an epoch is
+    # the one that replayed another epoch's order before the fix in shards.py).
+    plan = [
+        (2, signal.SIGKILL, 1),
+        (4, signal.SIGTERM, 4),
+        (6, signal.SIGKILL, 5),
+        (8, signal.SIGTERM, 8),
+        (9, signal.SIGKILL, 8),
+    ]
+    for i, (at, sig, kept) in enumerate(plan):
+        proc = run_killed([*args, "--run_dir", str(run)] + (["--ckpt_path", "last"] if i else []), at, sig, e)
+        assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else EXIT_INTERRUPTED), proc.stderr[-3000:]
+        assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == kept, (at, sig.name)
     final = subprocess.run(
-        [*common, "--run_dir", str(run), "--ckpt_path", "last"], env=e, capture_output=True, text=True, timeout=300
+        [sys.executable, str(TRAIN), *args, "--run_dir", str(run), "--ckpt_path", "last"],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert final.returncode == 0, final.stderr[-3000:]
     ref_out, ref_err = ref.communicate(timeout=300)
     assert ref.returncode == 0, ref_err[-3000:]
     a = torch.load(tmp_path / "ref" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     b = torch.load(last, map_location="cpu", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 24
+    assert a["global_step"] == b["global_step"] == steps
     for k, v in a["state_dict"].items():
-        assert torch.equal(v, b["state_dict"][k]), (k, seen)
+        assert torch.equal(v, b["state_dict"][k]), k

@@ -35,7 +35,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from shufflenet.classification.data import train_transform
-from shufflenet.classification.imagefiles import decode_rgb, list_images, load_rgb, sample_seed
+from shufflenet.classification.imagefiles import decode_rgb, list_images, load_rgb
+from shufflenet.data.stream import augmentation_seed
 
 BACKENDS = ("pil", "tensor", "dali-cpu", "shards")
 
@@ -84,7 +85,7 @@ def folder_runner(files: Sequence[str], backend: str, size: int) -> Callable[[],
     def run() -> int:
         for i, f in enumerate(files):
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(sample_seed(0, 0, i))
+                torch.manual_seed(augmentation_seed(0, 0, i))
                 tf(decode(f))
         return len(files)
 

@@ -467,16 +467,14 @@ def loader_throughput(
         n, t0 = 0, time.perf_counter()
         for _ in range(batches):
             try:
-                x, _, _ = next(it)
+                x = next(it)[0]
             except StopIteration:
                 it = iter(loader)
-                x, _, _ = next(it)
+                x = next(it)[0]
             n += x.shape[0]
         dt = time.perf_counter() - t0
     finally:  # stop the workers now: an unfinished iterator left them running until exit (one run hung there)
-        shutdown = getattr(it, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
+        it.close()  # a generator over the DataLoader's iterator: closing it drops (and so stops) that iterator
     return {"images_per_s_wall": n / dt, "images": n, "workers": workers, "batch_size": batch_size}
 
 

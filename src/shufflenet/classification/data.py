@@ -46,6 +46,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..data.stream import SampleStream, augmentation_seed
 from .errors import DataError
 from .imagefiles import (
     DECODE_ERRORS,
@@ -59,7 +60,6 @@ from .imagefiles import (
     ignore_stop_signals,
     list_images,
     load_rgb,
-    sample_seed,
 )
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class ImageFolderDataset(Dataset):
         return len(self.samples)
 
     def _seed_for(self, epoch: int, index: int) -> int:
-        return sample_seed(self.seed, epoch, index)
+        return augmentation_seed(self.seed, epoch, index)
 
     def decode(self, path: str) -> Any:
         """The image at ``path``: a uint8 ``(3, H, W)`` tensor (``tensor`` backend) or an RGB PIL image."""
@@ -259,11 +259,12 @@ class ImageListDataset(Dataset):
 
 
 class ResumableSampler(DistributedSampler):
-    """DistributedSampler that yields ``(epoch, index)`` keys and can start mid-epoch.
+    """The training order of an image folder: this process's :class:`~shufflenet.data.stream.SampleStream`, as
+    ``(epoch, index)`` keys, ``samples_per_epoch`` of them a pass, from :attr:`position` on.
 
-    A subclass of ``DistributedSampler``, so Lightning keeps it under DDP instead of replacing it; each rank
-    gets its share of one permutation per epoch (seeded by ``seed + epoch``). ``resume(epoch, n)`` makes
-    the next pass over ``epoch`` skip the ``n`` indices this rank already consumed.
+    A subclass of ``DistributedSampler``, so Lightning keeps it under DDP instead of replacing it. The stream's
+    epoch (which permutation, which augmentation seeds) is a function of the position, not of Lightning's epoch
+    counter; a pass that starts mid-epoch (a resumed run) ends where the uninterrupted pass would have ended.
     """
 
     def __init__(
@@ -272,29 +273,73 @@ class ResumableSampler(DistributedSampler):
         num_replicas: int = 1,
         rank: int = 0,
         seed: int = 0,
-        shuffle: bool = True,
-        drop_last: bool = False,
+        samples_per_epoch: Optional[int] = None,
     ) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
-        self._resume: Optional[Tuple[int, int]] = None
-        #: Where the epoch comes from when set (the DataModule: finished training batches // batches per epoch).
-        #: Lightning's own epoch counter runs one ahead after resuming from a checkpoint written at the end of
-        #: an epoch (after its validation), which would skip a whole epoch's permutation.
-        self.epoch_fn: Optional[Any] = None
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.stream = SampleStream(len(dataset), seed, rank, num_replicas)
+        self.samples_per_epoch = int(samples_per_epoch or self.num_samples)
+        #: Local stream position of the next pass's first sample.
+        self.position = 0
 
-    def resume(self, epoch: int, consumed: int) -> None:
-        self._resume = (int(epoch), int(consumed))
+    def __len__(self) -> int:
+        return self.samples_per_epoch
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:  # type: ignore[override]
-        if self.epoch_fn is not None:
-            epoch = self.epoch_fn()
-            if epoch is not None:
-                self.epoch = int(epoch)
-        indices = list(super().__iter__())
-        if self._resume is not None and self._resume[0] == self.epoch:
-            indices = indices[self._resume[1] :]
-            self._resume = None
-        return iter([(self.epoch, i) for i in indices])
+        start = self.position
+        end = (start // self.samples_per_epoch + 1) * self.samples_per_epoch
+        self.position = end
+        return ((epoch, index) for _, epoch, index in self.stream.samples(iter(range(start, end))))
+
+
+class StreamPosition:
+    """The stateful-loader protocol of a training loader over a :class:`ResumableSampler` (``self.sampler``).
+
+    Each training batch carries the stream position after it as a last element; the DataModule notes the one of
+    the batch being trained (:meth:`note_state`), and :meth:`state_dict`, which Lightning saves with every
+    checkpoint, is that position (not the one after the batch Lightning has prefetched). Lightning gives it back
+    to a new loader's :meth:`load_state_dict` before the first batch of a resumed run.
+    """
+
+    sampler: ResumableSampler
+    batch_size: int
+    _noted: Optional[Dict[str, Any]] = None
+
+    def _positioned(self, iterate: Any) -> Iterator[Any]:
+        """``iterate()``'s batches, each with the position after it (read before ``iterate`` takes the sampler's
+        keys: a DataLoader with workers takes them as its iterator is made)."""
+        position = self.sampler.position
+        for batch in iterate():
+            position += self.batch_size
+            yield (*batch, {"position": position})
+
+    def note_state(self, state: Dict[str, Any]) -> None:
+        self._noted = dict(state)
+
+    def state_dict(self) -> Dict[str, Any]:
+        s = self.sampler
+        position = self._noted["position"] if self._noted is not None else s.position
+        return {"position": position, "samples_per_epoch": s.samples_per_epoch, "world_size": s.num_replicas}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        s = self.sampler
+        if (state.get("samples_per_epoch"), state.get("world_size")) != (s.samples_per_epoch, s.num_replicas):
+            log.warning(
+                "the checkpoint was written with %s samples an epoch in each of %s processes, this run has %d in "
+                "each of %d: the data order after resuming differs from an uninterrupted run",
+                state.get("samples_per_epoch"),
+                state.get("world_size"),
+                s.samples_per_epoch,
+                s.num_replicas,
+            )
+        s.position = int(state["position"])
+        self._noted = None
+
+
+class _TrainLoader(StreamPosition, DataLoader):
+    """The folder path's training ``DataLoader``, a stateful loader (:class:`StreamPosition`)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._positioned(super().__iter__)
 
 
 class ImageFolderDataModule(pl.LightningDataModule):
@@ -366,9 +411,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.train_set: Optional[Any] = None
         self.val_set: Optional[Any] = None
         self.predict_set: Optional[ImageListDataset] = None
-        self._sampler: Optional[ResumableSampler] = None
-        self._resume: Optional[int] = None
-        self._resume_check = 0
+        self._train_loader: Optional[Any] = None
         self.skipped: Dict[str, str] = {}
 
     # --- layout --------------------------------------------------------------------------------------
@@ -462,13 +505,19 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
     # --- loaders -------------------------------------------------------------------------------------
     def _loader(
-        self, dataset: Dataset, sampler: Any = None, shuffle: bool = False, drop_last: bool = False, collate_fn=None
+        self,
+        dataset: Dataset,
+        sampler: Any = None,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        collate_fn=None,
+        loader_class: Any = DataLoader,
     ) -> DataLoader:
         workers = min(int(self.num_workers), available_cpus())
         if workers < self.num_workers and not getattr(self, "_capped_logged", False):
             log.info("data.num_workers=%d capped at %d (the CPU cores available)", self.num_workers, workers)
             self._capped_logged = True
-        return DataLoader(
+        return loader_class(
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
@@ -485,6 +534,9 @@ class ImageFolderDataModule(pl.LightningDataModule):
         return min(int(self.num_workers), available_cpus())
 
     def train_dataloader(self) -> Any:
+        """The training loader: a stateful loader (``state_dict`` / ``load_state_dict``) whose state, saved by
+        Lightning with each checkpoint, is the data stream's position after the last trained batch; a run resumed
+        from the checkpoint continues the stream there (see :mod:`shufflenet.data.stream`)."""
         assert self.train_set is not None, "call setup('fit') first"
         world, rank = 1, 0
         if self.trainer is not None:
@@ -492,43 +544,34 @@ class ImageFolderDataModule(pl.LightningDataModule):
         if self.hparams.shards is not None:
             from .shards import shard_loader
 
-            return shard_loader(self, self.train_set, self.batch_size, self._workers(), world, train=True)
+            self._train_loader = shard_loader(self, self.train_set, self.batch_size, self._workers(), world, train=True)
+            return self._train_loader
         if len(self.train_set) < self.batch_size * world:
             raise DataError(
                 f"{self.train_set.root} has {len(self.train_set)} images, fewer than one global batch "
                 f"({self.batch_size} x {world} processes); lower data.batch_size"
             )
-        self._sampler = ResumableSampler(
-            self.train_set, num_replicas=world, rank=rank, seed=self.hparams.seed, shuffle=True, drop_last=True
+        sampler = ResumableSampler(
+            self.train_set,
+            num_replicas=world,
+            rank=rank,
+            seed=self.hparams.seed,
+            samples_per_epoch=self.batches_per_epoch() * self.batch_size,
         )
-        self._sampler.epoch_fn = self._epoch_of_next_batch
-        if self._resume is not None:
-            # Lightning creates the iterator before it sets the sampler's epoch, so set it here.
-            if self._resume_check != self.batches_per_epoch():
-                log.warning(
-                    "the checkpoint was written with %d batches per epoch, this run has %d: the data "
-                    "order after resuming differs from an uninterrupted run",
-                    self._resume_check,
-                    self.batches_per_epoch(),
-                )
-            epoch, skip = divmod(self._resume, self.batches_per_epoch())
-            self._sampler.set_epoch(epoch)
-            if skip:
-                self._sampler.resume(epoch, skip * self.batch_size)
-            self._resume = None
         if self.hparams.backend == "dali":
             from .data_dali import DaliLoader
 
-            return DaliLoader.for_training(self, self.train_set, self._sampler)
-        return self._loader(self.train_set, sampler=self._sampler, drop_last=True)
+            class _DaliTrainLoader(StreamPosition, DaliLoader):
+                def __iter__(self) -> Iterator[Any]:
+                    return self._positioned(super().__iter__)
 
-    def _epoch_of_next_batch(self) -> Optional[int]:
-        """The epoch the next training batch belongs to: finished training batches // batches per epoch (every
-        epoch has the same number of batches: ``drop_last``). ``None`` outside ``fit``."""
-        trainer = self.trainer
-        if trainer is None or trainer.state.fn != "fit" or self.train_set is None:
-            return None
-        return int(trainer.fit_loop.epoch_loop.batch_progress.total.processed) // max(1, self.batches_per_epoch())
+            self._train_loader = _DaliTrainLoader.for_training(self, self.train_set, sampler)
+            self._train_loader.sampler = sampler
+        else:
+            self._train_loader = self._loader(
+                self.train_set, sampler=sampler, drop_last=True, loader_class=_TrainLoader
+            )
+        return self._train_loader
 
     def batches_per_epoch(self) -> int:
         world = self.trainer.world_size if self.trainer is not None else 1
@@ -566,8 +609,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         """``(images, targets, skipped)`` -> ``(images, targets)`` (``(images, paths)`` in prediction); the
         skipped files are warned about once each and kept in :attr:`skipped` (path -> reason)."""
         images, targets, skipped = batch[:3]
-        if len(batch) > 3 and hasattr(self.train_set, "note_state"):  # a sharded training batch: its stream state
-            self.train_set.note_state(batch[3])
+        if len(batch) > 3 and self._train_loader is not None:  # a training batch: the stream position after it
+            self._train_loader.note_state(batch[3])
         training = self.trainer is not None and self.trainer.training
         for entry in skipped:
             path, _, reason = entry.partition(": ")
@@ -577,19 +620,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 log.warning("skipping unreadable image %s (%s)%s", path, reason, instead)
         return images, targets
 
-    # --- exact mid-epoch resumption ----------------------------------------------------------------------
+    # --- state saved with each checkpoint ------------------------------------------------------------------------
+    # (the data position is the training loader's own state, which Lightning saves and restores itself)
     def state_dict(self) -> Dict[str, Any]:
-        state: Dict[str, Any] = {"skipped": dict(self.skipped)}
-        trainer = self.trainer
-        if trainer is not None and trainer.state.fn == "fit" and self.train_set is not None:
-            # Every epoch has the same number of batches (drop_last), so the total number of training
-            # batches whose step finished says exactly where in which epoch to continue.
-            state["batches_processed"] = trainer.fit_loop.epoch_loop.batch_progress.total.processed
-            state["batches_per_epoch"] = self.batches_per_epoch()
-        return state
+        return {"skipped": dict(self.skipped)}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self.skipped.update(state_dict.get("skipped", {}))
-        if "batches_processed" in state_dict:
-            self._resume = int(state_dict["batches_processed"])
-            self._resume_check = int(state_dict["batches_per_epoch"])

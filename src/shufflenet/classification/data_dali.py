@@ -21,8 +21,9 @@ import torch
 from torchvision.transforms import v2 as T
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..data.stream import augmentation_seed
 from .errors import DataError
-from .imagefiles import DECODE_ERRORS, _open_checked, sample_seed
+from .imagefiles import DECODE_ERRORS, _open_checked
 
 __all__ = ["require_dali", "dali_available", "DaliLoader", "crop_params"]
 
@@ -232,7 +233,7 @@ class DaliLoader:
                 labels.append(label)
                 paths.append(path)
                 if self.train:
-                    crops.append(crop_params(tf, h, w, sample_seed(ds.seed, epoch or 0, index)))
+                    crops.append(crop_params(tf, h, w, augmentation_seed(ds.seed, epoch or 0, index)))
                 else:
                     crops.append(eval_params(h, w, self.resize_size, self.image_size))
             if not encoded:

@@ -2,8 +2,9 @@
 
 The primitives every input path shares (folders, prediction folders, shards, DALI): :func:`find_split_dirs`
 (``root/train/<class>``, ``root/val/<class>``), :func:`decode_rgb` (uint8 tensor; torchvision.io for JPEGs, PIL
-for the rest) and :func:`load_rgb` (PIL), the pixel limit checked from the header before decoding, the seed of a
-sample's augmentation :func:`sample_seed`, and the batch collation that drops or lists unreadable images.
+for the rest) and :func:`load_rgb` (PIL), the pixel limit checked from the header before decoding, and the batch
+collation that drops or lists unreadable images (a sample's augmentation seed is
+:func:`shufflenet.data.stream.augmentation_seed`).
 :mod:`shufflenet.classification.data` builds the datasets and the DataModule on them.
 """
 
@@ -32,7 +33,6 @@ __all__ = [
     "load_rgb",
     "find_split_dirs",
     "list_images",
-    "sample_seed",
     "apply_seeded",
     "collate",
     "collate_predict",
@@ -200,11 +200,6 @@ def _scan(split_dir: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
             )
         samples.extend((f, label) for f in files)
     return classes, samples
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of sample ``index``'s augmentation in ``epoch`` (the same for every backend and worker count)."""
-    return ((int(seed) * 1_000_003 + int(epoch)) * 2_000_000_011 + int(index)) % (2**63 - 1)
 
 
 def apply_seeded(transform: Any, img: Any, seed: Optional[int]) -> Any:

@@ -22,6 +22,7 @@ the batches the uninterrupted run would have (same devices, nodes, workers and b
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import logging
@@ -35,6 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..data.stream import augmentation_seed
 from ..errors import run_cli
 from ..fileio import write_json_atomic
 from .errors import DataError
@@ -48,7 +50,6 @@ from .imagefiles import (
     find_split_dirs,
     ignore_stop_signals,
     load_rgb,
-    sample_seed,
 )
 
 log = logging.getLogger(__name__)
@@ -220,12 +221,9 @@ def _dataset_class():
                     if not self.train:
                         return None, int(sample["label"]), tuple(skipped)
                     sample = self._read((i + attempt + 1) % len(self))
-            img = apply_seeded(self.tf, img, sample_seed(self.seed_, self.current_epoch, i) if self.train else None)
+            seed = augmentation_seed(self.seed_, self.current_epoch, i) if self.train else None
+            img = apply_seeded(self.tf, img, seed)
             return img, int(sample["label"]), tuple(skipped)
-
-        def note_state(self, state: Dict[str, Any]) -> None:
-            """The loader's position after the batch that is being trained (saved with the next checkpoint)."""
-            self.noted_state = state
 
     return _ShardStream
 
@@ -274,13 +272,29 @@ def _loader_class():
         def __iter__(self):
             for batch in super().__iter__():
                 if self.dataset.train:
-                    yield (*batch, super().state_dict())
+                    yield (*batch, self._position())
                 else:
                     yield batch
 
+        def _position(self) -> Dict[str, Any]:
+            """litdata's loader state now (a copy: the dataset returns its own dict, which it updates later)."""
+            state = copy.deepcopy(super().state_dict())
+            # litdata 0.2.76: StreamingDataset.set_epoch ignores the new epoch while a restored state is set
+            # (dataset.py, set_epoch: "If the state dict has been reloaded, don't override the current epoch"), so
+            # after a resume the main process's dataset keeps the epoch it was created with, and
+            # StreamingDataLoader.state_dict writes that stale epoch into state["dataset"]["current_epoch"]. A
+            # second resume in the same epoch would then replay another epoch's chunk order and augmentation
+            # seeds. The loader's own epoch is the right one; remove this when litdata keeps the two equal.
+            state["dataset"]["current_epoch"] = state["current_epoch"]
+            return state
+
+        def note_state(self, state: Dict[str, Any]) -> None:
+            """The loader's position after the batch that is being trained (saved with the next checkpoint)."""
+            self.dataset.noted_state = state
+
         def state_dict(self) -> Dict[str, Any]:
             noted = getattr(self.dataset, "noted_state", None)
-            return noted if noted is not None else super().state_dict()
+            return noted if noted is not None else self._position()
 
         def load_state_dict(self, obj: Dict[str, Any]) -> None:
             super().load_state_dict(obj)

@@ -6,12 +6,14 @@ again at index 0 and ``default_setup`` reseeds the global generators, so a resum
 with other augmentations and other anchor / RoI samples than the run it continues. Here nothing of that needs
 saving, because nothing of it depends on history:
 
-* :class:`TrainingStream` yields the dataset dicts in ``TrainingSampler(size, seed)``'s order (the same
+* :class:`TrainingStream` yields the dataset dicts in the order of the package's one sample stream,
+  :class:`shufflenet.data.stream.SampleStream` (which is ``TrainingSampler(size, seed)``'s order: the same
   ``torch.randperm`` sequence; process ``r`` of ``w`` takes positions ``r, r + w, ...``), each tagged with its
   position, and starts wherever it is told;
 * :class:`SeededMapper` runs the mapper (``DatasetMapper``: flips, resizes) with Python's, NumPy's and torch's
-  CPU generators seeded from (seed, position), so an image is augmented the same way in any worker, with any
-  ``NUM_WORKERS``, before or after a resume;
+  CPU generators seeded with :func:`~shufflenet.data.stream.augmentation_seed` of (seed, epoch, index), as every
+  training data path of the package seeds a sample's augmentation, so an image is augmented the same way in any
+  worker, with any ``NUM_WORKERS``, before or after a resume;
 * :class:`ResumableLoader` wraps detectron2's batched loader: it keeps the loader off the global generators,
   removes the tags, and records which positions the delivered batches used. The checkpoint stores that state
   (:meth:`ResumableLoader.state_dict`); on resume every process recomputes its own state from the number of
@@ -36,12 +38,13 @@ import torch
 from detectron2.data import DatasetFromList
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..data.stream import SampleStream, augmentation_seed, step_seed
+
 __all__ = [
     "POSITION_KEY",
     "ResumableLoader",
     "SeededMapper",
     "TrainingStream",
-    "derive_seed",
     "isolated_rng",
     "iteration_seed",
     "replay_batches",
@@ -52,15 +55,9 @@ __all__ = [
 POSITION_KEY = "_shufflenet_stream_position"
 
 
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (NumPy's ``SeedSequence``: distinct parts give unrelated streams)."""
-    state = np.random.SeedSequence([int(p) % 2**64 for p in parts]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
 def iteration_seed(seed: int, rank: int, iteration: int) -> int:
     """The seed of training iteration ``iteration`` in process ``rank`` (the generators are seeded with it)."""
-    return derive_seed(seed, 1, rank, iteration)
+    return step_seed(seed, rank, iteration)
 
 
 def seed_global_rng(seed: int, cpu_only: bool = False) -> None:
@@ -102,10 +99,18 @@ class TrainingStream(IterableDataset):
         # width > height per dict, for replaying detectron2's aspect-ratio grouping without unpickling dicts
         self.landscape = np.fromiter((d.get("width", 0) > d.get("height", 0) for d in dicts), bool, len(dicts))
         self._dicts = DatasetFromList(list(dicts), copy=False)
-        self.seed = int(seed)
+        self.order = SampleStream(len(dicts), seed, rank, world_size)
         self.rank, self.world_size = int(rank), int(world_size)
         self._held: List[int] = []
         self._next = 0
+
+    @property
+    def seed(self) -> int:
+        return self.order.seed
+
+    @seed.setter
+    def seed(self, value: int) -> None:
+        self.order.seed = int(value)
 
     def __len__(self) -> int:
         return len(self._dicts)
@@ -116,31 +121,19 @@ class TrainingStream(IterableDataset):
         self._next, self._held = int(next_position), sorted(int(p) for p in held)
 
     def global_position(self, local: int) -> int:
-        return self.rank + local * self.world_size
+        return self.order.global_position(local)
 
     def local_position(self, global_position: int) -> int:
-        return (global_position - self.rank) // self.world_size
+        return self.order.local_position(global_position)
 
     def indices(self, locals_: Iterator[int]) -> Iterator[Tuple[int, int]]:
         """``(global position, dataset index)`` for non-decreasing local positions (one permutation in memory)."""
-        size = len(self._dicts)
-        generator, epoch, perm = torch.Generator(), -1, None
-        generator.manual_seed(self.seed)
-        for local in locals_:
-            position = self.global_position(local)
-            want = position // size
-            if want < epoch:  # positions go forward; start over if asked for an earlier epoch
-                generator.manual_seed(self.seed)
-                epoch = -1
-            while epoch < want:
-                perm = torch.randperm(size, generator=generator).tolist()
-                epoch += 1
-            yield position, perm[position % size]
+        return ((position, index) for position, _, index in self.order.samples(locals_))
 
-    def dicts(self, positions: Iterator[Tuple[int, int]]) -> Iterator[dict]:
-        for position, index in positions:
+    def dicts(self, locals_: Iterator[int]) -> Iterator[dict]:
+        for position, epoch, index in self.order.samples(locals_):
             d = self._dicts[index]
-            d[POSITION_KEY] = position
+            d[POSITION_KEY] = (position, epoch, index)
             yield d
 
     def __iter__(self) -> Iterator[dict]:
@@ -148,7 +141,7 @@ class TrainingStream(IterableDataset):
         info = get_worker_info()
         if info is not None and info.num_workers > 1:
             locals_ = itertools.islice(locals_, info.id, None, info.num_workers)
-        return self.dicts(self.indices(locals_))
+        return self.dicts(locals_)
 
 
 class SeededMapper:
@@ -159,9 +152,9 @@ class SeededMapper:
         self.mapper, self.seed = mapper, int(seed)
 
     def __call__(self, dataset_dict: dict) -> Any:
-        position = dataset_dict.pop(POSITION_KEY)
+        position, epoch, index = dataset_dict.pop(POSITION_KEY)
         with isolated_rng():
-            seed_global_rng(derive_seed(self.seed, 2, position), cpu_only=True)
+            seed_global_rng(augmentation_seed(self.seed, epoch, index), cpu_only=True)
             out = self.mapper(dataset_dict)
         if isinstance(out, dict):
             out[POSITION_KEY] = position
@@ -251,6 +244,10 @@ class ResumableLoader:
             "next": self._next,
             "held": sorted(self._held),
         }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> Optional[str]:
+        """Continue where :meth:`state_dict` was taken (see :meth:`resume`)."""
+        return self.resume(int(state["batches"]), state)
 
     def resume(self, batches: int, saved: Optional[Dict[str, Any]] = None) -> Optional[str]:
         """Continue after ``batches`` batches (the checkpoint's iteration + 1). Returns a reason when the result
