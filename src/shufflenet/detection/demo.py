@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from ..errors import run_cli
-from ..fileio import atomic_write, write_json_atomic
+from ..fileio import atomic_write, check_output_dir, write_json_atomic
 from ..paths import IMAGE_SUFFIXES
 from .api import build_detector
 from .config import DetectionError, list_configs
@@ -172,9 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(opts) % 2:
         raise DetectionError(f"--opts must be KEY VALUE pairs, got {opts}")
     files = _expand(args.input)
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise DetectionError(f"--output {output}: exists and is not a folder")
+    output = check_output_dir(args.output, "--output", DetectionError)
     try:
         import cv2  # noqa: F401  (detectron2's Visualizer imports it)
     except ImportError:
