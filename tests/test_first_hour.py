@@ -57,16 +57,41 @@ def test_unwritable_detection_output_is_one_error_line_before_any_work(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no demo data, no cache: no work done
 
 
+@pytest.fixture(scope="module")
+def demo_cache(tmp_path_factory):
+    """One folder for the generated demo data of this module's runs."""
+    return tmp_path_factory.mktemp("demo_cache")
+
+
+# --- item 6: what a training run prints into a log --------------------------------------------------------------
+@pytest.mark.slow
+def test_training_output_redirected_to_a_log_is_short_and_has_no_noise(tmp_path, demo_cache):
+    proc = run(
+        script("shufflenet-train"),
+        "--trainer.max_steps", "31", "--trainer.log_every_n_steps", "10", "--trainer.limit_val_batches", "2",
+        tmp=tmp_path, cache=demo_cache,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    for noise in ("Trainer already configured", "FLOPs", "Total Flops"):
+        assert noise not in out, noise
+    assert "Total params" in out and "| model " in out  # the summary itself stays
+    # the bar of one 31-batch epoch, not a tty: redrawn every 10 batches and at the end, not 31 times
+    redraws = out.count("Epoch 0:")
+    assert 2 <= redraws <= 12, redraws
+    assert "Epoch 0: 100%" in out
+
+
 # --- item 8: the demo line is the run --------------------------------------------------------------------------
 @pytest.mark.slow
-def test_base_yaml_without_data_root_says_what_runs(tmp_path):
+def test_base_yaml_without_data_root_says_what_runs(tmp_path, demo_cache):
     """``--config base.yaml`` (data.root: null) runs on the demo data with base.yaml's model and size over
     demo.yaml's: the first line says so, and the header agrees with it."""
     proc = run(
         script("shufflenet-train"),
         "--config", "base.yaml", "--trainer.max_steps", "1", "--data.batch_size", "2", "--data.num_workers", "0",
         "--trainer.limit_val_batches", "2", "--trainer.enable_progress_bar", "false", "--num_threads", "1",
-        tmp=tmp_path,
+        tmp=tmp_path, cache=demo_cache,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.strip()]

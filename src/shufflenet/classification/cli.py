@@ -61,6 +61,8 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar, TQDMProgressBar
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.model_summary import get_human_readable_count
 
 from ..errors import EXIT_INTERRUPTED, run_cli
 from ..paths import configs_dir
@@ -110,13 +112,57 @@ def console_callbacks(trainer_cfg: Dict[str, Any], callbacks: List[Any]) -> List
     Lightning switches both to their Rich versions whenever ``rich`` is importable (LiteRT's converter brings
     it), and Rich's live display writes nothing readable to a log file or a pipe (a SLURM log, CI). A progress
     bar or summary callback of the user's (``--trainer.callbacks RichProgressBar``) is kept instead, and
-    ``--trainer.enable_progress_bar false`` / ``--trainer.enable_model_summary false`` still turn them off."""
+    ``--trainer.enable_progress_bar false`` / ``--trainer.enable_model_summary false`` still turn them off.
+    When the output is not a terminal (a log file, a pipe), the bar is redrawn every ``trainer.log_every_n_steps``
+    batches (and at the end of each epoch) instead of every batch, so a log holds a few lines per epoch."""
     out: List[Any] = []
     if trainer_cfg.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-        out.append(TQDMProgressBar())
+        every = 1 if sys.stdout.isatty() else max(1, int(trainer_cfg.get("log_every_n_steps") or 50))
+        out.append(TQDMProgressBar(refresh_rate=every))
     if trainer_cfg.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
-        out.append(ModelSummary(max_depth=1))
+        out.append(ConsoleModelSummary(max_depth=1))
     return out
+
+
+class ConsoleModelSummary(ModelSummary):
+    """Lightning's model summary without its FLOPs column and total when nothing was counted (Lightning counts
+    FLOPs only for a module with an ``example_input_array``; ``shufflenet-flops`` gives the model's)."""
+
+    @staticmethod
+    def summarize(
+        summary_data: List[Tuple[str, List[str]]],
+        total_parameters: int,
+        trainable_parameters: int,
+        model_size: float,
+        total_training_modes: Dict[str, int],
+        total_flops: int = 0,
+        **summarize_kwargs: Any,
+    ) -> None:
+        if total_flops:
+            return ModelSummary.summarize(
+                summary_data,
+                total_parameters,
+                trainable_parameters,
+                model_size,
+                total_training_modes,
+                total_flops=total_flops,
+                **summarize_kwargs,
+            )
+        columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+        widths = [max([len(name), *(len(v) for v in values)]) for name, values in columns]
+        rows = [" | ".join(name.ljust(w) for (name, _), w in zip(columns, widths))]
+        rows.append("-" * len(rows[0]))
+        for i in range(len(columns[0][1]) if columns else 0):
+            rows.append(" | ".join(values[i].ljust(w) for (_, values), w in zip(columns, widths)))
+        rows.append("-" * len(rows[0]))
+        rows += [
+            f"{get_human_readable_count(trainable_parameters):<10}Trainable params",
+            f"{get_human_readable_count(total_parameters - trainable_parameters):<10}Non-trainable params",
+            f"{get_human_readable_count(total_parameters):<10}Total params",
+            f"{model_size:<10.3f}Total estimated model params size (MB)",
+        ]
+        rank_zero_info("\n" + "\n".join(rows))
+        return None
 
 
 class ClassificationCLI(LightningCLI):
@@ -427,10 +473,12 @@ def format_summary(s: Dict[str, Any]) -> str:
 
 
 class _DropTips(logging.Filter):
-    """Lightning's advertising lines ("💡 Tip: ... try installing litlogger/litmodels")."""
+    """Lightning's advertising lines ("💡 Tip: ... try installing litlogger/litmodels"), and its note that the
+    Trainer already has a model summary callback (the one :func:`console_callbacks` chose on purpose)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip: For seamless" not in str(record.msg)
+        text = str(record.msg)
+        return "Tip: For seamless" not in text and "Trainer already configured with model summary" not in text
 
 
 def _quiet_lightning() -> None:
