@@ -101,7 +101,8 @@ def pretrained_backbone(
 
 
 class ImageClassifier(pl.LightningModule):
-    """ImageNet classification with any registered model (default ShuffleNet 1x, g=3).
+    """ImageNet classification with any registered model (``arch``; the paper's recipe trains
+    ``shufflenet_v1_x1_0_g3``, the demo ``shufflenet_v1_x0_25_g3``).
 
     Args:
         arch: registered model name (``shufflenet.list_models()``), e.g. ``shufflenet_v1_x1_0_g3``.
