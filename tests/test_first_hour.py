@@ -101,3 +101,27 @@ def test_base_yaml_without_data_root_says_what_runs(tmp_path, demo_cache):
     ), lines[0]
     header = next(line for line in lines if line.startswith("model "))
     assert header.startswith("model shufflenet_v1_x1_0_g3, data ") and "image 224 px, batch 2 per process" in header
+
+
+# --- item 3: a small image is drawn at a readable scale ----------------------------------------------------------
+def test_detection_demo_draws_a_small_image_enlarged(tmp_path):
+    pytest.importorskip("detectron2")
+    pytest.importorskip("cv2", reason="the demo draws with detectron2's Visualizer: install the detection extra")
+    import json
+
+    from PIL import Image
+
+    small = tmp_path / "small.png"
+    with Image.open(PHOTO) as photo:
+        photo.convert("RGB").resize((128, 96)).save(small)
+    out = tmp_path / "out"
+    proc = run(
+        script("shufflenet-detect-demo"), "--config", "demo_shapes", "--input", str(small), "--output", str(out),
+        "--confidence-threshold", "0.0", tmp=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with Image.open(out / "small.png") as drawn:
+        assert drawn.size == (512, 384)  # 4x: the longer side at MIN_DRAWN_SIZE, boxes and labels scaled with it
+    (record,) = json.loads((out / "detections.json").read_text())["images"]
+    assert record["drawn_scale"] == 4.0 and (record["width"], record["height"]) == (128, 96)
+    assert all(0 <= d["box"][2] <= 129 and 0 <= d["box"][3] <= 97 for d in record["detections"])  # original pixels
