@@ -65,14 +65,19 @@ def test_default_weights_through_the_cli_load_the_backbone_and_a_new_head(tmp_pa
     report = cli.model.weights_report
     assert report["head"] == "re-initialised" and report["file_classes"] == 1000
     assert report["tensors_loaded"] == len(got) - 2 and report["sha256"] == sha256_file(served_file)
-    # the weights' own preprocessing is the default (224 crop of the 256 short side), a flag still wins
-    assert (cli.datamodule.hparams.image_size, cli.datamodule.hparams.resize_size) == (224, 256)
-    plan = settings_plan(
-        ["--data.root", str(data), "--model.weights", "DEFAULT", "--data.image_size", "64", "--data.resize_size", "72"]
-    )
-    cli = make_cli(plan.args[1:], run=False, default_config_files=plan.default_config_files)
-    assert (cli.datamodule.hparams.image_size, cli.datamodule.hparams.resize_size) == (64, 72)
-    assert server.requests == [served_file.name]  # the second load reads the cache
+    assert server.requests == [served_file.name]
+
+
+def test_the_published_weights_preprocessing_is_the_default(served):
+    """On the demo data (demo.yaml: 32 px crops of 36) the weights' own 224 of 256 wins over the default configs;
+    a flag wins over the weights."""
+    args = ["--model.weights", "DEFAULT", "--model.arch", "shufflenet_v1_x1_0_g3", "--data.num_workers", "0"]
+    for extra, want in (([], (224, 256)), (["--data.image_size", "64", "--data.resize_size", "72"], (64, 72))):
+        plan = settings_plan(args + extra)
+        assert plan.demo is not None  # no data root: the demo's configs are the defaults
+        cli = make_cli(plan.args[1:], run=False, default_config_files=plan.default_config_files)
+        assert (cli.datamodule.hparams.image_size, cli.datamodule.hparams.resize_size) == want
+        assert cli.model.weights_report["head"] == "re-initialised"  # 1000 -> the demo's 10 classes
 
 
 def _train(tmp, *args, timeout=900):

@@ -231,18 +231,18 @@ class ClassificationCLI(LightningCLI):
         checkpoint files for the keys the user did not set)."""
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
-        if not sub:
-            return
-        cfg = self.config[sub]
+        cfg = self.config[sub] if sub else self.config
         argv = [str(a) for a in (args or [])]
-        ckpt = cfg.get("ckpt_path")
-        if sub == "predict" and not ckpt:
-            raise ClassificationError("predict needs --ckpt_path (a checkpoint written by shufflenet-train)")
         weights = cfg.model.get("weights")
-        if weights and sub == "fit":  # row 4: the published weights' preprocessing
+        if weights and sub in ("fit", None):  # row 4: the published weights' preprocessing
             for key, value in published_preprocessing(weights, cfg.model.get("arch")).items():
                 if not _flag_given(argv, f"data.{key}") and not _set_in_configs(cfg.get("config"), "data", key):
                     cfg.data[key] = value
+        if not sub:
+            return
+        ckpt = cfg.get("ckpt_path")
+        if sub == "predict" and not ckpt:
+            raise ClassificationError("predict needs --ckpt_path (a checkpoint written by shufflenet-train)")
         if ckpt and ckpt not in ("last", "best", "hpc", "registry"):
             # read here, before LightningCLI loads the model's settings from it with torch.load
             state = read_training_checkpoint(Path(ckpt).expanduser())
