@@ -120,49 +120,49 @@ def console_callbacks(trainer_cfg: Dict[str, Any], callbacks: List[Any]) -> List
         every = 1 if sys.stdout.isatty() else max(1, int(trainer_cfg.get("log_every_n_steps") or 50))
         out.append(TQDMProgressBar(refresh_rate=every))
     if trainer_cfg.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
-        out.append(ConsoleModelSummary(max_depth=1))
+        summary = ModelSummary(max_depth=1)
+        summary.summarize = _summary_table  # type: ignore[method-assign]  (this instance's table; see there)
+        out.append(summary)
     return out
 
 
-class ConsoleModelSummary(ModelSummary):
-    """Lightning's model summary without its FLOPs column and total when nothing was counted (Lightning counts
-    FLOPs only for a module with an ``example_input_array``; ``shufflenet-flops`` gives the model's)."""
-
-    @staticmethod
-    def summarize(
-        summary_data: List[Tuple[str, List[str]]],
-        total_parameters: int,
-        trainable_parameters: int,
-        model_size: float,
-        total_training_modes: Dict[str, int],
-        total_flops: int = 0,
-        **summarize_kwargs: Any,
-    ) -> None:
-        if total_flops:
-            return ModelSummary.summarize(
-                summary_data,
-                total_parameters,
-                trainable_parameters,
-                model_size,
-                total_training_modes,
-                total_flops=total_flops,
-                **summarize_kwargs,
-            )
-        columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
-        widths = [max([len(name), *(len(v) for v in values)]) for name, values in columns]
-        rows = [" | ".join(name.ljust(w) for (name, _), w in zip(columns, widths))]
-        rows.append("-" * len(rows[0]))
-        for i in range(len(columns[0][1]) if columns else 0):
-            rows.append(" | ".join(values[i].ljust(w) for (_, values), w in zip(columns, widths)))
-        rows.append("-" * len(rows[0]))
-        rows += [
-            f"{get_human_readable_count(trainable_parameters):<10}Trainable params",
-            f"{get_human_readable_count(total_parameters - trainable_parameters):<10}Non-trainable params",
-            f"{get_human_readable_count(total_parameters):<10}Total params",
-            f"{model_size:<10.3f}Total estimated model params size (MB)",
-        ]
-        rank_zero_info("\n" + "\n".join(rows))
-        return None
+def _summary_table(
+    summary_data: List[Tuple[str, List[str]]],
+    total_parameters: int,
+    trainable_parameters: int,
+    model_size: float,
+    total_training_modes: Dict[str, int],
+    total_flops: int = 0,
+    **summarize_kwargs: Any,
+) -> None:
+    """``ModelSummary.summarize`` (Lightning's extension point) of the summary :func:`console_callbacks` adds:
+    Lightning's table, without its FLOPs column and total when nothing was counted (Lightning counts FLOPs only
+    for a module with an ``example_input_array``; ``shufflenet-flops`` gives the model's)."""
+    if total_flops:
+        ModelSummary.summarize(
+            summary_data,
+            total_parameters,
+            trainable_parameters,
+            model_size,
+            total_training_modes,
+            total_flops=total_flops,
+            **summarize_kwargs,
+        )
+        return
+    columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+    widths = [max([len(name), *(len(v) for v in values)]) for name, values in columns]
+    rows = [" | ".join(name.ljust(w) for (name, _), w in zip(columns, widths))]
+    rows.append("-" * len(rows[0]))
+    for i in range(len(columns[0][1]) if columns else 0):
+        rows.append(" | ".join(values[i].ljust(w) for (_, values), w in zip(columns, widths)))
+    rows.append("-" * len(rows[0]))
+    rows += [
+        f"{get_human_readable_count(trainable_parameters):<10}Trainable params",
+        f"{get_human_readable_count(total_parameters - trainable_parameters):<10}Non-trainable params",
+        f"{get_human_readable_count(total_parameters):<10}Total params",
+        f"{model_size:<10.3f}Total estimated model params size (MB)",
+    ]
+    rank_zero_info("\n" + "\n".join(rows))
 
 
 class ClassificationCLI(LightningCLI):
