@@ -60,17 +60,17 @@ def test_predict_default_weights_on_the_sample_photos(tmp_path, torch_home, mm_f
     printed = capsys.readouterr()
     assert f"skipped {broken}" in printed.err
     doc = json.loads(out.read_text())
-    assert [r["image"] for r in doc["predictions"]] == [str(p) for p in photos]
-    assert doc["skipped"].keys() == {str(broken)} and doc["topk"] == 3
+    assert [r["path"] for r in doc["predictions"]] == [str(p) for p in photos]
+    assert doc["skipped"].keys() == {str(broken)} and doc["top_k"] == 3
     # the numbers are those of the converted network on the source's own preprocessing
     model = convert_mmpretrain(served)[0]
     transform = ShuffleNet_V1_X1_0_G3_Weights.DEFAULT.transforms()
     for r, path in zip(doc["predictions"], photos):
         p, idx = _expected(model, transform, path, 3)
-        assert [t["index"] for t in r["top"]] == idx.tolist()
-        assert [t["class"] for t in r["top"]] == [IMAGENET_CATEGORIES[i] for i in idx.tolist()]
-        assert [t["prob"] for t in r["top"]] == pytest.approx(p.tolist(), abs=5e-7)  # JSON keeps 6 decimals
-        assert f"{100 * r['top'][0]['prob']:6.2f} %  {r['top'][0]['class']}" in printed.out
+        assert [t["index"] for t in r["top_k"]] == idx.tolist()
+        assert [t["name"] for t in r["top_k"]] == [IMAGENET_CATEGORIES[i] for i in idx.tolist()]
+        assert [t["prob"] for t in r["top_k"]] == pytest.approx(p.tolist(), abs=5e-7)  # JSON keeps 6 decimals
+        assert f"{100 * r['top_k'][0]['prob']:6.2f} %  {r['top_k'][0]['name']}" in printed.out
 
 
 def test_predict_uses_the_class_names_a_weights_file_carries(tmp_path, torch_home, capsys):
@@ -126,3 +126,33 @@ def test_thin_script_runs(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == str(sample_images()[0]) and "class " in proc.stdout
+
+
+def test_shufflenet_predict_and_train_predict_write_one_layout(tmp_path):
+    """The rows of ``shufflenet-predict --json`` (through the console script) and of ``shufflenet-train predict``
+    (the module's ``predict_step``) for the same weights and images are the same dicts."""
+    from shufflenet.classification.module import ImageClassifier
+
+    module = ImageClassifier("shufflenet_v1_x0_25_g3", num_classes=3).eval()
+    module.class_names, module.predict_top_k = ["a", "b", "c"], 2
+    path = save_weights(
+        module.model, tmp_path / "model.pth", arch="shufflenet_v1_x0_25_g3", meta={"classes": ["a", "b", "c"]}
+    )
+    photos = sample_images()[:2]
+    out = tmp_path / "pred.json"
+    script = Path(sys.executable).parent / "shufflenet-predict"
+    proc = subprocess.run(
+        [str(script), *map(str, photos), "--weights", str(path), "--topk", "2", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    _, transform, _, _ = load_predictor(str(path))
+    from shufflenet.classification.data import load_rgb
+
+    with torch.no_grad():
+        rows = module.predict_step((torch.stack([transform(load_rgb(p)) for p in photos]), [str(p) for p in photos]), 0)
+    assert doc["top_k"] == 2 and [set(r) for r in doc["predictions"]] == [{"path", "top_k"}] * 2
+    assert json.loads(json.dumps(rows)) == doc["predictions"]

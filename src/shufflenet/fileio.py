@@ -14,11 +14,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator, Optional, Union
+from typing import IO, Any, Callable, Iterator, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
 __all__ = [
+    "check_output_dir",
     "atomic_write",
     "pid_alive",
     "tmp_sibling",
@@ -142,3 +143,22 @@ def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def check_output_dir(path: PathLike, what: str, error: Callable[[str], Exception]) -> Path:
+    """Check, before any work, that ``path`` can be an output folder: ``error("<what> <path>: ...")`` (one line)
+    if it names a file, lies under a file, or sits where this process cannot write. Nothing is created; the check
+    writes and removes one probe file in the nearest existing folder."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise error(f"{what} {path}: is a file, not a folder")
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise error(f"{what} {path}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise error(f"{what} {path}: cannot write in {existing} ({e.strerror or e})") from None
+    return path

@@ -8,6 +8,8 @@
   LightningCLI (with ``--ckpt_path`` they take the model's settings and image size from the checkpoint;
   ``predict`` writes the top-k classes of every image of ``--data.predict_root`` as JSON). They never make a
   run folder.
+* Which setting wins (defaults, base/demo configs, published weights, ``--config``, flags, checkpoint, run
+  folder): the table :data:`PRECEDENCE`, next to :func:`settings_plan` which implements its first rows.
 * ``--config NAME`` takes a packaged config by name (``demo``, ``shufflenet_v1_x1_0_g3``, ...) or a file.
 * Every Trainer option is ``--trainer.<name>`` / ``trainer:`` in YAML; ``--print_config`` shows the merged
   configuration. ``configs/classification/base.yaml`` (the paper's recipe) is read first as jsonargparse's
@@ -44,6 +46,7 @@ A run folder belongs to one run:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shlex
@@ -58,6 +61,8 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar, TQDMProgressBar
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities.model_summary import get_human_readable_count
 
 from ..errors import EXIT_INTERRUPTED, run_cli
 from ..paths import configs_dir
@@ -107,13 +112,57 @@ def console_callbacks(trainer_cfg: Dict[str, Any], callbacks: List[Any]) -> List
     Lightning switches both to their Rich versions whenever ``rich`` is importable (LiteRT's converter brings
     it), and Rich's live display writes nothing readable to a log file or a pipe (a SLURM log, CI). A progress
     bar or summary callback of the user's (``--trainer.callbacks RichProgressBar``) is kept instead, and
-    ``--trainer.enable_progress_bar false`` / ``--trainer.enable_model_summary false`` still turn them off."""
+    ``--trainer.enable_progress_bar false`` / ``--trainer.enable_model_summary false`` still turn them off.
+    When the output is not a terminal (a log file, a pipe), the bar is redrawn every ``trainer.log_every_n_steps``
+    batches (and at the end of each epoch) instead of every batch, so a log holds a few lines per epoch."""
     out: List[Any] = []
     if trainer_cfg.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-        out.append(TQDMProgressBar())
+        every = 1 if sys.stdout.isatty() else max(1, int(trainer_cfg.get("log_every_n_steps") or 50))
+        out.append(TQDMProgressBar(refresh_rate=every))
     if trainer_cfg.get("enable_model_summary") is not False and not any(isinstance(c, ModelSummary) for c in callbacks):
-        out.append(ModelSummary(max_depth=1))
+        summary = ModelSummary(max_depth=1)
+        summary.summarize = _summary_table  # type: ignore[method-assign]  (this instance's table; see there)
+        out.append(summary)
     return out
+
+
+def _summary_table(
+    summary_data: List[Tuple[str, List[str]]],
+    total_parameters: int,
+    trainable_parameters: int,
+    model_size: float,
+    total_training_modes: Dict[str, int],
+    total_flops: int = 0,
+    **summarize_kwargs: Any,
+) -> None:
+    """``ModelSummary.summarize`` (Lightning's extension point) of the summary :func:`console_callbacks` adds:
+    Lightning's table, without its FLOPs column and total when nothing was counted (Lightning counts FLOPs only
+    for a module with an ``example_input_array``; ``shufflenet-flops`` gives the model's)."""
+    if total_flops:
+        ModelSummary.summarize(
+            summary_data,
+            total_parameters,
+            trainable_parameters,
+            model_size,
+            total_training_modes,
+            total_flops=total_flops,
+            **summarize_kwargs,
+        )
+        return
+    columns = [(name, values) for name, values in summary_data if name != "FLOPs"]
+    widths = [max([len(name), *(len(v) for v in values)]) for name, values in columns]
+    rows = [" | ".join(name.ljust(w) for (name, _), w in zip(columns, widths))]
+    rows.append("-" * len(rows[0]))
+    for i in range(len(columns[0][1]) if columns else 0):
+        rows.append(" | ".join(values[i].ljust(w) for (_, values), w in zip(columns, widths)))
+    rows.append("-" * len(rows[0]))
+    rows += [
+        f"{get_human_readable_count(trainable_parameters):<10}Trainable params",
+        f"{get_human_readable_count(total_parameters - trainable_parameters):<10}Non-trainable params",
+        f"{get_human_readable_count(total_parameters):<10}Total params",
+        f"{model_size:<10.3f}Total estimated model params size (MB)",
+    ]
+    rank_zero_info("\n" + "\n".join(rows))
 
 
 class ClassificationCLI(LightningCLI):
@@ -121,12 +170,22 @@ class ClassificationCLI(LightningCLI):
 
     ``run_folder`` is the folder object of this start (``main`` makes it and cleans up after it even when the
     constructor raises); ``subcommand`` is the subcommand ``args`` asks for (``predict`` takes the number of
-    classes from its checkpoint instead of the data folder).
+    classes from its checkpoint instead of the data folder); ``demo`` names the config files of a demo run (its
+    first line says what runs). Which setting wins: :data:`PRECEDENCE`.
     """
 
-    def __init__(self, *args: Any, run_folder: Optional[RunFolder] = None, subcommand: str = "fit", **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        run_folder: Optional[RunFolder] = None,
+        subcommand: str = "fit",
+        demo: Optional[str] = None,
+        **kwargs: Any,
+    ):
         self.run_folder = run_folder if run_folder is not None else RunFolder()
         self._requested = subcommand
+        self._demo = demo
+        self._weights_line: Optional[str] = None
         self.run_dir: Optional[Path] = None
         super().__init__(*args, **kwargs)
 
@@ -168,21 +227,28 @@ class ClassificationCLI(LightningCLI):
 
     # --- hooks ----------------------------------------------------------------------------------------------
     def parse_arguments(self, parser: Any, args: Any) -> None:
+        """jsonargparse's parse, then rows 4 and 7 of :data:`PRECEDENCE` (settings taken from weights and
+        checkpoint files for the keys the user did not set)."""
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
+        cfg = self.config[sub] if sub else self.config
+        argv = [str(a) for a in (args or [])]
+        weights = cfg.model.get("weights")
+        if weights and sub in ("fit", None):  # row 4: the published weights' preprocessing
+            for key, value in published_preprocessing(weights, cfg.model.get("arch")).items():
+                if not _flag_given(argv, f"data.{key}") and not _set_in_configs(cfg.get("config"), "data", key):
+                    cfg.data[key] = value
         if not sub:
             return
-        cfg = self.config[sub]
         ckpt = cfg.get("ckpt_path")
         if sub == "predict" and not ckpt:
             raise ClassificationError("predict needs --ckpt_path (a checkpoint written by shufflenet-train)")
         if ckpt and ckpt not in ("last", "best", "hpc", "registry"):
             # read here, before LightningCLI loads the model's settings from it with torch.load
             state = read_training_checkpoint(Path(ckpt).expanduser())
-            if sub != "fit":  # the image size the model was trained at, unless given on the command line
-                given = " ".join(str(a) for a in (args or []))
+            if sub != "fit":  # row 7: the image size the model was trained at, unless a flag sets it
                 for key, value in (state.get("datamodule_hyper_parameters") or {}).items():
-                    if key in ("image_size", "resize_size") and f"--data.{key}" not in given:
+                    if key in ("image_size", "resize_size") and not _flag_given(argv, f"data.{key}"):
                         cfg.data[key] = value
         if sub == "predict" and cfg.get("top_k", 1) < 1:
             raise ClassificationError(f"--top_k must be >= 1, got {cfg.get('top_k')}")
@@ -190,6 +256,8 @@ class ClassificationCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand
         cfg = self.config[sub] if sub else self.config
+        if self._demo and sub is not None and not is_ddp_worker():
+            self._print_demo_line(cfg)
         if cfg.get("num_threads"):
             torch.set_num_threads(int(cfg["num_threads"]))  # restored by main() when it returns
         root = cfg.get("data", {}).get("root") if sub != "predict" else None
@@ -203,6 +271,36 @@ class ClassificationCLI(LightningCLI):
                     f"{train} has one class folder ({classes[0]}{', which holds no images' if empty else ''}); "
                     f"a classifier needs at least 2 classes: one subfolder per class under {train}, each with images"
                 )
+
+    def instantiate_classes(self) -> None:
+        """LightningCLI's (which ends with :meth:`instantiate_trainer`), except that a fit that resumes from a
+        checkpoint does not load ``model.weights``: the checkpoint's weights are restored over them (the setting
+        stays recorded in the run's config.yaml)."""
+        sub = self.subcommand
+        cfg = self.config[sub] if sub else self.config
+        weights = cfg.model.get("weights")
+        if not (weights and sub == "fit" and cfg.get("ckpt_path") and self._resumes(cfg)):
+            return super().instantiate_classes()
+        self._weights_line = f"model.weights {weights}: not loaded (resuming: the checkpoint's weights are restored)"
+        cfg.model.weights = None
+        try:
+            super().instantiate_classes()
+        finally:
+            cfg.model.weights = weights
+
+    def _resumes(self, cfg: Any) -> bool:
+        """Whether this fit starts from a checkpoint: a file, or ``last`` of a run that wrote one."""
+        ckpt = cfg.get("ckpt_path")
+        if ckpt != "last":
+            return bool(ckpt)
+        name = "demo" if cfg.data.get("root") is None else cfg.model.get("arch")
+        try:
+            run_dir = resolve_run_dir(
+                cfg.get("run_dir"), cfg.get("output_root"), name, "last", settings=self._settings(), reserve=False
+            )
+        except ClassificationError:
+            return False  # said again, in its own words, where the run folder is prepared
+        return (run_dir / "checkpoints" / "last.ckpt").is_file()
 
     def _settings(self) -> Dict[str, Any]:
         """The merged configuration of this start, flattened (what config.yaml records)."""
@@ -315,8 +413,21 @@ class ClassificationCLI(LightningCLI):
             return f"{demo_root()} (the generated demo shapes)"
         return str(Path(dm.root).expanduser())
 
+    def _print_demo_line(self, cfg: Any) -> None:
+        """The first line of a demo run: what will run (the parsed settings, not a config file's)."""
+        print(
+            f"no --data.root: training the demo ({self._demo}: {cfg.model.arch} at {cfg.data.image_size} px, batch "
+            f"{cfg.data.batch_size}, {cfg.trainer.max_steps} steps) on the generated shapes dataset; pass "
+            f"--data.root FOLDER to train on your data",
+            flush=True,
+        )
+
     def _print_header(self, trainer: Trainer, run_dir: Path) -> None:
         """What the run is, before any work: model, data, image size, batch and where it writes."""
+        report = getattr(self.model, "weights_report", None)
+        line = report["line"] if report else self._weights_line
+        if line:
+            print(line, flush=True)
         dm = self.datamodule
         world = trainer.world_size * trainer.accumulate_grad_batches
         resume = f", resuming from step {self.run_folder.resume_step}" if self.run_folder.resume_step else ""
@@ -362,10 +473,12 @@ def format_summary(s: Dict[str, Any]) -> str:
 
 
 class _DropTips(logging.Filter):
-    """Lightning's advertising lines ("💡 Tip: ... try installing litlogger/litmodels")."""
+    """Lightning's advertising lines ("💡 Tip: ... try installing litlogger/litmodels"), and its note that the
+    Trainer already has a model summary callback (the one :func:`console_callbacks` chose on purpose)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip: For seamless" not in str(record.msg)
+        text = str(record.msg)
+        return "Tip: For seamless" not in text and "Trainer already configured with model summary" not in text
 
 
 def _quiet_lightning() -> None:
@@ -394,6 +507,7 @@ def make_cli(
     default_config_files: Optional[Sequence[Path]] = None,
     run_folder: Optional[RunFolder] = None,
     datamodule_class: type = ImageFolderDataModule,
+    demo: Optional[str] = None,
 ) -> ClassificationCLI:
     """The CLI object: with ``run=False`` it only parses ``args`` (no subcommand) and instantiates the classes.
 
@@ -416,6 +530,7 @@ def make_cli(
         args=args,
         run=run,
         run_folder=run_folder,
+        demo=demo,
         subcommand=args[0] if run and args and args[0] in SUBCOMMANDS else "fit",
         seed_everything_default=0,
         save_config_callback=None,  # config.yaml and config_history/ are written with the run folder
@@ -431,6 +546,114 @@ def make_cli(
         parser_kwargs=parser_kwargs,
         auto_configure_optimizers=False,
     )
+
+
+# --- which setting wins ------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class SettingsPlan:
+    """What :func:`settings_plan` decides before LightningCLI parses: ``args`` (subcommand first, packaged config
+    names replaced by their files), ``default_config_files`` (rows 2-3 of :data:`PRECEDENCE`) and ``demo``
+    (``None``, or the config files the demo run stands on, for its first line)."""
+
+    args: List[str]
+    default_config_files: List[Path]
+    demo: Optional[str]
+
+
+#: Which setting wins, later rows over earlier ones. Rows 2-3 and the packaged names of row 5: :func:`settings_plan`
+#: (below); rows 1-3, 5, 6 and 8: jsonargparse / LightningCLI (``default_config_files``, then the command line
+#: in order); rows 4 and 7: :meth:`ClassificationCLI.parse_arguments`; row 9:
+#: :meth:`ClassificationCLI.instantiate_trainer`.
+PRECEDENCE = """\
+ 1  signature defaults   ImageClassifier, ImageFolderDataModule and Trainer arguments
+ 2  base.yaml            always (jsonargparse default_config_files)
+ 3  demo.yaml            when no data source is set anywhere (no --data.root / --data.shards / --data flag, no
+                         --config setting data.root or data.shards to a value); instead a --config that does not
+                         mention data.root is a real-data recipe and fit refuses it
+ 4  published weights    --model.weights DEFAULT|NAME: data.image_size / data.resize_size of the weights' own
+                         preprocessing
+ 5  --config FILE|NAME   in command-line order (a packaged NAME is replaced by its file)
+ 6  command-line flags   in order: a flag after a --config wins over it
+ 7  --ckpt_path FILE     validate/test/predict: data.image_size / data.resize_size of the checkpoint unless a flag
+                         sets them; the model's settings of the checkpoint over every row (LightningCLI)
+ 8  linked               model.num_classes = data.num_classes (the class folders), except for predict
+ 9  the run folder       fit: --ckpt_path last -> the run's last.ckpt; trainer.default_root_dir, logger and plugins
+                         default to the run folder
+"""
+
+
+def _flag_given(argv: Sequence[str], key: str) -> bool:
+    """``--KEY VALUE`` or ``--KEY=VALUE`` among the arguments."""
+    return any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv)
+
+
+def _set_in_configs(configs: Any, group: str, key: str) -> bool:
+    """Whether one of the ``--config`` files sets ``group.key``."""
+    for path in configs or []:
+        try:
+            cfg = yaml.safe_load(Path(os.fspath(path)).read_text()) or {}
+        except (OSError, yaml.YAMLError, TypeError):
+            continue
+        section = cfg.get(group) if isinstance(cfg, dict) else None
+        if isinstance(section, dict) and key in section:
+            return True
+    return False
+
+
+def published_preprocessing(weights: str, arch: Optional[str]) -> Dict[str, int]:
+    """``{"image_size", "resize_size"}`` of the published weights ``weights`` names for ``arch`` (their own eval
+    preprocessing: resize the short side, center crop); ``{}`` for a weights file. The data modules normalise with
+    ImageNet's mean/std, which must be the weights' too."""
+    from ..constants import IMAGENET_MEAN, IMAGENET_STD
+    from ..models.pretrained import ShuffleNetWeights, UnknownWeightsError, resolve_weights
+
+    try:
+        found = resolve_weights(weights, arch)
+    except UnknownWeightsError:
+        return {}  # the model says what is wrong with the name when it loads the weights (a resume never does)
+    if not isinstance(found, ShuffleNetWeights):
+        return {}
+    t = found.transforms()
+    if [round(v, 6) for v in t.mean] != [round(v, 6) for v in IMAGENET_MEAN] or [round(v, 6) for v in t.std] != [
+        round(v, 6) for v in IMAGENET_STD
+    ]:
+        raise ClassificationError(
+            f"model.weights {weights}: the weights expect mean {t.mean} / std {t.std}; the data modules normalise "
+            f"with ImageNet's {list(IMAGENET_MEAN)} / {list(IMAGENET_STD)}"
+        )
+    return {"image_size": int(t.crop_size[0]), "resize_size": int(t.resize_size[0])}
+
+
+def settings_plan(
+    argv: Sequence[str], base_config: Optional[Path] = None, demo_config: Optional[Path] = None
+) -> SettingsPlan:
+    """Rows 2, 3 and 5 of :data:`PRECEDENCE`: the default config files (base, and demo when no data source is set) and
+    the arguments with packaged config names resolved; a real-data recipe without data is refused here."""
+    args = list(argv)
+    sub = args[0] if args and args[0] in SUBCOMMANDS else "fit"
+    rest = args[1:] if args and args[0] in SUBCOMMANDS else args
+    rest, configs = _with_packaged_configs(rest)
+    base = base_config if base_config is not None else configs_dir("classification") / "base.yaml"
+    demo = demo_config if demo_config is not None else configs_dir("classification") / "demo.yaml"
+    plan = SettingsPlan([sub, *rest], [base], None)
+    asks_help = any(a in ("-h", "--help") or a.startswith("--print_config") for a in rest)
+    if _root_on_command_line(rest):
+        return plan
+    roots = [(c, *_config_data_root(c)) for c in configs]
+    root_set = [r for r in roots if r[1]]
+    if root_set and root_set[-1][2] is not None:
+        return plan  # the last --config that sets a data source sets one
+    real = [c for c, sets, _ in roots if not sets]
+    if real and sub == "fit" and not root_set and not asks_help:
+        raise ClassificationError(
+            f"--config {real[-1]} is a recipe for real data and no --data.root was given: pass --data.root "
+            f"FOLDER (ImageNet layout: train/<class>/*, val/<class>/*), or leave out --config to train the demo"
+        )
+    plan.default_config_files.append(demo)
+    if sub == "fit" and not asks_help:
+        on_top = [c.name for c in configs]
+        plan.demo = demo.name + (f" under --config {', '.join(on_top)}" if on_top else "")
+    return plan
 
 
 # --- the command line before LightningCLI sees it ----------------------------------------------------------------
@@ -542,35 +765,17 @@ def main(
     line, exit status 2); a start that fails leaves no run folder behind. What the run changes in this process
     (threads, deterministic flags) is put back when it returns.
     """
-    args = list(sys.argv[1:] if argv is None else argv)
-    sub = args[0] if args and args[0] in SUBCOMMANDS else "fit"
-    rest = args[1:] if args and args[0] in SUBCOMMANDS else args
-    rest, configs = _with_packaged_configs(rest)
-    base = base_config if base_config is not None else configs_dir("classification") / "base.yaml"
-    demo = demo_config if demo_config is not None else configs_dir("classification") / "demo.yaml"
-    defaults = [base]
-    asks_help = any(a in ("-h", "--help") or a.startswith("--print_config") for a in rest)
-    if not _root_on_command_line(rest):
-        roots = [(c, *_config_data_root(c)) for c in configs]
-        root_set = [r for r in roots if r[1]]
-        if not root_set or root_set[-1][2] is None:  # no data root anywhere: the demo
-            real = [c for c, sets, _ in roots if not sets]
-            if real and sub == "fit" and not root_set and not asks_help:
-                raise ClassificationError(
-                    f"--config {real[-1]} is a recipe for real data and no --data.root was given: pass --data.root "
-                    f"FOLDER (ImageNet layout: train/<class>/*, val/<class>/*), or leave out --config to train the demo"
-                )
-            defaults = [base, demo]
-            if sub == "fit" and not asks_help:
-                print(
-                    f"no --data.root: training the demo ({demo.name}: {_recipe_line(demo)}, with your overrides on "
-                    f"top) on the generated shapes dataset; pass --data.root FOLDER to train on your data",
-                    flush=True,
-                )
+    plan = settings_plan(sys.argv[1:] if argv is None else argv, base_config, demo_config)
     folder = RunFolder()
     with torch_settings_restored():
         try:
-            make_cli([sub, *rest], default_config_files=defaults, run_folder=folder, datamodule_class=datamodule_class)
+            make_cli(
+                plan.args,
+                default_config_files=plan.default_config_files,
+                run_folder=folder,
+                datamodule_class=datamodule_class,
+                demo=plan.demo,
+            )
         except TrainingInterrupted as e:
             if e.step is None:
                 folder.discard_failed_start()
@@ -582,7 +787,7 @@ def main(
                 )
             elif folder.path is not None:
                 print(f"training interrupted by {e}", flush=True)
-                print(f"resume with: {_resume_command(prog, [sub, *rest], folder.path)}", flush=True)
+                print(f"resume with: {_resume_command(prog, plan.args, folder.path)}", flush=True)
             return EXIT_INTERRUPTED
         except BaseException:
             folder.discard_failed_start()
@@ -590,19 +795,6 @@ def main(
         finally:
             folder.close()
     return 0
-
-
-def _recipe_line(config: Path) -> str:
-    """``shufflenet_v1_x0_25_g3 at 32 px, batch 64, 500 steps`` from a config file (what it sets)."""
-    try:
-        cfg = yaml.safe_load(config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return str(config)
-    model, data, trainer = cfg.get("model") or {}, cfg.get("data") or {}, cfg.get("trainer") or {}
-    return (
-        f"{model.get('arch', 'the base model')} at {data.get('image_size', '?')} px, batch "
-        f"{data.get('batch_size', '?')}, {trainer.get('max_steps', '?')} steps"
-    )
 
 
 def command_name(argv0: Optional[str] = None) -> str:

@@ -16,12 +16,21 @@ class folders).
 Checkpoint keys: the backbone is ``self.model`` (keys ``model.*``), the EMA copy ``self.model_ema``
 (keys ``model_ema.module.*``); ``arch`` and ``num_classes`` are saved hyperparameters, so
 ``shufflenet.load_weights`` / ``create_model(arch, weights=...)`` read a ``.ckpt`` directly.
+
+Fine-tuning (``weights=``, ``--model.weights``): ``DEFAULT`` / a weights name (published ImageNet weights,
+downloaded once) or a file (a ``model.pth``, a ``.ckpt``, a converted or original public checkpoint), read by the
+package's one weights reader. The backbone is loaded; the classifier too when the class counts agree, else it is
+re-initialised as the architecture initialises it (timm's ``num_classes=N`` with ``pretrained=True``).
+:attr:`ImageClassifier.weights_report` says what was loaded in one line; checkpoints keep it under
+``pretrained_weights`` and store ``weights: null`` among their hyper-parameters, so loading a checkpoint (a
+resume, ``load_from_checkpoint``, ``validate --ckpt_path``) restores its own weights and never reads the
+published ones again.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
@@ -31,17 +40,69 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..models import create_model
+from ..fileio import sha256_file
+from ..models import create_model, model_from_weights
+from ..models.pretrained import weights_file
 from .callbacks import recalibrate_bn
 from .errors import ClassificationError
+from .predict import top_k_rows
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ImageClassifier", "recalibrate_bn"]
+__all__ = ["ImageClassifier", "pretrained_backbone", "recalibrate_bn"]
+
+
+def pretrained_backbone(
+    arch: str, weights: str, num_classes: int, model_kwargs: Optional[Dict[str, Any]] = None
+) -> Tuple[nn.Module, Dict[str, Any]]:
+    """``arch`` with the weights ``weights`` names, for ``num_classes`` classes, and what was loaded.
+
+    The file's network is built and loaded strictly by the package's weights reader (a file of another network
+    is refused there); when its class count differs from ``num_classes`` the classifier is replaced by a freshly
+    initialised one of ``arch`` (the architecture's own initialisation). The report: ``source`` (the file read),
+    ``sha256``, ``tensors_loaded`` / ``tensors`` (state-dict entries taken from the file / in the model),
+    ``head`` (``kept`` or ``re-initialised``), ``file_classes`` and ``line`` (all of it in one line).
+    """
+    kwargs = dict(model_kwargs or {})
+    wf = weights_file(weights, arch)
+    net = model_from_weights(wf, arch, **kwargs)
+    theirs = wf.num_classes
+    total = len(net.state_dict())
+    head = "kept"
+    if theirs != num_classes:
+        if not hasattr(net, "reset_classifier"):
+            raise ClassificationError(
+                f"model.weights {weights}: {arch} cannot replace its classifier ({theirs} classes in the file, "
+                f"{num_classes} in this run)"
+            )
+        fresh = create_model(arch, num_classes=num_classes, **kwargs)
+        net.reset_classifier(num_classes)
+        net.get_classifier().load_state_dict(fresh.get_classifier().state_dict())
+        head = "re-initialised"
+    own = net.state_dict()
+    head_keys = {f"{name}.{k}" for name, m in net.named_modules() if m is net.get_classifier() for k in m.state_dict()}
+    loaded = total - (len(head_keys) if head != "kept" else 0)
+    sha = sha256_file(wf.path)
+    classes = f"{theirs} -> {num_classes} classes" if head != "kept" else f"{num_classes} classes"
+    line = (
+        f"model.weights {weights}: loaded {loaded}/{len(own)} tensors of {arch} from {wf.path} (sha256 {sha[:12]}); "
+        f"classifier {head} ({classes})"
+    )
+    return net, {
+        "weights": str(weights),
+        "source": str(wf.path),
+        "sha256": sha,
+        "tensors_loaded": loaded,
+        "tensors": len(own),
+        "head": head,
+        "file_classes": theirs,
+        "line": line,
+    }
 
 
 class ImageClassifier(pl.LightningModule):
-    """ImageNet classification with any registered model (default ShuffleNet 1x, g=3).
+    """ImageNet classification with any registered model (``arch``; the paper's recipe trains
+    ``shufflenet_v1_x1_0_g3``, the demo ``shufflenet_v1_x0_25_g3``).
 
     Args:
         arch: registered model name (``shufflenet.list_models()``), e.g. ``shufflenet_v1_x1_0_g3``.
@@ -62,8 +123,12 @@ class ImageClassifier(pl.LightningModule):
             at the end of ``fit`` (before the final validation and the export); ``shufflenet-train`` has it,
             a plain ``Trainer`` needs it in its ``callbacks``.
         model_kwargs: extra keyword arguments of the model builder (e.g. ``drop_rate``).
+        weights: start from these weights (fine-tuning): ``DEFAULT`` or a weights name (the published ImageNet
+            weights of ``arch``; their preprocessing becomes ``shufflenet-train``'s default image and resize
+            size) or a weights file; the classifier is re-initialised when the class count differs (see the
+            module docstring). ``None``: random initialisation.
         channels_last: keep the model (and so its activations) in ``torch.channels_last`` (NHWC), oneDNN's
-            fastest layout for the (grouped) convolutions on CPU; same function (``classification/benchmark.py``).
+            fastest layout for the (grouped) convolutions on CPU; same function, faster on CPU.
         compile_model: ``torch.compile`` the model in place (``nn.Module.compile``: checkpoint keys unchanged).
     """
 
@@ -84,6 +149,7 @@ class ImageClassifier(pl.LightningModule):
         ema_warmup: bool = False,
         bn_recalibration_batches: int = 0,
         model_kwargs: Optional[Dict[str, Any]] = None,
+        weights: Optional[str] = None,
         channels_last: bool = False,
         compile_model: bool = False,
     ) -> None:
@@ -102,11 +168,17 @@ class ImageClassifier(pl.LightningModule):
         if num_classes < 2:
             raise ClassificationError(f"model.num_classes={num_classes!r}: a classifier needs at least 2 classes")
         self.save_hyperparameters()
-        self.model = create_model(arch, num_classes=num_classes, **(model_kwargs or {}))
+        #: what ``weights`` loaded (see :func:`pretrained_backbone`; ``line`` says it in one line), else None
+        self.weights_report: Optional[Dict[str, Any]] = None
+        if weights:
+            self.model, self.weights_report = pretrained_backbone(arch, weights, num_classes, model_kwargs)
+            log.info(self.weights_report["line"])
+        else:
+            self.model = create_model(arch, num_classes=num_classes, **(model_kwargs or {}))
         self.model_ema = ModelEmaV3(self.model, decay=ema_decay, use_warmup=ema_warmup) if ema else None
         if self.model_ema is not None:
             self.model_ema.requires_grad_(False)  # updated by averaging, never by the optimizer (nor DDP)
-        if channels_last:  # training-speed options (benchmark: classification/benchmark.py)
+        if channels_last:  # training-speed options
             self.model.to(memory_format=torch.channels_last)
             if self.model_ema is not None:
                 self.model_ema.to(memory_format=torch.channels_last)
@@ -170,21 +242,7 @@ class ImageClassifier(pl.LightningModule):
         if len(paths) == 0:
             return []
         probs = torch.softmax(self.eval_model()(images).float(), dim=1)
-        k = max(1, min(int(self.predict_top_k), probs.shape[1]))
-        top = probs.topk(k, dim=1)
-        names = self.class_names
-        out = []
-        for path, p, idx in zip(paths, top.values.tolist(), top.indices.tolist()):
-            out.append(
-                {
-                    "path": str(path),
-                    "top_k": [
-                        {"index": i, "name": names[i] if names and i < len(names) else None, "prob": q}
-                        for i, q in zip(idx, p)
-                    ],
-                }
-            )
-        return out
+        return top_k_rows(paths, probs, self.predict_top_k, self.class_names)
 
     # --- optimization -------------------------------------------------------------------------------
     def global_batch_size(self) -> int:
@@ -240,6 +298,11 @@ class ImageClassifier(pl.LightningModule):
 
     # --- checkpoints --------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # the checkpoint holds its own weights: loading it must not read model.weights again
+        if isinstance(checkpoint.get("hyper_parameters"), dict) and checkpoint["hyper_parameters"].get("weights"):
+            checkpoint["hyper_parameters"]["weights"] = None
+        if self.weights_report is not None:
+            checkpoint["pretrained_weights"] = {k: v for k, v in self.weights_report.items() if k != "line"}
         dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         names = self.class_names
         if names is None and dm is not None and getattr(dm, "train_set", None) is not None:

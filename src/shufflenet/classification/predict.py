@@ -1,7 +1,9 @@
 """``shufflenet-predict IMAGE|FOLDER ... --model NAME --weights DEFAULT|FILE``: what is in a photo.
 
 Prints the top-k class names with their probabilities for each image (a folder: its images, sorted, in
-subfolders too) and, with ``--json FILE``, writes them (atomically). ``--weights`` takes published weights
+subfolders too) and, with ``--json FILE``, writes them (atomically) as ``{"weights", "arch", "num_classes",
+"top_k", "predictions": [{"path", "top_k": [{"index", "name", "prob"}]}], "skipped"}``: the rows have the layout
+of ``shufflenet-train predict``'s (:func:`top_k_rows`). ``--weights`` takes published weights
 (``DEFAULT`` or a weights name of ``--model``; downloaded once into torch.hub's cache) or a file: this
 project's weights file or Lightning ``.ckpt`` (class names from the file when it carries them), an original
 or converted public checkpoint (the 1000 ImageNet class names). Preprocessing is the weights' own evaluation
@@ -28,9 +30,29 @@ from .data import eval_transform
 from .errors import ClassificationError
 from .imagefiles import load_rgb
 
-__all__ = ["Prediction", "load_predictor", "find_images", "predict", "main", "cli"]
+__all__ = ["Prediction", "top_k_rows", "load_predictor", "find_images", "predict", "main", "cli"]
 
 Prediction = Dict[str, Any]
+
+
+def top_k_rows(
+    paths: Sequence[Any], probs: torch.Tensor, k: int, names: Optional[Sequence[str]] = None
+) -> List[Prediction]:
+    """The one layout of a prediction, for ``shufflenet-predict`` and ``shufflenet-train predict`` alike:
+    ``{"path", "top_k": [{"index", "name", "prob"}, ...]}`` per image (``probs``: one row of class probabilities
+    per path; ``name`` is ``None`` without class names; ``prob`` rounded to 6 decimals)."""
+    k = max(1, min(int(k), probs.shape[1]))
+    top = probs.float().topk(k, dim=1)
+    return [
+        {
+            "path": str(path),
+            "top_k": [
+                {"index": i, "name": names[i] if names and i < len(names) else None, "prob": round(q, 6)}
+                for q, i in zip(ps, ids)
+            ],
+        }
+        for path, ps, ids in zip(paths, top.values.tolist(), top.indices.tolist())
+    ]
 
 
 def load_predictor(
@@ -87,9 +109,8 @@ def predict(
     topk: int = 5,
     batch_size: int = 16,
 ) -> Tuple[List[Prediction], Dict[str, str]]:
-    """Top-k ``{"image", "top": [{"index", "class", "prob"}]}`` per readable image, and ``{image: reason}``
-    of the images that could not be read (skipped)."""
-    k = min(topk, len(classes))
+    """:func:`top_k_rows` of every readable image, and ``{image: reason}`` of the images that could not be read
+    (skipped)."""
     results: List[Prediction] = []
     skipped: Dict[str, str] = {}
     batch: List[Tuple[Path, torch.Tensor]] = []
@@ -98,10 +119,7 @@ def predict(
         if not batch:
             return
         probs = net(torch.stack([x for _, x in batch])).float().softmax(1)
-        p, idx = probs.topk(k, dim=1)
-        for (path, _), ps, ids in zip(batch, p.tolist(), idx.tolist()):
-            top = [{"index": i, "class": classes[i], "prob": round(q, 6)} for q, i in zip(ps, ids)]
-            results.append({"image": str(path), "top": top})
+        results.extend(top_k_rows([path for path, _ in batch], probs, topk, classes))
         batch.clear()
 
     for path in images:
@@ -119,8 +137,8 @@ def predict(
 def format_predictions(results: Sequence[Prediction]) -> str:
     lines = []
     for r in results:
-        lines.append(r["image"])
-        lines += [f"  {100 * t['prob']:6.2f} %  {t['class']}" for t in r["top"]]
+        lines.append(r["path"])
+        lines += [f"  {100 * t['prob']:6.2f} %  {t['name']}" for t in r["top_k"]]
     return "\n".join(lines)
 
 
@@ -164,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise ClassificationError(f"none of the {len(images)} images could be read (first: {next(iter(skipped))})")
     print(format_predictions(results))
     if args.json:
-        doc = {**info, "topk": args.topk, "predictions": results, "skipped": skipped}
+        doc = {**info, "top_k": args.topk, "predictions": results, "skipped": skipped}
         try:
             write_json_atomic(doc, args.json)
         except OSError as e:

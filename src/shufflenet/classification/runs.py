@@ -44,6 +44,7 @@ __all__ = [
 #: only change where and how a run is logged or fed, never the numbers it computes.
 RESUME_MAY_CHANGE = (
     "ckpt_path",
+    "model.weights",  # a resume restores the checkpoint's weights, whatever model.weights says
     "run_dir",
     "output_root",
     "config",

@@ -7,10 +7,11 @@
 
 Each input image is read in the model's ``INPUT.FORMAT``, resized as at test time (``ResizeShortestEdge``),
 detected, and drawn by detectron2's ``Visualizer`` (boxes, class names from the test dataset's metadata,
-scores) into ``OUTPUT/<name>.png``; ``OUTPUT/detections.json`` lists every image's detections (boxes in the
-original image's pixels, x0 y0 x1 y1). ``--confidence-threshold`` is ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``,
-as in detectron2's demo. Needs OpenCV (``opencv-python-headless``, in the ``detection`` extra), which
-detectron2's ``Visualizer`` imports.
+scores) into ``OUTPUT/<name>.png`` (an image smaller than :data:`MIN_DRAWN_SIZE` on its longer side is drawn
+enlarged to it, so that its labels stay readable: a 128 px demo image is drawn at 512 px);
+``OUTPUT/detections.json`` lists every image's detections (boxes in the original image's pixels, x0 y0 x1 y1).
+``--confidence-threshold`` is ``MODEL.ROI_HEADS.SCORE_THRESH_TEST``, as in detectron2's demo. Needs OpenCV
+(``opencv-python-headless``, in the ``detection`` extra), which detectron2's ``Visualizer`` imports.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ import torch
 from PIL import Image
 
 from ..errors import run_cli
-from ..fileio import atomic_write, write_json_atomic
+from ..fileio import atomic_write, check_output_dir, write_json_atomic
 from ..paths import IMAGE_SUFFIXES
 from .api import build_detector
 from .config import DetectionError, list_configs
 
-__all__ = ["build_argument_parser", "class_names", "detect_images", "main", "cli"]
+__all__ = ["MIN_DRAWN_SIZE", "build_argument_parser", "class_names", "detect_images", "main", "cli"]
+
+#: Longer side, in pixels, at which a smaller image is drawn (boxes and labels scaled with it by the Visualizer).
+MIN_DRAWN_SIZE = 512
 
 
 def build_argument_parser() -> argparse.ArgumentParser:
@@ -137,7 +141,8 @@ def detect_images(model, cfg, files: Sequence[Path], output: Path, log=print) ->
         with torch.no_grad():
             instances = model([{"image": tensor, "height": height, "width": width}])[0]["instances"].to("cpu")
         rgb = image[:, :, ::-1] if cfg.INPUT.FORMAT == "BGR" else image
-        drawn = Visualizer(rgb, metadata).draw_instance_predictions(instances).get_image()
+        scale = max(1.0, MIN_DRAWN_SIZE / max(height, width))
+        drawn = Visualizer(rgb, metadata, scale=scale).draw_instance_predictions(instances).get_image()
         stem = path.stem
         while stem in used:
             stem += "_"
@@ -156,7 +161,14 @@ def detect_images(model, cfg, files: Sequence[Path], output: Path, log=print) ->
             for b, s, c in zip(boxes, instances.scores.tolist(), instances.pred_classes.tolist())
         ]
         records.append(
-            {"image": str(path), "width": width, "height": height, "output": str(out_file), "detections": dets}
+            {
+                "image": str(path),
+                "width": width,
+                "height": height,
+                "output": str(out_file),
+                "drawn_scale": round(scale, 4),
+                "detections": dets,
+            }
         )
         log(f"{path}: {len(dets)} detections -> {out_file}")
     if not records:
@@ -172,9 +184,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(opts) % 2:
         raise DetectionError(f"--opts must be KEY VALUE pairs, got {opts}")
     files = _expand(args.input)
-    output = Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise DetectionError(f"--output {output}: exists and is not a folder")
+    output = check_output_dir(args.output, "--output", DetectionError)
     try:
         import cv2  # noqa: F401  (detectron2's Visualizer imports it)
     except ImportError:

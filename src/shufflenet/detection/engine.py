@@ -41,7 +41,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..errors import run_cli
-from ..fileio import write_json_atomic
+from ..fileio import check_output_dir, write_json_atomic
 from ..weights import WeightsError, read_weights
 from .checkpoint import ShuffleNetCheckpointer, load_detector_weights, weights_path
 from .compat import HAS_COMPILED_OPS, cpu_ddp
@@ -345,6 +345,7 @@ def setup(args, verify_weights: bool = True) -> CfgNode:
             f"no config given: use --config NAME (one of {', '.join(list_configs())}) or --config-file PATH"
         )
     cfg = get_detection_cfg(config, args.opts)
+    check_output_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR", DetectionError)  # before any work, as every command
     prepare_datasets(cfg, training=not args.eval_only)
     resumed = resume_checkpoint(cfg) if args.resume else None
     if not verify_weights:
