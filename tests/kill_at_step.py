@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 
+from proc import run as watched_run
+
 CHILD = """
 import os, signal, sys
 from shufflenet.classification.callbacks import StopOnSignal
@@ -28,15 +30,7 @@ sys.exit(cli(sys.argv[1:]))
 """
 
 
-def run_killed(
-    args: list, step: int, sig: signal.Signals, env: dict, timeout: float = 300
-) -> subprocess.CompletedProcess:
+def run_killed(args: list, step: int, sig: signal.Signals, env: dict) -> subprocess.CompletedProcess:
+    """The run in its own process group (the child signals its group); fails only when it hangs (tests/proc.py)."""
     e = dict(env, KILL_AT_STEP=str(step), KILL_SIGNAL=str(int(sig)))
-    return subprocess.run(
-        [sys.executable, "-c", CHILD, *args],
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        start_new_session=True,
-    )
+    return watched_run([sys.executable, "-c", CHILD, *args], env=e)

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-pytest.importorskip("detectron2")
+from proc import run as watched_run
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_NET = REPO / "detection" / "train_net.py"
@@ -78,12 +76,8 @@ ARGS = [
 
 def test_kill_and_sigterm_at_fixed_iterations_resume_to_the_uninterrupted_weights(tmp_path, coco_datasets_root):
     env = dict(os.environ, DETECTRON2_DATASETS=str(coco_datasets_root), OMP_NUM_THREADS="1")
-    run = lambda out, *extra: subprocess.run(  # noqa: E731
-        [sys.executable, str(TRAIN_NET), *extra, *ARGS, "OUTPUT_DIR", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    run = lambda out, *extra: watched_run(  # noqa: E731
+        [sys.executable, str(TRAIN_NET), *extra, *ARGS, "OUTPUT_DIR", str(out)], env=env
     )
     ref = run(tmp_path / "ref")
     assert ref.returncode == 0, ref.stderr[-3000:]
@@ -93,13 +87,9 @@ def test_kill_and_sigterm_at_fixed_iterations_resume_to_the_uninterrupted_weight
     # interrupted twice (resumed from 3, then from 5)
     plan = [(3, signal.SIGKILL, 1), (5, signal.SIGTERM, 3), (7, signal.SIGKILL, 5)]
     for i, (at, sig, kept) in enumerate(plan):
-        proc = subprocess.run(
+        proc = watched_run(  # its own process group (the child signals its group)
             [sys.executable, "-c", CHILD, str(TRAIN_NET), *(["--resume"] if i else []), *ARGS, "OUTPUT_DIR", str(out)],
             env=dict(env, KILL_AT_ITER=str(at), KILL_SIGNAL=str(int(sig))),
-            capture_output=True,
-            text=True,
-            timeout=600,
-            start_new_session=True,
         )
         assert proc.returncode == -sig, (sig.name, proc.returncode, proc.stderr[-3000:])
         assert (out / "last_checkpoint").read_text().strip() == f"model_{kept:07d}.pth", (at, sig.name)

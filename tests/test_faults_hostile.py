@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from proc import run as watched_run
 from test_classification_train import make_tree
 from test_convert import MMShuffleNetV1, cifar_images, randomize, save_mm, to_mm
 
@@ -67,7 +68,7 @@ def env(tmp: Path) -> dict:
 def run(name: str, *args: str, tmp: Path) -> subprocess.CompletedProcess:
     script = Path(sys.executable).parent / name
     assert script.is_file(), f"{script}: the package is not installed in this environment (pip install -e .)"
-    return subprocess.run([str(script), *args], cwd=tmp, env=env(tmp), capture_output=True, text=True, timeout=900)
+    return watched_run([str(script), *args], cwd=tmp, env=env(tmp))
 
 
 def refused(proc: subprocess.CompletedProcess, path: Path, marker: Path) -> str:

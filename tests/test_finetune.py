@@ -11,10 +11,10 @@ weights again.
 from __future__ import annotations
 
 import re
-import subprocess
 
 import pytest
 import torch
+from proc import run as watched_run
 from test_classification_train import console, env
 from test_convert import MMShuffleNetV1, cifar_images, randomize, save_mm, to_mm
 from weights_server import WeightsServer, hashed_copy, point_weights_at
@@ -80,12 +80,10 @@ def test_the_published_weights_preprocessing_is_the_default(served):
         assert cli.model.weights_report["head"] == "re-initialised"  # 1000 -> the demo's 10 classes
 
 
-def _train(tmp, *args, timeout=900):
+def _train(tmp, *args):
     e = env(tmp)
     e["TORCH_HOME"] = str(tmp / "torch")
-    return subprocess.run(
-        [*console("shufflenet-train"), *args], cwd=tmp, env=e, capture_output=True, text=True, timeout=timeout
-    )
+    return watched_run([*console("shufflenet-train"), *args], cwd=tmp, env=e)
 
 
 @pytest.mark.slow

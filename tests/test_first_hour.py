@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from proc import run as watched_run
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO / "src" / "shufflenet" / "resources" / "images" / "cats.jpg"
@@ -20,9 +21,9 @@ def script(name: str) -> str:
     return str(path)
 
 
-def run(*args: str, tmp: Path, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+def run(*args: str, tmp: Path, **env: str) -> subprocess.CompletedProcess:
     e = dict(os.environ, SHUFFLENET_CACHE=str(env.pop("cache", tmp / "cache")), PYTHONUNBUFFERED="1", **env)
-    return subprocess.run(list(args), cwd=tmp, env=e, capture_output=True, text=True, timeout=timeout)
+    return watched_run(list(args), cwd=tmp, env=e)
 
 
 def one_error_line(proc: subprocess.CompletedProcess, message: str) -> str:
@@ -35,7 +36,6 @@ def one_error_line(proc: subprocess.CompletedProcess, message: str) -> str:
 # --- item 4: an output folder that cannot be written ---------------------------------------------------------
 @pytest.mark.parametrize("target", ["/sys/x", "{file}/x"])
 def test_unwritable_detection_output_is_one_error_line_before_any_work(tmp_path, target):
-    pytest.importorskip("detectron2")
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     out = target.format(file=blocker)
@@ -105,8 +105,6 @@ def test_base_yaml_without_data_root_says_what_runs(tmp_path, demo_cache):
 
 # --- item 3: a small image is drawn at a readable scale ----------------------------------------------------------
 def test_detection_demo_draws_a_small_image_enlarged(tmp_path):
-    pytest.importorskip("detectron2")
-    pytest.importorskip("cv2", reason="the demo draws with detectron2's Visualizer: install the detection extra")
     import json
 
     from PIL import Image

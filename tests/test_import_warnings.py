@@ -4,9 +4,10 @@ when it is imported (filters an export needs are scoped to the call that needs t
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
+
+from proc import run as watched_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +46,7 @@ print(json.dumps({"imported": imported, "failed": failed, "ours": ours,
 
 
 def test_importing_every_module_leaves_warning_filters_alone():
-    proc = subprocess.run([sys.executable, "-c", CODE], cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = watched_run([sys.executable, "-c", CODE], cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "shufflenet.mobile.ptl" in res["imported"] and "shufflenet.mobile.benchmark" in res["imported"]

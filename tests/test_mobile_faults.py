@@ -7,13 +7,13 @@ line, exit status 2, and no file or temporary file left behind.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import _randomize_bn
+from proc import run as watched_run
 
 import shufflenet
 from shufflenet.mobile import ExportSpec, export
@@ -84,7 +84,7 @@ def test_leftover_of_a_killed_export_is_removed_by_the_next_one(tmp_path):
         "from shufflenet.mobile.cli import cli\n"
         f"sys.exit(cli([{TINY!r}, '--input-size', '32', '--images', 'none', '--out', {str(out)!r}]))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = watched_run([sys.executable, "-c", code], cwd=REPO)
     assert proc.returncode == -9, proc.stderr[-2000:]
     leftovers = [p.name for p in out.iterdir()]
     assert len(leftovers) == 1 and leftovers[0].startswith(f".{TINY}.ptl.") and leftovers[0].endswith(".tmp")

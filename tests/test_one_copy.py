@@ -3,6 +3,7 @@
 import os
 
 import pytest
+from proc import run as watched_run
 
 from shufflenet.classification.imagefiles import list_images as predict_root_images
 from shufflenet.classification.predict import find_images
@@ -58,7 +59,6 @@ def test_the_reader_converts_a_public_checkpoint_without_any_other_import(tmp_pa
     """The weights reader imports the converter it needs: importing the package registers nothing it depends on
     (a fresh process that imports only the reader converts an mmpretrain file, and ``shufflenet.convert`` was not
     loaded by the import itself)."""
-    import subprocess
     import sys
 
     from test_convert import MMShuffleNetV1, save_mm
@@ -72,6 +72,6 @@ def test_the_reader_converts_a_public_checkpoint_without_any_other_import(tmp_pa
         "print(wf.kind, wf.meta['layout'], wf.arch)\n"
     )
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    proc = watched_run([sys.executable, "-c", code], env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["package", "mmpretrain", "shufflenet_v1_x1_0_g3"]

@@ -141,12 +141,7 @@ def test_shufflenet_predict_and_train_predict_write_one_layout(tmp_path):
     photos = sample_images()[:2]
     out = tmp_path / "pred.json"
     script = Path(sys.executable).parent / "shufflenet-predict"
-    proc = subprocess.run(
-        [str(script), *map(str, photos), "--weights", str(path), "--topk", "2", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = watched_run([str(script), *map(str, photos), "--weights", str(path), "--topk", "2", "--json", str(out)])
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
     _, transform, _, _ = load_predictor(str(path))

@@ -44,7 +44,6 @@ def check_every_resume(open_stream, chains=CHAINS):
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    pytest.importorskip("litdata", reason="needs the shards extra: pip install 'shufflenet[shards]'")
     from tools.replay_resume import shard_datamodule_factory
 
     return shard_datamodule_factory(tmp_path_factory.mktemp("replay"), per_epoch=PER_EPOCH)
@@ -123,7 +122,6 @@ def assert_same_detection(got, want, label):
 def test_detection_resume_at_every_batch_and_after_chains_of_kills(monkeypatch, coco_datasets_root):
     """17 real COCO images (train and val slices), 2 a batch, aspect-ratio grouping on (portrait and landscape
     images: a group can hold an image back across a checkpoint): about 8 batches an epoch of the stream."""
-    pytest.importorskip("detectron2")
     from shufflenet.detection.engine import build_argument_parser, setup
 
     monkeypatch.setenv("DETECTRON2_DATASETS", str(coco_datasets_root))
