@@ -123,3 +123,25 @@ def test_detection_demo_draws_a_small_image_enlarged(tmp_path):
     (record,) = json.loads((out / "detections.json").read_text())["images"]
     assert record["drawn_scale"] == 4.0 and (record["width"], record["height"]) == (128, 96)
     assert all(0 <= d["box"][2] <= 129 and 0 <= d["box"][3] <= 97 for d in record["detections"])  # original pixels
+
+
+# --- item 6: the COCO configs ask for 4 data workers, more than a small machine has ----------------------------
+def test_detection_workers_are_capped_at_the_cores_with_one_note(tmp_path, coco_root, monkeypatch, capsys):
+    """``DATALOADER.NUM_WORKERS: 4`` on a 2-core machine: one note, and the run uses 2 (no torch warning about
+    4 workers); the workers' own setup (``verify_weights=False``) says nothing again."""
+    from shufflenet.detection import engine
+
+    monkeypatch.setattr(engine, "available_cpus", lambda: 2)  # what this test's machines have; any host alike
+    ann = coco_root / "annotations" / "instances_train2017.json"
+    argv = ["--config", "coco_shufflenet1x_300", "--register-coco", "tiny_cap", str(ann), str(coco_root / "train2017")]
+    opts = ["DATASETS.TRAIN", "('tiny_cap',)", "DATASETS.TEST", "()", "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path)]
+    args = engine.build_argument_parser().parse_args([*argv, *opts])
+    assert engine.get_detection_cfg("coco_shufflenet1x_300").DATALOADER.NUM_WORKERS == 4  # the config's ask
+    cfg = engine.setup(args)
+    assert cfg.DATALOADER.NUM_WORKERS == 2
+    notes = [line for line in capsys.readouterr().err.splitlines() if "NUM_WORKERS" in line]
+    assert notes == ["note: DATALOADER.NUM_WORKERS 4 -> 2 (the CPU cores this process has)"]
+    assert engine.setup(args, verify_weights=False).DATALOADER.NUM_WORKERS == 2
+    assert "NUM_WORKERS" not in capsys.readouterr().err
+    monkeypatch.setattr(engine, "available_cpus", lambda: 8)  # a larger machine: the config's value stands
+    assert engine.setup(args).DATALOADER.NUM_WORKERS == 4

@@ -47,6 +47,7 @@ from torchvision.transforms import v2 as T
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..data.stream import SampleStream, augmentation_seed
+from ..data.workers import available_cpus
 from .errors import DataError
 from .imagefiles import (
     DECODE_ERRORS,
@@ -65,7 +66,6 @@ from .imagefiles import (
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "available_cpus",
     "train_transform",
     "eval_transform",
     "BACKENDS",
@@ -87,14 +87,6 @@ Key = Union[int, Tuple[int, int]]
 
 #: ``data.backend`` values: torchvision.io + transforms.v2 on uint8 tensors, PIL, NVIDIA DALI.
 BACKENDS = ("tensor", "pil", "dali")
-
-
-def available_cpus() -> int:
-    """CPU cores this process may run on (the affinity mask, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 class ToNormalizedFloat(torch.nn.Module):

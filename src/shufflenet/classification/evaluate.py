@@ -33,11 +33,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..data.workers import available_cpus
 from ..errors import ShuffleNetError, run_cli
 from ..fileio import write_json_atomic
 from ..models import UnknownModelError, create_model, get_spec, list_models, model_from_weights
 from ..weights import NotAWeightsFileError, read_weights
-from .data import ImageFolderDataset, available_cpus, eval_transform
+from .data import ImageFolderDataset, eval_transform
 from .errors import ClassificationError
 from .imagefiles import DEFAULT_MAX_IMAGE_PIXELS, collate, find_split_dirs
 

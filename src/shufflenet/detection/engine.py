@@ -40,6 +40,7 @@ from detectron2.modeling import build_model
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from ..data.workers import available_cpus
 from ..errors import run_cli
 from ..fileio import check_output_dir, write_json_atomic
 from ..weights import WeightsError, read_weights
@@ -346,6 +347,16 @@ def setup(args, verify_weights: bool = True) -> CfgNode:
         )
     cfg = get_detection_cfg(config, args.opts)
     check_output_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR", DetectionError)  # before any work, as every command
+    cpus = available_cpus()
+    if cfg.DATALOADER.NUM_WORKERS > cpus:  # the COCO configs ask for 4; more workers than cores only contend
+        if verify_weights:  # the parent's call (the workers' setup says nothing twice)
+            print(
+                f"note: DATALOADER.NUM_WORKERS {cfg.DATALOADER.NUM_WORKERS} -> {cpus} (the CPU cores this process has)",
+                file=sys.stderr,
+            )
+        cfg.defrost()
+        cfg.DATALOADER.NUM_WORKERS = cpus
+        cfg.freeze()
     prepare_datasets(cfg, training=not args.eval_only)
     resumed = resume_checkpoint(cfg) if args.resume else None
     if not verify_weights:
