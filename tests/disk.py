@@ -1,9 +1,10 @@
 """A full disk for one test, injected where the package stages its writes.
 
 Every file the package writes whole goes through :func:`shufflenet.fileio.atomic_write` (``open`` of a temporary
-sibling, ``write``, ``fsync``, ``os.replace``). :func:`full_disk` patches the ``open`` that module calls, so the
-writes of the files whose final name matches fail with ``ENOSPC`` after ``after`` bytes, as on a disk that fills
-up mid-write; nothing else in the process is touched, and ``monkeypatch`` restores it at the end of the test.
+sibling, ``write``, ``fsync``, ``os.replace``), and every log it appends to through
+:func:`shufflenet.fileio.append_text`. :func:`full_disk` patches the ``open`` that module calls, so the writes of
+the files whose final name matches fail with ``ENOSPC`` after ``after`` bytes, as on a disk that fills up mid-write;
+nothing else in the process is touched, and ``monkeypatch`` restores it at the end of the test.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def full_disk(monkeypatch, match: Optional[Callable[[str], bool]] = None, after:
         f = builtins.open(path, mode, *args, **kwargs)
         name = os.path.basename(str(path))  # ".FINAL.<pid>.<random>.tmp"
         final = name[1:].rsplit(".", 3)[0] if name.startswith(".") and name.endswith(".tmp") else name
-        if "w" not in mode or (match is not None and not match(final)):
+        if not ("w" in mode or "a" in mode) or (match is not None and not match(final)):
             return f
         hit.append(final)
         return _FillingFile(f, [after])

@@ -111,3 +111,23 @@ def test_a_full_disk_while_caching_a_conversion_still_loads_and_leaves_no_file(t
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     create_model(None, weights=src)  # room again: now the cache is written, whole
     assert [p.name.endswith(".shufflenet.pth") for p in checkpoints_dir().iterdir()] == [True]
+
+
+def test_a_full_disk_while_appending_to_metrics_csv_keeps_whole_rows(data, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """The CSV log is appended to (a resume continues it): a disk that fills up in the middle of a row cuts the
+    file back to the rows it had; the run ends with one error line naming the file."""
+    run = tmp_path / "run"
+    logs = ["--trainer.logger", "true", "--trainer.log_every_n_steps", "1"]  # the run's own loggers (TINY has none)
+    assert cli(args_for(data, "--run_dir", str(run), *logs)) == 0
+    target = run / "csv" / "metrics.csv"
+    before = target.read_bytes()
+    assert before.count(b"\n") >= 2  # a header and rows: something to keep
+    capsys.readouterr()
+    hit = full_disk(monkeypatch, match=lambda final: final == "metrics.csv", after=7)  # 7 bytes: inside a row
+    rc = cli(args_for(data, "--run_dir", str(run), *logs, "--ckpt_path", "last", steps=6))
+    monkeypatch.undo()
+    line = _one_error_line(capsys, str(target), NO_SPACE)
+    assert rc == 2 and hit, line
+    kept = target.read_bytes()
+    assert kept.endswith(b"\n") and before.startswith(kept), (before[-200:], kept[-200:])  # whole rows, none cut
+    assert _temporary_files(run) == []

@@ -117,6 +117,21 @@ def _os_error_behind(error: BaseException) -> Optional[OSError]:
     return None
 
 
+def append_text(text: str, path: PathLike) -> Path:
+    """Append ``text`` to ``path`` whole or not at all: a failed write (a full disk) cuts the file back to the size
+    it had, so a log never ends in a half-written row; the ``OSError`` is raised."""
+    with open(path, "a", newline="") as f:
+        start = f.tell()
+        try:
+            f.write(text)
+            f.flush()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                f.truncate(start)
+            raise
+    return Path(path)
+
+
 def write_text_atomic(text: str, path: PathLike) -> Path:
     with atomic_write(path, "w") as f:
         f.write(text)

@@ -44,7 +44,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..fileio import atomic_write, tmp_sibling, write_json_atomic, write_text_atomic
+from ..fileio import append_text, atomic_write, tmp_sibling, write_json_atomic, write_text_atomic
 from ..weights import atomic_torch_save, read_checkpoint, save_weights
 from .errors import ClassificationError, TrainingInterrupted
 
@@ -747,10 +747,11 @@ class AppendingCSVLogger(Logger):
                 with open(path, newline="") as f:
                     old = list(csv.DictReader(f))
             self._keys = sorted(set(self._keys) | set(new))
-            self._write_all(old + self._rows)
+            _write_output(path, lambda: self._write_all(old + self._rows))
         else:
-            with open(path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self._keys, extrasaction="ignore").writerows(self._rows)
+            buf = io.StringIO()
+            csv.DictWriter(buf, fieldnames=self._keys, extrasaction="ignore").writerows(self._rows)
+            _write_output(path, lambda: append_text(buf.getvalue(), path))  # whole rows or none
         self._rows = []
 
     @rank_zero_only
