@@ -23,20 +23,9 @@ from torch import Tensor
 
 from ..fileio import sha256_file, tmp_sibling, write_json_atomic
 from .source import ModelSource
-from .verify import (
-    VerifyInput,
-    flatten_outputs,
-    verify_runtime,
-)
+from .verify import VerifyInput, flatten_outputs, verify_runtime
 
-__all__ = [
-    "Staged",
-    "filtered_stderr",
-    "without_log_records",
-    "verify",
-    "input_spec",
-    "output_shapes",
-]
+__all__ = ["Staged", "filtered_stderr", "without_log_records", "verify", "input_spec", "output_shapes"]
 
 Log = Callable[[str], None]
 #: torch's notice, logged when ExecuTorch or litert-torch (through torchao) is imported, for an Enum they register.

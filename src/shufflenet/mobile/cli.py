@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Export a model to verified mobile files (.ptl lite interpreter, .pte ExecuTorch, ONNX, ncnn, "
         "LiteRT .tflite), "
-        "each with a JSON sidecar.",
+        "each with a JSON sidecar."
     )
     p.add_argument(
         "model",

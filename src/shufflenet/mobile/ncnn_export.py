@@ -91,8 +91,10 @@ def ncnn_runner(
     names = list(net.output_names())
 
     def one(x: Tensor) -> List[Tensor]:
+        # ncnn.Mat wraps the array's memory without a copy: the local ``arr`` keeps it alive until extracted
+        arr = x.contiguous().numpy()
         ex = net.create_extractor()
-        ex.input("in0", ncnn.Mat(x.contiguous().numpy()).clone())
+        ex.input("in0", ncnn.Mat(arr))
         outs = []
         for name in names:
             rc, mat = ex.extract(name)

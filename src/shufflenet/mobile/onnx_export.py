@@ -238,12 +238,7 @@ def _write_any(job: Job, form, path: Path, output_names, layout: str) -> bool:
 
 
 def _fidelity_note(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    return {
-        "against": "eager fp32 model, real photos",
-        "atol": INT8_ATOL,
-        "rtol": INT8_FIDELITY_RTOL,
-        "checks": rows,
-    }
+    return {"against": "eager fp32 model, real photos", "atol": INT8_ATOL, "rtol": INT8_FIDELITY_RTOL, "checks": rows}
 
 
 def _operators(path: Path) -> List[str]:

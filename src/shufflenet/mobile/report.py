@@ -16,12 +16,7 @@ __all__ = ["SIZES", "RATIOS", "analyse", "fastest", "efficiency", "ratios", "rul
 
 #: Ratios of the fastest runtime's medians, as (numerator key, denominator key, label, target or None).
 RATIOS = [
-    (
-        "alexnet",
-        "sn0.5",
-        "AlexNet / ShuffleNet 0.5x (paper headline ~13x)",
-        13.0,
-    ),
+    ("alexnet", "sn0.5", "AlexNet / ShuffleNet 0.5x (paper headline ~13x)", 13.0),
     ("mobilenet", "sn2", "MobileNet 1.0 / ShuffleNet 2x", None),
     ("sn1", "sn0.5", "ShuffleNet 1x / 0.5x", None),
     ("sn2", "sn0.5", "ShuffleNet 2x / 0.5x", None),
