@@ -1,24 +1,14 @@
 """The paper's Table 8 on this machine: ShuffleNet 0.5x/1x/2x (g=3) against AlexNet, MobileNet v1 and peers.
 
-    python mobile/benchmark.py                 # 224x224, 480x640, 720x1280; .ptl and .pte; 1 thread; NHWC in
-    python mobile/benchmark.py --quick         # a few minutes: fewer models, sizes and repeats
+    python mobile/benchmark.py                 # 224x224, 480x640, 720x1280; every runtime; 1 thread; NHWC in
+    python mobile/benchmark.py --quick
 
-Every model is exported through every registered runtime (:func:`.runtime.export`: ShuffleNets in their
-runtime-specific equivalent forms, every file verified against its eager model at the benchmark sizes) and
-timed through that runtime (:meth:`.runtime.Runtime.load`); markdown and charts: :mod:`.report`, per-op
-profiles: the repository's ``tools/mobile_opprofile.py``. All (model, runtime) pairs are *interleaved*: each round
-runs every pair once at the current resolution, so load changes on a shared machine hit them alike. Time is
-the process CPU time of one call (one thread: on a busy shared host, wall time also counts the time the
-process waits for a core; both are recorded). Reported per model and size: the median ms per runtime, the
-fastest runtime (the one the ratios use), multiply-adds per second and its share of AlexNet's MAC/s (the
-efficiency behind the paper's "13x"), the paper's ms and ratios beside the measured ones; JSON + markdown + PNG.
-
-Peers (measurement only, exported exactly as written, without this project's rewrites):
-
-* *megvii-style* 0.5x/1x/2x: the very same ShuffleNet modules run in the order and style of megvii's public
-  ShuffleNetV1 code (channel shuffle after the depthwise conv as reshape/permute/reshape, stride-2 ReLU on
-  the branch): same weights and FLOPs, megvii's code structure;
-* torchvision's ShuffleNetV2 0.5x and 1x (``torchvision.models.shufflenet_v2_x0_5`` / ``_x1_0``).
+Every model is exported and verified through every registered runtime (:func:`.runtime.export`) and timed
+through it (:meth:`.runtime.Runtime.load`). All (model, runtime) pairs are *interleaved* (each round runs every
+pair once), so load changes on a shared machine hit them alike. Time is the process CPU time of one call (on a
+busy host wall time also counts waiting for a core; both are recorded). Peers (exported as written): the same
+ShuffleNet modules in megvii's public code order (shuffle after the depthwise conv, stride-2 ReLU on the
+branch) and torchvision's ShuffleNetV2 0.5x/1x.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """``mobile/export.py`` / ``shufflenet-export``: export a model to verified mobile files, each with a sidecar.
 
     python mobile/export.py shufflenet_v1_x0_5_g3 --input-size 224 480x640 --out exported/
-    python mobile/export.py model.pth --format pte --input-size 224
-    python mobile/export.py model.pth --format onnx ncnn ptl     # several runtimes at once
-    python mobile/export.py model.pth --format tflite --quantize int8   # LiteRT full-integer int8
-    python mobile/export.py model.pth --camera-input          # uint8 NHWC frames in, normalization folded in
+    python mobile/export.py model.pth --format onnx ncnn ptl --quantize int8
     python mobile/export.py --detector demo_shapes --input-size 96x128
 
-Top of the wing: parses arguments into one :class:`~.runtime.ExportSpec` and calls :func:`~.runtime.export` for
-each ``--format`` (any registered runtime). Invalid combinations are refused before anything is imported (the same
-answer with or without a runtime installed), then each runtime says whether it is installed.
-Bad input (unknown model, bad size, missing file, an ``--out`` that is a file or cannot be written, no real
-images in ``--images``) is one ``error:`` line and exit status 2, checked before any export work.
+Invalid combinations are refused before anything is imported (the same answer with or without a runtime
+installed); bad input is one ``error:`` line and exit status 2, before any export work.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Detector export: the detection integration's traced detector (its public API only) to a verified ``.ptl`` and
-ONNX file (boxes, scores, classes), each checked against the eager detector on random and real images."""
+"""Detector export: the detection integration's traced detector (public API) to verified ``.ptl`` and ONNX files."""
 
 from __future__ import annotations
 

@@ -1,17 +1,8 @@
-"""ncnn export (``--format ncnn``): TorchScript trace -> ``pnnx`` -> ``.ncnn.param`` + ``.ncnn.bin``, verified in ncnn.
-
-Optional dependencies: ``pip install "shufflenet[ncnn]"`` (``pnnx``, Tencent's converter, and ``ncnn``'s
-Python binding, used to load the files back and check them). The model is traced at the first
-``--input-size`` and, for pnnx's dynamic shapes, at the second (or a larger one), so the ``.param`` takes any
-height and width; every size is then verified in ncnn (one image per call, as ncnn's ``Extractor`` takes
-it). Weights are stored and computed in fp32 (``fp16=0``; the runtime's fp16 storage and arithmetic are
-switched off when checking), so the bound is the one of the other float exports.
-
-pnnx has no functional ``aten::channel_shuffle``; the shuffle is traced as the ``torch.nn.ChannelShuffle`` module
-(:mod:`.rewrite`), which pnnx converts to ncnn's ``ShuffleChannel`` layer.
-Input blob ``in0`` (``3 x H x W``, normalized), outputs ``out0``...; an
-app feeds camera pixels through ``ncnn::Mat::from_pixels`` + ``substract_mean_normalize`` (the sidecar
-gives the mean and std on the 0-255 scale).
+"""ncnn export (``--format ncnn``, extra ``shufflenet[ncnn]``): TorchScript trace -> ``pnnx`` -> ``.ncnn.param`` +
+``.ncnn.bin``, verified in ncnn's Python binding (fp32: fp16 storage/arithmetic off). Traced at two sizes so
+pnnx makes height and width dynamic. The shuffle is traced as ``torch.nn.ChannelShuffle`` (pnnx has no
+functional ``aten::channel_shuffle``), which becomes ncnn's ``ShuffleChannel``. Input blob ``in0``, outputs
+``out0``...; an app feeds pixels through ``ncnn::Mat::from_pixels`` + ``substract_mean_normalize`` (sidecar).
 """
 
 from __future__ import annotations
@@ -27,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .artifact import Staged
+from .quantize import ncnn_int8_for_ncnn
 from .rewrite import for_runtime, with_reshape_shuffles
 from .runtime import ExportSpec, Job, Runtime, missing_modules, register
 from .source import MobileError, RuntimeUnavailableError
@@ -180,12 +172,7 @@ class NcnnRuntime(Runtime):
         files; ncnn has no fp32 reference of its int8 layers, so an int8 file is verified against the fp32 model
         on the real photos with the fidelity bound (``INT8_ATOL`` + ``INT8_FIDELITY_RTOL`` x max|fp32|)."""
         spec, source, log = job.spec, job.source, job.log
-        quantize_fn = None
-        if spec.int8:
-            from .quantize import ncnn_int8_for_ncnn
-
-            c = spec.int8
-            quantize_fn = ncnn_int8_for_ncnn(source, c.images, c.count, c.size or job.sizes[0])
+        quantize_fn = job.quantizer(ncnn_int8_for_ncnn)
         model = source.model.eval()
         net = for_runtime(model, "ncnn") if spec.rewrite else model
         form = with_reshape_shuffles(net, "module")

@@ -1,14 +1,7 @@
-"""ONNX export (``--format onnx``): ``torch.onnx.export`` -> ``onnx.checker`` -> ONNX Runtime, verified like ``.ptl``.
-
-Optional dependencies: ``pip install "shufflenet[onnx]"`` (``onnx``, ``onnxruntime``). One file serves every
-batch size and resolution: the input's batch, height and width are dynamic axes, and the verification runs it
-at every ``--input-size`` with a batch of one random input and a batch of real photos. A ShuffleNet is
-exported in its runtime's equivalent form (:mod:`.rewrite`); the channel shuffle becomes
-Reshape/Transpose/Reshape (ONNX has no channel-shuffle operator), in the model's own
-:func:`~shufflenet.models.shufflenet.channel_shuffle`, so ``torch.onnx.export`` on the plain model works too.
-
-The TorchScript-based exporter (``dynamo=False``) is used: it writes dynamic axes directly and takes seconds;
-the ``torch.export``-based one gives the same graph here but needs ``onnxscript`` and a minute per model.
+"""ONNX export (``--format onnx``, extra ``shufflenet[onnx]``): ``torch.onnx.export`` -> ``onnx.checker`` -> ONNX
+Runtime. One file for every batch and resolution (dynamic axes). The channel shuffle becomes
+Reshape/Transpose/Reshape. The TorchScript-based exporter (``dynamo=False``) writes dynamic axes directly and
+takes seconds; the ``torch.export``-based one gives the same graph but needs ``onnxscript`` and a minute.
 """
 
 from __future__ import annotations
@@ -24,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .artifact import Staged, filtered_stderr
+from .quantize import ort_int8_for_onnx
 from .rewrite import CameraInput, for_runtime
 from .runtime import ExportSpec, Job, Runtime, missing_modules, register
 from .source import MobileError
@@ -145,12 +139,7 @@ class OnnxRuntime(Runtime):
         reference) on every input, and against the eager fp32 model on the real photos with the fidelity bound
         (``INT8_ATOL + INT8_FIDELITY_RTOL x max|fp32|``), which refuses a degenerate calibration."""
         spec, source, log = job.spec, job.source, job.log
-        quantize_fn = None
-        if spec.int8:
-            from .quantize import ort_int8_for_onnx
-
-            c = spec.int8
-            quantize_fn = ort_int8_for_onnx(source, c.images, c.count, c.size or job.sizes[0])
+        quantize_fn = job.quantizer(ort_int8_for_onnx)
         model = source.model.eval()
         form = job.form
         net = for_runtime(model, "onnx") if spec.rewrite and form is None else model

@@ -1,20 +1,8 @@
-"""int8 post-training static quantization, calibrated on real images, for both mobile formats.
-
-* ``.ptl``: FX graph mode (``torch.ao.quantization.quantize_fx``) with the QNNPACK qconfig: per-tensor
-  affine int8 activations and weights, observers calibrated on real images; the converted module is scripted
-  and saved exactly like fp32 (``export_ptl``), and the lite-interpreter file must reproduce the converted
-  eager int8 module (same int8 kernels; tolerance: one output quantization step, see docs/mobile.md).
-* ``.pte``: PT2E (``torch.export`` -> ``prepare_pt2e`` with ExecuTorch's ``XNNPACKQuantizer``, symmetric
-  per-channel weights -> calibrate -> ``convert_pt2e``), lowered to XNNPACK; the program must reproduce the
-  converted PT2E reference module (quantize/dequantize ops in fp32) within the same kind of bound.
-* ONNX: ONNX Runtime static quantization of the exported fp32 graph (``quant_pre_process``, then
-  ``quantize_static`` in the QDQ format: uint8 asymmetric per-tensor activations from MinMax calibration,
-  int8 symmetric per-channel weights in 7 bits, ``reduce_range``); verified by :func:`.onnx_export.export_onnx`
-  against the same file run node by node in fp32 and against the fp32 model on real photos.
-
-Calibration images default to the package's sample photos (:func:`shufflenet.paths.sample_images_dir`: a
-handful of real photos, so the default works on any machine); for a calibration that represents a dataset,
-pass ``--calib-images DIR`` (e.g. the train split of the data the model was trained on), sampled evenly.
+"""int8 post-training static quantization calibrated on real images (default: the package's sample photos;
+``--calib-images DIR`` for a dataset, sampled evenly). ``.ptl``: FX graph mode, QNNPACK, checked against the
+converted eager int8 module; ``.pte``: PT2E with ``XNNPACKQuantizer``, checked against the converted PT2E
+module; ONNX: ONNX Runtime ``quantize_static`` (QDQ; uint8 per-tensor activations, int8 per-channel 7-bit
+weights); ncnn: ``ncnn2table`` + ``ncnn2int8``. See docs/mobile.md for the bounds.
 """
 
 from __future__ import annotations

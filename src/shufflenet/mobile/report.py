@@ -1,6 +1,4 @@
-"""The Table-8 benchmark's report: the paper's comparisons (fastest runtime, MAC/s, ratios, rule of thumb),
-markdown tables and the PNG chart of a :func:`.benchmark.run_benchmark` result (``benchmark.md``,
-``benchmark.png``); nothing here measures."""
+"""The Table-8 report: the paper's comparisons, markdown and the PNG chart of a benchmark result."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import torch
 from torch import Tensor
 
-from .artifact import Staged, input_spec, output_shapes, verify
+from .artifact import Staged, input_spec
 from .images import list_images, resolve_images
 from .source import MobileError, ModelSource, RuntimeUnavailableError
 from .verify import (
@@ -42,6 +42,7 @@ from .verify import (
     images_note,
     make_frame_inputs,
     make_inputs,
+    verify_runtime,
 )
 
 __all__ = [
@@ -138,9 +139,16 @@ class Job:
         return self.spec.bounds()
 
     def verify(self, run: Callable[[Tensor], Any], label: str, reference=None, inputs=None) -> List[Dict[str, Any]]:
-        """The runtime's file (``run``) against the eager reference on every input; raises on the first miss."""
-        ref, inputs = reference or self.reference, self.inputs if inputs is None else inputs
-        return verify(ref, run, inputs, self.bounds, label, self.log)
+        """The runtime's file (``run``) against the eager reference on every input, one line each; raises on the
+        first miss."""
+        inputs = self.inputs if inputs is None else inputs
+        rows = verify_runtime(reference or self.reference, run, inputs, *self.bounds, runtime=label)
+        for r in rows:
+            self.log(
+                f"[verify] {label}: {r['size'][0]}x{r['size'][1]} {r['input']:<18} batch {r['batch']} "
+                f"max|diff| {r['max_abs_diff']:.2e} <= bound {r['bound']:.2e}  ok"
+            )
+        return rows
 
     def verify_fidelity(self, run: Callable[[Tensor], Any], quantization: Dict[str, Any], label: str) -> List[Dict]:
         """An int8 file against the *fp32* model on real photos (the real inputs; with none, two calibration
@@ -190,8 +198,15 @@ class Job:
             )
         return rows
 
+    def quantizer(self, factory: Callable[..., Any]) -> Any:
+        """``factory(source, images, count, size)`` for ``spec.int8`` (None for an fp32 export)."""
+        c = self.spec.int8
+        return factory(self.source, c.images, c.count, c.size or self.sizes[0]) if c else None
+
     def outputs(self, reference=None, example: Optional[Tensor] = None) -> List[List[int]]:
-        return output_shapes(reference or self.reference, self.inputs[0].tensor if example is None else example)
+        with torch.no_grad():
+            out = (reference or self.reference)(self.inputs[0].tensor if example is None else example)
+        return [list(t.shape) for t in flatten_outputs(out)]
 
     def input(self, shape: str, **extra: Any) -> Dict[str, Any]:
         return input_spec(self.source, self.sizes, shape, self.spec.camera, **extra)

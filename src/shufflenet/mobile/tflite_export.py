@@ -1,27 +1,11 @@
-"""LiteRT export (``--format tflite``): ``litert-torch`` -> ``.tflite``, verified in ai-edge-litert's ``Interpreter``.
+"""LiteRT export (``--format tflite``, extra ``shufflenet[litert]``): ``litert-torch`` -> ``.tflite``, verified in
+``ai_edge_litert``'s ``Interpreter`` (one thread, default XNNPACK delegate).
 
-Optional dependencies: ``pip install "shufflenet[litert]"`` (``litert-torch``, Google's PyTorch -> LiteRT
-converter, and ``ai-edge-litert``, the LiteRT runtime's Python binding that loads the files back and checks
-them; docs/mobile.md gives the smaller install that leaves the rest of the environment as it is).
-
-The file takes what an Android camera pipeline or ``Bitmap`` -> ``ByteBuffer`` delivers: ``1 x H x W x 3``
-float32 (NHWC, RGB, normalized like training), through litert-torch's own channel-last wrapper
-(``litert_torch.to_channel_last_io``: one permute in front of the network that the converter folds into its
-layout pass). LiteRT programs converted this way have static shapes, so every ``--input-size`` gets its own
-file ``<stem>_<H>x<W>.tflite`` (batch 1); one sidecar ``<stem>.tflite.json`` describes them all and says so.
-Each file is loaded in ``ai_edge_litert.interpreter.Interpreter`` (one thread, the default XNNPACK delegate)
-and compared with the eager model on random and real images before anything is written.
-
-A ShuffleNet is converted in its runtime's equivalent form (:mod:`.rewrite`, ``"tflite"``); the model's own
-:func:`~shufflenet.models.shufflenet.channel_shuffle` becomes RESHAPE/TRANSPOSE/RESHAPE in the converter
-(LiteRT has no channel-shuffle operator).
-
-int8 (:func:`tflite_int8`): full-integer post-training static quantization through litert-torch's PT2E path
-(``torch.export`` -> ``prepare_pt2e`` with ``litert_torch.quantize.PT2EQuantizer``, symmetric per-channel
-weights -> calibrate on real images -> ``convert_pt2e(fold_quantize=False)`` -> ``litert_torch.convert(...,
-quant_config=QuantConfig(pt2e_quantizer=...))``). The converted file takes and returns int8 tensors (scale
-and zero point in the sidecar); :func:`tflite_runner` quantizes float inputs and dequantizes outputs with
-them. It is verified against its own quantized reference (the converted PT2E module) within the int8 bound.
+Input ``1 x H x W x 3`` float32 (NHWC, normalized) through ``litert_torch.to_channel_last_io``, which the
+converter folds into its layout pass. Static shapes: one ``<stem>_<H>x<W>.tflite`` per size, one sidecar.
+int8 (:func:`tflite_int8`): full integer through litert-torch's PT2E path; the file takes and returns int8
+(scale/zero point in the sidecar, applied by :func:`tflite_runner`) and is verified against its converted
+PT2E module.
 """
 
 from __future__ import annotations
@@ -298,10 +282,7 @@ class TfliteRuntime(Runtime):
         runtime's equivalent form and checked against the model; int8 (:func:`tflite_int8`): full integer,
         checked against its own converted PT2E module."""
         spec, source, log = job.spec, job.source, job.log
-        quantize_fn = None
-        if spec.int8:
-            c = spec.int8
-            quantize_fn = tflite_int8(source, c.images, c.count, c.size or job.sizes[0])
+        quantize_fn = job.quantizer(tflite_int8)
         model = source.model.eval()
         # int8 quantizes the rewritten form too (fewer ops: the shortcut pool is a conv, not PAD + AVERAGE_POOL_2D)
         net = for_runtime(model, "tflite") if spec.rewrite else model
