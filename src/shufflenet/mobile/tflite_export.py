@@ -18,6 +18,7 @@ import platform
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from unittest import mock
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,6 @@ from .quantize import calibration_batch, resolve_calib_dir
 from .rewrite import for_runtime
 from .runtime import ExportSpec, Job, Runtime, per_sample, register
 from .source import MobileError, ModelSource
-from .verify import flatten_outputs
 
 __all__ = ["TfliteRuntime", "LITERT_EXTRA", "tflite_runner", "convert_to_tflite", "tflite_int8"]
 
@@ -143,17 +143,9 @@ def tflite_runner(
 @contextlib.contextmanager
 def _converter_quiet() -> Iterator[None]:
     """litert-torch's progress lines off (its own switch, restored after), warnings and C++ chatter filtered."""
-    key = "LITERT_TORCH_SHOW_PROGRESS"
-    before = os.environ.get(key)
-    os.environ[key] = "n"
-    try:
-        with _quiet_import(), filtered_stderr(LITERT_CHATTER):
+    with mock.patch.dict(os.environ, {"LITERT_TORCH_SHOW_PROGRESS": "n"}), _quiet_import():
+        with filtered_stderr(LITERT_CHATTER):
             yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
 
 
 def nhwc_form(net: nn.Module) -> nn.Module:
@@ -227,26 +219,17 @@ def tflite_int8(
     return quantize_fn
 
 
-def _ops(path: Path) -> List[str]:
-    """Every builtin operator of the file (what a LiteRT build must provide), read without delegates."""
-    return sorted({d["op_name"] for d in _interpreter(path, 1, delegates=False)._get_ops_details()})
-
-
-def _float_ops(path: Path) -> List[str]:
-    """Operators of a quantized file that still compute in float32 (between DEQUANTIZE and QUANTIZE)."""
+def _describe(path: Path) -> Tuple[List[str], List[str], Dict[str, Any]]:
+    """Read without delegates: every builtin operator (what a LiteRT build must provide), those that still
+    compute in float32 (between DEQUANTIZE and QUANTIZE), and the input/output dtypes and quantization."""
     it = _interpreter(path, 1, delegates=False)
-    dtypes = {d["index"]: d["dtype"] for d in it.get_tensor_details()}
-    out = set()
-    for d in it._get_ops_details():
-        if d["op_name"] not in ("DEQUANTIZE", "QUANTIZE") and any(
-            dtypes.get(i) is not None and dtypes[i].__name__ == "float32" for i in d["outputs"] if i >= 0
-        ):
-            out.add(d["op_name"])
-    return sorted(out)
-
-
-def _io_quantization(path: Path) -> Dict[str, Any]:
-    it = _interpreter(path, 1, delegates=False)
+    dtypes = {d["index"]: d["dtype"].__name__ for d in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    floats = {
+        d["op_name"]
+        for d in ops
+        if d["op_name"] not in ("DEQUANTIZE", "QUANTIZE") and any(dtypes.get(i) == "float32" for i in d["outputs"])
+    }
 
     def desc(d: Dict[str, Any]) -> Dict[str, Any]:
         scale, zero = d["quantization"]
@@ -255,7 +238,8 @@ def _io_quantization(path: Path) -> Dict[str, Any]:
             out.update(scale=float(scale), zero_point=int(zero))
         return out
 
-    return {"input": desc(it.get_input_details()[0]), "outputs": [desc(d) for d in it.get_output_details()]}
+    io = {"input": desc(it.get_input_details()[0]), "outputs": [desc(d) for d in it.get_output_details()]}
+    return sorted({d["op_name"] for d in ops}), sorted(floats), io
 
 
 class TfliteRuntime(Runtime):
@@ -291,8 +275,7 @@ class TfliteRuntime(Runtime):
         files_out: Dict[str, Dict[str, Any]] = {}
         ops: set = set()
         outputs: Optional[List[List[int]]] = None
-        io: Dict[str, Any] = {}
-        float_ops: List[str] = []
+        float_ops: set = set()
         precision = "int8" if quantize_fn is not None else "fp32"
         for size in job.sizes:
             tag = f"{size[0]}x{size[1]}"
@@ -310,39 +293,32 @@ class TfliteRuntime(Runtime):
             tmp = staged.tmp(name)
             tmp.write_bytes(data)
             checks += job.verify(tflite_runner(tmp), self.label, reference=ref_fn, inputs=inputs)
-            if outputs is None:
-                with torch.no_grad():
-                    outputs = [[1, *list(t.shape[1:])] for t in flatten_outputs(ref_fn(inputs[0].tensor[:1]))]
-            ops |= set(_ops(tmp))
-            io = _io_quantization(tmp)
-            if quantize_fn is not None:
-                float_ops = sorted(set(float_ops) | set(_float_ops(tmp)))
+            outputs = outputs or job.outputs(ref_fn, inputs[0].tensor[:1])
+            size_ops, size_floats, io = _describe(tmp)
+            ops |= set(size_ops)
+            float_ops |= set(size_floats) if quantize_fn is not None else set()
             files_out[tag] = staged.entry(name)
-        quantized = {"quantized": io["input"]} if quantize_fn is not None else {}
+        shape = "1 x H x W x 3 (NHWC, RGB; static per file: one file per size, batch 1)"
+        quantization = None
+        if quantize_fn is not None:
+            quantization = {
+                "scheme": "int8 full integer, PT2E (litert_torch.quantize.PT2EQuantizer, symmetric per-channel "
+                "weights, static per-tensor activations); int8 input and output, float_ops: any op left in float",
+                "float_ops": sorted(float_ops),
+                "calibration": quantize_fn.calibration,
+                "io": io,
+            }
+        quantized = {"quantized": io["input"]} if quantization else {}
         side = job.sidecar(
             self,
-            job.input(
-                "1 x H x W x 3 (NHWC, RGB; static per file: one file per size, batch 1)",
-                static_shapes=True,
-                **quantized,
-            ),
+            job.input(shape, static_shapes=True, **quantized),
             outputs,
             checks,
             net is not model,
             files=files_out,
             operators=sorted(ops),
             signature="serving_default",
-            quantization=(
-                {
-                    "scheme": "int8 full integer, PT2E (litert_torch.quantize.PT2EQuantizer, symmetric per-channel "
-                    "weights, static per-tensor activations); int8 input and output, float_ops: any op left in float",
-                    "float_ops": float_ops,
-                    "calibration": getattr(quantize_fn, "calibration", None),
-                    "io": io,
-                }
-                if quantize_fn is not None
-                else None
-            ),
+            quantization=quantization,
         )
         return {s: staged.out_dir / f"{job.stem}_{s[0]}x{s[1]}.tflite" for s in job.sizes}, side
 
