@@ -20,7 +20,7 @@ from torch import Tensor
 from .artifact import Staged
 from .quantize import ncnn_int8_for_ncnn
 from .rewrite import for_runtime, with_reshape_shuffles
-from .runtime import ExportSpec, Job, Runtime, missing_modules, register
+from .runtime import ExportSpec, Job, Runtime, register
 from .source import MobileError, RuntimeUnavailableError
 from .verify import INT8_ATOL, INT8_FIDELITY_RTOL
 
@@ -138,6 +138,7 @@ class NcnnRuntime(Runtime):
     summary = "pnnx + ncnn; extra 'ncnn'"
     suffix = ".ncnn"
     packages = ("pnnx", "ncnn")
+    extra = "ncnn"
     layout = "nchw"
     int8 = "ncnn2table + ncnn2int8 (unpacked layout)"
     int8_reference = "fp32 model (fidelity)"
@@ -145,18 +146,13 @@ class NcnnRuntime(Runtime):
     camera = False
 
     def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
-        missing = missing_modules("pnnx", "ncnn")
-        if missing:
-            return (
-                f"--format ncnn needs {' and '.join(missing)} (optional, not installed): "
-                'pip install "shufflenet[ncnn]" (pnnx, ncnn)'
-            )
-        if spec is not None and spec.int8:
+        why = super().missing(spec)
+        if why is None and spec is not None and spec.int8:
             try:
                 require_ncnn_int8_tools()
             except MobileError as e:
                 return str(e)
-        return None
+        return why
 
     def refuse(self, spec: ExportSpec, task: str = "classification") -> Optional[str]:
         if spec.camera:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .artifact import Staged, filtered_stderr
 from .quantize import ort_int8_for_onnx
 from .rewrite import CameraInput, for_runtime
-from .runtime import ExportSpec, Job, Runtime, missing_modules, register
+from .runtime import Job, Runtime, register
 from .source import MobileError
 from .verify import INT8_ATOL, INT8_FIDELITY_RTOL
 
@@ -116,21 +116,13 @@ class OnnxRuntime(Runtime):
     summary = "ONNX Runtime; extra 'onnx'"
     suffix = ".onnx"
     packages = ("onnx", "onnxruntime")
+    extra = "onnx"
     layout = "nchw"
     int8 = "ONNX Runtime QDQ, quantize_static"
     int8_reference = "its QDQ graph in fp32 + fp32 model (fidelity)"
     int8_fidelity = True
     detector = True
     shuffle = "reshape"  #: ONNX has no channel-shuffle operator
-
-    def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
-        missing = missing_modules("onnx", "onnxruntime")
-        if missing:
-            return (
-                f"--format onnx needs {' and '.join(missing)} (optional, not installed): "
-                'pip install "shufflenet[onnx]" (onnx, onnxruntime)'
-            )
-        return None
 
     def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Path, Dict[str, Any]]:
         """One file for every size (dynamic batch, height and width where the model allows). int8

@@ -98,13 +98,9 @@ def quantize_fx_int8(source: ModelSource, calib_dir: os.PathLike, count: int, si
 def pt2e_int8_for_pte(
     source: ModelSource, calib_dir: Any, count: int, size: Tuple[int, int]
 ) -> Callable[[nn.Module, Tensor], nn.Module]:
-    """A ``quantize_fn(model, example) -> converted PT2E module`` for :func:`shufflenet.mobile.pte.export_pte`.
-
-    Calibration images are resized to each exported size (ExecuTorch programs have static shapes).
-    """
+    """A ``quantize_fn(model, example) -> converted PT2E module`` for ``.pte``, calibrated at each size."""
     calib_dir = resolve_calib_dir(calib_dir)
-    files_ok = calibration_batch(calib_dir, 1, size, source.mean, source.std)  # fail early on a bad folder
-    del files_ok
+    calibration_batch(calib_dir, 1, size, source.mean, source.std)  # fail early on a bad folder
 
     def quantize_fn(model: nn.Module, example: Tensor) -> nn.Module:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -141,13 +137,8 @@ ORT_INT8_SCHEME = (
 def ort_int8_for_onnx(
     source: ModelSource, calib_dir: Any, count: int, size: Tuple[int, int]
 ) -> Callable[[Path, Path], Dict[str, Any]]:
-    """A ``quantize_fn(fp32_onnx, int8_onnx) -> description`` for :func:`shufflenet.mobile.onnx_export.export_onnx`.
-
-    As ONNX Runtime documents it: ``quant_pre_process`` (symbolic shape inference, graph optimization, ONNX
-    shape inference) and then ``quantize_static`` (QDQ format, per-channel weights where ONNX Runtime supports
-    them: Conv and Gemm), calibrated on ``count`` real images of ``calib_dir`` resized to ``size`` -- the same
-    images, preprocessing and count the ``.ptl``/``.pte`` int8 paths use (:func:`calibration_batch`).
-    """
+    """A ``quantize_fn(fp32_onnx, int8_onnx) -> description``: ``quant_pre_process`` then ``quantize_static``
+    (QDQ, per-channel weights where ONNX Runtime has them), on the images the other int8 paths use."""
     calib_dir = resolve_calib_dir(calib_dir)
     batch = calibration_batch(calib_dir, count, size, source.mean, source.std)  # a bad folder fails here
 
@@ -232,11 +223,9 @@ NCNN_INT8_SCHEME = (
 def ncnn_int8_for_ncnn(
     source: ModelSource, calib_dir: Any, count: int, size: Tuple[int, int]
 ) -> Callable[[Path, Path, Path], Dict[str, Any]]:
-    """A ``quantize_fn(param, bin, workdir) -> description`` for :func:`shufflenet.mobile.ncnn_export.export_ncnn`:
-    ncnn's own post-training quantization, the programs found on ``PATH``. The calibration images are the
-    ones the other int8 paths use, preprocessed the same way (:func:`calibration_batch`) and handed to
-    ``ncnn2table`` as ``.npy`` tensors (``type=1``), so ncnn's image reader and resizer play no part; then
-    ``ncnn2int8`` writes the int8 ``.param``/``.bin`` over the fp32 ones."""
+    """A ``quantize_fn(param, bin, workdir) -> description``: ``ncnn2table`` on the images the other int8 paths
+    use, preprocessed the same way and handed over as ``.npy`` (``type=1``: ncnn's image reader plays no part),
+    then ``ncnn2int8``."""
     from .ncnn_export import require_ncnn_int8_tools
 
     tools = require_ncnn_int8_tools()

@@ -56,7 +56,6 @@ __all__ = [
     "get",
     "export",
     "versions",
-    "missing_modules",
     "per_sample",
 ]
 
@@ -255,10 +254,22 @@ class Runtime:
     camera: bool = True
     shuffle: str = "native"  #: how the detector's trace writes the channel shuffle for it ("reshape": no op)
     options: Tuple[str, ...] = ()  #: ExportSpec fields only this runtime takes (e.g. bytecode_version)
+    extra: str = ""  #: the package extra that installs ``packages`` (each importable under its own name)
 
     def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
         """Why this runtime cannot run here (for ``spec``, when given): one line naming what to install, or None.
-        Imports lazily."""
+        Imports lazily (by default: whether ``packages`` import, named by ``extra``)."""
+        gone = []
+        for mod in self.packages if self.extra else ():
+            try:
+                __import__(mod)
+            except ImportError:
+                gone.append(mod)
+        if gone:
+            return (
+                f"--format {self.name} needs {' and '.join(gone)} (optional, not installed): "
+                f'pip install "shufflenet[{self.extra}]" ({", ".join(self.packages)})'
+            )
         return None
 
     def require(self, spec: Optional[ExportSpec] = None) -> None:
@@ -328,17 +339,6 @@ def versions(*packages: str) -> Dict[str, Optional[str]]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = None
-    return out
-
-
-def missing_modules(*modules: str) -> List[str]:
-    """Which of ``modules`` cannot be imported."""
-    out = []
-    for mod in modules:
-        try:
-            __import__(mod)
-        except ImportError:
-            out.append(mod)
     return out
 
 
