@@ -12,12 +12,11 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Sequence
 
 from ..fileio import sha256_file, tmp_sibling, write_json_atomic
-from .source import ModelSource
 
-__all__ = ["Staged", "filtered_stderr", "without_log_records", "input_spec"]
+__all__ = ["Staged", "filtered_stderr", "without_log_records"]
 
 Log = Callable[[str], None]
 #: torch's notice, logged when ExecuTorch or litert-torch (through torchao) is imported, for an Enum they register.
@@ -57,28 +56,6 @@ class Staged:
         for t in self.files.values():
             if t.exists():
                 t.unlink()
-
-
-def input_spec(source: ModelSource, sizes: Sequence[Tuple[int, int]], shape: str, camera: bool = False, **extra: Any):
-    """The sidecar's ``input`` block: verified sizes, shape, dtype and normalization (camera frames folded)."""
-    spec: Dict[str, Any] = {
-        "sizes_hw_verified": [list(s) for s in sizes],
-        "shape": shape,
-        "dtype": "float32",
-        "normalization": source.normalization,
-        **extra,
-    }
-    if camera:
-        spec.update(
-            dtype="uint8",
-            normalization={
-                "color": "RGB",
-                "scale": "0-255 uint8 pixels; mean/std folded into the stem",
-                "mean": list(source.mean),
-                "std": list(source.std),
-            },
-        )
-    return spec
 
 
 @contextlib.contextmanager

@@ -172,7 +172,8 @@ def _export_runner(rt, src: ModelSource, st: BenchSettings, stem: str) -> Tuple[
     except MobileError as e:
         if len(st.sizes) == 1 or isinstance(e, VerificationError):
             raise
-        per = {s: export(rt, src, st.export_dir, spec.with_(sizes=[s], name=f"{stem}_{s[0]}x{s[1]}")) for s in st.sizes}
+        one = {s: replace(spec, sizes=[s], name=f"{stem}_{s[0]}x{s[1]}") for s in st.sizes}
+        per = {s: export(rt, src, st.export_dir, one[s]) for s in st.sizes}
     runs = {k: rt.load(ex.files, ex.sidecar, threads=st.threads) for k, ex in per.items()}
     paths: List[str] = []
     for ex in per.values():
@@ -344,9 +345,8 @@ def measure(args: argparse.Namespace, log: Callable[[str], None] = print) -> Tup
     _check_keys(keys)
     out = writable_dir(args.out)
     export_dir = writable_dir(args.export_dir, "--export-dir") if args.export_dir else out / "exported"
-    settings = BenchSettings(
-        keys, sizes, args.runtimes, args.threads, args.warmup, repeats, args.max_seconds_per_size, export_dir
-    )
+    settings = BenchSettings(keys, sizes, args.runtimes, args.threads, args.warmup, repeats)
+    settings = replace(settings, max_seconds_per_size=args.max_seconds_per_size, export_dir=export_dir)
     return run_benchmark(replace(settings, input_layout=args.input_layout, log=log)), out
 
 

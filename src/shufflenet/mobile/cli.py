@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from typing import Optional, Sequence
 
 from ..errors import run_cli
@@ -168,7 +169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         why = invalid(known[fmt], spec, task)
         if why:
             raise MobileError(why)
-    spec = spec.with_(images=resolve_images(spec.images))
+    spec = replace(spec, images=resolve_images(spec.images))
     check([known[f] for f in formats], spec, task)
     if args.detector is not None:
         from .detector import export_detector
@@ -177,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     source = load_model(args.model, arch=args.arch, num_classes=args.num_classes)
     if spec.name is None:
-        spec = spec.with_(name=source.name + ("_int8" if int8 else "") + ("_camera" if args.camera_input else ""))
+        spec = replace(spec, name=source.name + ("_int8" if int8 else "") + ("_camera" if args.camera_input else ""))
     out = writable_dir(args.out)
     for fmt in formats:
         export(known[fmt], source, out, spec)

@@ -163,10 +163,8 @@ class NcnnRuntime(Runtime):
         return super().refuse(spec, task)
 
     def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Dict[str, Path], Dict[str, Any]]:
-        """``<stem>.ncnn.param`` + ``.ncnn.bin`` that take any height and width. int8
-        (:func:`shufflenet.mobile.quantize.ncnn_int8_for_ncnn`: ``ncnn2table`` + ``ncnn2int8``) rewrites pnnx's fp32
-        files; ncnn has no fp32 reference of its int8 layers, so an int8 file is verified against the fp32 model
-        on the real photos with the fidelity bound (``INT8_ATOL`` + ``INT8_FIDELITY_RTOL`` x max|fp32|)."""
+        """``<stem>.ncnn.param`` + ``.ncnn.bin`` for any height and width. int8 (``ncnn2table`` + ``ncnn2int8``)
+        has no fp32 reference in ncnn: it is checked against the fp32 model with the fidelity bound."""
         spec, source, log = job.spec, job.source, job.log
         quantize_fn = job.quantizer(ncnn_int8_for_ncnn)
         model = source.model.eval()

@@ -31,12 +31,8 @@ OPSET = 17
 
 def onnx_runner(path: os.PathLike, threads: Optional[int] = None, optimize: bool = True) -> Callable[[Tensor], Any]:
     """An ONNX Runtime CPU session over ``path`` as a callable on torch tensors (``threads``: intra-op).
-
-    ``optimize=False`` switches every graph optimization off: a QDQ (int8) file then runs node by node as the
-    ONNX specification defines it (``DequantizeLinear`` -> float ``Conv`` -> ``QuantizeLinear``), instead of
-    through the fused int8 kernels (``QLinearConv``, ...) that the default level makes of it -- the int8 file's
-    own fp32 reference.
-    """
+    ``optimize=False``: no graph optimization, so a QDQ (int8) file runs node by node in fp32 as the ONNX spec
+    defines it (its own reference) instead of through the fused int8 kernels."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -125,11 +121,8 @@ class OnnxRuntime(Runtime):
     shuffle = "reshape"  #: ONNX has no channel-shuffle operator
 
     def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Path, Dict[str, Any]]:
-        """One file for every size (dynamic batch, height and width where the model allows). int8
-        (:func:`shufflenet.mobile.quantize.ort_int8_for_onnx`): the fp32 graph is quantized (QDQ) and the int8 file
-        is verified twice: ONNX Runtime's int8 kernels against the same file run node by node in fp32 (its QDQ
-        reference) on every input, and against the eager fp32 model on the real photos with the fidelity bound
-        (``INT8_ATOL + INT8_FIDELITY_RTOL x max|fp32|``), which refuses a degenerate calibration."""
+        """One file for every size (dynamic axes where the model allows). int8: the fp32 graph quantized (QDQ),
+        checked against itself run node by node in fp32 and against the fp32 model (fidelity bound)."""
         spec, source, log = job.spec, job.source, job.log
         quantize_fn = job.quantizer(ort_int8_for_onnx)
         model = source.model.eval()

@@ -121,10 +121,9 @@ def pte_runner(
     memory_format: Any = "channels_last",
     camera: bool = False,
 ) -> Callable[[Tensor], Any]:
-    """A callable over the static-shape (batch 1) programs of one model: picks the program by H x W, loops
-    over N, and hands ExecuTorch the input in the layout the program was exported with (``memory_format``:
-    one name, or ``{(H, W): name}`` as in the sidecar's ``files[*].memory_format``). ``camera``: inputs are
-    ``N x H x W x 3`` frames."""
+    """The static-shape (batch 1) programs of one model as a callable: picks the program by H x W, loops over
+    N, and hands ExecuTorch the input in the layout it was exported with (``memory_format``: one name or
+    ``{(H, W): name}``). ``camera``: inputs are ``N x H x W x 3`` frames."""
     if threads is not None:
         set_threads(threads)
     methods = {tuple(k): _load_method(Path(p)) for k, p in paths.items()}
@@ -160,10 +159,8 @@ class PteRuntime(Runtime):
         return super().refuse(spec, task)
 
     def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Dict[Tuple[int, int], Path], Dict[str, Any]]:
-        """One verified ``.pte`` per size (batch 1, static shapes). int8: a converted PT2E module per size
-        (:func:`shufflenet.mobile.quantize.pt2e_int8_for_pte`) that the program must reproduce; otherwise the
-        program is lowered from the runtime's equivalent form and must reproduce the model. The input layout is
-        channels_last when XNNPACK takes the whole program, else contiguous (``spec.memory_format`` overrides)."""
+        """One verified ``.pte`` per size (batch 1, static shapes); int8: a PT2E module per size that the program
+        must reproduce. NHWC input when XNNPACK takes the whole program, else NCHW (``spec.memory_format``)."""
         spec, source, log = job.spec, job.source, job.log
         quantize_fn = job.quantizer(pt2e_int8_for_pte)
         model = source.model.eval()

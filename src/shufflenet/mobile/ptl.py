@@ -85,12 +85,8 @@ def _quantized_cat_notice_off() -> Iterator[None]:
 
 
 class ChannelsLastInput(nn.Module):
-    """Export-side wrapper: convert a 4-D input to channels_last (NHWC) before the wrapped model runs.
-
-    XNNPACK computes in NHWC. With an NCHW input every prepacked conv converts to NHWC and back; with a
-    channels_last input the activations stay NHWC end to end. A channels_last input passes through without
-    a copy. The network is unchanged; callers may pass NCHW or NHWC tensors.
-    """
+    """A 4-D input converted to channels_last before the model: XNNPACK computes in NHWC, so the
+    activations stay NHWC end to end (a channels_last input passes without a copy)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

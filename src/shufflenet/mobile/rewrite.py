@@ -249,12 +249,9 @@ def _pair(v) -> tuple:
 
 
 def for_runtime(model: nn.Module, runtime: str, opts: Optional[RewriteOptions] = None) -> nn.Module:
-    """The fastest equivalent form of ``model`` for ``runtime`` (a key of :data:`RUNTIME_DEFAULTS`); other models
-    unchanged.
-
-    Only an eval-mode :class:`ShuffleNetV1` without dropout in the head is rewritten (dropout is the identity
-    in eval mode, and the rewritten head has none). The argument is never modified.
-    """
+    """The fastest equivalent form of ``model`` for ``runtime`` (a key of :data:`RUNTIME_DEFAULTS`): only an
+    eval-mode :class:`ShuffleNetV1` as built is rewritten (other models are returned as they are); the argument
+    is never modified."""
     if runtime not in RUNTIME_DEFAULTS:
         raise MobileError(f"rewrite: runtime must be one of {sorted(RUNTIME_DEFAULTS)}, got {runtime!r}")
     if type(model) is not ShuffleNetV1 or not all(type(u) is ShuffleUnit for st in model.stages() for u in st):

@@ -18,14 +18,14 @@ import importlib
 import os
 import platform
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from .artifact import Staged, input_spec
+from .artifact import Staged
 from .images import list_images, resolve_images
 from .source import MobileError, ModelSource, RuntimeUnavailableError
 from .verify import (
@@ -102,9 +102,6 @@ class ExportSpec:
         atol = self.atol if self.atol is not None else (INT8_ATOL if self.int8 else DEFAULT_ATOL)
         rtol = self.rtol if self.rtol is not None else (INT8_RTOL if self.int8 else DEFAULT_RTOL)
         return atol, rtol
-
-    def with_(self, **changes: Any) -> ExportSpec:
-        return replace(self, **changes)
 
 
 class Exported(NamedTuple):
@@ -208,7 +205,14 @@ class Job:
         return [list(t.shape) for t in flatten_outputs(out)]
 
     def input(self, shape: str, **extra: Any) -> Dict[str, Any]:
-        return input_spec(self.source, self.sizes, shape, self.spec.camera, **extra)
+        """The sidecar's ``input`` block: verified sizes, shape, dtype and normalization (camera frames folded)."""
+        src = self.source
+        out = {"sizes_hw_verified": [list(s) for s in self.sizes], "shape": shape, "dtype": "float32"}
+        out.update(normalization=src.normalization, **extra)
+        if self.spec.camera:
+            folded = {"color": "RGB", "scale": "0-255 uint8 pixels; mean/std folded into the stem"}
+            out.update(dtype="uint8", normalization={**folded, "mean": list(src.mean), "std": list(src.std)})
+        return out
 
     def sidecar(self, rt: Runtime, input: Dict[str, Any], outputs, checks, rewritten: bool, **fields: Any):
         """The JSON sidecar every exported file carries (``fields``: the runtime's own entries)."""

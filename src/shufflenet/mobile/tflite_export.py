@@ -116,13 +116,9 @@ def _one_file_runner(path: os.PathLike, threads: Optional[int]) -> Callable[[Ten
 def tflite_runner(
     paths: Dict[Tuple[int, int], os.PathLike] | os.PathLike, threads: Optional[int] = 1, layout: str = "nchw"
 ) -> Callable[[Tensor], Any]:
-    """LiteRT interpreters (``threads`` each, default one; the default XNNPACK delegate) over the static-shape,
-    batch-1 ``.tflite`` files of one model (``{(H, W): path}``, or one path) as a callable on torch tensors.
-
-    ``layout="nchw"``: takes ``N x 3 x H x W`` tensors like the other runners and hands LiteRT their NHWC
-    view (free for a channels_last tensor: the permute is a view and its memory is already NHWC);
-    ``"nhwc"``: takes ``N x H x W x 3``. Picks the file by H x W and loops over N.
-    """
+    """LiteRT interpreters over the static-shape, batch-1 ``.tflite`` files of one model (``{(H, W): path}``
+    or one path) as a callable: picks the file by H x W, loops over N. ``layout="nchw"`` takes ``N x 3 x H x W``
+    and hands LiteRT its NHWC view (free for a channels_last tensor); ``"nhwc"`` takes ``N x H x W x 3``."""
     if layout not in ("nchw", "nhwc"):
         raise MobileError(f"tflite_runner: layout must be 'nchw' or 'nhwc', got {layout!r}")
     if not isinstance(paths, dict):
