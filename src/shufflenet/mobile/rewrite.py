@@ -211,14 +211,8 @@ class FastShuffleNet(nn.Module):
     def __init__(self, model: ShuffleNetV1, opts: RewriteOptions) -> None:
         super().__init__()
         mp = model.maxpool
-        if not (
-            isinstance(mp, nn.MaxPool2d)
-            and _pair(mp.kernel_size) == (3, 3)
-            and _pair(mp.stride) == (2, 2)
-            and _pair(mp.padding) == (1, 1)
-            and not mp.ceil_mode
-            and _pair(mp.dilation) == (1, 1)
-        ):
+        geometry = [_pair(getattr(mp, k, 0)) for k in ("kernel_size", "stride", "padding", "dilation")]
+        if not isinstance(mp, nn.MaxPool2d) or mp.ceil_mode or geometry != [(3, 3), (2, 2), (1, 1), (1, 1)]:
             raise MobileError(f"rewrite: unexpected stem pool {mp}")
         if model.global_pool not in ("avg", ""):
             raise MobileError(f"rewrite: unexpected global_pool {model.global_pool!r}")
@@ -226,9 +220,9 @@ class FastShuffleNet(nn.Module):
         self.conv1 = copy.deepcopy(model.conv1)
         self.maxpool_slices = opts.maxpool == "slices"
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.stage2 = nn.Sequential(*[FastShuffleUnit(u, opts) for u in model.stage2])
-        self.stage3 = nn.Sequential(*[FastShuffleUnit(u, opts) for u in model.stage3])
-        self.stage4 = nn.Sequential(*[FastShuffleUnit(u, opts) for u in model.stage4])
+        self.stage2, self.stage3, self.stage4 = (
+            nn.Sequential(*[FastShuffleUnit(u, opts) for u in st]) for st in (model.stage2, model.stage3, model.stage4)
+        )
         self.pool = model.global_pool == "avg"
         self.keepdim = opts.head == "keepdim"
         self.fc = copy.deepcopy(model.fc)

@@ -167,15 +167,8 @@ class Job:
                 ref, got = self.reference(inp.tensor.clone()), run(inp.tensor.clone())
             res = compare_outputs(ref, got, INT8_ATOL, INT8_FIDELITY_RTOL)
             agree = float((flatten_outputs(ref)[0].argmax(1) == flatten_outputs(got)[0].argmax(1)).float().mean())
-            rows.append(
-                {
-                    "input": inp.label,
-                    "size": list(inp.size),
-                    "batch": int(inp.tensor.shape[0]),
-                    **res,
-                    "top1_agree": agree,
-                }
-            )
+            rows.append({"input": inp.label, "size": list(inp.size), "batch": int(inp.tensor.shape[0]), **res})
+            rows[-1]["top1_agree"] = agree
             where = f"{inp.label} input at {inp.size[0]}x{inp.size[1]}"
             if not res["ok"]:
                 why = res.get("why") or (
