@@ -103,10 +103,6 @@ def ncnn_runner(
     return run
 
 
-def _shape_arg(t: Tensor) -> str:
-    return "[" + ",".join(str(int(v)) for v in t.shape) + "]f32"
-
-
 def convert_with_pnnx(form: torch.nn.Module, example: Tensor, example2: Tensor, workdir: Path) -> Tuple[Path, Path]:
     """Trace ``form`` and run the ``pnnx`` converter in ``workdir``; the ``.ncnn.param`` and ``.ncnn.bin``."""
     import pnnx
@@ -116,16 +112,16 @@ def convert_with_pnnx(form: torch.nn.Module, example: Tensor, example2: Tensor, 
         traced = torch.jit.trace(form, example, check_trace=False)
     pt = workdir / "model.pt"
     traced.save(str(pt))
-    cmd = [pnnx.EXEC_PATH, str(pt), f"inputshape={_shape_arg(example)}", f"inputshape2={_shape_arg(example2)}"]
-    cmd += ["fp16=0", "device=cpu"]
+    shapes = [
+        f"inputshape{i}=[{','.join(str(int(v)) for v in t.shape)}]f32" for i, t in (("", example), ("2", example2))
+    ]
+    cmd = [pnnx.EXEC_PATH, str(pt), *shapes, "fp16=0", "device=cpu"]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     param, bin_ = workdir / "model.ncnn.param", workdir / "model.ncnn.bin"
     if proc.returncode != 0 or not param.is_file() or not bin_.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise MobileError(f"pnnx could not convert the model (exit {proc.returncode}): {tail[0]}")
-    unsupported = sorted(
-        {ln.split()[0] for ln in param.read_text().splitlines()[2:] if ln.startswith(("aten::", "pnnx."))}
-    )
+    unsupported = [layer for layer in _layers(param) if layer.startswith(("aten::", "pnnx."))]
     if unsupported:
         raise MobileError(f"pnnx left operators ncnn cannot run: {', '.join(unsupported)}")
     return param, bin_

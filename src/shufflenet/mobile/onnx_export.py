@@ -55,6 +55,7 @@ def onnx_runner(path: os.PathLike, threads: Optional[int] = None, optimize: bool
     return run
 
 
+FIDELITY = {"against": "eager fp32 model, real photos", "atol": INT8_ATOL, "rtol": INT8_FIDELITY_RTOL}
 #: Dynamic input axes per input layout.
 AXES = {
     "NCHW": {0: "batch", 2: "height", 3: "width"},
@@ -167,7 +168,7 @@ class OnnxRuntime(Runtime):
             output_names=list(output_names),
             operators=_operators(tmp),
             quantization=quantization,
-            **({"fidelity": _fidelity_note(fidelity)} if quantization else {}),
+            **({"fidelity": {**FIDELITY, "checks": fidelity}} if quantization else {}),
         )
         if quantization:
             side["verification"]["reference"] = "the same QDQ file in ONNX Runtime with graph optimizations off"
@@ -209,10 +210,6 @@ def _write_any(job: Job, form, path: Path, output_names, layout: str) -> bool:
             log(f"[export] {name}: TorchScript-based exporter failed; torch.export-based one (static)")
             write_onnx(form, example, path, output_names, layout, "dynamo")
         return False
-
-
-def _fidelity_note(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    return {"against": "eager fp32 model, real photos", "atol": INT8_ATOL, "rtol": INT8_FIDELITY_RTOL, "checks": rows}
 
 
 def _operators(path: Path) -> List[str]:
