@@ -61,9 +61,9 @@ def test_interrupted_export_leaves_no_file_and_no_temporary(tmp_path, monkeypatc
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    from shufflenet.mobile import artifact
+    from shufflenet.mobile import runtime
 
-    monkeypatch.setattr(artifact, "verify_runtime", interrupt)  # the one verify-and-write path of every exporter
+    monkeypatch.setattr(runtime, "verify_runtime", interrupt)  # the one verify-and-write path of every exporter
     torch.manual_seed(0)
     src = ModelSource(_randomize_bn(shufflenet.create_model(TINY, num_classes=10)), TINY, "test")
     with pytest.raises(KeyboardInterrupt):
@@ -77,10 +77,10 @@ def test_leftover_of_a_killed_export_is_removed_by_the_next_one(tmp_path):
     out = tmp_path / "out"
     code = (
         "import os, signal, sys\n"
-        "from shufflenet.mobile import artifact\n"  # the verify-and-write path every exporter uses
+        "from shufflenet.mobile import runtime\n"  # the verify-and-write path every exporter uses
         "def die(*a, **k):\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "artifact.verify_runtime = die\n"
+        "runtime.verify_runtime = die\n"
         "from shufflenet.mobile.cli import cli\n"
         f"sys.exit(cli([{TINY!r}, '--input-size', '32', '--images', 'none', '--out', {str(out)!r}]))\n"
     )

@@ -40,8 +40,9 @@ def _ncnn(root, files):
     def run(x):
         outs = []
         for i in range(x.shape[0]):
+            arr = np.ascontiguousarray(x[i])  # ncnn.Mat wraps it without a copy: kept alive until extracted
             ex = net.create_extractor()
-            ex.input("in0", ncnn.Mat(np.ascontiguousarray(x[i])).clone())
+            ex.input("in0", ncnn.Mat(arr))
             _, mat = ex.extract("out0")
             outs.append(np.array(mat).reshape(1, -1))
         return np.concatenate(outs)

@@ -413,14 +413,15 @@ def _ncnn_conv3x3(c: int, hw: int, workdir: Path) -> Callable[[], Any]:
         setattr(net.opt, flag, False)
     net.load_param(str(param))
     net.load_model(ncnn.DataReaderFromEmpty())
-    mat = ncnn.Mat(np.random.rand(c, hw, hw).astype(np.float32))
+    arr = np.random.rand(c, hw, hw).astype(np.float32)  # ncnn.Mat wraps it without a copy: run.arr keeps it
+    mat = ncnn.Mat(arr)
 
     def run() -> Any:
         ex = net.create_extractor()
         ex.input("data", mat)
         return ex.extract("out")
 
-    run.net = net
+    run.net, run.arr = net, arr
     return run
 
 

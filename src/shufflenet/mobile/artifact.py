@@ -1,10 +1,6 @@
-"""The one verify-and-write path of every exporter (``.ptl``, ``.pte``, ONNX, ncnn, LiteRT).
-
-A runtime builds its file into temporary siblings of the final names (:class:`Staged`), loads it back, checks
-it against the eager model with :func:`verify` (random and real images at every size) and describes it
-(:meth:`.runtime.Job.sidecar`); :func:`.runtime.export` calls :meth:`Staged.commit`: the files are renamed into
-place, then the JSON sidecar is written, and every written file is named in the output. Any failure or interrupt
-before the commit leaves neither a file nor a temporary one.
+"""The staged write every runtime shares: files are built as temporary siblings of their final names
+(:class:`Staged`), verified (:func:`verify`), and only then renamed into place with the JSON sidecar; any
+failure or interrupt before the commit leaves neither a file nor a temporary one.
 """
 
 from __future__ import annotations
@@ -16,27 +12,11 @@ import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple
-
-import torch
-from torch import Tensor
+from typing import Any, Callable, Dict, Iterator, List, Sequence
 
 from ..fileio import sha256_file, tmp_sibling, write_json_atomic
-from .source import ModelSource
-from .verify import (
-    VerifyInput,
-    flatten_outputs,
-    verify_runtime,
-)
 
-__all__ = [
-    "Staged",
-    "filtered_stderr",
-    "without_log_records",
-    "verify",
-    "input_spec",
-    "output_shapes",
-]
+__all__ = ["Staged", "filtered_stderr", "without_log_records"]
 
 Log = Callable[[str], None]
 #: torch's notice, logged when ExecuTorch or litert-torch (through torchao) is imported, for an Enum they register.
@@ -76,51 +56,6 @@ class Staged:
         for t in self.files.values():
             if t.exists():
                 t.unlink()
-
-
-def verify(
-    reference: Callable[[Tensor], Any],
-    exported: Callable[[Tensor], Any],
-    inputs: Sequence[VerifyInput],
-    bounds: Tuple[float, float],
-    runtime: str,
-    log: Log = print,
-) -> List[Dict[str, Any]]:
-    """:func:`~.verify.verify_runtime` within ``bounds = (atol, rtol)``, with one line per check."""
-    rows = verify_runtime(reference, exported, inputs, *bounds, runtime=runtime)
-    for r in rows:
-        log(
-            f"[verify] {runtime}: {r['size'][0]}x{r['size'][1]} {r['input']:<18} batch {r['batch']} "
-            f"max|diff| {r['max_abs_diff']:.2e} <= bound {r['bound']:.2e}  ok"
-        )
-    return rows
-
-
-def output_shapes(reference: Callable[[Tensor], Any], example: Tensor) -> List[List[int]]:
-    with torch.no_grad():
-        return [list(t.shape) for t in flatten_outputs(reference(example))]
-
-
-def input_spec(source: ModelSource, sizes: Sequence[Tuple[int, int]], shape: str, camera: bool = False, **extra: Any):
-    """The sidecar's ``input`` block: verified sizes, shape, dtype and normalization (camera frames folded)."""
-    spec: Dict[str, Any] = {
-        "sizes_hw_verified": [list(s) for s in sizes],
-        "shape": shape,
-        "dtype": "float32",
-        "normalization": source.normalization,
-        **extra,
-    }
-    if camera:
-        spec.update(
-            dtype="uint8",
-            normalization={
-                "color": "RGB",
-                "scale": "0-255 uint8 pixels; mean/std folded into the stem",
-                "mean": list(source.mean),
-                "std": list(source.std),
-            },
-        )
-    return spec
 
 
 @contextlib.contextmanager

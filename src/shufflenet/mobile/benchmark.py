@@ -1,24 +1,14 @@
 """The paper's Table 8 on this machine: ShuffleNet 0.5x/1x/2x (g=3) against AlexNet, MobileNet v1 and peers.
 
-    python mobile/benchmark.py                 # 224x224, 480x640, 720x1280; .ptl and .pte; 1 thread; NHWC in
-    python mobile/benchmark.py --quick         # a few minutes: fewer models, sizes and repeats
+    python mobile/benchmark.py                 # 224x224, 480x640, 720x1280; every runtime; 1 thread; NHWC in
+    python mobile/benchmark.py --quick
 
-Every model is exported through every registered runtime (:func:`.runtime.export`: ShuffleNets in their
-runtime-specific equivalent forms, every file verified against its eager model at the benchmark sizes) and
-timed through that runtime (:meth:`.runtime.Runtime.load`); markdown and charts: :mod:`.report`, per-op
-profiles: the repository's ``tools/mobile_opprofile.py``. All (model, runtime) pairs are *interleaved*: each round
-runs every pair once at the current resolution, so load changes on a shared machine hit them alike. Time is
-the process CPU time of one call (one thread: on a busy shared host, wall time also counts the time the
-process waits for a core; both are recorded). Reported per model and size: the median ms per runtime, the
-fastest runtime (the one the ratios use), multiply-adds per second and its share of AlexNet's MAC/s (the
-efficiency behind the paper's "13x"), the paper's ms and ratios beside the measured ones; JSON + markdown + PNG.
-
-Peers (measurement only, exported exactly as written, without this project's rewrites):
-
-* *megvii-style* 0.5x/1x/2x: the very same ShuffleNet modules run in the order and style of megvii's public
-  ShuffleNetV1 code (channel shuffle after the depthwise conv as reshape/permute/reshape, stride-2 ReLU on
-  the branch): same weights and FLOPs, megvii's code structure;
-* torchvision's ShuffleNetV2 0.5x and 1x (``torchvision.models.shufflenet_v2_x0_5`` / ``_x1_0``).
+Every model is exported and verified through every registered runtime (:func:`.runtime.export`) and timed
+through it (:meth:`.runtime.Runtime.load`). All (model, runtime) pairs are *interleaved* (each round runs every
+pair once), so load changes on a shared machine hit them alike. Time is the process CPU time of one call (on a
+busy host wall time also counts waiting for a core; both are recorded). Peers (exported as written): the same
+ShuffleNet modules in megvii's public code order (shuffle after the depthwise conv, stride-2 ReLU on the
+branch) and torchvision's ShuffleNetV2 0.5x/1x.
 """
 
 from __future__ import annotations
@@ -122,11 +112,6 @@ def bench_models() -> List[BenchModel]:
     ]
 
 
-def paper_ms() -> Dict[str, List[float]]:
-    t8 = paper_tables()["table8_arm_latency_ms"]
-    return {r["model"]: r["ms"] for r in t8["rows"]}
-
-
 def _pct(xs: Sequence[float], q: float) -> float:
     s = sorted(xs)
     k = (len(s) - 1) * q
@@ -169,17 +154,6 @@ class BenchSettings:
     log: Callable[[str], None] = print
 
 
-def run_benchmark(settings: BenchSettings) -> Dict[str, Any]:
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
-    try:
-        result = _run_benchmark(settings)
-        result["kernel_isa"] = kernel_isa(result["settings"]["runtimes"])
-        return result
-    finally:
-        torch.set_num_threads(prev_threads)
-
-
 def _check_keys(keys: Optional[Sequence[str]]) -> List[BenchModel]:
     models = bench_models()
     if keys is not None:
@@ -198,13 +172,25 @@ def _export_runner(rt, src: ModelSource, st: BenchSettings, stem: str) -> Tuple[
     except MobileError as e:
         if len(st.sizes) == 1 or isinstance(e, VerificationError):
             raise
-        per = {s: export(rt, src, st.export_dir, spec.with_(sizes=[s], name=f"{stem}_{s[0]}x{s[1]}")) for s in st.sizes}
+        one = {s: replace(spec, sizes=[s], name=f"{stem}_{s[0]}x{s[1]}") for s in st.sizes}
+        per = {s: export(rt, src, st.export_dir, one[s]) for s in st.sizes}
     runs = {k: rt.load(ex.files, ex.sidecar, threads=st.threads) for k, ex in per.items()}
     paths: List[str] = []
     for ex in per.values():
         f = ex.files
         paths += [str(p) for p in (f.values() if isinstance(f, dict) else [f])]
     return _by_size(runs), paths
+
+
+def run_benchmark(st: BenchSettings) -> Dict[str, Any]:
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(st.threads)
+    try:
+        result = _run_benchmark(st)
+        result["kernel_isa"] = kernel_isa(result["settings"]["runtimes"])
+        return result
+    finally:
+        torch.set_num_threads(prev_threads)
 
 
 def _run_benchmark(st: BenchSettings) -> Dict[str, Any]:
@@ -234,86 +220,70 @@ def _run_benchmark(st: BenchSettings) -> Dict[str, Any]:
             runners[(bm.key, name)], paths = _export_runner(known[name], src, st, f"bench_{bm.key}")
             log(f"[bench] exported + verified {bm.label} -> {', '.join(paths)}")
             files[bm.key][name] = paths
-    runtimes_used, sizes, threads, input_layout = chosen, st.sizes, st.threads, st.input_layout
-    warmup, repeats, max_seconds_per_size = st.warmup, st.repeats, st.max_seconds_per_size
     cells: Dict[str, Dict[str, Dict[str, Any]]] = {}
-    total = len(runners) * len(sizes)
-    done = 0
-    for size in sizes:
+    total, done = len(runners) * len(st.sizes), 0
+    labels = {m.key: m.label for m in models}
+    for size in st.sizes:
         tag = f"{size[0]}x{size[1]}"
         x_nchw = torch.randn(1, 3, *size)
-        x = x_nchw
-        if input_layout == "nhwc":  # a tensor that arrives HWC (camera, decoder): no layout copy in any model
-            x = x_nchw.contiguous(memory_format=torch.channels_last)
+        # nhwc: a tensor that arrives HWC (camera, decoder): no layout copy in any model
+        x = x_nchw.contiguous(memory_format=torch.channels_last) if st.input_layout == "nhwc" else x_nchw
         feed = {k: (x_nchw if k[1] in known and known[k[1]].layout == "nchw" else x) for k in runners}
         cpu: Dict[Tuple[str, str], List[float]] = {k: [] for k in runners}
         wall: Dict[Tuple[str, str], List[float]] = {k: [] for k in runners}
         for k, run in runners.items():
-            for _ in range(warmup):
+            for _ in range(st.warmup):
                 run(feed[k])
         start = time.perf_counter()
-        rounds = 0
-        for _ in range(repeats):
+        for rounds in range(1, st.repeats + 1):
             for k, run in runners.items():  # interleaved: one run of every (model, runtime) per round
                 xk = feed[k]
                 w, c = time.perf_counter(), time.process_time()
                 run(xk)
                 cpu[k].append((time.process_time() - c) * 1e3)
                 wall[k].append((time.perf_counter() - w) * 1e3)
-            rounds += 1
-            log(
-                f"[bench] {tag:>9} round {rounds}/{repeats}: "
-                + ", ".join(f"{k[0]}/{k[1]} {v[-1]:.1f}" for k, v in cpu.items())
-                + " ms"
-            )
-            if time.perf_counter() - start > max_seconds_per_size and rounds >= 3:
+            times = ", ".join(f"{k[0]}/{k[1]} {v[-1]:.1f}" for k, v in cpu.items())
+            log(f"[bench] {tag:>9} round {rounds}/{st.repeats}: {times} ms")
+            if time.perf_counter() - start > st.max_seconds_per_size and rounds >= 3:
                 log(f"[bench] {tag}: time budget reached after {rounds} rounds")
                 break
         for (key, rt), ts in cpu.items():
             done += 1
             ws = wall[(key, rt)]
-            cell = {
-                "median_ms": statistics.median(ts),
-                "p90_ms": _pct(ts, 0.9),
-                "min_ms": min(ts),
-                "n": len(ts),
-                "runs_ms": ts,
-                "wall_median_ms": statistics.median(ws),
-                "wall_runs_ms": ws,
-            }
+            cell = {"median_ms": statistics.median(ts), "p90_ms": _pct(ts, 0.9), "min_ms": min(ts), "n": len(ts)}
+            cell.update(runs_ms=ts, wall_median_ms=statistics.median(ws), wall_runs_ms=ws)
             cells.setdefault(key, {}).setdefault(rt, {})[tag] = cell
-            label = next(m.label for m in models if m.key == key)
             log(
-                f"[bench {done:>3}/{total}] {tag:>9} {label:<38} {rt:<5} median {cell['median_ms']:8.2f} ms  "
+                f"[bench {done:>3}/{total}] {tag:>9} {labels[key]:<38} {rt:<5} median {cell['median_ms']:8.2f} ms  "
                 f"p90 {cell['p90_ms']:8.2f} ms  wall median {cell['wall_median_ms']:8.2f} ms  (n={len(ts)})"
             )
-
+    t8 = paper_tables()["table8_arm_latency_ms"]
     result = {
-        "host": host_info(threads),
+        "host": host_info(st.threads),
         "executorch": versions("executorch")["executorch"],
         "settings": {
-            "threads": threads,
-            "input_layout": input_layout,
-            "warmup": warmup,
-            "repeats": repeats,
-            "sizes": [list(s) for s in sizes],
-            "runtimes": runtimes_used,
+            "threads": st.threads,
+            "input_layout": st.input_layout,
+            "warmup": st.warmup,
+            "repeats": st.repeats,
+            "sizes": [list(s) for s in st.sizes],
+            "runtimes": chosen,
             "interleaved": True,
             "batch": 1,
             "clock": "process CPU time per call (time.process_time); wall time in wall_median_ms",
         },
         "models": {
-            m.key: {
-                "label": m.label,
-                "paper_row": m.paper_row,
-                "registered": m.registered,
-                "peer": m.peer,
-                "files": files[m.key],
-                "macs": macs[m.key],
-            }
+            m.key: dict(
+                label=m.label,
+                paper_row=m.paper_row,
+                registered=m.registered,
+                peer=m.peer,
+                files=files[m.key],
+                macs=macs[m.key],
+            )
             for m in models
         },
-        "paper": {"platform": paper_tables()["table8_arm_latency_ms"]["platform"], "ms": paper_ms()},
+        "paper": {"platform": t8["platform"], "ms": {r["model"]: r["ms"] for r in t8["rows"]}},
         "cells": cells,
     }
     return analyse(result)
@@ -375,9 +345,8 @@ def measure(args: argparse.Namespace, log: Callable[[str], None] = print) -> Tup
     _check_keys(keys)
     out = writable_dir(args.out)
     export_dir = writable_dir(args.export_dir, "--export-dir") if args.export_dir else out / "exported"
-    settings = BenchSettings(
-        keys, sizes, args.runtimes, args.threads, args.warmup, repeats, args.max_seconds_per_size, export_dir
-    )
+    settings = BenchSettings(keys, sizes, args.runtimes, args.threads, args.warmup, repeats)
+    settings = replace(settings, max_seconds_per_size=args.max_seconds_per_size, export_dir=export_dir)
     return run_benchmark(replace(settings, input_layout=args.input_layout, log=log)), out
 
 

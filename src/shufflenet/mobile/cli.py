@@ -1,23 +1,18 @@
 """``mobile/export.py`` / ``shufflenet-export``: export a model to verified mobile files, each with a sidecar.
 
     python mobile/export.py shufflenet_v1_x0_5_g3 --input-size 224 480x640 --out exported/
-    python mobile/export.py model.pth --format pte --input-size 224
-    python mobile/export.py model.pth --format onnx ncnn ptl     # several runtimes at once
-    python mobile/export.py model.pth --format tflite --quantize int8   # LiteRT full-integer int8
-    python mobile/export.py model.pth --camera-input          # uint8 NHWC frames in, normalization folded in
+    python mobile/export.py model.pth --format onnx ncnn ptl --quantize int8
     python mobile/export.py --detector demo_shapes --input-size 96x128
 
-Top of the wing: parses arguments into one :class:`~.runtime.ExportSpec` and calls :func:`~.runtime.export` for
-each ``--format`` (any registered runtime). Invalid combinations are refused before anything is imported (the same
-answer with or without a runtime installed), then each runtime says whether it is installed.
-Bad input (unknown model, bad size, missing file, an ``--out`` that is a file or cannot be written, no real
-images in ``--images``) is one ``error:`` line and exit status 2, checked before any export work.
+Invalid combinations are refused before anything is imported (the same answer with or without a runtime
+installed); bad input is one ``error:`` line and exit status 2, before any export work.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from typing import Optional, Sequence
 
 from ..errors import run_cli
@@ -34,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Export a model to verified mobile files (.ptl lite interpreter, .pte ExecuTorch, ONNX, ncnn, "
         "LiteRT .tflite), "
-        "each with a JSON sidecar.",
+        "each with a JSON sidecar."
     )
     p.add_argument(
         "model",
@@ -174,7 +169,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         why = invalid(known[fmt], spec, task)
         if why:
             raise MobileError(why)
-    spec = spec.with_(images=resolve_images(spec.images))
+    spec = replace(spec, images=resolve_images(spec.images))
     check([known[f] for f in formats], spec, task)
     if args.detector is not None:
         from .detector import export_detector
@@ -183,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     source = load_model(args.model, arch=args.arch, num_classes=args.num_classes)
     if spec.name is None:
-        spec = spec.with_(name=source.name + ("_int8" if int8 else "") + ("_camera" if args.camera_input else ""))
+        spec = replace(spec, name=source.name + ("_int8" if int8 else "") + ("_camera" if args.camera_input else ""))
     out = writable_dir(args.out)
     for fmt in formats:
         export(known[fmt], source, out, spec)

@@ -1,9 +1,9 @@
-"""Detector export: the detection integration's traced detector (its public API only) to a verified ``.ptl`` and
-ONNX file (boxes, scores, classes), each checked against the eager detector on random and real images."""
+"""Detector export: the detection integration's traced detector (public API) to verified ``.ptl`` and ONNX files."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -86,7 +86,7 @@ def export_detector(
         input_spec=input_spec,
         extra={"outputs": "boxes [N, 4] (x0, y0, x1, y1), scores [N], classes [N]"},
     )
-    spec = spec.with_(images=files, name=spec.name or name)
+    spec = replace(spec, images=files, name=spec.name or name)
     results = []
     for rt in rts:
         form = traced

@@ -41,24 +41,11 @@ def host_info(threads: Optional[int] = None) -> Dict[str, Any]:
 
 
 #: CPU flags that decide which kernels XNNPACK, MLAS (ONNX Runtime), ncnn and oneDNN pick at run time.
-_X86_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "avx_vnni",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
+_X86_FLAGS = tuple(
+    "sse4_2 avx avx2 fma f16c avx_vnni avx512f avx512bw avx512vl avx512_vnni avx512_bf16 avx512_fp16 amx_tile "
+    "amx_bf16 amx_int8".split()
 )
-_ARM_FLAGS = ("asimd", "asimdhp", "asimddp", "fphp", "i8mm", "bf16", "sve", "sve2", "sme")
+_ARM_FLAGS = tuple("asimd asimdhp asimddp fphp i8mm bf16 sve sve2 sme".split())
 NOT_REPORTED = "not reported"
 
 

@@ -1,17 +1,8 @@
-"""ncnn export (``--format ncnn``): TorchScript trace -> ``pnnx`` -> ``.ncnn.param`` + ``.ncnn.bin``, verified in ncnn.
-
-Optional dependencies: ``pip install "shufflenet[ncnn]"`` (``pnnx``, Tencent's converter, and ``ncnn``'s
-Python binding, used to load the files back and check them). The model is traced at the first
-``--input-size`` and, for pnnx's dynamic shapes, at the second (or a larger one), so the ``.param`` takes any
-height and width; every size is then verified in ncnn (one image per call, as ncnn's ``Extractor`` takes
-it). Weights are stored and computed in fp32 (``fp16=0``; the runtime's fp16 storage and arithmetic are
-switched off when checking), so the bound is the one of the other float exports.
-
-pnnx has no functional ``aten::channel_shuffle``; the shuffle is traced as the ``torch.nn.ChannelShuffle`` module
-(:mod:`.rewrite`), which pnnx converts to ncnn's ``ShuffleChannel`` layer.
-Input blob ``in0`` (``3 x H x W``, normalized), outputs ``out0``...; an
-app feeds camera pixels through ``ncnn::Mat::from_pixels`` + ``substract_mean_normalize`` (the sidecar
-gives the mean and std on the 0-255 scale).
+"""ncnn export (``--format ncnn``, extra ``shufflenet[ncnn]``): TorchScript trace -> ``pnnx`` -> ``.ncnn.param`` +
+``.ncnn.bin``, verified in ncnn's Python binding (fp32: fp16 storage/arithmetic off). Traced at two sizes so
+pnnx makes height and width dynamic. The shuffle is traced as ``torch.nn.ChannelShuffle`` (pnnx has no
+functional ``aten::channel_shuffle``), which becomes ncnn's ``ShuffleChannel``. Input blob ``in0``, outputs
+``out0``...; an app feeds pixels through ``ncnn::Mat::from_pixels`` + ``substract_mean_normalize`` (sidecar).
 """
 
 from __future__ import annotations
@@ -27,8 +18,9 @@ import torch
 from torch import Tensor
 
 from .artifact import Staged
+from .quantize import ncnn_int8_for_ncnn
 from .rewrite import for_runtime, with_reshape_shuffles
-from .runtime import ExportSpec, Job, Runtime, missing_modules, register
+from .runtime import ExportSpec, Job, Runtime, register
 from .source import MobileError, RuntimeUnavailableError
 from .verify import INT8_ATOL, INT8_FIDELITY_RTOL
 
@@ -91,8 +83,10 @@ def ncnn_runner(
     names = list(net.output_names())
 
     def one(x: Tensor) -> List[Tensor]:
+        # ncnn.Mat wraps the array's memory without a copy: the local ``arr`` keeps it alive until extracted
+        arr = x.contiguous().numpy()
         ex = net.create_extractor()
-        ex.input("in0", ncnn.Mat(x.contiguous().numpy()).clone())
+        ex.input("in0", ncnn.Mat(arr))
         outs = []
         for name in names:
             rc, mat = ex.extract(name)
@@ -109,10 +103,6 @@ def ncnn_runner(
     return run
 
 
-def _shape_arg(t: Tensor) -> str:
-    return "[" + ",".join(str(int(v)) for v in t.shape) + "]f32"
-
-
 def convert_with_pnnx(form: torch.nn.Module, example: Tensor, example2: Tensor, workdir: Path) -> Tuple[Path, Path]:
     """Trace ``form`` and run the ``pnnx`` converter in ``workdir``; the ``.ncnn.param`` and ``.ncnn.bin``."""
     import pnnx
@@ -122,16 +112,16 @@ def convert_with_pnnx(form: torch.nn.Module, example: Tensor, example2: Tensor, 
         traced = torch.jit.trace(form, example, check_trace=False)
     pt = workdir / "model.pt"
     traced.save(str(pt))
-    cmd = [pnnx.EXEC_PATH, str(pt), f"inputshape={_shape_arg(example)}", f"inputshape2={_shape_arg(example2)}"]
-    cmd += ["fp16=0", "device=cpu"]
+    shapes = [
+        f"inputshape{i}=[{','.join(str(int(v)) for v in t.shape)}]f32" for i, t in (("", example), ("2", example2))
+    ]
+    cmd = [pnnx.EXEC_PATH, str(pt), *shapes, "fp16=0", "device=cpu"]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     param, bin_ = workdir / "model.ncnn.param", workdir / "model.ncnn.bin"
     if proc.returncode != 0 or not param.is_file() or not bin_.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         raise MobileError(f"pnnx could not convert the model (exit {proc.returncode}): {tail[0]}")
-    unsupported = sorted(
-        {ln.split()[0] for ln in param.read_text().splitlines()[2:] if ln.startswith(("aten::", "pnnx."))}
-    )
+    unsupported = [layer for layer in _layers(param) if layer.startswith(("aten::", "pnnx."))]
     if unsupported:
         raise MobileError(f"pnnx left operators ncnn cannot run: {', '.join(unsupported)}")
     return param, bin_
@@ -144,6 +134,7 @@ class NcnnRuntime(Runtime):
     summary = "pnnx + ncnn; extra 'ncnn'"
     suffix = ".ncnn"
     packages = ("pnnx", "ncnn")
+    extra = "ncnn"
     layout = "nchw"
     int8 = "ncnn2table + ncnn2int8 (unpacked layout)"
     int8_reference = "fp32 model (fidelity)"
@@ -151,18 +142,13 @@ class NcnnRuntime(Runtime):
     camera = False
 
     def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
-        missing = missing_modules("pnnx", "ncnn")
-        if missing:
-            return (
-                f"--format ncnn needs {' and '.join(missing)} (optional, not installed): "
-                'pip install "shufflenet[ncnn]" (pnnx, ncnn)'
-            )
-        if spec is not None and spec.int8:
+        why = super().missing(spec)
+        if why is None and spec is not None and spec.int8:
             try:
                 require_ncnn_int8_tools()
             except MobileError as e:
                 return str(e)
-        return None
+        return why
 
     def refuse(self, spec: ExportSpec, task: str = "classification") -> Optional[str]:
         if spec.camera:
@@ -173,17 +159,10 @@ class NcnnRuntime(Runtime):
         return super().refuse(spec, task)
 
     def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Dict[str, Path], Dict[str, Any]]:
-        """``<stem>.ncnn.param`` + ``.ncnn.bin`` that take any height and width. int8
-        (:func:`shufflenet.mobile.quantize.ncnn_int8_for_ncnn`: ``ncnn2table`` + ``ncnn2int8``) rewrites pnnx's fp32
-        files; ncnn has no fp32 reference of its int8 layers, so an int8 file is verified against the fp32 model
-        on the real photos with the fidelity bound (``INT8_ATOL`` + ``INT8_FIDELITY_RTOL`` x max|fp32|)."""
+        """``<stem>.ncnn.param`` + ``.ncnn.bin`` for any height and width. int8 (``ncnn2table`` + ``ncnn2int8``)
+        has no fp32 reference in ncnn: it is checked against the fp32 model with the fidelity bound."""
         spec, source, log = job.spec, job.source, job.log
-        quantize_fn = None
-        if spec.int8:
-            from .quantize import ncnn_int8_for_ncnn
-
-            c = spec.int8
-            quantize_fn = ncnn_int8_for_ncnn(source, c.images, c.count, c.size or job.sizes[0])
+        quantize_fn = job.quantizer(ncnn_int8_for_ncnn)
         model = source.model.eval()
         net = for_runtime(model, "ncnn") if spec.rewrite else model
         form = with_reshape_shuffles(net, "module")

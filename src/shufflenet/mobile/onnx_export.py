@@ -1,14 +1,7 @@
-"""ONNX export (``--format onnx``): ``torch.onnx.export`` -> ``onnx.checker`` -> ONNX Runtime, verified like ``.ptl``.
-
-Optional dependencies: ``pip install "shufflenet[onnx]"`` (``onnx``, ``onnxruntime``). One file serves every
-batch size and resolution: the input's batch, height and width are dynamic axes, and the verification runs it
-at every ``--input-size`` with a batch of one random input and a batch of real photos. A ShuffleNet is
-exported in its runtime's equivalent form (:mod:`.rewrite`); the channel shuffle becomes
-Reshape/Transpose/Reshape (ONNX has no channel-shuffle operator), in the model's own
-:func:`~shufflenet.models.shufflenet.channel_shuffle`, so ``torch.onnx.export`` on the plain model works too.
-
-The TorchScript-based exporter (``dynamo=False``) is used: it writes dynamic axes directly and takes seconds;
-the ``torch.export``-based one gives the same graph here but needs ``onnxscript`` and a minute per model.
+"""ONNX export (``--format onnx``, extra ``shufflenet[onnx]``): ``torch.onnx.export`` -> ``onnx.checker`` -> ONNX
+Runtime. One file for every batch and resolution (dynamic axes). The channel shuffle becomes
+Reshape/Transpose/Reshape. The TorchScript-based exporter (``dynamo=False``) writes dynamic axes directly and
+takes seconds; the ``torch.export``-based one gives the same graph but needs ``onnxscript`` and a minute.
 """
 
 from __future__ import annotations
@@ -24,8 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from .artifact import Staged, filtered_stderr
+from .quantize import ort_int8_for_onnx
 from .rewrite import CameraInput, for_runtime
-from .runtime import ExportSpec, Job, Runtime, missing_modules, register
+from .runtime import Job, Runtime, register
 from .source import MobileError
 from .verify import INT8_ATOL, INT8_FIDELITY_RTOL
 
@@ -37,12 +31,8 @@ OPSET = 17
 
 def onnx_runner(path: os.PathLike, threads: Optional[int] = None, optimize: bool = True) -> Callable[[Tensor], Any]:
     """An ONNX Runtime CPU session over ``path`` as a callable on torch tensors (``threads``: intra-op).
-
-    ``optimize=False`` switches every graph optimization off: a QDQ (int8) file then runs node by node as the
-    ONNX specification defines it (``DequantizeLinear`` -> float ``Conv`` -> ``QuantizeLinear``), instead of
-    through the fused int8 kernels (``QLinearConv``, ...) that the default level makes of it -- the int8 file's
-    own fp32 reference.
-    """
+    ``optimize=False``: no graph optimization, so a QDQ (int8) file runs node by node in fp32 as the ONNX spec
+    defines it (its own reference) instead of through the fused int8 kernels."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -65,6 +55,7 @@ def onnx_runner(path: os.PathLike, threads: Optional[int] = None, optimize: bool
     return run
 
 
+FIDELITY = {"against": "eager fp32 model, real photos", "atol": INT8_ATOL, "rtol": INT8_FIDELITY_RTOL}
 #: Dynamic input axes per input layout.
 AXES = {
     "NCHW": {0: "batch", 2: "height", 3: "width"},
@@ -122,6 +113,7 @@ class OnnxRuntime(Runtime):
     summary = "ONNX Runtime; extra 'onnx'"
     suffix = ".onnx"
     packages = ("onnx", "onnxruntime")
+    extra = "onnx"
     layout = "nchw"
     int8 = "ONNX Runtime QDQ, quantize_static"
     int8_reference = "its QDQ graph in fp32 + fp32 model (fidelity)"
@@ -129,28 +121,11 @@ class OnnxRuntime(Runtime):
     detector = True
     shuffle = "reshape"  #: ONNX has no channel-shuffle operator
 
-    def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
-        missing = missing_modules("onnx", "onnxruntime")
-        if missing:
-            return (
-                f"--format onnx needs {' and '.join(missing)} (optional, not installed): "
-                'pip install "shufflenet[onnx]" (onnx, onnxruntime)'
-            )
-        return None
-
     def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Path, Dict[str, Any]]:
-        """One file for every size (dynamic batch, height and width where the model allows). int8
-        (:func:`shufflenet.mobile.quantize.ort_int8_for_onnx`): the fp32 graph is quantized (QDQ) and the int8 file
-        is verified twice: ONNX Runtime's int8 kernels against the same file run node by node in fp32 (its QDQ
-        reference) on every input, and against the eager fp32 model on the real photos with the fidelity bound
-        (``INT8_ATOL + INT8_FIDELITY_RTOL x max|fp32|``), which refuses a degenerate calibration."""
+        """One file for every size (dynamic axes where the model allows). int8: the fp32 graph quantized (QDQ),
+        checked against itself run node by node in fp32 and against the fp32 model (fidelity bound)."""
         spec, source, log = job.spec, job.source, job.log
-        quantize_fn = None
-        if spec.int8:
-            from .quantize import ort_int8_for_onnx
-
-            c = spec.int8
-            quantize_fn = ort_int8_for_onnx(source, c.images, c.count, c.size or job.sizes[0])
+        quantize_fn = job.quantizer(ort_int8_for_onnx)
         model = source.model.eval()
         form = job.form
         net = for_runtime(model, "onnx") if spec.rewrite and form is None else model
@@ -193,7 +168,7 @@ class OnnxRuntime(Runtime):
             output_names=list(output_names),
             operators=_operators(tmp),
             quantization=quantization,
-            **({"fidelity": _fidelity_note(fidelity)} if quantization else {}),
+            **({"fidelity": {**FIDELITY, "checks": fidelity}} if quantization else {}),
         )
         if quantization:
             side["verification"]["reference"] = "the same QDQ file in ONNX Runtime with graph optimizations off"
@@ -235,15 +210,6 @@ def _write_any(job: Job, form, path: Path, output_names, layout: str) -> bool:
             log(f"[export] {name}: TorchScript-based exporter failed; torch.export-based one (static)")
             write_onnx(form, example, path, output_names, layout, "dynamo")
         return False
-
-
-def _fidelity_note(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
-    return {
-        "against": "eager fp32 model, real photos",
-        "atol": INT8_ATOL,
-        "rtol": INT8_FIDELITY_RTOL,
-        "checks": rows,
-    }
 
 
 def _operators(path: Path) -> List[str]:

@@ -1,19 +1,12 @@
-"""ExecuTorch export (``--format pte``): ``torch.export`` -> XNNPACK partitioner -> ``.pte``, verified like ``.ptl``.
+"""ExecuTorch export (``--format pte``): ``torch.export`` -> XNNPACK partitioner -> ``.pte``; extra
+``pip install executorch==1.3.1`` (pairs with torch 2.12). Static shapes: one ``<stem>_<H>x<W>.pte`` per
+``--input-size``, one sidecar ``<stem>.pte.json``.
 
-Optional dependency: ``pip install executorch==1.3.1`` (pairs with torch 2.12; it leaves torch/torchvision
-as they are). ExecuTorch programs have static shapes here, so every ``--input-size`` gets its own file
-``<stem>_<H>x<W>.pte``; one sidecar ``<stem>.pte.json`` describes them all. Each program is loaded back with
-``executorch.runtime`` and compared with eager on random and real images before anything is written.
-
-Speed: a ShuffleNet is lowered in its XNNPACK-friendly equivalent form (:mod:`.rewrite`: the shortcut
-pool as a depthwise conv, the head as a keepdim mean), so the XNNPACK partitioner takes the *whole* network
-as one delegate, and the program's input is NHWC (``dim_order`` channels_last; ``--memory-format``), so the
-delegate needs no layout conversion at its boundary. ExecuTorch reads an input buffer in the program's
-dim order whatever the tensor's strides: :func:`pte_runner` converts the input to that layout.
-
-ExecuTorch serializes XNNPACK subgraphs with the ``flatc`` console script that its wheel installs into the
-environment's ``bin``; when that folder is not on ``PATH`` (a venv used without activation) it is found next
-to ``sys.executable``, or set ``FLATC_EXECUTABLE``.
+A ShuffleNet is lowered in its XNNPACK-friendly form (:mod:`.rewrite`) so the partitioner takes the *whole*
+network as one delegate, with an NHWC input (``dim_order`` channels_last) so the delegate needs no layout
+conversion. ExecuTorch reads an input buffer in the program's dim order whatever the tensor's strides:
+:func:`pte_runner` converts the input to that layout. The ``flatc`` console script of the wheel is found next
+to ``sys.executable`` when the venv's ``bin`` is not on ``PATH`` (or set ``FLATC_EXECUTABLE``).
 """
 
 from __future__ import annotations
@@ -29,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .artifact import PYTREE_NOTICE, Staged, filtered_stderr, without_log_records
+from .quantize import pt2e_int8_for_pte
 from .rewrite import CameraInput, for_runtime
 from .runtime import ExportSpec, Job, Runtime, per_sample, register, versions
 from .source import MobileError
@@ -127,10 +121,9 @@ def pte_runner(
     memory_format: Any = "channels_last",
     camera: bool = False,
 ) -> Callable[[Tensor], Any]:
-    """A callable over the static-shape (batch 1) programs of one model: picks the program by H x W, loops
-    over N, and hands ExecuTorch the input in the layout the program was exported with (``memory_format``:
-    one name, or ``{(H, W): name}`` as in the sidecar's ``files[*].memory_format``). ``camera``: inputs are
-    ``N x H x W x 3`` frames."""
+    """The static-shape (batch 1) programs of one model as a callable: picks the program by H x W, loops over
+    N, and hands ExecuTorch the input in the layout it was exported with (``memory_format``: one name or
+    ``{(H, W): name}``). ``camera``: inputs are ``N x H x W x 3`` frames."""
     if threads is not None:
         set_threads(threads)
     methods = {tuple(k): _load_method(Path(p)) for k, p in paths.items()}
@@ -166,17 +159,10 @@ class PteRuntime(Runtime):
         return super().refuse(spec, task)
 
     def write(self, job: Job, staged: Staged, work: Path) -> Tuple[Dict[Tuple[int, int], Path], Dict[str, Any]]:
-        """One verified ``.pte`` per size (batch 1, static shapes). int8: a converted PT2E module per size
-        (:func:`shufflenet.mobile.quantize.pt2e_int8_for_pte`) that the program must reproduce; otherwise the
-        program is lowered from the runtime's equivalent form and must reproduce the model. The input layout is
-        channels_last when XNNPACK takes the whole program, else contiguous (``spec.memory_format`` overrides)."""
+        """One verified ``.pte`` per size (batch 1, static shapes); int8: a PT2E module per size that the program
+        must reproduce. NHWC input when XNNPACK takes the whole program, else NCHW (``spec.memory_format``)."""
         spec, source, log = job.spec, job.source, job.log
-        quantize_fn = None
-        if spec.int8:
-            from .quantize import pt2e_int8_for_pte
-
-            c = spec.int8
-            quantize_fn = pt2e_int8_for_pte(source, c.images, c.count, c.size or job.sizes[0])
+        quantize_fn = job.quantizer(pt2e_int8_for_pte)
         model = source.model.eval()
         net = for_runtime(model, "pte") if spec.rewrite and quantize_fn is None else model
         form = CameraInput(net, source.mean, source.std) if spec.camera else net
@@ -198,11 +184,7 @@ class PteRuntime(Runtime):
             name = f"{job.stem}_{tag}.pte"
             tmp = staged.tmp(name)
             tmp.write_bytes(data)
-            method = _load_method(tmp)
-            fmt = None if spec.camera else MEMORY_FORMATS[fmt_name]
-            run = per_sample(
-                lambda x, m=method, f=fmt: m.execute([x.contiguous() if f is None else x.contiguous(memory_format=f)])
-            )
+            run = pte_runner({size: tmp}, memory_format=fmt_name, camera=spec.camera)
             checks += job.verify(run, self.label, reference=per_sample(ref_fn), inputs=inputs)
             if outputs is None:  # output shapes at the first size, from that size's reference (static shapes)
                 outputs = job.outputs(ref_fn, inputs[0].tensor[:1])

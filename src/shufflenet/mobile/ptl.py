@@ -1,13 +1,7 @@
-"""TorchScript -> ``optimize_for_mobile`` -> ``.ptl`` for the lite interpreter, verified before it is written.
-
-Flow (:func:`export_ptl`): rewrite a ShuffleNet into the lite interpreter's fastest equivalent form
-(:mod:`.rewrite`; the original model is the reference), script the eval-mode model (trace as a fallback for
-models that do not script), run ``torch.utils.mobile_optimizer.optimize_for_mobile`` (freezing, conv+BN
-folding, XNNPACK prepacking, conv/add + ReLU fusion), save for the lite interpreter into a temporary file,
-optionally backport its bytecode, load it back with ``_load_for_lite_interpreter`` and compare its outputs
-with the *eager original's* on random and real images at every requested size. Only a file that passes is
-renamed into place, with a JSON sidecar beside it. A failure (or an interrupt) leaves no artifact and no
-temporary file; a temporary file left by a killed earlier export is removed by the next one.
+"""TorchScript -> ``optimize_for_mobile`` -> ``.ptl`` for the lite interpreter (deprecated upstream; ExecuTorch's
+``.pte`` is its successor). Script the eval-mode model in its :mod:`.rewrite` form (trace as a fallback),
+``optimize_for_mobile``, save for the lite interpreter, optionally backport the bytecode, load it back and
+verify it against the *eager original*; a temporary file left by a killed earlier export is removed.
 """
 
 from __future__ import annotations
@@ -91,12 +85,8 @@ def _quantized_cat_notice_off() -> Iterator[None]:
 
 
 class ChannelsLastInput(nn.Module):
-    """Export-side wrapper: convert a 4-D input to channels_last (NHWC) before the wrapped model runs.
-
-    XNNPACK computes in NHWC. With an NCHW input every prepacked conv converts to NHWC and back; with a
-    channels_last input the activations stay NHWC end to end. A channels_last input passes through without
-    a copy. The network is unchanged; callers may pass NCHW or NHWC tensors.
-    """
+    """A 4-D input converted to channels_last before the model: XNNPACK computes in NHWC, so the
+    activations stay NHWC end to end (a channels_last input passes without a copy)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -1,20 +1,8 @@
-"""int8 post-training static quantization, calibrated on real images, for both mobile formats.
-
-* ``.ptl``: FX graph mode (``torch.ao.quantization.quantize_fx``) with the QNNPACK qconfig: per-tensor
-  affine int8 activations and weights, observers calibrated on real images; the converted module is scripted
-  and saved exactly like fp32 (``export_ptl``), and the lite-interpreter file must reproduce the converted
-  eager int8 module (same int8 kernels; tolerance: one output quantization step, see docs/mobile.md).
-* ``.pte``: PT2E (``torch.export`` -> ``prepare_pt2e`` with ExecuTorch's ``XNNPACKQuantizer``, symmetric
-  per-channel weights -> calibrate -> ``convert_pt2e``), lowered to XNNPACK; the program must reproduce the
-  converted PT2E reference module (quantize/dequantize ops in fp32) within the same kind of bound.
-* ONNX: ONNX Runtime static quantization of the exported fp32 graph (``quant_pre_process``, then
-  ``quantize_static`` in the QDQ format: uint8 asymmetric per-tensor activations from MinMax calibration,
-  int8 symmetric per-channel weights in 7 bits, ``reduce_range``); verified by :func:`.onnx_export.export_onnx`
-  against the same file run node by node in fp32 and against the fp32 model on real photos.
-
-Calibration images default to the package's sample photos (:func:`shufflenet.paths.sample_images_dir`: a
-handful of real photos, so the default works on any machine); for a calibration that represents a dataset,
-pass ``--calib-images DIR`` (e.g. the train split of the data the model was trained on), sampled evenly.
+"""int8 post-training static quantization calibrated on real images (default: the package's sample photos;
+``--calib-images DIR`` for a dataset, sampled evenly). ``.ptl``: FX graph mode, QNNPACK, checked against the
+converted eager int8 module; ``.pte``: PT2E with ``XNNPACKQuantizer``, checked against the converted PT2E
+module; ONNX: ONNX Runtime ``quantize_static`` (QDQ; uint8 per-tensor activations, int8 per-channel 7-bit
+weights); ncnn: ``ncnn2table`` + ``ncnn2int8``. See docs/mobile.md for the bounds.
 """
 
 from __future__ import annotations
@@ -110,13 +98,9 @@ def quantize_fx_int8(source: ModelSource, calib_dir: os.PathLike, count: int, si
 def pt2e_int8_for_pte(
     source: ModelSource, calib_dir: Any, count: int, size: Tuple[int, int]
 ) -> Callable[[nn.Module, Tensor], nn.Module]:
-    """A ``quantize_fn(model, example) -> converted PT2E module`` for :func:`shufflenet.mobile.pte.export_pte`.
-
-    Calibration images are resized to each exported size (ExecuTorch programs have static shapes).
-    """
+    """A ``quantize_fn(model, example) -> converted PT2E module`` for ``.pte``, calibrated at each size."""
     calib_dir = resolve_calib_dir(calib_dir)
-    files_ok = calibration_batch(calib_dir, 1, size, source.mean, source.std)  # fail early on a bad folder
-    del files_ok
+    calibration_batch(calib_dir, 1, size, source.mean, source.std)  # fail early on a bad folder
 
     def quantize_fn(model: nn.Module, example: Tensor) -> nn.Module:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -153,13 +137,8 @@ ORT_INT8_SCHEME = (
 def ort_int8_for_onnx(
     source: ModelSource, calib_dir: Any, count: int, size: Tuple[int, int]
 ) -> Callable[[Path, Path], Dict[str, Any]]:
-    """A ``quantize_fn(fp32_onnx, int8_onnx) -> description`` for :func:`shufflenet.mobile.onnx_export.export_onnx`.
-
-    As ONNX Runtime documents it: ``quant_pre_process`` (symbolic shape inference, graph optimization, ONNX
-    shape inference) and then ``quantize_static`` (QDQ format, per-channel weights where ONNX Runtime supports
-    them: Conv and Gemm), calibrated on ``count`` real images of ``calib_dir`` resized to ``size`` -- the same
-    images, preprocessing and count the ``.ptl``/``.pte`` int8 paths use (:func:`calibration_batch`).
-    """
+    """A ``quantize_fn(fp32_onnx, int8_onnx) -> description``: ``quant_pre_process`` then ``quantize_static``
+    (QDQ, per-channel weights where ONNX Runtime has them), on the images the other int8 paths use."""
     calib_dir = resolve_calib_dir(calib_dir)
     batch = calibration_batch(calib_dir, count, size, source.mean, source.std)  # a bad folder fails here
 
@@ -244,11 +223,9 @@ NCNN_INT8_SCHEME = (
 def ncnn_int8_for_ncnn(
     source: ModelSource, calib_dir: Any, count: int, size: Tuple[int, int]
 ) -> Callable[[Path, Path, Path], Dict[str, Any]]:
-    """A ``quantize_fn(param, bin, workdir) -> description`` for :func:`shufflenet.mobile.ncnn_export.export_ncnn`:
-    ncnn's own post-training quantization, the programs found on ``PATH``. The calibration images are the
-    ones the other int8 paths use, preprocessed the same way (:func:`calibration_batch`) and handed to
-    ``ncnn2table`` as ``.npy`` tensors (``type=1``), so ncnn's image reader and resizer play no part; then
-    ``ncnn2int8`` writes the int8 ``.param``/``.bin`` over the fp32 ones."""
+    """A ``quantize_fn(param, bin, workdir) -> description``: ``ncnn2table`` on the images the other int8 paths
+    use, preprocessed the same way and handed over as ``.npy`` (``type=1``: ncnn's image reader plays no part),
+    then ``ncnn2int8``."""
     from .ncnn_export import require_ncnn_int8_tools
 
     tools = require_ncnn_int8_tools()

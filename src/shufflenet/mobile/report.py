@@ -1,6 +1,4 @@
-"""The Table-8 benchmark's report: the paper's comparisons (fastest runtime, MAC/s, ratios, rule of thumb),
-markdown tables and the PNG chart of a :func:`.benchmark.run_benchmark` result (``benchmark.md``,
-``benchmark.png``); nothing here measures."""
+"""The Table-8 report: the paper's comparisons, markdown and the PNG chart of a benchmark result."""
 
 from __future__ import annotations
 
@@ -16,12 +14,7 @@ __all__ = ["SIZES", "RATIOS", "analyse", "fastest", "efficiency", "ratios", "rul
 
 #: Ratios of the fastest runtime's medians, as (numerator key, denominator key, label, target or None).
 RATIOS = [
-    (
-        "alexnet",
-        "sn0.5",
-        "AlexNet / ShuffleNet 0.5x (paper headline ~13x)",
-        13.0,
-    ),
+    ("alexnet", "sn0.5", "AlexNet / ShuffleNet 0.5x (paper headline ~13x)", 13.0),
     ("mobilenet", "sn2", "MobileNet 1.0 / ShuffleNet 2x", None),
     ("sn1", "sn0.5", "ShuffleNet 1x / 0.5x", None),
     ("sn2", "sn0.5", "ShuffleNet 2x / 0.5x", None),
@@ -54,13 +47,8 @@ def fastest(result: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, Any]]]:
     out: Dict[str, Dict[str, Dict[str, Any]]] = {}
     for key, per_rt in result["cells"].items():
         for tag in {t for c in per_rt.values() for t in c}:
-            best = min(
-                ((rt, c[tag]["median_ms"]) for rt, c in per_rt.items() if tag in c and rt != "eager"),
-                key=lambda kv: kv[1],
-                default=None,
-            )
-            if best is None:  # eager only
-                best = min(((rt, c[tag]["median_ms"]) for rt, c in per_rt.items() if tag in c), key=lambda kv: kv[1])
+            have = [(rt, c[tag]["median_ms"]) for rt, c in per_rt.items() if tag in c]
+            best = min([kv for kv in have if kv[0] != "eager"] or have, key=lambda kv: kv[1])  # eager: if alone
             out.setdefault(key, {})[tag] = {"runtime": best[0], "median_ms": best[1]}
     return out
 
@@ -83,6 +71,13 @@ def efficiency(result: Dict[str, Any]) -> Dict[str, Dict[str, Dict[str, float]]]
     return out
 
 
+def _ratio(result: Dict[str, Any], num: str, den: str, tag: str, rt: Optional[str] = None) -> Optional[float]:
+    """median(num) / median(den) at ``tag`` through ``rt`` (None: each model's fastest runtime), or None."""
+    cell = [result["cells"].get(k, {}).get(rt, {}) if rt else result["fastest"].get(k, {}) for k in (num, den)]
+    a, b = cell[0].get(tag), cell[1].get(tag)
+    return a["median_ms"] / b["median_ms"] if a and b else None
+
+
 def ratios(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The paper's ratios and the measured ones (fastest runtime of each model; per runtime too)."""
     out = []
@@ -93,29 +88,18 @@ def ratios(result: Dict[str, Any]) -> List[Dict[str, Any]]:
     for num, den, label, target in RATIOS:
         if num not in models or den not in models:
             continue
-        row: Dict[str, Any] = {
-            "ratio": label,
-            "num": num,
-            "den": den,
-            "paper": {},
-            "measured": {},
-            "fastest": {},
-            "target": {},
-            "met": {},
-        }
+        row: Dict[str, Any] = {"ratio": label, "num": num, "den": den}
+        row.update({k: {} for k in ("paper", "measured", "fastest", "target", "met")})
         pn, pd = models[num]["paper_row"], models[den]["paper_row"]
         for tag in sizes:
             if pn and pd and tag in all_sizes:
                 i = all_sizes.index(tag)
                 row["paper"][tag] = pms[pn][i] / pms[pd][i]
             for rt in result["settings"]["runtimes"]:
-                a = result["cells"].get(num, {}).get(rt, {}).get(tag)
-                b = result["cells"].get(den, {}).get(rt, {}).get(tag)
-                if a and b:
-                    row["measured"].setdefault(rt, {})[tag] = a["median_ms"] / b["median_ms"]
-            a, b = result["fastest"].get(num, {}).get(tag), result["fastest"].get(den, {}).get(tag)
-            if a and b:
-                row["fastest"][tag] = a["median_ms"] / b["median_ms"]
+                if _ratio(result, num, den, tag, rt) is not None:
+                    row["measured"].setdefault(rt, {})[tag] = _ratio(result, num, den, tag, rt)
+            if _ratio(result, num, den, tag) is not None:
+                row["fastest"][tag] = _ratio(result, num, den, tag)
                 want = target.get(tag) if isinstance(target, dict) else target
                 if want is not None:
                     row["target"][tag] = want
@@ -139,14 +123,11 @@ def rule_of_thumb(result: Dict[str, Any]) -> List[Dict[str, Any]]:
         flops = mb["macs"]["224x224"] / ms["macs"]["224x224"]
         measured, per_runtime = {}, {}
         for tag in mb["macs"]:
-            a, b = result["fastest"].get(big, {}).get(tag), result["fastest"].get(small, {}).get(tag)
-            if a and b:
-                measured[tag] = a["median_ms"] / b["median_ms"]
+            if _ratio(result, big, small, tag) is not None:
+                measured[tag] = _ratio(result, big, small, tag)
             for rt in result["settings"]["runtimes"]:
-                a = result["cells"].get(big, {}).get(rt, {}).get(tag)
-                b = result["cells"].get(small, {}).get(rt, {}).get(tag)
-                if a and b:
-                    per_runtime.setdefault(rt, {})[tag] = a["median_ms"] / b["median_ms"]
+                if _ratio(result, big, small, tag, rt) is not None:
+                    per_runtime.setdefault(rt, {})[tag] = _ratio(result, big, small, tag, rt)
         predicted = RULE_SPEEDUP_PER_4X ** (math.log(flops) / math.log(4.0))
         out.append(
             {
@@ -158,9 +139,6 @@ def rule_of_thumb(result: Dict[str, Any]) -> List[Dict[str, Any]]:
             }
         )
     return out
-
-
-# --- command line ------------------------------------------------------------------------------------
 
 
 def markdown(result: Dict[str, Any], command: str = "", sections: Sequence[str] = ()) -> str:
@@ -187,11 +165,7 @@ def markdown(result: Dict[str, Any], command: str = "", sections: Sequence[str] 
         "",
         "Median ms per runtime; **bold** = the fastest runtime, which the ratios and MAC/s use:",
         "",
-        "| model | "
-        + " | ".join(f"{rt} {s}" for s in sizes for rt in rts)
-        + " | paper ms ("
-        + ", ".join(sizes)
-        + ") |",
+        "| model | " + " | ".join(f"{rt} {s}" for s in sizes for rt in rts) + f" | paper ms ({', '.join(sizes)}) |",
         "|---|" + "---:|" * (len(sizes) * len(rts)) + "---|",
     ]
     for key, m in result["models"].items():
@@ -223,20 +197,12 @@ def markdown(result: Dict[str, Any], command: str = "", sections: Sequence[str] 
             share = e.get("share_of_alexnet") if e else None
             mark = (" ✓" if share >= SHARE_TARGET else " ✗") if key == "sn0.5" and share is not None else ""
             cols += [f"{e['gmac_per_s']:.2f}" if e else "-", f"{100 * share:.0f} %{mark}" if share is not None else "-"]
-        lines.append(
-            f"| {m['label']} | {m224 / 1e6:.0f} | " + " | ".join(cols) + " |"
-            if m224
-            else f"| {m['label']} | - | " + " | ".join(cols) + " |"
-        )
+        lines.append(f"| {m['label']} | {f'{m224 / 1e6:.0f}' if m224 else '-'} | " + " | ".join(cols) + " |")
     lines += [
         "",
         "Ratios of the fastest runtimes' medians (paper; measured; target, met?):",
         "",
-        "| ratio | "
-        + " | ".join(f"paper {s}" for s in sizes)
-        + " | "
-        + " | ".join(f"measured {s}" for s in sizes)
-        + " | target |",
+        "| ratio | " + " | ".join([f"paper {s}" for s in sizes] + [f"measured {s}" for s in sizes]) + " | target |",
         "|---|" + "---:|" * (2 * len(sizes)) + "---|",
     ]
     for r in result["ratios"]:

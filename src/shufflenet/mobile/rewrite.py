@@ -211,14 +211,8 @@ class FastShuffleNet(nn.Module):
     def __init__(self, model: ShuffleNetV1, opts: RewriteOptions) -> None:
         super().__init__()
         mp = model.maxpool
-        if not (
-            isinstance(mp, nn.MaxPool2d)
-            and _pair(mp.kernel_size) == (3, 3)
-            and _pair(mp.stride) == (2, 2)
-            and _pair(mp.padding) == (1, 1)
-            and not mp.ceil_mode
-            and _pair(mp.dilation) == (1, 1)
-        ):
+        geometry = [_pair(getattr(mp, k, 0)) for k in ("kernel_size", "stride", "padding", "dilation")]
+        if not isinstance(mp, nn.MaxPool2d) or mp.ceil_mode or geometry != [(3, 3), (2, 2), (1, 1), (1, 1)]:
             raise MobileError(f"rewrite: unexpected stem pool {mp}")
         if model.global_pool not in ("avg", ""):
             raise MobileError(f"rewrite: unexpected global_pool {model.global_pool!r}")
@@ -226,9 +220,9 @@ class FastShuffleNet(nn.Module):
         self.conv1 = copy.deepcopy(model.conv1)
         self.maxpool_slices = opts.maxpool == "slices"
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.stage2 = nn.Sequential(*[FastShuffleUnit(u, opts) for u in model.stage2])
-        self.stage3 = nn.Sequential(*[FastShuffleUnit(u, opts) for u in model.stage3])
-        self.stage4 = nn.Sequential(*[FastShuffleUnit(u, opts) for u in model.stage4])
+        self.stage2, self.stage3, self.stage4 = (
+            nn.Sequential(*[FastShuffleUnit(u, opts) for u in st]) for st in (model.stage2, model.stage3, model.stage4)
+        )
         self.pool = model.global_pool == "avg"
         self.keepdim = opts.head == "keepdim"
         self.fc = copy.deepcopy(model.fc)
@@ -249,12 +243,9 @@ def _pair(v) -> tuple:
 
 
 def for_runtime(model: nn.Module, runtime: str, opts: Optional[RewriteOptions] = None) -> nn.Module:
-    """The fastest equivalent form of ``model`` for ``runtime`` (a key of :data:`RUNTIME_DEFAULTS`); other models
-    unchanged.
-
-    Only an eval-mode :class:`ShuffleNetV1` without dropout in the head is rewritten (dropout is the identity
-    in eval mode, and the rewritten head has none). The argument is never modified.
-    """
+    """The fastest equivalent form of ``model`` for ``runtime`` (a key of :data:`RUNTIME_DEFAULTS`): only an
+    eval-mode :class:`ShuffleNetV1` as built is rewritten (other models are returned as they are); the argument
+    is never modified."""
     if runtime not in RUNTIME_DEFAULTS:
         raise MobileError(f"rewrite: runtime must be one of {sorted(RUNTIME_DEFAULTS)}, got {runtime!r}")
     if type(model) is not ShuffleNetV1 or not all(type(u) is ShuffleUnit for st in model.stages() for u in st):

@@ -18,14 +18,14 @@ import importlib
 import os
 import platform
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from .artifact import Staged, input_spec, output_shapes, verify
+from .artifact import Staged
 from .images import list_images, resolve_images
 from .source import MobileError, ModelSource, RuntimeUnavailableError
 from .verify import (
@@ -42,6 +42,7 @@ from .verify import (
     images_note,
     make_frame_inputs,
     make_inputs,
+    verify_runtime,
 )
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "get",
     "export",
     "versions",
-    "missing_modules",
     "per_sample",
 ]
 
@@ -103,9 +103,6 @@ class ExportSpec:
         rtol = self.rtol if self.rtol is not None else (INT8_RTOL if self.int8 else DEFAULT_RTOL)
         return atol, rtol
 
-    def with_(self, **changes: Any) -> ExportSpec:
-        return replace(self, **changes)
-
 
 class Exported(NamedTuple):
     """What :func:`export` wrote: ``files`` in the runtime's shape (one path, ``{(H, W): path}`` for one file
@@ -138,9 +135,16 @@ class Job:
         return self.spec.bounds()
 
     def verify(self, run: Callable[[Tensor], Any], label: str, reference=None, inputs=None) -> List[Dict[str, Any]]:
-        """The runtime's file (``run``) against the eager reference on every input; raises on the first miss."""
-        ref, inputs = reference or self.reference, self.inputs if inputs is None else inputs
-        return verify(ref, run, inputs, self.bounds, label, self.log)
+        """The runtime's file (``run``) against the eager reference on every input, one line each; raises on the
+        first miss."""
+        inputs = self.inputs if inputs is None else inputs
+        rows = verify_runtime(reference or self.reference, run, inputs, *self.bounds, runtime=label)
+        for r in rows:
+            self.log(
+                f"[verify] {label}: {r['size'][0]}x{r['size'][1]} {r['input']:<18} batch {r['batch']} "
+                f"max|diff| {r['max_abs_diff']:.2e} <= bound {r['bound']:.2e}  ok"
+            )
+        return rows
 
     def verify_fidelity(self, run: Callable[[Tensor], Any], quantization: Dict[str, Any], label: str) -> List[Dict]:
         """An int8 file against the *fp32* model on real photos (the real inputs; with none, two calibration
@@ -163,15 +167,8 @@ class Job:
                 ref, got = self.reference(inp.tensor.clone()), run(inp.tensor.clone())
             res = compare_outputs(ref, got, INT8_ATOL, INT8_FIDELITY_RTOL)
             agree = float((flatten_outputs(ref)[0].argmax(1) == flatten_outputs(got)[0].argmax(1)).float().mean())
-            rows.append(
-                {
-                    "input": inp.label,
-                    "size": list(inp.size),
-                    "batch": int(inp.tensor.shape[0]),
-                    **res,
-                    "top1_agree": agree,
-                }
-            )
+            rows.append({"input": inp.label, "size": list(inp.size), "batch": int(inp.tensor.shape[0]), **res})
+            rows[-1]["top1_agree"] = agree
             where = f"{inp.label} input at {inp.size[0]}x{inp.size[1]}"
             if not res["ok"]:
                 why = res.get("why") or (
@@ -190,11 +187,25 @@ class Job:
             )
         return rows
 
+    def quantizer(self, factory: Callable[..., Any]) -> Any:
+        """``factory(source, images, count, size)`` for ``spec.int8`` (None for an fp32 export)."""
+        c = self.spec.int8
+        return factory(self.source, c.images, c.count, c.size or self.sizes[0]) if c else None
+
     def outputs(self, reference=None, example: Optional[Tensor] = None) -> List[List[int]]:
-        return output_shapes(reference or self.reference, self.inputs[0].tensor if example is None else example)
+        with torch.no_grad():
+            out = (reference or self.reference)(self.inputs[0].tensor if example is None else example)
+        return [list(t.shape) for t in flatten_outputs(out)]
 
     def input(self, shape: str, **extra: Any) -> Dict[str, Any]:
-        return input_spec(self.source, self.sizes, shape, self.spec.camera, **extra)
+        """The sidecar's ``input`` block: verified sizes, shape, dtype and normalization (camera frames folded)."""
+        src = self.source
+        out = {"sizes_hw_verified": [list(s) for s in self.sizes], "shape": shape, "dtype": "float32"}
+        out.update(normalization=src.normalization, **extra)
+        if self.spec.camera:
+            folded = {"color": "RGB", "scale": "0-255 uint8 pixels; mean/std folded into the stem"}
+            out.update(dtype="uint8", normalization={**folded, "mean": list(src.mean), "std": list(src.std)})
+        return out
 
     def sidecar(self, rt: Runtime, input: Dict[str, Any], outputs, checks, rewritten: bool, **fields: Any):
         """The JSON sidecar every exported file carries (``fields``: the runtime's own entries)."""
@@ -240,10 +251,22 @@ class Runtime:
     camera: bool = True
     shuffle: str = "native"  #: how the detector's trace writes the channel shuffle for it ("reshape": no op)
     options: Tuple[str, ...] = ()  #: ExportSpec fields only this runtime takes (e.g. bytecode_version)
+    extra: str = ""  #: the package extra that installs ``packages`` (each importable under its own name)
 
     def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
         """Why this runtime cannot run here (for ``spec``, when given): one line naming what to install, or None.
-        Imports lazily."""
+        Imports lazily (by default: whether ``packages`` import, named by ``extra``)."""
+        gone = []
+        for mod in self.packages if self.extra else ():
+            try:
+                __import__(mod)
+            except ImportError:
+                gone.append(mod)
+        if gone:
+            return (
+                f"--format {self.name} needs {' and '.join(gone)} (optional, not installed): "
+                f'pip install "shufflenet[{self.extra}]" ({", ".join(self.packages)})'
+            )
         return None
 
     def require(self, spec: Optional[ExportSpec] = None) -> None:
@@ -313,17 +336,6 @@ def versions(*packages: str) -> Dict[str, Optional[str]]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = None
-    return out
-
-
-def missing_modules(*modules: str) -> List[str]:
-    """Which of ``modules`` cannot be imported."""
-    out = []
-    for mod in modules:
-        try:
-            __import__(mod)
-        except ImportError:
-            out.append(mod)
     return out
 
 

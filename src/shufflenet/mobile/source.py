@@ -59,13 +59,8 @@ class ModelSource:
 
 
 def load_model(spec: str, arch: Optional[str] = None, num_classes: Optional[int] = None) -> ModelSource:
-    """Build the model named by ``spec``: a registered name, or any file :func:`read_weights` reads.
-
-    * registered name (``shufflenet_v1_x0_5_g3``, ``alexnet``, ...): randomly initialised;
-      ``num_classes`` overrides the classifier width.
-    * a file (package weights file, converted public checkpoint, Lightning ``.ckpt``, plain state dict):
-      the network it holds (its stored config, else ``arch`` or the name it records), loaded strictly.
-    """
+    """A registered name (randomly initialised; ``num_classes`` overrides the classifier width) or any file
+    :func:`read_weights` reads (the network it holds: its stored config, else ``arch`` or its recorded name)."""
     path = Path(spec)
     looks_like_file = path.suffix in (".pt", ".pth", ".ckpt", ".bin") or os.sep in spec or path.exists()
     kwargs = {} if num_classes is None else {"num_classes": num_classes}

@@ -1,27 +1,11 @@
-"""LiteRT export (``--format tflite``): ``litert-torch`` -> ``.tflite``, verified in ai-edge-litert's ``Interpreter``.
+"""LiteRT export (``--format tflite``, extra ``shufflenet[litert]``): ``litert-torch`` -> ``.tflite``, verified in
+``ai_edge_litert``'s ``Interpreter`` (one thread, default XNNPACK delegate).
 
-Optional dependencies: ``pip install "shufflenet[litert]"`` (``litert-torch``, Google's PyTorch -> LiteRT
-converter, and ``ai-edge-litert``, the LiteRT runtime's Python binding that loads the files back and checks
-them; docs/mobile.md gives the smaller install that leaves the rest of the environment as it is).
-
-The file takes what an Android camera pipeline or ``Bitmap`` -> ``ByteBuffer`` delivers: ``1 x H x W x 3``
-float32 (NHWC, RGB, normalized like training), through litert-torch's own channel-last wrapper
-(``litert_torch.to_channel_last_io``: one permute in front of the network that the converter folds into its
-layout pass). LiteRT programs converted this way have static shapes, so every ``--input-size`` gets its own
-file ``<stem>_<H>x<W>.tflite`` (batch 1); one sidecar ``<stem>.tflite.json`` describes them all and says so.
-Each file is loaded in ``ai_edge_litert.interpreter.Interpreter`` (one thread, the default XNNPACK delegate)
-and compared with the eager model on random and real images before anything is written.
-
-A ShuffleNet is converted in its runtime's equivalent form (:mod:`.rewrite`, ``"tflite"``); the model's own
-:func:`~shufflenet.models.shufflenet.channel_shuffle` becomes RESHAPE/TRANSPOSE/RESHAPE in the converter
-(LiteRT has no channel-shuffle operator).
-
-int8 (:func:`tflite_int8`): full-integer post-training static quantization through litert-torch's PT2E path
-(``torch.export`` -> ``prepare_pt2e`` with ``litert_torch.quantize.PT2EQuantizer``, symmetric per-channel
-weights -> calibrate on real images -> ``convert_pt2e(fold_quantize=False)`` -> ``litert_torch.convert(...,
-quant_config=QuantConfig(pt2e_quantizer=...))``). The converted file takes and returns int8 tensors (scale
-and zero point in the sidecar); :func:`tflite_runner` quantizes float inputs and dequantizes outputs with
-them. It is verified against its own quantized reference (the converted PT2E module) within the int8 bound.
+Input ``1 x H x W x 3`` float32 (NHWC, normalized) through ``litert_torch.to_channel_last_io``, which the
+converter folds into its layout pass. Static shapes: one ``<stem>_<H>x<W>.tflite`` per size, one sidecar.
+int8 (:func:`tflite_int8`): full integer through litert-torch's PT2E path; the file takes and returns int8
+(scale/zero point in the sidecar, applied by :func:`tflite_runner`) and is verified against its converted
+PT2E module.
 """
 
 from __future__ import annotations
@@ -34,6 +18,7 @@ import platform
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from unittest import mock
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +28,6 @@ from .quantize import calibration_batch, resolve_calib_dir
 from .rewrite import for_runtime
 from .runtime import ExportSpec, Job, Runtime, per_sample, register
 from .source import MobileError, ModelSource
-from .verify import flatten_outputs
 
 __all__ = ["TfliteRuntime", "LITERT_EXTRA", "tflite_runner", "convert_to_tflite", "tflite_int8"]
 
@@ -132,13 +116,9 @@ def _one_file_runner(path: os.PathLike, threads: Optional[int]) -> Callable[[Ten
 def tflite_runner(
     paths: Dict[Tuple[int, int], os.PathLike] | os.PathLike, threads: Optional[int] = 1, layout: str = "nchw"
 ) -> Callable[[Tensor], Any]:
-    """LiteRT interpreters (``threads`` each, default one; the default XNNPACK delegate) over the static-shape,
-    batch-1 ``.tflite`` files of one model (``{(H, W): path}``, or one path) as a callable on torch tensors.
-
-    ``layout="nchw"``: takes ``N x 3 x H x W`` tensors like the other runners and hands LiteRT their NHWC
-    view (free for a channels_last tensor: the permute is a view and its memory is already NHWC);
-    ``"nhwc"``: takes ``N x H x W x 3``. Picks the file by H x W and loops over N.
-    """
+    """LiteRT interpreters over the static-shape, batch-1 ``.tflite`` files of one model (``{(H, W): path}``
+    or one path) as a callable: picks the file by H x W, loops over N. ``layout="nchw"`` takes ``N x 3 x H x W``
+    and hands LiteRT its NHWC view (free for a channels_last tensor); ``"nhwc"`` takes ``N x H x W x 3``."""
     if layout not in ("nchw", "nhwc"):
         raise MobileError(f"tflite_runner: layout must be 'nchw' or 'nhwc', got {layout!r}")
     if not isinstance(paths, dict):
@@ -159,17 +139,9 @@ def tflite_runner(
 @contextlib.contextmanager
 def _converter_quiet() -> Iterator[None]:
     """litert-torch's progress lines off (its own switch, restored after), warnings and C++ chatter filtered."""
-    key = "LITERT_TORCH_SHOW_PROGRESS"
-    before = os.environ.get(key)
-    os.environ[key] = "n"
-    try:
-        with _quiet_import(), filtered_stderr(LITERT_CHATTER):
+    with mock.patch.dict(os.environ, {"LITERT_TORCH_SHOW_PROGRESS": "n"}), _quiet_import():
+        with filtered_stderr(LITERT_CHATTER):
             yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before
 
 
 def nhwc_form(net: nn.Module) -> nn.Module:
@@ -243,26 +215,17 @@ def tflite_int8(
     return quantize_fn
 
 
-def _ops(path: Path) -> List[str]:
-    """Every builtin operator of the file (what a LiteRT build must provide), read without delegates."""
-    return sorted({d["op_name"] for d in _interpreter(path, 1, delegates=False)._get_ops_details()})
-
-
-def _float_ops(path: Path) -> List[str]:
-    """Operators of a quantized file that still compute in float32 (between DEQUANTIZE and QUANTIZE)."""
+def _describe(path: Path) -> Tuple[List[str], List[str], Dict[str, Any]]:
+    """Read without delegates: every builtin operator (what a LiteRT build must provide), those that still
+    compute in float32 (between DEQUANTIZE and QUANTIZE), and the input/output dtypes and quantization."""
     it = _interpreter(path, 1, delegates=False)
-    dtypes = {d["index"]: d["dtype"] for d in it.get_tensor_details()}
-    out = set()
-    for d in it._get_ops_details():
-        if d["op_name"] not in ("DEQUANTIZE", "QUANTIZE") and any(
-            dtypes.get(i) is not None and dtypes[i].__name__ == "float32" for i in d["outputs"] if i >= 0
-        ):
-            out.add(d["op_name"])
-    return sorted(out)
-
-
-def _io_quantization(path: Path) -> Dict[str, Any]:
-    it = _interpreter(path, 1, delegates=False)
+    dtypes = {d["index"]: d["dtype"].__name__ for d in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    floats = {
+        d["op_name"]
+        for d in ops
+        if d["op_name"] not in ("DEQUANTIZE", "QUANTIZE") and any(dtypes.get(i) == "float32" for i in d["outputs"])
+    }
 
     def desc(d: Dict[str, Any]) -> Dict[str, Any]:
         scale, zero = d["quantization"]
@@ -271,7 +234,8 @@ def _io_quantization(path: Path) -> Dict[str, Any]:
             out.update(scale=float(scale), zero_point=int(zero))
         return out
 
-    return {"input": desc(it.get_input_details()[0]), "outputs": [desc(d) for d in it.get_output_details()]}
+    io = {"input": desc(it.get_input_details()[0]), "outputs": [desc(d) for d in it.get_output_details()]}
+    return sorted({d["op_name"] for d in ops}), sorted(floats), io
 
 
 class TfliteRuntime(Runtime):
@@ -298,10 +262,7 @@ class TfliteRuntime(Runtime):
         runtime's equivalent form and checked against the model; int8 (:func:`tflite_int8`): full integer,
         checked against its own converted PT2E module."""
         spec, source, log = job.spec, job.source, job.log
-        quantize_fn = None
-        if spec.int8:
-            c = spec.int8
-            quantize_fn = tflite_int8(source, c.images, c.count, c.size or job.sizes[0])
+        quantize_fn = job.quantizer(tflite_int8)
         model = source.model.eval()
         # int8 quantizes the rewritten form too (fewer ops: the shortcut pool is a conv, not PAD + AVERAGE_POOL_2D)
         net = for_runtime(model, "tflite") if spec.rewrite else model
@@ -310,8 +271,7 @@ class TfliteRuntime(Runtime):
         files_out: Dict[str, Dict[str, Any]] = {}
         ops: set = set()
         outputs: Optional[List[List[int]]] = None
-        io: Dict[str, Any] = {}
-        float_ops: List[str] = []
+        float_ops: set = set()
         precision = "int8" if quantize_fn is not None else "fp32"
         for size in job.sizes:
             tag = f"{size[0]}x{size[1]}"
@@ -329,39 +289,32 @@ class TfliteRuntime(Runtime):
             tmp = staged.tmp(name)
             tmp.write_bytes(data)
             checks += job.verify(tflite_runner(tmp), self.label, reference=ref_fn, inputs=inputs)
-            if outputs is None:
-                with torch.no_grad():
-                    outputs = [[1, *list(t.shape[1:])] for t in flatten_outputs(ref_fn(inputs[0].tensor[:1]))]
-            ops |= set(_ops(tmp))
-            io = _io_quantization(tmp)
-            if quantize_fn is not None:
-                float_ops = sorted(set(float_ops) | set(_float_ops(tmp)))
+            outputs = outputs or job.outputs(ref_fn, inputs[0].tensor[:1])
+            size_ops, size_floats, io = _describe(tmp)
+            ops |= set(size_ops)
+            float_ops |= set(size_floats) if quantize_fn is not None else set()
             files_out[tag] = staged.entry(name)
-        quantized = {"quantized": io["input"]} if quantize_fn is not None else {}
+        shape = "1 x H x W x 3 (NHWC, RGB; static per file: one file per size, batch 1)"
+        quantization = None
+        if quantize_fn is not None:
+            quantization = {
+                "scheme": "int8 full integer, PT2E (litert_torch.quantize.PT2EQuantizer, symmetric per-channel "
+                "weights, static per-tensor activations); int8 input and output, float_ops: any op left in float",
+                "float_ops": sorted(float_ops),
+                "calibration": quantize_fn.calibration,
+                "io": io,
+            }
+        quantized = {"quantized": io["input"]} if quantization else {}
         side = job.sidecar(
             self,
-            job.input(
-                "1 x H x W x 3 (NHWC, RGB; static per file: one file per size, batch 1)",
-                static_shapes=True,
-                **quantized,
-            ),
+            job.input(shape, static_shapes=True, **quantized),
             outputs,
             checks,
             net is not model,
             files=files_out,
             operators=sorted(ops),
             signature="serving_default",
-            quantization=(
-                {
-                    "scheme": "int8 full integer, PT2E (litert_torch.quantize.PT2EQuantizer, symmetric per-channel "
-                    "weights, static per-tensor activations); int8 input and output, float_ops: any op left in float",
-                    "float_ops": float_ops,
-                    "calibration": getattr(quantize_fn, "calibration", None),
-                    "io": io,
-                }
-                if quantize_fn is not None
-                else None
-            ),
+            quantization=quantization,
         )
         return {s: staged.out_dir / f"{job.stem}_{s[0]}x{s[1]}.tflite" for s in job.sizes}, side
 

@@ -72,13 +72,24 @@ def make_inputs(
     std: Sequence[float] = IMAGENET_STD,
 ) -> List[VerifyInput]:
     """One random batch and (when ``images`` are given) one batch of ``n_real`` real photos per size."""
+    return _inputs(
+        sizes,
+        images,
+        n_real,
+        seed,
+        lambda s, g: torch.randn(1, 3, *s, generator=g),
+        lambda f, s: load_images(f, s, mean, std),
+    )
+
+
+def _inputs(sizes, images, n_real: int, seed: int, random, real) -> List[VerifyInput]:
     gen = torch.Generator().manual_seed(seed)
     files = list(images or [])[: max(0, n_real)]
     out = []
     for size in sizes:
-        out.append(VerifyInput("random", size, torch.randn(1, 3, *size, generator=gen)))
+        out.append(VerifyInput("random", size, random(size, gen)))
         if files:
-            out.append(VerifyInput(f"real ({len(files)} images)", size, load_images(files, size, mean, std)))
+            out.append(VerifyInput(f"real ({len(files)} images)", size, real(files, size)))
     return out
 
 
@@ -86,14 +97,8 @@ def make_frame_inputs(
     sizes: Sequence[Tuple[int, int]], images: Optional[Sequence[os.PathLike]] = None, n_real: int = 2, seed: int = 0
 ) -> List[VerifyInput]:
     """Camera frames (``N x H x W x 3`` uint8): one of random pixels and one of real photos per size."""
-    gen = torch.Generator().manual_seed(seed)
-    files = list(images or [])[: max(0, n_real)]
-    out = []
-    for size in sizes:
-        out.append(VerifyInput("random", size, torch.randint(0, 256, (1, *size, 3), generator=gen, dtype=torch.uint8)))
-        if files:
-            out.append(VerifyInput(f"real ({len(files)} images)", size, load_frames(files, size)))
-    return out
+    frame = lambda s, g: torch.randint(0, 256, (1, *s, 3), generator=g, dtype=torch.uint8)  # noqa: E731
+    return _inputs(sizes, images, n_real, seed, frame, load_frames)
 
 
 def frame_reference(
@@ -125,15 +130,13 @@ def compare_outputs(ref: Any, got: Any, atol: float = DEFAULT_ATOL, rtol: float 
     """Max |ref - got| against ``atol + rtol * max|ref|`` over all output tensors; NaN or inf in any output of
     either side fails (``why`` names the output)."""
     r, g = flatten_outputs(ref), flatten_outputs(got)
+
+    def fail(why: str, bound: float = 0.0, max_ref: float = 0.0) -> Dict[str, Any]:
+        return {"ok": False, "max_abs_diff": float("inf"), "bound": bound, "max_abs_ref": max_ref, "why": why}
+
     if len(r) != len(g) or any(a.shape != b.shape for a, b in zip(r, g)):
-        return {
-            "ok": False,
-            "max_abs_diff": float("inf"),
-            "bound": 0.0,
-            "max_abs_ref": 0.0,
-            "why": f"output structure differs: eager {[tuple(a.shape) for a in r]} "
-            f"vs exported {[tuple(b.shape) for b in g]}",
-        }
+        shapes = [[tuple(t.shape) for t in ts] for ts in (r, g)]
+        return fail(f"output structure differs: eager {shapes[0]} vs exported {shapes[1]}")
     r = [a.detach().float() for a in r]
     g = [b.detach().float() for b in g]
     nonfinite = [
@@ -149,13 +152,7 @@ def compare_outputs(ref: Any, got: Any, atol: float = DEFAULT_ATOL, rtol: float 
     diff = float(torch.stack(diffs).max()) if diffs else 0.0
     bound = atol + rtol * max_ref
     if nonfinite:
-        return {
-            "ok": False,
-            "max_abs_diff": float("inf"),
-            "bound": bound,
-            "max_abs_ref": max_ref,
-            "why": "non-finite values (NaN or inf) in " + ", ".join(nonfinite),
-        }
+        return fail("non-finite values (NaN or inf) in " + ", ".join(nonfinite), bound, max_ref)
     return {"ok": bool(diff <= bound), "max_abs_diff": diff, "bound": bound, "max_abs_ref": max_ref}
 
 
