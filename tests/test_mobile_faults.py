@@ -6,7 +6,6 @@ line, exit status 2, and no file or temporary file left behind.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -101,19 +100,52 @@ def test_images_flag_that_finds_no_images_says_so(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_console_script_entry_points_exist(capsys):
+def test_console_script_entry_points_exist():
+    """The installed console scripts run these functions, and their usage line names the command the user typed
+    (argparse's default program name), not a file of the repository."""
     from importlib.metadata import entry_points
 
     from shufflenet.mobile import benchmark
     from shufflenet.mobile import cli as cli_mod
 
     scripts = {ep.name: ep for ep in entry_points(group="console_scripts")}
-    for name, mod, prog in (
+    for name, mod, script in (
         ("shufflenet-export", cli_mod, "mobile/export.py"),
         ("shufflenet-bench", benchmark, "mobile/benchmark.py"),
     ):
         assert scripts[name].load() is mod.cli  # the installed console script runs this function
-        with pytest.raises(SystemExit) as exc:
-            mod.cli(["--help"])
-        assert exc.value.code == 0 and capsys.readouterr().out.startswith(f"usage: {prog} ")
-    assert os.path.isfile(REPO / "mobile" / "export.py")
+        proc = watched_run([str(Path(sys.executable).parent / name), "--help"])
+        assert proc.returncode == 0 and proc.stdout.startswith(f"usage: {name} "), proc.stdout[:200]
+        proc = watched_run([sys.executable, str(REPO / script), "--help"])
+        assert proc.returncode == 0 and proc.stdout.startswith(f"usage: {Path(script).name} "), proc.stdout[:200]
+
+
+def test_a_full_disk_during_an_export_keeps_the_previous_files(tmp_path, monkeypatch, capsys):
+    """The disk fills up while the sidecar of a second export (other weights, same file names) is written: the
+    first export's model file and sidecar stay as they were (never a new model beside an old sidecar), no temporary
+    is left, one error line naming the folder and the cause."""
+    from disk import NO_SPACE, full_disk
+
+    from shufflenet.models import create_model
+    from shufflenet.weights import save_weights
+
+    files = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        files.append(save_weights(create_model(TINY), tmp_path / f"w{seed}.pth", arch=TINY))
+    out = tmp_path / "o"
+    common = ["--format", "onnx", "--input-size", "32", "--images", "none", "--name", "net", "--out", str(out)]
+    assert cli([str(files[0]), *common]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["net.onnx", "net.onnx.json"]
+    capsys.readouterr()
+    hit = full_disk(monkeypatch, match=lambda final: final.endswith(".json"), after=10)
+    rc = cli([str(files[1]), *common])
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert rc == 2 and hit and "Traceback" not in err, err[-3000:]
+    assert len(errors) == 1 and NO_SPACE in errors[0] and str(out) in errors[0], err[-3000:]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # both files as they were, no temporary
+    assert cli([str(files[1]), *common]) == 0  # the disk has room again: the export goes through
+    assert (out / "net.onnx").read_bytes() != before["net.onnx"]  # (other weights: a replaced file would show)

@@ -146,9 +146,23 @@ def _jsonable(value: Any) -> Any:
         return str(value)
 
 
+def _json_text(obj: Any, indent: int = 2) -> str:
+    return json.dumps(obj, indent=indent, default=_jsonable) + "\n"  # keys in the order given, trailing newline
+
+
 def write_json_atomic(obj: Any, path: PathLike, indent: int = 2) -> Path:
     """``json.dumps`` (keys in the order given, trailing newline) through :func:`atomic_write`."""
-    return write_text_atomic(json.dumps(obj, indent=indent, default=_jsonable) + "\n", path)
+    return write_text_atomic(_json_text(obj, indent), path)
+
+
+def write_json_staged(obj: Any, tmp: PathLike) -> Path:
+    """The JSON :func:`write_json_atomic` writes, into ``tmp``: a staged file (:func:`tmp_sibling`) that its caller
+    renames into place together with others."""
+    with open(tmp, "w") as f:
+        f.write(_json_text(obj))
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(tmp)
 
 
 def sha256_file(path: PathLike, chunk: int = 1 << 20) -> str:

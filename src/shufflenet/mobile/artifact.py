@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Sequence
 
-from ..fileio import sha256_file, tmp_sibling, write_json_atomic
+from ..fileio import sha256_file, tmp_sibling, write_json_staged
+from .source import MobileError
 
 __all__ = ["Staged", "filtered_stderr", "without_log_records"]
 
@@ -41,13 +42,22 @@ class Staged:
         return {"file": name, "sha256": sha256_file(t), "size_bytes": t.stat().st_size}
 
     def commit(self, side: Dict[str, Any], sidecar_name: str, log: Log = print) -> List[Path]:
-        for final, t in self.files.items():
-            os.replace(t, final)
-        side_path = write_json_atomic(side, self.out_dir / sidecar_name)
-        for final in self.files:
+        """The sidecar is staged too, and renamed last: a failed write (a full disk) leaves the folder's earlier
+        files as they were, never a new model beside an old sidecar."""
+        made = list(self.files)
+        side_path = self.out_dir / sidecar_name
+        try:
+            write_json_staged(side, self.tmp(sidecar_name))
+            for final, t in self.files.items():
+                os.replace(t, final)
+        except OSError as e:
+            raise MobileError(
+                f"cannot write the export to {self.out_dir}: {e.strerror or e}; its files are kept"
+            ) from None
+        for final in made:
             log(f"[export] wrote {final} ({final.stat().st_size / 1e6:.2f} MB)")
         log(f"[export] wrote {side_path}")
-        return list(self.files)
+        return made
 
     def __enter__(self) -> Staged:
         return self
