@@ -1,8 +1,10 @@
-"""The tensor decode path (torchvision.io + transforms.v2 on uint8) against the PIL path, and prediction batches.
+"""The tensor decode path (torchvision.io + transforms.v2 on uint8) against a PIL reference, and prediction batches.
 
-Real photos: the package's sample photos (JPEG, 427-552 x 320). The PIL and tensor paths draw the same random
-crop and flip for a sample (the parameters come from the same seeded torch generator and the same image size);
-the pixels then differ only by the two resize implementations' rounding, which we bound below.
+Real photos: the package's sample photos (JPEG, 427-552 x 320). The reference is computed here: PIL-decoded
+images (``load_rgb``) through torchvision's transforms on the PIL image, seeded with the sample's seed. The
+dataset must draw the same random crop and flip for a sample (the parameters come from the same seeded torch
+generator and the same image size); the pixels then differ only by the two resize implementations' rounding,
+which we bound below.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
 
+from shufflenet.classification.cli import cli
 from shufflenet.classification.data import (
     ImageFolderDataModule,
     ImageFolderDataset,
@@ -26,9 +31,22 @@ from shufflenet.classification.data import (
     train_transform,
 )
 from shufflenet.classification.errors import DataError
+from shufflenet.data.stream import augmentation_seed
 
 PHOTOS = sorted(p for p in resources.files("shufflenet").joinpath("resources/images").iterdir() if p.suffix == ".jpg")
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+MEAN, STD_ = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+STD = torch.tensor(STD_).view(3, 1, 1)
+TO_FLOAT = [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(MEAN, STD_)]
+
+
+def pil_reference(path, transforms, seed=None) -> torch.Tensor:
+    """``path`` decoded by PIL and transformed as a PIL image (torchvision), the generator seeded by ``seed``."""
+    tf = T.Compose([*transforms, *TO_FLOAT])
+    if seed is None:
+        return tf(load_rgb(path))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return tf(load_rgb(path))
 
 
 def photo_tree(root: Path) -> Path:
@@ -65,42 +83,51 @@ def test_decode_rgb_equals_pil_and_falls_back_for_other_formats(tmp_path):
         decode_rgb(big.getvalue(), 19_999)
 
 
-def test_tensor_and_pil_paths_draw_the_same_crops_and_agree_in_eval(tmp_path):
+def test_tensor_path_draws_the_pil_reference_crops_and_agrees_in_eval(tmp_path):
     root = photo_tree(tmp_path / "photos")
-    tf = train_transform(224, (0.25, 1.0))
-    kw = dict(seed=5)
-    t = ImageFolderDataset(root / "train", tf, backend="tensor", **kw)
-    p = ImageFolderDataset(root / "train", tf, backend="pil", **kw)
-    diffs = []
+    t = ImageFolderDataset(root / "train", train_transform(224, (0.25, 1.0)), seed=5)
+    bilinear = dict(interpolation=InterpolationMode.BILINEAR, antialias=True)
+    ref_train = [T.RandomResizedCrop(224, scale=(0.25, 1.0), **bilinear), T.RandomHorizontalFlip(0.5)]
+    diffs, flipped = [], []
     for epoch in range(3):
         for i in range(len(t)):
             a, la, _ = t[(epoch, i)]
-            b, lb, _ = p[(epoch, i)]
-            assert a.shape == b.shape == (3, 224, 224) and a.dtype == b.dtype == torch.float32 and la == lb
+            path, label = t.samples[i]
+            b = pil_reference(path, ref_train, augmentation_seed(5, epoch, i))
+            assert a.shape == b.shape == (3, 224, 224) and a.dtype == b.dtype == torch.float32 and la == label
             diffs.append(((a - b) * STD).abs().mean().item() * 255)  # mean |difference| in 0-255 levels
+            flipped.append(((a - b.flip(-1)) * STD).abs().mean().item() * 255)
     # The same crop box and flip: a different box or a missed flip would differ by tens of levels on a photo;
     # the two antialiased bilinear resizes (PIL's and torch's uint8 kernels) differ by rounding, < 1.5 levels.
     assert max(diffs) < 1.5, diffs
-    ev = eval_transform(224, 256)
-    te = ImageFolderDataset(root / "val", ev, backend="tensor")
-    pe = ImageFolderDataset(root / "val", ev, backend="pil")
+    assert min(flipped) > 10, flipped  # the comparison sees a flip: the same crop mirrored is far from it
+    te = ImageFolderDataset(root / "val", eval_transform(224, 256))
+    ref_eval = [T.Resize(256, **bilinear), T.CenterCrop(224)]
     for i in range(len(te)):
-        a, b = te[i][0], pe[i][0]
+        a, b = te[i][0], pil_reference(te.samples[i][0], ref_eval)
+        assert a.shape == b.shape == (3, 224, 224)
         assert ((a - b) * STD).abs().mean().item() * 255 < 1.5
-    # a flip that differs would show: the same sample flipped is far from it
-    assert ((a - a.flip(-1)) * STD).abs().mean().item() * 255 > 10
 
 
 def test_datamodule_backend_option_and_errors(tmp_path):
     root = photo_tree(tmp_path / "photos")
-    with pytest.raises(DataError, match="data.backend must be one of tensor, pil, dali, got 'cv2'"):
-        ImageFolderDataModule(str(root), backend="cv2")
-    for backend in ("tensor", "pil"):
-        dm = ImageFolderDataModule(str(root), batch_size=3, num_workers=0, backend=backend)
-        dm.setup("fit")
-        assert dm.train_set.backend == backend == dm.val_set.backend
-        x, y, skipped, position = next(iter(dm.train_dataloader()))  # a training batch: + the position after it
-        assert x.shape == (3, 3, 224, 224) and not skipped and position == {"position": 3}
+    for backend in ("cv2", "pil"):  # pil: removed (the tensor backend decodes with PIL what torchvision cannot)
+        with pytest.raises(DataError, match=f"^data.backend must be one of tensor, dali, got '{backend}'$"):
+            ImageFolderDataModule(str(root), backend=backend)
+    dm = ImageFolderDataModule(str(root), batch_size=3, num_workers=0, backend="tensor")
+    dm.setup("fit")
+    assert isinstance(dm.train_set, ImageFolderDataset) and isinstance(dm.val_set, ImageFolderDataset)
+    x, y, skipped, position = next(iter(dm.train_dataloader()))  # a training batch: + the position after it
+    assert x.shape == (3, 3, 224, 224) and not skipped and position == {"position": 3}
+
+
+def test_cli_rejects_the_removed_pil_backend_in_one_line(tmp_path, capsys):
+    root = photo_tree(tmp_path / "photos")
+    args = ["--data.root", str(root), "--data.backend", "pil", "--output_root", str(tmp_path / "out")]
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: data.backend must be one of tensor, dali, got 'pil'"], err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.ckpt"))
 
 
 def test_predict_dataloader_yields_images_and_paths_and_counts_unreadable(tmp_path, caplog):

@@ -6,8 +6,9 @@ process with one torch thread (one DataLoader worker's work), and divides the im
 process used (``time.process_time``: all its threads, so DALI's worker thread counts too). The backends run in
 turns, round after round, so that a busy machine slows them alike; the reported rate is the median of the rounds.
 
-``pil`` is the previous default exactly (PIL decode, crop and resize of the PIL image, then ``ToImage`` +
-``ToDtype`` + ``Normalize``); ``tensor`` is the default now (``--data.backend tensor``).
+``pil`` is the yardstick: a plain-PIL baseline built here (PIL decode, crop and resize of the PIL image, then
+``ToImage`` + ``ToDtype`` + ``Normalize``; the package's decode before the ``tensor`` backend, not a
+``data.backend``); ``tensor`` is the package's decode (``--data.backend tensor``).
 
 Sources: the package's sample photos (JPEG, 427-552 x 320), and each ``--folder`` (searched recursively for JPEGs:
 a slice of ImageNet, the COCO images of the test data, ...). ``shards`` writes the source into litdata shards
@@ -61,7 +62,7 @@ def _cpu_rate(fn: Callable[[], int]) -> float:
 
 
 def previous_train_transform(size: int) -> Any:
-    """The training transform before the tensor path: PIL crop/resize, then ToImage + ToDtype + Normalize."""
+    """The baseline's training transform: PIL crop/resize, then ToImage + ToDtype + Normalize."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2 as T
 

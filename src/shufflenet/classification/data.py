@@ -9,9 +9,8 @@ Decoding (``data.backend``): ``tensor`` (the default) reads the file's bytes onc
 (no pixel decoded) and decodes an RGB or grayscale JPEG with ``torchvision.io.decode_jpeg`` into a uint8 tensor;
 ``transforms.v2`` then crops, resizes and flips the uint8 tensor, and converts to float only at the end (the
 224x224 crop, not the whole photo). Every other file (PNG, CMYK JPEG, GIF, 16-bit, ...) falls back to PIL's
-decoder. ``pil`` is the previous path: PIL decodes, the crop and resize run on the PIL image. Both apply the
-same transforms with the same random parameters (the crop box and flip of a sample do not depend on the
-backend); the pixels differ only by the resampling arithmetic of the two resize implementations (a few
+decoder. The crop box and flip of a sample are those torchvision's transforms draw for a PIL image of
+the same size with the same seed; the pixels differ from a PIL resize only by the resampling arithmetic (a few
 levels out of 255). ``dali`` (:mod:`shufflenet.classification.data_dali`, the ``dali`` extra) decodes and
 augments with NVIDIA DALI, on the GPU where there is one. ``data.shards`` reads the training set from
 streaming shards instead of a folder (:mod:`shufflenet.classification.shards`).
@@ -60,7 +59,7 @@ from .imagefiles import (
     find_split_dirs,
     ignore_stop_signals,
     list_images,
-    load_rgb,
+    load_rgb,  # noqa: F401 (re-exported: the PIL decoder, next to decode_rgb)
 )
 
 log = logging.getLogger(__name__)
@@ -85,8 +84,8 @@ DEFAULT_CROP_SCALE = (0.25, 1.0)
 Key = Union[int, Tuple[int, int]]
 
 
-#: ``data.backend`` values: torchvision.io + transforms.v2 on uint8 tensors, PIL, NVIDIA DALI.
-BACKENDS = ("tensor", "pil", "dali")
+#: ``data.backend`` values: torchvision.io + transforms.v2 on uint8 tensors, NVIDIA DALI.
+BACKENDS = ("tensor", "dali")
 
 
 class ToNormalizedFloat(torch.nn.Module):
@@ -147,8 +146,7 @@ class ImageFolderDataset(Dataset):
     ``(epoch, i)`` key the random transform is seeded by ``(seed, epoch, i)``. An unreadable or oversized
     image is replaced by the next readable one (``replace_unreadable=True``, training) or returned as
     ``(None, label, skipped_paths)`` (evaluation: :func:`collate` drops it, so no image counts twice).
-    ``backend``: ``"tensor"`` decodes with :func:`decode_rgb` (a uint8 tensor goes into ``transform``),
-    ``"pil"`` with :func:`load_rgb` (a PIL image goes in).
+    Images are decoded with :func:`decode_rgb`: a uint8 ``(3, H, W)`` tensor goes into ``transform``.
     """
 
     def __init__(
@@ -159,11 +157,7 @@ class ImageFolderDataset(Dataset):
         classes: Optional[Sequence[str]] = None,
         max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
         replace_unreadable: bool = True,
-        backend: str = "tensor",
     ) -> None:
-        if backend not in ("tensor", "pil"):
-            raise DataError(f"data.backend must be 'tensor' or 'pil' for an image folder dataset, got {backend!r}")
-        self.backend = backend
         self.root = Path(split_dir)
         self.classes, self.samples = _scan(self.root)
         if classes is not None and list(classes) != self.classes:
@@ -187,13 +181,9 @@ class ImageFolderDataset(Dataset):
     def _seed_for(self, epoch: int, index: int) -> int:
         return augmentation_seed(self.seed, epoch, index)
 
-    def decode(self, path: str) -> Any:
-        """The image at ``path``: a uint8 ``(3, H, W)`` tensor (``tensor`` backend) or an RGB PIL image."""
-        return (
-            decode_rgb(path, self.max_image_pixels)
-            if self.backend == "tensor"
-            else load_rgb(path, self.max_image_pixels)
-        )
+    def decode(self, path: str) -> torch.Tensor:
+        """The image at ``path``: a uint8 ``(3, H, W)`` RGB tensor."""
+        return decode_rgb(path, self.max_image_pixels)
 
     def __getitem__(self, key: Key) -> Tuple[Optional[torch.Tensor], int, Tuple[str, ...]]:
         epoch, index = key if isinstance(key, tuple) else (None, int(key))
@@ -224,15 +214,11 @@ class ImageListDataset(Dataset):
         root: Union[str, Path],
         transform: Any = None,
         max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
-        backend: str = "tensor",
     ) -> None:
-        if backend not in ("tensor", "pil"):
-            raise DataError(f"data.backend must be 'tensor' or 'pil' for prediction, got {backend!r}")
         self.root = Path(root).expanduser()
         self.files = list_images(self.root)
         self.transform = transform
         self.max_image_pixels = max_image_pixels
-        self.backend = backend
 
     def __len__(self) -> int:
         return len(self.files)
@@ -240,11 +226,7 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int) -> Tuple[Optional[torch.Tensor], str, Tuple[str, ...]]:
         path = self.files[int(index)]
         try:
-            img = (
-                decode_rgb(path, self.max_image_pixels)
-                if self.backend == "tensor"
-                else load_rgb(path, self.max_image_pixels)
-            )
+            img = decode_rgb(path, self.max_image_pixels)
         except DECODE_ERRORS as e:
             return None, path, (f"{path}: {type(e).__name__}: {e}",)
         return (self.transform(img) if self.transform is not None else img), path, ()
@@ -351,8 +333,8 @@ class ImageFolderDataModule(pl.LightningDataModule):
         persistent_workers, pin_memory: DataLoader options.
         max_image_pixels: images with more pixels (read from the file header, before decoding) are skipped
             and counted like unreadable ones (default 100 million; see ``DEFAULT_MAX_IMAGE_PIXELS``).
-        backend: ``tensor`` (torchvision.io + transforms.v2 on uint8 tensors, the default), ``pil`` (PIL
-            decode and resize, the previous path) or ``dali`` (NVIDIA DALI; the ``dali`` extra).
+        backend: ``tensor`` (torchvision.io + transforms.v2 on uint8 tensors, PIL's decoder for what
+            torchvision.io does not decode; the default) or ``dali`` (NVIDIA DALI; the ``dali`` extra).
         shards: a folder or object-store URL (``s3://bucket/prefix``, ``gs://``, ``azure://``) written by
             ``shufflenet-shards``: training and validation stream from its ``train/`` and ``val/`` shards
             instead of ``root`` (split across ranks and nodes; resumes mid-epoch exactly).
@@ -386,7 +368,7 @@ class ImageFolderDataModule(pl.LightningDataModule):
 
             require_dali()
         if shards is not None and backend == "dali":
-            raise DataError("data.shards works with data.backend tensor or pil, not dali")
+            raise DataError("data.shards works with data.backend tensor, not dali")
         if max_image_pixels < 1:
             raise DataError(f"data.max_image_pixels must be >= 1, got {max_image_pixels}")
         if batch_size < 1:
@@ -434,10 +416,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def _folder_backend(self) -> str:
-        """The decoder of the folder datasets (the DALI loaders read the datasets' file lists only)."""
-        return "pil" if self.hparams.backend == "pil" else "tensor"
-
     def setup(self, stage: Optional[str] = None) -> None:
         hp = self.hparams
         if stage == "predict":
@@ -448,7 +426,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
                     hp.predict_root,
                     eval_transform(hp.image_size, hp.resize_size),
                     max_image_pixels=hp.max_image_pixels,
-                    backend=self._folder_backend(),
                 )
             return
         if hp.shards is not None:
@@ -462,7 +439,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
                     seed=hp.seed,
                     shuffle=True,
                     max_image_pixels=hp.max_image_pixels,
-                    backend=self._folder_backend(),
                 )
             if self.val_set is None:
                 self.val_set = ShardDataset.open(
@@ -472,7 +448,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
                     seed=hp.seed,
                     shuffle=False,
                     max_image_pixels=hp.max_image_pixels,
-                    backend=self._folder_backend(),
                 )
             return
         train_dir, val_dir = find_split_dirs(self.resolved_root())
@@ -482,7 +457,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 train_transform(hp.image_size, hp.crop_scale, hp.hflip),
                 seed=hp.seed,
                 max_image_pixels=hp.max_image_pixels,
-                backend=self._folder_backend(),
             )
             self._classes = self.train_set.classes
         if self.val_set is None:
@@ -492,7 +466,6 @@ class ImageFolderDataModule(pl.LightningDataModule):
                 classes=self.classes,
                 max_image_pixels=hp.max_image_pixels,
                 replace_unreadable=False,
-                backend=self._folder_backend(),
             )
 
     # --- loaders -------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def require_dali() -> None:
 
 def crop_params(transform: T.Compose, height: int, width: int, seed: int) -> Tuple[int, int, int, int, bool]:
     """``(top, left, crop_h, crop_w, flip)`` that ``transform`` (:func:`~.data.train_transform`) draws for an image of
-    ``height x width`` seeded by ``seed``: the same numbers the tensor and PIL backends use for that sample."""
+    ``height x width`` seeded by ``seed``: the same numbers the ``tensor`` backend uses for that sample."""
     rrc = next(t for t in transform.transforms if isinstance(t, T.RandomResizedCrop))
     flip = next((t for t in transform.transforms if isinstance(t, T.RandomHorizontalFlip)), None)
     with torch.random.fork_rng(devices=[]):

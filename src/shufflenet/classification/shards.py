@@ -49,7 +49,6 @@ from .imagefiles import (
     decode_rgb,
     find_split_dirs,
     ignore_stop_signals,
-    load_rgb,
 )
 
 log = logging.getLogger(__name__)
@@ -212,9 +211,7 @@ def _dataset_class():
             skipped: List[str] = []
             for attempt in range(len(self) if self.train else 1):
                 try:
-                    img = (decode_rgb if self.backend == "tensor" else load_rgb_bytes)(
-                        sample["image"], self.max_image_pixels
-                    )
+                    img = decode_rgb(sample["image"], self.max_image_pixels)
                     break
                 except DECODE_ERRORS as e:
                     skipped.append(f"{self.location}:{sample['name']}: {type(e).__name__}: {e}")
@@ -228,12 +225,6 @@ def _dataset_class():
     return _ShardStream
 
 
-def load_rgb_bytes(data: bytes, max_pixels: Optional[int]) -> Any:
-    import io
-
-    return load_rgb(io.BytesIO(data), max_pixels)
-
-
 class ShardDataset:
     """Opens one split of the shards as a litdata ``StreamingDataset`` (see :meth:`open`)."""
 
@@ -245,7 +236,6 @@ class ShardDataset:
         seed: int = 0,
         shuffle: bool = True,
         max_image_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS,
-        backend: str = "tensor",
         cache_dir: Optional[str] = None,
     ) -> Any:
         if not is_url(location) and not (Path(location).expanduser() / split / "index.json").is_file():
@@ -256,7 +246,7 @@ class ShardDataset:
         loc = location if is_url(location) else str(Path(location).expanduser().resolve())
         ds = cls(_join(loc, split), cache_dir=cache_dir, shuffle=shuffle, drop_last=shuffle, seed=int(seed))
         ds.tf, ds.seed_, ds.train = transform, int(seed), bool(shuffle)
-        ds.max_image_pixels, ds.backend, ds.location = max_image_pixels, backend, _join(location, split)
+        ds.max_image_pixels, ds.location = max_image_pixels, _join(location, split)
         ds.noted_state = None
         ds.root = ds.location  # named in the DataModule's messages
         return ds
