@@ -24,15 +24,8 @@ from .runtime import ExportSpec, Job, Runtime, register
 from .source import MobileError, RuntimeUnavailableError
 from .verify import INT8_ATOL, INT8_FIDELITY_RTOL
 
-__all__ = [
-    "NcnnRuntime",
-    "NCNN_INT8_TOOLS",
-    "find_ncnn_int8_tools",
-    "require_ncnn_int8_tools",
-    "NCNN_INT8_OPTIONS",
-    "ncnn_runner",
-    "convert_with_pnnx",
-]
+__all__ = ["NcnnRuntime", "NCNN_INT8_TOOLS", "find_ncnn_int8_tools", "require_ncnn_int8_tools", "NCNN_INT8_OPTIONS"]
+__all__ += ["ncnn_runner", "convert_with_pnnx"]
 
 #: ncnn's post-training int8 programs (C++, ``tools/quantize`` of the ncnn source): the calibration table
 #: from real inputs, then the int8 ``.param``/``.bin``. The ``ncnn`` and ``pnnx`` wheels ship neither.

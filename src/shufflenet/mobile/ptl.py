@@ -21,17 +21,8 @@ from .rewrite import CameraInput, for_runtime
 from .runtime import ExportSpec, Job, Runtime, register
 from .source import MobileError, ModelSource, RuntimeUnavailableError
 
-__all__ = [
-    "PtlRuntime",
-    "DEPRECATION",
-    "xnnpack_available",
-    "require_xnnpack",
-    "ChannelsLastInput",
-    "to_torchscript",
-    "optimize",
-    "lite_bytecode_version",
-    "backport",
-]
+__all__ = ["PtlRuntime", "DEPRECATION", "xnnpack_available", "require_xnnpack", "ChannelsLastInput", "to_torchscript"]
+__all__ += ["optimize", "lite_bytecode_version", "backport"]
 
 #: What a ``.ptl`` export says once: the truth about the format, from upstream.
 DEPRECATION = (

@@ -23,16 +23,8 @@ from ..paths import sample_images_dir
 from .images import list_images, load_images
 from .source import MobileError, ModelSource
 
-__all__ = [
-    "resolve_calib_dir",
-    "calibration_batch",
-    "quantize_fx_int8",
-    "pt2e_int8_for_pte",
-    "ORT_INT8_SCHEME",
-    "ort_int8_for_onnx",
-    "NCNN_INT8_SCHEME",
-    "ncnn_int8_for_ncnn",
-]
+__all__ = ["resolve_calib_dir", "calibration_batch", "quantize_fx_int8", "pt2e_int8_for_pte", "ORT_INT8_SCHEME"]
+__all__ += ["ort_int8_for_onnx", "NCNN_INT8_SCHEME", "ncnn_int8_for_ncnn"]
 
 
 def resolve_calib_dir(spec: Any = "auto") -> Path:
