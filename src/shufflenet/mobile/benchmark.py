@@ -131,9 +131,7 @@ def eager_runner(model: nn.Module) -> Callable[[Tensor], Any]:
 
 def _by_size(runs: Dict[Any, Callable[[Tensor], Any]]) -> Callable[[Tensor], Any]:
     """One runner over files that each serve one size (key ``(H, W)``) or all (key ``None``)."""
-    if None in runs:
-        return runs[None]
-    return lambda x: runs[tuple(x.shape[-2:])](x)
+    return runs[None] if None in runs else lambda x: runs[tuple(x.shape[-2:])](x)
 
 
 @dataclass

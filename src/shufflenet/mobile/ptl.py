@@ -201,10 +201,8 @@ class PtlRuntime(Runtime):
             rows = job.verify(lite, self.label)
             ops = _operators(lite)
             memory_format = "channels_last" if (channels_last or spec.camera) and not detection else "contiguous"
-            if spec.camera:
-                shape = "N x H x W x 3 (camera frame, RGB)"
-            else:
-                shape = "3 x H x W (one image)" if detection else "N x 3 x H x W"
+            shape = "3 x H x W (one image)" if detection else "N x 3 x H x W"
+            shape = "N x H x W x 3 (camera frame, RGB)" if spec.camera else shape
             side = job.sidecar(
                 self,
                 job.input(shape),

@@ -47,12 +47,6 @@ def calibration_batch(calib_dir: os.PathLike, count: int, size: Tuple[int, int],
     return load_images(files[::step][:count], size, mean, std)
 
 
-def _calibrate(model: Callable[[Tensor], Any], batch: Tensor, chunk: int = 16) -> None:
-    with torch.no_grad():
-        for i in range(0, batch.shape[0], chunk):
-            model(batch[i : i + chunk])
-
-
 def quantize_fx_int8(source: ModelSource, calib_dir: os.PathLike, count: int, size: Tuple[int, int]) -> ModelSource:
     """FX graph mode PTQ (QNNPACK config) calibrated on ``count`` real images; for ``.ptl`` export."""
     from torch.ao.quantization import get_default_qconfig_mapping
@@ -70,7 +64,9 @@ def quantize_fx_int8(source: ModelSource, calib_dir: os.PathLike, count: int, si
             warnings.simplefilter("ignore")
             model = copy.deepcopy(source.model).eval()
             prepared = prepare_fx(model, get_default_qconfig_mapping("qnnpack"), (batch[:1],))
-            _calibrate(prepared, batch)
+            with torch.no_grad():
+                for i in range(0, batch.shape[0], 16):
+                    prepared(batch[i : i + 16])
             qmodel = convert_fx(prepared).eval()
     except Exception as e:
         raise MobileError(
