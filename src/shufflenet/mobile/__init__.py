@@ -14,26 +14,7 @@ from .runtime import Calibration, Exported, ExportSpec, Runtime, export, get, re
 from .source import MobileError, ModelSource, RuntimeUnavailableError, load_model
 from .verify import VerificationError, compare_outputs, make_inputs, verify_runtime
 
-__all__ = [
-    "Calibration",
-    "CameraInput",
-    "ExportSpec",
-    "Exported",
-    "MobileError",
-    "ModelSource",
-    "Runtime",
-    "RuntimeUnavailableError",
-    "VerificationError",
-    "compare_outputs",
-    "export",
-    "for_runtime",
-    "get",
-    "load_images",
-    "load_model",
-    "make_inputs",
-    "parse_size",
-    "register",
-    "resolve_images",
-    "runtimes",
-    "verify_runtime",
-]
+__all__ = ["Calibration", "CameraInput", "ExportSpec", "Exported", "MobileError", "ModelSource", "Runtime"]
+__all__ += ["RuntimeUnavailableError", "VerificationError", "compare_outputs", "export", "for_runtime", "get"]
+__all__ += ["load_images", "load_model", "make_inputs", "parse_size", "register", "resolve_images", "runtimes"]
+__all__ += ["verify_runtime"]

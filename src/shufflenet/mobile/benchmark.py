@@ -97,13 +97,12 @@ def bench_models() -> List[BenchModel]:
         if need not in have:
             raise MobileError(f"model {need!r} is not registered (shufflenet.models); the benchmark needs it")
     return [
-        BenchModel("sn0.5", "ShuffleNet 0.5x (g=3)", "ShuffleNet 0.5x (g=3)", _registered(SN["0.5"]), SN["0.5"]),
-        BenchModel("sn1", "ShuffleNet 1x (g=3)", "ShuffleNet 1x (g=3)", _registered(SN["1"]), SN["1"]),
-        BenchModel("sn2", "ShuffleNet 2x (g=3)", "ShuffleNet 2x (g=3)", _registered(SN["2"]), SN["2"]),
-        BenchModel("alexnet", "AlexNet", "AlexNet", _registered("alexnet"), "alexnet"),
-        BenchModel(
-            "mobilenet", "1.0 MobileNet-224", "1.0 MobileNet-224", _registered("mobilenet_v1_x1_0"), "mobilenet_v1_x1_0"
+        *(
+            BenchModel(f"sn{w}", f"ShuffleNet {w}x (g=3)", f"ShuffleNet {w}x (g=3)", _registered(n), n)
+            for w, n in SN.items()
         ),
+        BenchModel("alexnet", "AlexNet", "AlexNet", _registered("alexnet"), "alexnet"),
+        BenchModel("mobilenet", *["1.0 MobileNet-224"] * 2, _registered("mobilenet_v1_x1_0"), "mobilenet_v1_x1_0"),
         BenchModel("megvii0.5", "megvii-style 0.5x (peer)", None, _megvii(SN["0.5"]), peer=True),
         BenchModel("megvii1", "megvii-style 1x (peer)", None, _megvii(SN["1"]), peer=True),
         BenchModel("megvii2", "megvii-style 2x (peer)", None, _megvii(SN["2"]), peer=True),
@@ -132,9 +131,7 @@ def eager_runner(model: nn.Module) -> Callable[[Tensor], Any]:
 
 def _by_size(runs: Dict[Any, Callable[[Tensor], Any]]) -> Callable[[Tensor], Any]:
     """One runner over files that each serve one size (key ``(H, W)``) or all (key ``None``)."""
-    if None in runs:
-        return runs[None]
-    return lambda x: runs[tuple(x.shape[-2:])](x)
+    return runs[None] if None in runs else lambda x: runs[tuple(x.shape[-2:])](x)
 
 
 @dataclass
@@ -273,14 +270,11 @@ def _run_benchmark(st: BenchSettings) -> Dict[str, Any]:
             "clock": "process CPU time per call (time.process_time); wall time in wall_median_ms",
         },
         "models": {
-            m.key: dict(
-                label=m.label,
-                paper_row=m.paper_row,
-                registered=m.registered,
-                peer=m.peer,
-                files=files[m.key],
-                macs=macs[m.key],
-            )
+            m.key: {
+                **{a: getattr(m, a) for a in ("label", "paper_row", "registered", "peer")},
+                "files": files[m.key],
+                "macs": macs[m.key],
+            }
             for m in models
         },
         "paper": {"platform": t8["platform"], "ms": {r["model"]: r["ms"] for r in t8["rows"]}},
@@ -292,40 +286,23 @@ def _run_benchmark(st: BenchSettings) -> Dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     known = runtimes()
     p = argparse.ArgumentParser(description="Reproduce the paper's Table 8 (latency) on this machine.")
-    p.add_argument(
+    add = p.add_argument
+    add(
         "--models",
         nargs="+",
         default=None,
         help="subset of: sn0.5 sn1 sn2 alexnet mobilenet megvii0.5 megvii1 megvii2 tv_v2_0.5 tv_v2_1 (default all)",
     )
-    p.add_argument("--sizes", nargs="+", default=None, metavar="S|HxW", help="default 224 480x640 720x1280")
-    p.add_argument(
-        "--runtimes",
-        nargs="+",
-        default=list(known),
-        choices=("eager", *known),
-        help=f"default: every installed one of {' '.join(known)}",
-    )
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as the paper)")
-    p.add_argument(
-        "--input-layout",
-        choices=("nchw", "nhwc"),
-        default="nhwc",
-        help="layout of the tensor timed in the lite interpreter / ExecuTorch (default nhwc: as a camera frame "
-        "arrives, no model pays a layout copy); ONNX Runtime and ncnn take NCHW",
-    )
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=9, help="interleaved rounds per size (default 9)")
-    p.add_argument(
-        "--max-seconds-per-size", type=float, default=900.0, help="stop adding rounds at a size after this long"
-    )
-    p.add_argument("--out", default="outputs/mobile/benchmark", help="folder for benchmark.json/.md/.png")
-    p.add_argument("--export-dir", default=None, help="where the verified .ptl/.pte go (default OUT/exported)")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="0.5x, AlexNet, megvii-style 0.5x, ShuffleNetV2 0.5x at 224 and 480x640, 5 rounds",
-    )
+    add("--sizes", nargs="+", default=None, metavar="S|HxW", help="default 224 480x640 720x1280")
+    add("--runtimes", nargs="+", default=list(known), choices=("eager", *known), help="default: every installed one")
+    add("--threads", type=int, default=1, help="intra-op threads (default 1, as the paper)")
+    add("--input-layout", choices=("nchw", "nhwc"), default="nhwc", help="timed tensor (default nhwc, a camera's)")
+    add("--warmup", type=int, default=2)
+    add("--repeats", type=int, default=9, help="interleaved rounds per size (default 9)")
+    add("--max-seconds-per-size", type=float, default=900.0, help="stop adding rounds at a size after this long")
+    add("--out", default="outputs/mobile/benchmark", help="folder for benchmark.json/.md/.png")
+    add("--export-dir", default=None, help="where the verified .ptl/.pte go (default OUT/exported)")
+    add("--quick", action="store_true", help="0.5x, AlexNet, megvii 0.5x, ShuffleNetV2 0.5x at 224, 480x640; 5 rounds")
     return p
 
 

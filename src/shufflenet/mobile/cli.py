@@ -26,108 +26,38 @@ __all__ = ["build_parser", "main", "cli"]
 
 def build_parser() -> argparse.ArgumentParser:
     known = runtimes()
-    p = argparse.ArgumentParser(
-        description="Export a model to verified mobile files (.ptl lite interpreter, .pte ExecuTorch, ONNX, ncnn, "
-        "LiteRT .tflite), "
-        "each with a JSON sidecar."
-    )
-    p.add_argument(
-        "model",
-        nargs="?",
-        help="registered name (e.g. shufflenet_v1_x0_5_g3), package weights file, or Lightning .ckpt",
-    )
-    p.add_argument(
-        "--detector",
-        default=None,
-        metavar="CONFIG",
-        help="export a detector instead: a config name in configs/detection/ or a path (see --weights)",
-    )
-    p.add_argument("--weights", default=None, help="detector weights (with --detector; default: random init)")
-    p.add_argument(
-        "--input-size",
-        nargs="+",
-        default=["224"],
-        metavar="S|HxW",
-        help="sizes to verify at (height x width), e.g. 224 480x640 720x1280 (default 224)",
-    )
-    p.add_argument("--out", default="exported", help="output folder (default: exported/)")
-    p.add_argument("--name", default=None, help="file stem (default: the model name, + _int8 when quantized)")
-    p.add_argument(
+    p = argparse.ArgumentParser(description="Export a model to verified mobile files, each with a JSON sidecar.")
+    add = p.add_argument
+    add("model", nargs="?", help="registered name, package weights file, or Lightning .ckpt")
+    add("--detector", default=None, metavar="CONFIG", help="export a detector: a configs/detection/ name or path")
+    add("--weights", default=None, help="detector weights (with --detector; default: random init)")
+    add("--input-size", nargs="+", default=["224"], metavar="S|HxW", help="sizes to verify at (default 224)")
+    add("--out", default="exported", help="output folder (default: exported/)")
+    add("--name", default=None, help="file stem (default: the model name, + _int8 when quantized)")
+    add(
         "--format",
         nargs="+",
         choices=list(known),
         default=["ptl"],
-        help="one or more of: " + ", ".join(f"{n} ({r.summary})" for n, r in known.items()) + " (default: ptl; "
-        "PyTorch Mobile's lite interpreter is deprecated upstream: choose pte, its successor, for new apps)",
+        help="; ".join(f"{n}: {r.summary}" for n, r in known.items()) + " (default ptl, deprecated upstream: "
+        "choose pte, its successor, for new apps)",
     )
-    p.add_argument("--arch", default=None, help="architecture name for a checkpoint that does not store one")
-    p.add_argument(
-        "--num-classes", type=int, default=None, help="classifier width for a registered name (default: its own)"
-    )
-    p.add_argument(
-        "--memory-format",
-        choices=("channels_last", "contiguous"),
-        default=None,
-        help="layout the exported model computes in / the .pte takes (default: channels_last, XNNPACK's NHWC; "
-        "for a .pte only when XNNPACK takes the whole program)",
-    )
-    p.add_argument(
-        "--no-rewrite",
-        dest="rewrite",
-        action="store_false",
-        help="convert the backbone as written instead of its runtime-specific equivalent form (slower)",
-    )
-    p.add_argument(
-        "--camera-input",
-        action="store_true",
-        help="the file takes uint8 N x H x W x 3 RGB frames; mean/std folded into the stem (exact at the border)",
-    )
-    p.add_argument(
-        "--method",
-        choices=("auto", "script", "trace"),
-        default="auto",
-        help="TorchScript conversion (default: script, trace if scripting fails)",
-    )
-    p.add_argument(
-        "--images",
-        default="auto",
-        help="real images for verification: 'auto' (the package's sample photos), a folder, or 'none' (random only)",
-    )
-    p.add_argument("--n-real", type=int, default=2, help="real images per size (default 2)")
-    p.add_argument(
-        "--atol", type=float, default=None, help=f"absolute bound (default {DEFAULT_ATOL:g}; int8: {INT8_ATOL:g})"
-    )
-    p.add_argument(
-        "--rtol",
-        type=float,
-        default=None,
-        help=f"times max|eager output| added to --atol (default {DEFAULT_RTOL:g}; int8: {INT8_RTOL:g})",
-    )
-    p.add_argument(
-        "--bytecode-version",
-        type=int,
-        default=None,
-        help="backport the .ptl to this bytecode version (e.g. 7 for older Android runtimes)",
-    )
-    p.add_argument(
-        "--quantize",
-        choices=("none", "int8"),
-        default="none",
-        help="int8 post-training static quantization calibrated on --calib-images (ptl: FX/QNNPACK; "
-        "pte: PT2E/XNNPACKQuantizer; onnx: ONNX Runtime QDQ; ncnn: ncnn2table + ncnn2int8, which must be on PATH; "
-        "tflite: full integer, PT2E/litert-torch)",
-    )
-    p.add_argument(
-        "--calib-images",
-        default="auto",
-        help="folder of real calibration images (default: the package's sample photos)",
-    )
-    p.add_argument(
-        "--calib-count", type=int, default=64, help="calibration images (default 64, or as many as the folder has)"
-    )
-    p.add_argument(
-        "--calib-size", default=None, metavar="S|HxW", help="calibration resolution (default: the first --input-size)"
-    )
+    add("--arch", default=None, help="architecture name for a checkpoint that does not store one")
+    add("--num-classes", type=int, default=None, help="classifier width for a registered name")
+    add("--memory-format", choices=("channels_last", "contiguous"), default=None, help="layout (default NHWC)")
+    add("--no-rewrite", dest="rewrite", action="store_false", help="convert the backbone as written (slower)")
+    add("--camera-input", action="store_true", help="take uint8 N x H x W x 3 RGB frames (mean/std folded in)")
+    add("--method", choices=("auto", "script", "trace"), default="auto", help="TorchScript conversion (.ptl)")
+    add("--images", default="auto", help="verification images: auto (sample photos), a folder, or none")
+    add("--n-real", type=int, default=2, help="real images per size (default 2)")
+    add("--atol", type=float, default=None, help=f"absolute bound (default {DEFAULT_ATOL:g}; int8: {INT8_ATOL:g})")
+    add("--rtol", type=float, default=None, help=f"bound per max|eager| ({DEFAULT_RTOL:g}; int8: {INT8_RTOL:g})")
+    add("--bytecode-version", type=int, default=None, help="backport the .ptl to this bytecode version")
+    schemes = "; ".join(f"{n}: {r.int8}" for n, r in known.items() if r.int8)
+    add("--quantize", choices=("none", "int8"), default="none", help=f"int8 post-training static ({schemes})")
+    add("--calib-images", default="auto", help="calibration images folder (default: the sample photos)")
+    add("--calib-count", type=int, default=64, help="calibration images (default 64)")
+    add("--calib-size", default=None, metavar="S|HxW", help="calibration size (default: the first --input-size)")
     return p
 
 

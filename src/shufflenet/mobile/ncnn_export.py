@@ -18,21 +18,14 @@ import torch
 from torch import Tensor
 
 from .artifact import Staged
-from .quantize import ncnn_int8_for_ncnn
+from .quantize import calibration_batch, resolve_calib_dir
 from .rewrite import for_runtime, with_reshape_shuffles
 from .runtime import ExportSpec, Job, Runtime, register
 from .source import MobileError, RuntimeUnavailableError
 from .verify import INT8_ATOL, INT8_FIDELITY_RTOL
 
-__all__ = [
-    "NcnnRuntime",
-    "NCNN_INT8_TOOLS",
-    "find_ncnn_int8_tools",
-    "require_ncnn_int8_tools",
-    "NCNN_INT8_OPTIONS",
-    "ncnn_runner",
-    "convert_with_pnnx",
-]
+__all__ = ["NcnnRuntime", "NCNN_INT8_TOOLS", "find_ncnn_int8_tools", "require_ncnn_int8_tools", "NCNN_INT8_OPTIONS"]
+__all__ += ["ncnn_runner", "convert_with_pnnx", "NCNN_INT8_SCHEME", "ncnn_int8_for_ncnn"]
 
 #: ncnn's post-training int8 programs (C++, ``tools/quantize`` of the ncnn source): the calibration table
 #: from real inputs, then the int8 ``.param``/``.bin``. The ``ncnn`` and ``pnnx`` wheels ship neither.
@@ -61,6 +54,59 @@ def require_ncnn_int8_tools() -> Dict[str, str]:
 #: wrong results for ShuffleNet on x86 (AVX2; trained 0.5x at 32x32: max|int8 - fp32| 370 % of max|fp32|, top-1
 #: agreement 10 % on 10 CIFAR test images), the unpacked path 4 % and 100 %; the fidelity check refuses the former.
 NCNN_INT8_OPTIONS = {"use_packing_layout": False}
+
+
+NCNN_INT8_SCHEME = (
+    "int8 post-training static, ncnn2table (KL calibration table of the activations) + ncnn2int8 (int8 weights, "
+    "per output channel)"
+)
+
+
+def ncnn_int8_for_ncnn(
+    source: Any, calib_dir: Any, count: int, size: Tuple[int, int]
+) -> Callable[[Path, Path, Path], Dict[str, Any]]:
+    """A ``quantize_fn(param, bin, workdir) -> description``: ``ncnn2table`` on the images the other int8 paths
+    use, preprocessed the same way and handed over as ``.npy`` (``type=1``: ncnn's image reader plays no part),
+    then ``ncnn2int8``."""
+    tools = require_ncnn_int8_tools()
+    calib_dir = resolve_calib_dir(calib_dir)
+    batch = calibration_batch(calib_dir, count, size, source.mean, source.std)
+
+    def quantize_fn(param: Path, bin_: Path, work: Path) -> Dict[str, Any]:
+        import numpy as np
+
+        npy = work / "calibration"
+        npy.mkdir()
+        listing = []
+        for i in range(batch.shape[0]):
+            path = npy / f"{i:05d}.npy"
+            np.save(path, np.ascontiguousarray(batch[i].numpy(), dtype=np.float32))  # C x H x W
+            listing.append(str(path))
+        (work / "calibration.txt").write_text("\n".join(listing) + "\n")
+        table = work / "model.table"
+        c, h, w = batch.shape[1:]
+        steps = [
+            [tools["ncnn2table"], str(param), str(bin_), str(work / "calibration.txt"), str(table)]
+            + [f"shape=[{w},{h},{c}]", "method=kl", "type=1", "thread=1"],
+            [tools["ncnn2int8"], str(param), str(bin_), str(work / "int8.param"), str(work / "int8.bin"), str(table)],
+        ]
+        for cmd in steps:
+            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                raise MobileError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}): {tail[0]}")
+        if not (work / "int8.param").is_file() or not (work / "int8.bin").is_file():
+            raise MobileError("ncnn2int8 wrote no int8.param / int8.bin")
+        os.replace(work / "int8.param", param)
+        os.replace(work / "int8.bin", bin_)
+        return {
+            "scheme": NCNN_INT8_SCHEME,
+            "calibration": {"dir": str(calib_dir), "images": int(batch.shape[0]), "size": list(size)},
+            "tools": {t: str(p) for t, p in tools.items()},
+            "table_entries": sum(1 for ln in table.read_text().splitlines() if ln.strip()),
+        }
+
+    return quantize_fn
 
 
 def ncnn_runner(

@@ -154,8 +154,7 @@ class OnnxRuntime(Runtime):
             )
             fidelity = job.verify_fidelity(int8, quantization, "ONNX Runtime int8 file")
         shape = "N x H x W x 3 (camera frame, RGB)" if spec.camera else "N x 3 x H x W"
-        if source.task == "detection":
-            shape = "3 x H x W (one image)"
+        shape = "3 x H x W (one image)" if source.task == "detection" else shape
         axes = sorted(v for v in AXES[layout].values() if spatial or v == "batch")
         side = job.sidecar(
             self,

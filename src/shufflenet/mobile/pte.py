@@ -53,24 +53,6 @@ def executorch_version() -> Optional[str]:
     return versions("executorch")["executorch"]
 
 
-def _missing_executorch() -> Optional[str]:
-    if not executorch_available():
-        return (
-            f"--format pte needs ExecuTorch, which is optional and not installed: pip install {EXECUTORCH_PIN} "
-            f"(pairs with torch {torch.__version__.split('+')[0]}; everything else works without it)"
-        )
-    if os.environ.get("FLATC_EXECUTABLE") or shutil.which("flatc"):
-        return None
-    beside = Path(sys.executable).parent / "flatc"
-    if beside.is_file():
-        os.environ["FLATC_EXECUTABLE"] = str(beside)
-        return None
-    return (
-        "ExecuTorch needs its 'flatc' program to write XNNPACK programs, and none was found on PATH or beside "
-        f"{sys.executable}: reinstall {EXECUTORCH_PIN} into this environment or set FLATC_EXECUTABLE=/path/to/flatc"
-    )
-
-
 def lower_to_pte(model: torch.nn.Module, example: Tensor) -> Tuple[bytes, List[str]]:
     """``torch.export`` at the example's static shape and layout, XNNPACK-lower, serialize; (bytes, op list)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -151,7 +133,21 @@ class PteRuntime(Runtime):
     int8_reference = "PT2E int8 reference"
 
     def missing(self, spec: Optional[ExportSpec] = None) -> Optional[str]:
-        return _missing_executorch()
+        if not executorch_available():
+            return (
+                f"--format pte needs ExecuTorch, which is optional and not installed: pip install {EXECUTORCH_PIN} "
+                f"(pairs with torch {torch.__version__.split('+')[0]}; everything else works without it)"
+            )
+        if os.environ.get("FLATC_EXECUTABLE") or shutil.which("flatc"):
+            return None
+        beside = Path(sys.executable).parent / "flatc"
+        if beside.is_file():
+            os.environ["FLATC_EXECUTABLE"] = str(beside)
+            return None
+        return (
+            "ExecuTorch needs its 'flatc' program to write XNNPACK programs, and none was found on PATH or beside "
+            f"{sys.executable}: reinstall {EXECUTORCH_PIN} into this environment or set FLATC_EXECUTABLE=/path/to/flatc"
+        )
 
     def refuse(self, spec: ExportSpec, task: str = "classification") -> Optional[str]:
         if spec.memory_format not in (*MEMORY_FORMATS, "auto", None):

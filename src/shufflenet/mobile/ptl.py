@@ -21,17 +21,8 @@ from .rewrite import CameraInput, for_runtime
 from .runtime import ExportSpec, Job, Runtime, register
 from .source import MobileError, ModelSource, RuntimeUnavailableError
 
-__all__ = [
-    "PtlRuntime",
-    "DEPRECATION",
-    "xnnpack_available",
-    "require_xnnpack",
-    "ChannelsLastInput",
-    "to_torchscript",
-    "optimize",
-    "lite_bytecode_version",
-    "backport",
-]
+__all__ = ["PtlRuntime", "DEPRECATION", "xnnpack_available", "require_xnnpack", "ChannelsLastInput", "to_torchscript"]
+__all__ += ["optimize", "lite_bytecode_version", "backport"]
 
 #: What a ``.ptl`` export says once: the truth about the format, from upstream.
 DEPRECATION = (
@@ -210,10 +201,8 @@ class PtlRuntime(Runtime):
             rows = job.verify(lite, self.label)
             ops = _operators(lite)
             memory_format = "channels_last" if (channels_last or spec.camera) and not detection else "contiguous"
-            if spec.camera:
-                shape = "N x H x W x 3 (camera frame, RGB)"
-            else:
-                shape = "3 x H x W (one image)" if detection else "N x 3 x H x W"
+            shape = "3 x H x W (one image)" if detection else "N x 3 x H x W"
+            shape = "N x H x W x 3 (camera frame, RGB)" if spec.camera else shape
             side = job.sidecar(
                 self,
                 job.input(shape),

@@ -2,14 +2,13 @@
 ``--calib-images DIR`` for a dataset, sampled evenly). ``.ptl``: FX graph mode, QNNPACK, checked against the
 converted eager int8 module; ``.pte``: PT2E with ``XNNPACKQuantizer``, checked against the converted PT2E
 module; ONNX: ONNX Runtime ``quantize_static`` (QDQ; uint8 per-tensor activations, int8 per-channel 7-bit
-weights); ncnn: ``ncnn2table`` + ``ncnn2int8``. See docs/mobile.md for the bounds.
+weights); ncnn: ``ncnn2table`` + ``ncnn2int8`` (in :mod:`.ncnn_export`). See docs/mobile.md for the bounds.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import subprocess
 import tempfile
 import warnings
 from collections import Counter
@@ -23,16 +22,8 @@ from ..paths import sample_images_dir
 from .images import list_images, load_images
 from .source import MobileError, ModelSource
 
-__all__ = [
-    "resolve_calib_dir",
-    "calibration_batch",
-    "quantize_fx_int8",
-    "pt2e_int8_for_pte",
-    "ORT_INT8_SCHEME",
-    "ort_int8_for_onnx",
-    "NCNN_INT8_SCHEME",
-    "ncnn_int8_for_ncnn",
-]
+__all__ = ["resolve_calib_dir", "calibration_batch", "quantize_fx_int8", "pt2e_int8_for_pte", "ORT_INT8_SCHEME"]
+__all__ += ["ort_int8_for_onnx"]
 
 
 def resolve_calib_dir(spec: Any = "auto") -> Path:
@@ -56,12 +47,6 @@ def calibration_batch(calib_dir: os.PathLike, count: int, size: Tuple[int, int],
     return load_images(files[::step][:count], size, mean, std)
 
 
-def _calibrate(model: Callable[[Tensor], Any], batch: Tensor, chunk: int = 16) -> None:
-    with torch.no_grad():
-        for i in range(0, batch.shape[0], chunk):
-            model(batch[i : i + chunk])
-
-
 def quantize_fx_int8(source: ModelSource, calib_dir: os.PathLike, count: int, size: Tuple[int, int]) -> ModelSource:
     """FX graph mode PTQ (QNNPACK config) calibrated on ``count`` real images; for ``.ptl`` export."""
     from torch.ao.quantization import get_default_qconfig_mapping
@@ -79,7 +64,9 @@ def quantize_fx_int8(source: ModelSource, calib_dir: os.PathLike, count: int, si
             warnings.simplefilter("ignore")
             model = copy.deepcopy(source.model).eval()
             prepared = prepare_fx(model, get_default_qconfig_mapping("qnnpack"), (batch[:1],))
-            _calibrate(prepared, batch)
+            with torch.no_grad():
+                for i in range(0, batch.shape[0], 16):
+                    prepared(batch[i : i + 16])
             qmodel = convert_fx(prepared).eval()
     except Exception as e:
         raise MobileError(
@@ -212,58 +199,3 @@ def _weight_granularity(graph) -> Dict[str, Dict[str, int]]:
             entry = out.setdefault(op, {"per_channel": 0, "per_tensor": 0})
             entry["per_channel" if per_channel else "per_tensor"] += 1
     return dict(sorted(out.items()))
-
-
-NCNN_INT8_SCHEME = (
-    "int8 post-training static, ncnn2table (KL calibration table of the activations) + ncnn2int8 (int8 weights, "
-    "per output channel)"
-)
-
-
-def ncnn_int8_for_ncnn(
-    source: ModelSource, calib_dir: Any, count: int, size: Tuple[int, int]
-) -> Callable[[Path, Path, Path], Dict[str, Any]]:
-    """A ``quantize_fn(param, bin, workdir) -> description``: ``ncnn2table`` on the images the other int8 paths
-    use, preprocessed the same way and handed over as ``.npy`` (``type=1``: ncnn's image reader plays no part),
-    then ``ncnn2int8``."""
-    from .ncnn_export import require_ncnn_int8_tools
-
-    tools = require_ncnn_int8_tools()
-    calib_dir = resolve_calib_dir(calib_dir)
-    batch = calibration_batch(calib_dir, count, size, source.mean, source.std)
-
-    def quantize_fn(param: Path, bin_: Path, work: Path) -> Dict[str, Any]:
-        import numpy as np
-
-        npy = work / "calibration"
-        npy.mkdir()
-        listing = []
-        for i in range(batch.shape[0]):
-            path = npy / f"{i:05d}.npy"
-            np.save(path, np.ascontiguousarray(batch[i].numpy(), dtype=np.float32))  # C x H x W
-            listing.append(str(path))
-        (work / "calibration.txt").write_text("\n".join(listing) + "\n")
-        table = work / "model.table"
-        c, h, w = batch.shape[1:]
-        steps = [
-            [tools["ncnn2table"], str(param), str(bin_), str(work / "calibration.txt"), str(table)]
-            + [f"shape=[{w},{h},{c}]", "method=kl", "type=1", "thread=1"],
-            [tools["ncnn2int8"], str(param), str(bin_), str(work / "int8.param"), str(work / "int8.bin"), str(table)],
-        ]
-        for cmd in steps:
-            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
-            if proc.returncode != 0:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                raise MobileError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}): {tail[0]}")
-        if not (work / "int8.param").is_file() or not (work / "int8.bin").is_file():
-            raise MobileError("ncnn2int8 wrote no int8.param / int8.bin")
-        os.replace(work / "int8.param", param)
-        os.replace(work / "int8.bin", bin_)
-        return {
-            "scheme": NCNN_INT8_SCHEME,
-            "calibration": {"dir": str(calib_dir), "images": int(batch.shape[0]), "size": list(size)},
-            "tools": {t: str(p) for t, p in tools.items()},
-            "table_entries": sum(1 for ln in table.read_text().splitlines() if ln.strip()),
-        }
-
-    return quantize_fn

@@ -45,17 +45,8 @@ from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..models.shufflenet import ChannelShuffle, ShuffleNetV1, ShuffleUnit, channel_shuffle, shuffle_permutation
 from .source import MobileError
 
-__all__ = [
-    "RewriteOptions",
-    "RUNTIME_DEFAULTS",
-    "for_runtime",
-    "FastShuffleNet",
-    "FastShuffleUnit",
-    "CameraInput",
-    "ReshapeShuffle",
-    "reshape_shuffle",
-    "with_reshape_shuffles",
-]
+__all__ = ["RewriteOptions", "RUNTIME_DEFAULTS", "for_runtime", "FastShuffleNet", "FastShuffleUnit", "CameraInput"]
+__all__ += ["ReshapeShuffle", "reshape_shuffle", "with_reshape_shuffles"]
 
 
 @dataclass(frozen=True)

@@ -45,19 +45,8 @@ from .verify import (
     verify_runtime,
 )
 
-__all__ = [
-    "Calibration",
-    "ExportSpec",
-    "Exported",
-    "Job",
-    "Runtime",
-    "register",
-    "runtimes",
-    "get",
-    "export",
-    "versions",
-    "per_sample",
-]
+__all__ = ["Calibration", "ExportSpec", "Exported", "Job", "Runtime", "register", "runtimes", "get", "export"]
+__all__ += ["versions", "per_sample"]
 
 Log = Callable[[str], None]
 
