@@ -9,7 +9,6 @@ and :func:`shufflenet.models.model_from_weights`. Nothing here defines a network
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
@@ -18,6 +17,7 @@ from torch import nn
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ShuffleNetError
+from ..fileio import check_output_dir
 from ..models import create_model, get_spec, list_models, model_from_weights
 from ..weights.io import read_weights
 
@@ -84,19 +84,6 @@ def load_model(spec: str, arch: Optional[str] = None, num_classes: Optional[int]
 
 
 def writable_dir(path: os.PathLike, flag: str = "--out") -> Path:
-    """Check, before any work, that ``path`` can be an output folder: one clear error if it names a file, lies
-    under a file, or sits where this process cannot write. Nothing is created here (the exporters create the
-    folder when they write); the check writes and removes one probe file in the nearest existing folder."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise MobileError(f"{flag} {path}: is a file, not a folder")
-    existing = next((p for p in [path, *path.parents] if p.exists()), Path("."))
-    if not existing.is_dir():
-        raise MobileError(f"{flag} {path}: {existing} is a file, not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=existing)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise MobileError(f"{flag} {path}: cannot write in {existing} ({e.strerror or e})") from None
-    return path
+    """Check, before any work, that ``path`` can be an output folder (one error line naming ``flag`` if not);
+    nothing is created here: the exporters create the folder when they write."""
+    return check_output_dir(path, flag, MobileError)
