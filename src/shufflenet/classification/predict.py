@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import run_cli
 from ..fileio import write_json_atomic
-from ..models import IMAGENET_CATEGORIES, model_from_weights
+from ..models import IMAGENET_CATEGORIES, get_spec, model_from_weights
 from ..models.pretrained import ShuffleNetWeights, resolve_weights, weights_file
 from ..paths import IMAGE_SUFFIXES, image_files
 from .data import eval_transform
@@ -59,6 +59,8 @@ def load_predictor(
     weights: str, model: Optional[str] = None, progress: bool = True
 ) -> Tuple[nn.Module, Callable[[Any], torch.Tensor], List[str], Dict[str, Any]]:
     """``(model.eval(), transform, class names, info)`` for ``--weights`` / ``--model``."""
+    if model is not None:
+        get_spec(model)  # a misspelled --model is "unknown model" (with close matches), whatever --weights says
     found = resolve_weights(weights, model)
     wf = weights_file(found, model, progress=progress)
     net = model_from_weights(wf, model).eval()

@@ -147,10 +147,6 @@ def _for_model(name: Optional[str], what: str) -> ShuffleNetWeights:
             raise UnknownWeightsError(f"weights {what!r} belong to another model than {name!r}")
         return w
     enum = get_model_weights(name) if name else None
-    if enum is None and name:
-        from .registry import get_spec  # same layer; the registry imports this module
-
-        get_spec(name)  # a misspelled name is "unknown model" (with close matches), not "no published weights"
     if enum is None:
         have = ", ".join(f"{m} ({', '.join(ws)})" for m, ws in list_pretrained().items())
         raise UnknownWeightsError(

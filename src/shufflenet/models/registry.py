@@ -123,6 +123,8 @@ def create_model(
     if weights is not None:
         if kwargs.get("features_only"):
             raise InvalidConfigError("create_model: load weights into the full model, then wrap it for features")
+        if name is not None:
+            get_spec(name)  # a misspelled name is "unknown model" (with close matches), not "no published weights"
         return model_from_weights(weights_file(weights, name, progress=progress), name, **kwargs)
     if name is None:
         raise InvalidConfigError("create_model: give a model name or a weights file")
