@@ -347,20 +347,10 @@ def setup(args, verify_weights: bool = True) -> CfgNode:
         )
     cfg = get_detection_cfg(config, args.opts)
     check_output_dir(cfg.OUTPUT_DIR, "OUTPUT_DIR", DetectionError)  # before any work, as every command
-    cpus = available_cpus()
-    if cfg.DATALOADER.NUM_WORKERS > cpus:  # the COCO configs ask for 4; more workers than cores only contend
-        if verify_weights:  # the parent's call (the workers' setup says nothing twice)
-            print(
-                f"note: DATALOADER.NUM_WORKERS {cfg.DATALOADER.NUM_WORKERS} -> {cpus} (the CPU cores this process has)",
-                file=sys.stderr,
-            )
-        cfg.defrost()
-        cfg.DATALOADER.NUM_WORKERS = cpus
-        cfg.freeze()
     prepare_datasets(cfg, training=not args.eval_only)
     resumed = resume_checkpoint(cfg) if args.resume else None
     if not verify_weights:
-        return cfg
+        return _cap_workers(cfg, say=False)  # a worker's setup: the parent said it
     if resumed is not None:
         if not resumed.is_file():
             raise DetectionError(
@@ -370,6 +360,22 @@ def setup(args, verify_weights: bool = True) -> CfgNode:
         check_weights(cfg, str(resumed), "--resume checkpoint")
     elif cfg.MODEL.WEIGHTS:
         check_weights(cfg, cfg.MODEL.WEIGHTS, "MODEL.WEIGHTS")
+    return _cap_workers(cfg, say=True)
+
+
+def _cap_workers(cfg: CfgNode, say: bool) -> CfgNode:
+    """``DATALOADER.NUM_WORKERS`` at most the cores this process has (the COCO configs ask for 4; more workers than
+    cores only contend, and torch warns), with one note once the config is known to be good (``say``)."""
+    cpus = available_cpus()
+    if cfg.DATALOADER.NUM_WORKERS > cpus:
+        if say:
+            print(
+                f"note: DATALOADER.NUM_WORKERS {cfg.DATALOADER.NUM_WORKERS} -> {cpus} (the CPU cores this process has)",
+                file=sys.stderr,
+            )
+        cfg.defrost()
+        cfg.DATALOADER.NUM_WORKERS = cpus
+        cfg.freeze()
     return cfg
 
 
